@@ -1,0 +1,21 @@
+//===- AttnOps.h - ops of the attn dialect ----------------------*- C++ -*-===//
+#ifndef ATTUNE_DIALECT_ATTNOPS_H
+#define ATTUNE_DIALECT_ATTNOPS_H
+
+#include "dialect/AttnDialect.h"
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/IR/OpImplementation.h"
+#include "mlir/Interfaces/ControlFlowInterfaces.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#define GET_OP_CLASSES
+#include "dialect/AttnOps.h.inc"
+
+namespace mlir::attn {
+/// Tile classes yielded by `tile_class` regions.
+enum TileClass : int32_t { kEmpty = 0, kPartial = 1, kFull = 2 };
+} // namespace mlir::attn
+
+#endif
