@@ -39,8 +39,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
         yields an i32 class of the tile [q_lo, q_hi) x [kv_lo, kv_hi):
         0 = EMPTY (no pair allowed), 1 = PARTIAL (unknown), 2 = FULL (all allowed).
 
-    `align` says which q_offset a caller passes when the user gives none
-    (bottom_right: seq_kv - seq_q, top_left: 0); the op itself always takes offsets.
+    The op always takes both offsets. `default_q_offset` / `default_kv_offset` (from
+    the spec) and `align` say which ones a caller passes when the user gives none:
+    kv_offset defaults to 0; q_offset to seq_kv - seq_q (bottom_right) or 0 (top_left).
   }];
 
   let arguments = (ins
@@ -51,6 +52,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     Attn_NormalizerAttr:$normalizer,
     OptionalAttr<F64Attr>:$sigmoid_beta,
     Attn_AlignAttr:$align,
+    OptionalAttr<I64Attr>:$default_q_offset,
+    OptionalAttr<I64Attr>:$default_kv_offset,
     DefaultValuedAttr<StrArrayAttr, "{}">:$input_names,
     DefaultValuedAttr<ArrayAttr, "{}">:$input_dims);
   let results = (outs AnyRankedTensor:$o, Optional<AnyRankedTensor>:$lse);
@@ -128,7 +131,7 @@ def Attn_RopeOp : Attn_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
 //===----------------------------------------------------------------------===//
 
 class Attn_MaskPattern<string mnemonic, list<Trait> traits = []>
-    : Attn_Op<mnemonic, !listconcat([Pure], traits)> {
+    : Attn_Op<mnemonic, !listconcat([Pure, Attn_ResultIs<"::mlir::IntegerType::get(context, 1)">], traits)> {
   let results = (outs I1:$allowed);
 }
 
@@ -215,7 +218,7 @@ def Attn_ShiftedGroupsOp : Attn_MaskPattern<"shifted_groups"> {
 //===----------------------------------------------------------------------===//
 
 class Attn_ScorePattern<string mnemonic, list<Trait> traits = []>
-    : Attn_Op<mnemonic, !listconcat([Pure], traits)> {
+    : Attn_Op<mnemonic, !listconcat([Pure, Attn_ResultIs<"::mlir::Float32Type::get(context)">], traits)> {
   let results = (outs F32:$result);
 }
 
@@ -289,7 +292,8 @@ def Attn_LookupOp : Attn_Op<"lookup", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Attn_ContainsOp : Attn_Op<"contains", [Pure]> {
+def Attn_ContainsOp : Attn_Op<"contains", [Pure,
+    Attn_ResultIs<"::mlir::IntegerType::get(context, 1)">]> {
   let summary = "whether `value` occurs in tensor[indices, :] (the last dimension)";
   let description = [{
     The index list names every dimension but the last. Used for index lists

@@ -1,0 +1,47 @@
+//===- Reference.h - the float64 reference back end -------------*- C++ -*-===//
+//
+// The oracle of every other back end: evaluates an L1 function (attn.rope ops and one
+// attn.attention) literally, for every (b, h, i, j), in double precision. It is
+// written to be obviously right, not fast.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTUNE_CODEGEN_REFERENCE_REFERENCE_H
+#define ATTUNE_CODEGEN_REFERENCE_REFERENCE_H
+
+#include "codegen/Arguments.h"
+
+namespace mlir {
+class ModuleOp;
+}
+
+namespace attune {
+
+struct AttentionResult {
+  HostTensor o;    // [B, Hq, Sq, Dv]
+  HostTensor lse;  // [B, Hq, Sq] natural log; -inf for rows with no allowed key
+};
+
+/// Runs the single function of `module`. Fails with a message on bad arguments or
+/// IR the reference cannot evaluate.
+bool runReference(mlir::ModuleOp module, const AttentionArgs &args,
+                  AttentionResult &result, std::string &error, int threads = 0);
+
+/// Applies rotary embedding to a [B, H, S, D] tensor at positions row + offset,
+/// with the parameters of an attn.rope op.
+struct RopeParams {
+  double theta = 10000.0;
+  bool interleaved = false;
+  int64_t rotaryDim = 0;
+  enum class Scaling { None, Linear, Ntk, Yarn } scaling = Scaling::None;
+  double factor = 1.0;
+  int64_t originalMaxPosition = 0;
+  double betaFast = 32.0, betaSlow = 1.0, mscale = 1.0;
+};
+void applyRope(HostTensor &x, int64_t offset, const RopeParams &params);
+/// Per-pair inverse frequencies (radians per position) after scaling; pair m
+/// rotates features (m, m + R/2) or (2m, 2m + 1).
+std::vector<double> ropeFrequencies(const RopeParams &params);
+
+} // namespace attune
+
+#endif

@@ -1,0 +1,75 @@
+//===- CmdRun.cpp - attnc run ---------------------------------------------===//
+#include "tools/attnc/Driver.h"
+
+#include "codegen/Arguments.h"
+#include "codegen/reference/Reference.h"
+
+#include "llvm/Support/raw_ostream.h"
+
+namespace attune::attnc {
+
+static HostTensor readTensor(const std::string &what, const std::string &path) {
+  HostTensor t;
+  std::string error;
+  if (!readNpy(path, t, error))
+    throw Failure{what + ": " + error};
+  return t;
+}
+
+static void writeTensor(const std::string &path, const HostTensor &t) {
+  std::string error;
+  if (!writeNpy(path, t, error))
+    throw Failure{error};
+}
+
+int cmdRun(int argc, char **argv) {
+  Options opts(argc, argv, 2,
+               {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads"},
+               {}, {"input"});
+  if (opts.positional.size() != 1)
+    throw Failure{"run takes one SPEC", 2};
+  std::string backend = opts.require("backend");
+  if (backend != "reference")
+    throw Failure{"unknown backend '" + backend + "' (available: reference)", 2};
+
+  AttentionArgs args;
+  args.q = readTensor("--q", opts.require("q"));
+  args.k = readTensor("--k", opts.require("k"));
+  args.v = readTensor("--v", opts.require("v"));
+  std::string out = opts.require("out");
+  for (const std::string &binding : opts.all("input")) {
+    auto eq = binding.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == binding.size())
+      throw Failure{"--input needs NAME=FILE.npy, got '" + binding + "'", 2};
+    std::string name = binding.substr(0, eq);
+    if (args.inputs.count(name))
+      throw Failure{"--input " + name + " given twice", 2};
+    args.inputs[name] = readTensor("--input " + name, binding.substr(eq + 1));
+  }
+  const int64_t kLimit = int64_t(1) << 40;
+  args.qOffset = opts.getInt("q-offset", -kLimit, kLimit);
+  args.kvOffset = opts.getInt("kv-offset", -kLimit, kLimit);
+  int threads = static_cast<int>(opts.getInt("threads", 1, 256).value_or(0));
+
+  mlir::MLIRContext context;
+  LoadedSpec spec = loadSpec(context, opts.positional[0]);
+  if (opts.get("lse") && !spec.info.lse)
+    throw Failure{"--lse given but the spec's outputs do not include \"lse\"", 2};
+
+  AttentionResult result;
+  std::string error;
+  if (!runReference(*spec.module, args, result, error, threads))
+    throw Failure{error};
+  writeTensor(out, result.o);
+  if (auto lse = opts.get("lse"))
+    writeTensor(*lse, result.lse);
+  return 0;
+}
+
+int cmdHash(int argc, char **argv) {
+  (void)argc;
+  (void)argv;
+  throw Failure{"hash is not available in this build"};
+}
+
+} // namespace attune::attnc

@@ -1,0 +1,53 @@
+//===- attnc.cpp - the Attune compiler driver -----------------------------===//
+//
+//   attnc explain SPEC      the IR and what the mask and score mean
+//   attnc run SPEC ...      run a spec on .npy inputs with a back end
+//   attnc hash SPEC         the spec hash bundles and caches are keyed by
+//
+//===----------------------------------------------------------------------===//
+#include "tools/attnc/Driver.h"
+
+#include "llvm/Support/raw_ostream.h"
+
+#include <cstring>
+#include <exception>
+
+using namespace attune::attnc;
+
+static const char *kUsage = R"(usage: attnc <command> [options]
+
+commands:
+  explain SPEC [--seq-q N --seq-kv N]
+      print the spec's attn IR and a summary of its mask and score
+  run SPEC --backend reference --q Q.npy --k K.npy --v V.npy --out O.npy
+          [--input NAME=FILE.npy ...] [--q-offset N] [--kv-offset N] [--lse LSE.npy]
+      run SPEC on float32 .npy tensors (int32 for integer inputs)
+  hash SPEC
+      print the spec hash (sha256 of its canonical JSON)
+
+SPEC is a JSON spec (specs/attn-spec.schema.json) or attn IR (.mlir).
+)";
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    llvm::outs() << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  try {
+    if (cmd == "explain")
+      return cmdExplain(argc, argv);
+    if (cmd == "run")
+      return cmdRun(argc, argv);
+    if (cmd == "hash")
+      return cmdHash(argc, argv);
+    throw Failure{"unknown command '" + cmd + "' (expected explain, run or hash)", 2};
+  } catch (const Failure &f) {
+    llvm::errs() << "attnc " << cmd << ": error: " << f.message << "\n";
+    return f.code;
+  } catch (const std::exception &e) {
+    llvm::errs() << "attnc " << cmd << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}
