@@ -59,4 +59,23 @@ int cmdExplain(int argc, char **argv) {
   return 0;
 }
 
+int cmdImport(int argc, char **argv) {
+  Options opts(argc, argv, 2, {"o", "dtype"}, {});
+  if (opts.positional.size() != 1)
+    throw Failure{"import takes one SPEC", 2};
+  std::optional<std::string> dtype = opts.get("dtype");
+  if (dtype && *dtype != "bf16" && *dtype != "fp16" && *dtype != "f32")
+    throw Failure{"--dtype must be bf16, fp16 or f32, got '" + *dtype + "'", 2};
+  mlir::MLIRContext context;
+  LoadedSpec spec = loadSpec(context, opts.positional[0], dtype);
+  std::string out = opts.get("o").value_or("-");
+  std::error_code ec;
+  llvm::raw_fd_ostream os(out, ec);
+  if (ec)
+    throw Failure{"cannot write '" + out + "': " + ec.message()};
+  spec.module->print(os);
+  os << "\n";
+  return 0;
+}
+
 } // namespace attune::attnc

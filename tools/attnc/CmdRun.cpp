@@ -33,6 +33,10 @@ int cmdRun(int argc, char **argv) {
     throw Failure{"unknown backend '" + backend + "' (available: reference)", 2};
 
   AttentionArgs args;
+  const int64_t kLimit = int64_t(1) << 40;
+  args.qOffset = opts.getInt("q-offset", -kLimit, kLimit);
+  args.kvOffset = opts.getInt("kv-offset", -kLimit, kLimit);
+  int threads = static_cast<int>(opts.getInt("threads", 1, 256).value_or(0));
   args.q = readTensor("--q", opts.require("q"));
   args.k = readTensor("--k", opts.require("k"));
   args.v = readTensor("--v", opts.require("v"));
@@ -46,10 +50,6 @@ int cmdRun(int argc, char **argv) {
       throw Failure{"--input " + name + " given twice", 2};
     args.inputs[name] = readTensor("--input " + name, binding.substr(eq + 1));
   }
-  const int64_t kLimit = int64_t(1) << 40;
-  args.qOffset = opts.getInt("q-offset", -kLimit, kLimit);
-  args.kvOffset = opts.getInt("kv-offset", -kLimit, kLimit);
-  int threads = static_cast<int>(opts.getInt("threads", 1, 256).value_or(0));
 
   mlir::MLIRContext context;
   LoadedSpec spec = loadSpec(context, opts.positional[0]);

@@ -23,6 +23,8 @@ Options::Options(int argc, char **argv, int first, const std::vector<std::string
   };
   for (int i = first; i < argc; ++i) {
     std::string a = argv[i];
+    if (a.size() == 2 && a[0] == '-' && a[1] != '-')
+      a = "-" + a; // -o means --o
     if (a.size() < 3 || a.compare(0, 2, "--") != 0) {
       if (a.size() > 1 && a[0] == '-')
         throw Failure{"unknown option '" + a + "'", 2};
@@ -139,7 +141,7 @@ LoadedSpec loadSpec(mlir::MLIRContext &context, const std::string &path,
   nlohmann::json spec;
   SpecError error;
   if (!loadSpecFile(path, spec, error))
-    throw Failure{error.str()};
+    throw Failure{error.path.empty() ? error.message : error.str()};
   ImportOptions options;
   options.dtypeOverride = dtypeOverride;
   loaded.module = importSpec(context, spec, loaded.info, error, options);

@@ -53,6 +53,7 @@ LoadedSpec loadSpec(mlir::MLIRContext &context, const std::string &path,
 void registerDialects(mlir::MLIRContext &context);
 
 int cmdExplain(int argc, char **argv);
+int cmdImport(int argc, char **argv);
 int cmdRun(int argc, char **argv);
 int cmdHash(int argc, char **argv);
 

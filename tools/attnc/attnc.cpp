@@ -19,6 +19,8 @@ static const char *kUsage = R"(usage: attnc <command> [options]
 commands:
   explain SPEC [--seq-q N --seq-kv N]
       print the spec's attn IR and a summary of its mask and score
+  import SPEC [-o OUT.mlir] [--dtype bf16|fp16|f32]
+      print the spec as attn L1 IR
   run SPEC --backend reference --q Q.npy --k K.npy --v V.npy --out O.npy
           [--input NAME=FILE.npy ...] [--q-offset N] [--kv-offset N] [--lse LSE.npy]
       run SPEC on float32 .npy tensors (int32 for integer inputs)
@@ -38,11 +40,13 @@ int main(int argc, char **argv) {
   try {
     if (cmd == "explain")
       return cmdExplain(argc, argv);
+    if (cmd == "import")
+      return cmdImport(argc, argv);
     if (cmd == "run")
       return cmdRun(argc, argv);
     if (cmd == "hash")
       return cmdHash(argc, argv);
-    throw Failure{"unknown command '" + cmd + "' (expected explain, run or hash)", 2};
+    throw Failure{"unknown command '" + cmd + "' (expected explain, import, run or hash)", 2};
   } catch (const Failure &f) {
     llvm::errs() << "attnc " << cmd << ": error: " << f.message << "\n";
     return f.code;
