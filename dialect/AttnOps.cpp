@@ -301,7 +301,7 @@ LogicalResult RopeOp::verify() {
   auto type = tensorType(getInput());
   if (type.getRank() != 4 || type.isDynamicDim(3))
     return emitOpError("input must be [B, H, S, D] with a static D, got ") << type;
-  int64_t d = type.getDimSize(3), r = getRotaryDim();
+  int64_t d = type.getDimSize(3), r = static_cast<int64_t>(getRotaryDim());
   if (r <= 0 || r > d || r % 2 != 0)
     return emitOpError("rotary_dim must be even and in [2, head_dim = ")
            << d << "], got " << r;
@@ -314,7 +314,7 @@ LogicalResult RopeOp::verify() {
   if (getScaling() == RopeScaling::ntk && r <= 2)
     return emitOpError("ntk scaling needs rotary_dim > 2");
   if (getScaling() == RopeScaling::yarn) {
-    if (getOriginalMaxPosition() <= 0)
+    if (static_cast<int64_t>(getOriginalMaxPosition()) <= 0)
       return emitOpError("yarn scaling needs original_max_position > 0");
     if (!(getBetaFast().convertToDouble() > getBetaSlow().convertToDouble()))
       return emitOpError("yarn scaling needs beta_fast > beta_slow");
@@ -346,46 +346,54 @@ LogicalResult SlidingWindowOp::verify() {
 LogicalResult DilatedWindowOp::verify() {
   return success(succeeded(checkBound(*this, "left", getLeft())) &&
                  succeeded(checkBound(*this, "right", getRight())) &&
-                 succeeded(checkPositive(*this, "dilation", getDilation())));
+                 succeeded(checkPositive(*this, "dilation",
+                                         static_cast<int64_t>(getDilation()))));
 }
 
 LogicalResult SinksOp::verify() {
-  if (getCount() < 0)
-    return emitOpError("count must be >= 0, got ") << getCount();
+  int64_t count = static_cast<int64_t>(getCount()); // I64Attr reads as unsigned
+  if (count < 0)
+    return emitOpError("count must be >= 0, got ") << count;
   return success();
 }
 
 LogicalResult GlobalTokensOp::verify() {
   if (getCount().has_value() == getTokens().has_value())
     return emitOpError("needs exactly one of 'count' and 'tokens'");
-  if (getCount() && *getCount() < 0)
-    return emitOpError("count must be >= 0, got ") << *getCount();
+  if (getCount() && static_cast<int64_t>(*getCount()) < 0)
+    return emitOpError("count must be >= 0, got ") << static_cast<int64_t>(*getCount());
   return success();
 }
 
-LogicalResult StridedOp::verify() { return checkPositive(*this, "stride", getStride()); }
+LogicalResult StridedOp::verify() {
+  return checkPositive(*this, "stride", static_cast<int64_t>(getStride()));
+}
 
 LogicalResult FixedOp::verify() {
-  if (failed(checkPositive(*this, "stride", getStride())))
+  if (failed(checkPositive(*this, "stride", static_cast<int64_t>(getStride()))))
     return failure();
-  if (getSummary() < 0 || getSummary() > getStride())
+  int64_t summary = static_cast<int64_t>(getSummary());
+  if (summary < 0 || summary > static_cast<int64_t>(getStride()))
     return emitOpError("summary must be in [0, stride = ")
-           << getStride() << "], got " << getSummary();
+           << getStride() << "], got " << summary;
   return success();
 }
 
 LogicalResult DilatedSegmentsOp::verify() {
-  if (failed(checkPositive(*this, "segment", getSegment())) ||
-      failed(checkPositive(*this, "dilation", getDilation())))
+  if (failed(checkPositive(*this, "segment", static_cast<int64_t>(getSegment()))) ||
+      failed(checkPositive(*this, "dilation", static_cast<int64_t>(getDilation()))))
     return failure();
-  if (getHeadOffset() && (*getHeadOffset() < 0 || *getHeadOffset() >= getDilation()))
-    return emitOpError("head_offset must be in [0, dilation = ")
-           << getDilation() << "), got " << *getHeadOffset();
+  if (auto offset = getHeadOffset()) {
+    int64_t o = static_cast<int64_t>(*offset);
+    if (o < 0 || o >= static_cast<int64_t>(getDilation()))
+      return emitOpError("head_offset must be in [0, dilation = ")
+             << getDilation() << "), got " << o;
+  }
   return success();
 }
 
 LogicalResult ShiftedGroupsOp::verify() {
-  return checkPositive(*this, "group", getGroup());
+  return checkPositive(*this, "group", static_cast<int64_t>(getGroup()));
 }
 
 LogicalResult SoftcapOp::verify() {
@@ -408,13 +416,15 @@ static LogicalResult checkFloatTensor(Operation *op, StringRef name, Value v,
 LogicalResult T5BiasOp::verify() {
   if (failed(checkFloatTensor(*this, "table", getTable(), 2)))
     return failure();
-  if (getNumBuckets() < 2 || (getBidirectional() && getNumBuckets() < 4))
+  int64_t buckets = static_cast<int64_t>(getNumBuckets());
+  if (buckets < 2 || (getBidirectional() && buckets < 4))
     return emitOpError("num_buckets must be >= 2 (>= 4 when bidirectional), got ")
-           << getNumBuckets();
-  if (getMaxDistance() <= 0)
-    return emitOpError("max_distance must be > 0, got ") << getMaxDistance();
+           << buckets;
+  if (static_cast<int64_t>(getMaxDistance()) <= 0)
+    return emitOpError("max_distance must be > 0, got ")
+           << static_cast<int64_t>(getMaxDistance());
   auto t = tensorType(getTable());
-  if (!t.isDynamicDim(0) && t.getDimSize(0) != getNumBuckets())
+  if (!t.isDynamicDim(0) && t.getDimSize(0) != buckets)
     return emitOpError("table must have num_buckets (")
            << getNumBuckets() << ") rows, got " << t.getDimSize(0);
   return success();
