@@ -1,0 +1,113 @@
+"""Random, meaningful inputs for any Attune spec.
+
+Extra tensors get values that fit the pattern that reads them (sorted document ids,
+-1-padded index lists, ...), found by walking the spec. Shared by the e2e tests, the
+demo and the benchmarks.
+"""
+import json
+import math
+
+import numpy as np
+
+
+def _walk_mask(node, roles):
+    if not isinstance(node, dict) or len(node) != 1:
+        return
+    (key, val), = node.items()
+    if key in ("all", "any"):
+        for sub in val:
+            _walk_mask(sub, roles)
+    elif key == "not":
+        _walk_mask(val, roles)
+    elif key == "document":
+        roles[val["q_ids"]] = ("doc_ids", None)
+        roles[val.get("kv_ids", val["q_ids"])] = ("doc_ids", None)
+    elif key == "buckets":
+        roles[val["q_buckets"]] = ("small_ints", 4)
+        roles[val["kv_buckets"]] = ("small_ints", 4)
+    elif key == "keep":
+        roles[val["kv_keep"]] = ("small_ints", 2)
+    elif key == "vertical_slash":
+        roles[val["columns"]] = ("columns", None)
+        roles[val["diagonals"]] = ("diagonals", None)
+    elif key == "block_list":
+        roles[val["kv_blocks"]] = ("block_list", tuple(val["block"]))
+    elif key == "prefix_lm" and isinstance(val.get("prefix"), str):
+        roles[val["prefix"]] = ("prefix", None)
+
+
+def input_roles(spec):
+    roles = {}
+    if "mask" in spec:
+        _walk_mask(spec["mask"], roles)
+    return roles
+
+
+def resolve_shape(spec, name, decl, sizes, rng, roles):
+    shape = []
+    for dim in decl["shape"]:
+        if isinstance(dim, int):
+            shape.append(dim)
+        elif dim in sizes:
+            shape.append(sizes[dim])
+        else:
+            role = roles.get(name, (None, None))
+            if role[0] == "block_list" and len(shape) == 2:
+                value = math.ceil(sizes["Sq"] / role[1][0])  # ceil(Sq / BM)
+            else:
+                value = int(rng.integers(1, 9))
+            sizes[dim] = value
+            shape.append(value)
+    return shape
+
+
+def make_inputs(spec, batch, seq_q, seq_kv, rng, dtype=np.float32):
+    """q, k, v and every declared input of `spec`, as numpy arrays."""
+    hq = spec["heads_q"]
+    hkv = spec.get("heads_kv", hq)
+    d = spec["head_dim"]
+    dv = spec.get("head_dim_v", d)
+    sizes = {"B": batch, "Hq": hq, "Hkv": hkv, "Sq": seq_q, "Skv": seq_kv, "D": d, "Dv": dv}
+    q = rng.standard_normal((batch, hq, seq_q, d)).astype(dtype)
+    k = rng.standard_normal((batch, hkv, seq_kv, d)).astype(dtype)
+    v = rng.standard_normal((batch, hkv, seq_kv, dv)).astype(dtype)
+    roles = input_roles(spec)
+    inputs = {}
+    for name, decl in spec.get("inputs", {}).items():
+        shape = resolve_shape(spec, name, decl, sizes, rng, roles)
+        role, arg = roles.get(name, (None, None))
+        if decl["dtype"] == "f32":
+            inputs[name] = (0.5 * rng.standard_normal(shape)).astype(np.float32)
+            continue
+        if role == "doc_ids":
+            # Sorted ids with random document lengths along the last axis.
+            n = shape[-1]
+            ids = np.cumsum(rng.random(shape) < 6.0 / max(n, 1), axis=-1)
+            inputs[name] = ids.astype(np.int32)
+        elif role == "small_ints":
+            inputs[name] = rng.integers(0, arg, size=shape).astype(np.int32)
+        elif role == "columns":
+            cols = rng.integers(0, seq_kv, size=shape)
+            cols[rng.random(shape) < 0.3] = -1
+            inputs[name] = cols.astype(np.int32)
+        elif role == "diagonals":
+            diags = rng.integers(0, max(seq_q, seq_kv), size=shape)
+            diags[..., 0] = 0
+            diags[rng.random(shape) < 0.3] = -seq_kv - 1
+            inputs[name] = diags.astype(np.int32)
+        elif role == "block_list":
+            bn = arg[1]
+            nkb = max(1, math.ceil(seq_kv / bn))
+            blocks = rng.integers(0, nkb, size=shape)
+            blocks[rng.random(shape) < 0.3] = -1
+            inputs[name] = blocks.astype(np.int32)
+        elif role == "prefix":
+            inputs[name] = rng.integers(0, seq_kv + 1, size=shape).astype(np.int32)
+        else:
+            inputs[name] = rng.integers(0, max(seq_kv, 1), size=shape).astype(np.int32)
+    return q, k, v, inputs
+
+
+def load_spec(path):
+    with open(path) as f:
+        return json.load(f)
