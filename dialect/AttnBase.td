@@ -85,4 +85,19 @@ def Attn_RopeScalingAttr : EnumAttr<Attn_Dialect, Attn_RopeScaling, "rope_scalin
   let assemblyFormat = "`<` $value `>`";
 }
 
+class Attn_Attr<string name, string attrMnemonic, list<Trait> traits = []>
+    : AttrDef<Attn_Dialect, name, traits> {
+  let mnemonic = attrMnemonic;
+}
+
+def Attn_RopeAttr : Attn_Attr<"Rope", "rope"> {
+  let summary = "a rotary embedding folded into the loads of q or k (see attn.rope)";
+  let parameters = (ins "::mlir::FloatAttr":$theta, "::mlir::attn::RopeStyle":$style,
+                        "int64_t":$rotary_dim, "::mlir::attn::RopeScaling":$scaling,
+                        "::mlir::FloatAttr":$factor, "int64_t":$original_max_position,
+                        "::mlir::FloatAttr":$beta_fast, "::mlir::FloatAttr":$beta_slow,
+                        "::mlir::FloatAttr":$mscale);
+  let assemblyFormat = "`<` struct(params) `>`";
+}
+
 #endif // ATTN_BASE_TD

@@ -2,6 +2,7 @@
 #include "dialect/AttnOps.h"
 
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
@@ -10,6 +11,18 @@
 
 using namespace mlir;
 using namespace mlir::attn;
+
+void mlir::attn::cloneConstantsUsedIn(Region &region, OpBuilder &b, IRMapping &mapping) {
+  region.walk([&](Operation *inner) {
+    for (Value operand : inner->getOperands()) {
+      Operation *def = operand.getDefiningOp();
+      if (!def || region.isAncestor(def->getParentRegion()) || mapping.contains(operand) ||
+          !def->hasTrait<OpTrait::ConstantLike>())
+        continue;
+      mapping.map(operand, b.clone(*def)->getResult(0));
+    }
+  });
+}
 
 //===----------------------------------------------------------------------===//
 // attn.attention
@@ -229,6 +242,15 @@ static LogicalResult verifyRegionSignature(AttentionOp op, Region &region,
 static LogicalResult verifyTensorUses(AttentionOp op, Region &region) {
   WalkResult r = region.walk([&](Operation *inner) -> WalkResult {
     for (Value operand : inner->getOperands()) {
+      Operation *def = operand.getDefiningOp();
+      bool fromAbove = def ? !region.isAncestor(def->getParentRegion())
+                           : !region.isAncestor(operand.getParentRegion());
+      if (fromAbove && !isa<RankedTensorType>(operand.getType()) &&
+          !(def && def->hasTrait<OpTrait::ConstantLike>())) {
+        inner->emitOpError("uses a value defined outside the region that is neither "
+                           "an extra input nor a constant");
+        return WalkResult::interrupt();
+      }
       if (!isa<RankedTensorType>(operand.getType()))
         continue;
       if (op.getInputIndex(operand) < 0) {
@@ -492,6 +514,136 @@ LogicalResult ContainsOp::verify() {
   if (!t.getElementType().isInteger(32) && !t.getElementType().isInteger(64))
     return emitOpError("tensor elements must be integers, got ") << t.getElementType();
   return success();
+}
+
+LogicalResult SizeOp::verify() {
+  auto t = cast<ShapedType>(getTensor().getType());
+  if (static_cast<int64_t>(getDim()) < 0 || static_cast<int64_t>(getDim()) >= t.getRank())
+    return emitOpError("dim ") << static_cast<int64_t>(getDim()) << " is outside the rank of "
+                               << t;
+  return success();
+}
+
+/// A box over all dimensions (or all but the last) of an integer tensor.
+static LogicalResult verifyBox(Operation *op, Type tensorType, size_t lo, size_t hi,
+                               bool allButLast) {
+  auto t = cast<ShapedType>(tensorType);
+  int64_t want = allButLast ? t.getRank() - 1 : t.getRank();
+  if (static_cast<int64_t>(lo) != want || static_cast<int64_t>(hi) != want)
+    return op->emitOpError() << "needs " << want << " lo and hi bounds for " << t;
+  if (!t.getElementType().isInteger(32) && !t.getElementType().isInteger(64))
+    return op->emitOpError() << "tensor elements must be integers, got "
+                             << t.getElementType();
+  return success();
+}
+
+LogicalResult BoxSummaryOp::verify() {
+  return verifyBox(*this, getTensor().getType(), getLo().size(), getHi().size(), false);
+}
+
+LogicalResult BoxContainsOp::verify() {
+  return verifyBox(*this, getTensor().getType(), getLo().size(), getHi().size(), true);
+}
+
+//===----------------------------------------------------------------------===//
+// L2 tile ops
+//===----------------------------------------------------------------------===//
+
+void GridOp::getAsmBlockArgumentNames(Region &region, OpAsmSetValueNameFn setNameFn) {
+  static const char *kNames[] = {"b", "h", "qb"};
+  for (auto [i, arg] : llvm::enumerate(region.front().getArguments()))
+    if (i < 3)
+      setNameFn(arg, kNames[i]);
+}
+
+LogicalResult GridOp::verifyRegions() {
+  Block &body = getBody().front();
+  if (body.getNumArguments() != 3 ||
+      !llvm::all_of(body.getArgumentTypes(), [](Type t) { return t.isIndex(); }))
+    return emitOpError("body must take three index arguments (b, h, qb)");
+  if (!isa<YieldOp>(body.getTerminator()))
+    return emitOpError("body must end in attn.yield");
+  if (static_cast<int64_t>(getBlockM()) <= 0 || static_cast<int64_t>(getBlockN()) <= 0)
+    return emitOpError("block_m and block_n must be positive");
+  return success();
+}
+
+static int64_t dimOf(Value v, unsigned d) { return cast<MemRefType>(v.getType()).getDimSize(d); }
+
+LogicalResult LoadTileOp::verify() {
+  auto src = cast<MemRefType>(getSource().getType());
+  if (src.getRank() != 4)
+    return emitOpError("source must be a rank-4 memref [B, H, S, D], got ") << src;
+  if (src.isDynamicDim(3) || src.getDimSize(3) != dimOf(getTile(), 1))
+    return emitOpError("tile width must equal the source's last dimension");
+  if (getRope() && !getPositionOffset())
+    return emitOpError("rope needs a position offset");
+  return success();
+}
+
+LogicalResult QkTileOp::verify() {
+  if (dimOf(getQ(), 0) != dimOf(getS(), 0) || dimOf(getK(), 0) != dimOf(getS(), 1) ||
+      dimOf(getQ(), 1) != dimOf(getK(), 1))
+    return emitOpError("shapes do not form s[BM, BN] = q[BM, D] k[BN, D]^T");
+  return success();
+}
+
+LogicalResult WeightsTileOp::verify() {
+  if (getNormalizer() == Normalizer::softmax)
+    return emitOpError("softmax weights come from attn.softmax_tile");
+  return success();
+}
+
+LogicalResult PvTileOp::verify() {
+  if (dimOf(getP(), 0) != dimOf(getAcc(), 0) || dimOf(getP(), 1) != dimOf(getV(), 0) ||
+      dimOf(getV(), 1) != dimOf(getAcc(), 1))
+    return emitOpError("shapes do not form acc[BM, Dv] += p[BM, BN] v[BN, Dv]");
+  if (getAlpha() && dimOf(getAlpha(), 0) != dimOf(getAcc(), 0))
+    return emitOpError("rescale factors must have one value per row");
+  return success();
+}
+
+void ScoreTileOp::getAsmBlockArgumentNames(Region &region, OpAsmSetValueNameFn setNameFn) {
+  static const char *kNames[] = {"b", "h", "q_idx", "kv_idx", "q", "kv", "seq_q", "seq_kv"};
+  Block &block = region.front();
+  unsigned first = &region == &getScore() ? 1 : 0;
+  if (first && block.getNumArguments() > 0)
+    setNameFn(block.getArgument(0), "s");
+  for (unsigned i = 0; i < 8 && first + i < block.getNumArguments(); ++i)
+    setNameFn(block.getArgument(first + i), kNames[i]);
+}
+
+LogicalResult ScoreTileOp::verifyRegions() {
+  Type i64 = IntegerType::get(getContext(), 64), f32 = Float32Type::get(getContext());
+  auto check = [&](Region &r, StringRef name, unsigned lead, Type yieldType) -> LogicalResult {
+    Block &block = r.front();
+    if (block.getNumArguments() != lead + 8)
+      return emitOpError() << "region '" << name << "' must take " << lead + 8
+                           << " arguments";
+    auto yield = dyn_cast<YieldOp>(block.getTerminator());
+    if (!yield || yield.getValues().size() != 1 ||
+        yield.getValues()[0].getType() != yieldType)
+      return emitOpError() << "region '" << name << "' must yield one " << yieldType;
+    for (unsigned i = lead; i < lead + 8; ++i)
+      if (block.getArgument(i).getType() != i64)
+        return emitOpError() << "region '" << name << "' coordinates must be i64";
+    return success();
+  };
+  if (failed(check(getMask(), "mask", 0, IntegerType::get(getContext(), 1))) ||
+      failed(check(getScore(), "score", 1, f32)))
+    return failure();
+  // Buffers read by the regions must be operands of the op.
+  WalkResult r = getOperation()->walk([&](Operation *inner) {
+    if (inner == getOperation())
+      return WalkResult::advance();
+    for (Value v : inner->getOperands())
+      if (isa<MemRefType>(v.getType()) && !llvm::is_contained(getInputs(), v)) {
+        inner->emitOpError("reads a buffer that is not an input of attn.score_tile");
+        return WalkResult::interrupt();
+      }
+    return WalkResult::advance();
+  });
+  return failure(r.wasInterrupted());
 }
 
 #define GET_OP_CLASSES

@@ -13,9 +13,17 @@
 #define GET_OP_CLASSES
 #include "dialect/AttnOps.h.inc"
 
-namespace mlir::attn {
+namespace mlir {
+class IRMapping;
+namespace attn {
 /// Tile classes yielded by `tile_class` regions.
 enum TileClass : int32_t { kEmpty = 0, kPartial = 1, kFull = 2 };
-} // namespace mlir::attn
+
+/// Regions of attn ops may use constants defined above them (the canonicalizer
+/// hoists constants out of non-isolated regions). Before a region is cloned
+/// elsewhere, this clones those constants at `b`'s insertion point into `mapping`.
+void cloneConstantsUsedIn(Region &region, OpBuilder &b, IRMapping &mapping);
+} // namespace attn
+} // namespace mlir
 
 #endif

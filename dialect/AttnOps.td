@@ -55,7 +55,12 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     OptionalAttr<I64Attr>:$default_q_offset,
     OptionalAttr<I64Attr>:$default_kv_offset,
     DefaultValuedAttr<StrArrayAttr, "{}">:$input_names,
-    DefaultValuedAttr<ArrayAttr, "{}">:$input_dims);
+    DefaultValuedAttr<ArrayAttr, "{}">:$input_dims,
+    OptionalAttr<Attn_RopeAttr>:$q_rope,
+    OptionalAttr<Attn_RopeAttr>:$k_rope,
+    UnitAttr:$softmax_base2,
+    OptionalAttr<I64Attr>:$kv_list_input,
+    OptionalAttr<DenseI64ArrayAttr>:$kv_list_block);
   let results = (outs AnyRankedTensor:$o, Optional<AnyRankedTensor>:$lse);
   let regions = (region SizedRegion<1>:$mask, SizedRegion<1>:$score,
                         AnyRegion:$kv_ranges, AnyRegion:$tile_class);
@@ -276,8 +281,62 @@ def Attn_LogLengthScaleOp : Attn_ScorePattern<"log_length_scale"> {
 }
 
 //===----------------------------------------------------------------------===//
-// Reads of extra tensors, safe at any index.
+// Reads of extra tensors, safe at any index. In L1 they read tensors, in L2 the
+// memrefs those tensors became.
 //===----------------------------------------------------------------------===//
+
+def Attn_Shaped : AnyTypeOf<[AnyRankedTensor, AnyStridedMemRef]>;
+
+def Attn_SizeOp : Attn_Op<"size", [Pure,
+    Attn_ResultIs<"::mlir::IntegerType::get(context, 64)">]> {
+  let summary = "size of one dimension of an extra tensor, as i64";
+  let arguments = (ins Attn_Shaped:$tensor, I64Attr:$dim);
+  let results = (outs I64:$size);
+  let assemblyFormat = "$tensor `[` $dim `]` attr-dict `:` type($tensor)";
+  let hasVerifier = 1;
+}
+
+def Attn_ConstantTableOp : Attn_Op<"constant_table", [Pure,
+    Attn_ResultIs<"::mlir::Float32Type::get(context)">]> {
+  let summary = "values[index] from a constant list (0 outside it): per-head slopes";
+  let arguments = (ins I64:$index, DenseF64ArrayAttr:$values);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$index attr-dict";
+}
+
+def Attn_BoxSummaryOp : Attn_Op<"box_summary", [Pure, AttrSizedOperandSegments]> {
+  let summary = "min and max of an integer tensor over a box of indices";
+  let description = [{
+    The box is [lo_d, hi_d] (inclusive) in every dimension d. Yields the min and max
+    of the elements inside both the box and the tensor (0, 0 when none), whether any
+    box index lies inside the tensor, and whether all do. Block analysis uses it to
+    bound lookups over a whole tile (e.g. the document ids of a block of rows).
+  }];
+  let arguments = (ins Attn_Shaped:$tensor, Variadic<I64>:$lo, Variadic<I64>:$hi);
+  let results = (outs I64:$min, I64:$max, I1:$any_inside, I1:$all_inside);
+  let assemblyFormat = [{
+    $tensor `lo` `(` $lo `)` `hi` `(` $hi `)` attr-dict `:` type($tensor)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_BoxContainsOp : Attn_Op<"box_contains", [Pure, AttrSizedOperandSegments]> {
+  let summary = "whether values in [value_lo, value_hi] occur in rows of an index list";
+  let description = [{
+    Rows are tensor[idx, :] for every idx in the box [lo, hi] (all dimensions but the
+    last). `any` is true when some row holds some value in [value_lo, value_hi];
+    `all` when value_lo == value_hi and every row of the box (all inside the tensor)
+    holds it. The interval form of attn.contains.
+  }];
+  let arguments = (ins Attn_Shaped:$tensor, Variadic<I64>:$lo, Variadic<I64>:$hi,
+                       I64:$value_lo, I64:$value_hi);
+  let results = (outs I1:$any, I1:$all);
+  let assemblyFormat = [{
+    $tensor `lo` `(` $lo `)` `hi` `(` $hi `)` `value` `(` $value_lo `,` $value_hi `)`
+    attr-dict `:` type($tensor)
+  }];
+  let hasVerifier = 1;
+}
 
 def Attn_LookupOp : Attn_Op<"lookup", [Pure]> {
   let summary = "element of an extra tensor, and whether the index was inside it";
@@ -286,7 +345,7 @@ def Attn_LookupOp : Attn_Op<"lookup", [Pure]> {
     and `in_bounds`. Outside the tensor the value is 0 and `in_bounds` false: the
     importer makes such a pair masked (mask) or leaves s unchanged (score).
   }];
-  let arguments = (ins AnyRankedTensor:$tensor, Variadic<I64>:$indices);
+  let arguments = (ins Attn_Shaped:$tensor, Variadic<I64>:$indices);
   let results = (outs AnyTypeOf<[I64, F32]>:$value, I1:$in_bounds);
   let assemblyFormat = "$tensor `[` $indices `]` attr-dict `:` type($tensor) `->` type($value)";
   let hasVerifier = 1;
@@ -300,10 +359,12 @@ def Attn_ContainsOp : Attn_Op<"contains", [Pure,
     (MInference vertical/slash lines, block lists). An index outside the tensor gives
     false.
   }];
-  let arguments = (ins I64:$value, AnyRankedTensor:$tensor, Variadic<I64>:$indices);
+  let arguments = (ins I64:$value, Attn_Shaped:$tensor, Variadic<I64>:$indices);
   let results = (outs I1:$found);
   let assemblyFormat = "$value `in` $tensor `[` $indices `]` attr-dict `:` type($tensor)";
   let hasVerifier = 1;
 }
+
+include "dialect/AttnTileOps.td"
 
 #endif // ATTN_OPS_TD

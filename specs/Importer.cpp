@@ -615,7 +615,10 @@ private:
                                                             : attn::Align::bottom_right),
         info.qOffset ? builder.getI64IntegerAttr(*info.qOffset) : IntegerAttr(),
         info.kvOffset ? builder.getI64IntegerAttr(*info.kvOffset) : IntegerAttr(),
-        builder.getArrayAttr(names), builder.getArrayAttr(dims));
+        builder.getArrayAttr(names), builder.getArrayAttr(dims),
+        /*q_rope=*/attn::RopeAttr(), /*k_rope=*/attn::RopeAttr(),
+        /*softmax_base2=*/UnitAttr(), /*kv_list_input=*/IntegerAttr(),
+        /*kv_list_block=*/DenseI64ArrayAttr());
     attention = op;
     buildMask(op, loc);
     buildScore(op, loc);

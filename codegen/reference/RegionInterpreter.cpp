@@ -3,6 +3,7 @@
 
 #include "codegen/Arguments.h"
 #include "dialect/AttnOps.h"
+#include "dialect/AttnSemantics.h"
 #include "specs/Expr.h"
 
 #include "llvm/ADT/DenseMap.h"
@@ -18,25 +19,7 @@ using namespace mlir;
 namespace attune {
 
 int64_t t5Bucket(int64_t d, bool bidirectional, int64_t numBuckets, int64_t maxDistance) {
-  int64_t ret = 0, n = d; // n = -(kv - q)
-  if (bidirectional) {
-    numBuckets /= 2;
-    if (n < 0)
-      ret += numBuckets;
-    n = n < 0 ? -n : n;
-  } else {
-    n = std::max<int64_t>(n, 0);
-  }
-  int64_t maxExact = numBuckets / 2;
-  if (n < maxExact)
-    return ret + n;
-  double ratio = std::log(double(maxDistance) / double(maxExact));
-  if (!(ratio > 0.0))
-    return ret + numBuckets - 1;
-  double large = double(maxExact) +
-                 std::log(double(n) / double(maxExact)) / ratio * double(numBuckets - maxExact);
-  int64_t bucket = large >= double(numBuckets - 1) ? numBuckets - 1 : int64_t(large);
-  return ret + bucket;
+  return mlir::attn::t5Bucket(d, bidirectional, numBuckets, maxDistance);
 }
 
 namespace {
@@ -163,6 +146,37 @@ std::unique_ptr<RegionProgram> RegionProgram::compile(Region &region,
   impl->numArgs = block.getNumArguments();
 
   auto tensorIndex = [&](Value t) { return attention.getInputIndex(t); };
+  // Constants defined above the region (hoisted there by canonicalization).
+  std::string failureFromAbove;
+  region.walk([&](Operation *inner) {
+    for (Value operand : inner->getOperands()) {
+      Operation *def = operand.getDefiningOp();
+      if (isa<RankedTensorType>(operand.getType()) || slots.count(operand))
+        continue;
+      bool above = def ? !region.isAncestor(def->getParentRegion())
+                       : !region.isAncestor(operand.getParentRegion());
+      if (!above)
+        continue;
+      auto c = def ? dyn_cast<arith::ConstantOp>(def) : arith::ConstantOp();
+      if (!c) {
+        failureFromAbove = "a region uses a value defined outside it";
+        continue;
+      }
+      Instr in;
+      in.code = Code::Const;
+      in.res = slotOf(operand);
+      if (auto ia = dyn_cast<IntegerAttr>(c.getValue()))
+        in.constant.i = ia.getType().isInteger(1) ? int64_t(ia.getValue().getZExtValue())
+                                                  : ia.getValue().getSExtValue();
+      else if (auto fa = dyn_cast<FloatAttr>(c.getValue()))
+        in.constant.f = fa.getValueAsDouble();
+      impl->code.push_back(std::move(in));
+    }
+  });
+  if (!failureFromAbove.empty()) {
+    error = failureFromAbove;
+    return nullptr;
+  }
   std::string failure;
   for (Operation &op : block.getOperations()) {
     if (auto yield = dyn_cast<attn::YieldOp>(op)) {

@@ -2,6 +2,7 @@
 #include "tools/attnc/Driver.h"
 
 #include "codegen/Arguments.h"
+#include "codegen/host/HostJit.h"
 #include "codegen/reference/Reference.h"
 
 #include "llvm/Support/raw_ostream.h"
@@ -24,13 +25,16 @@ static void writeTensor(const std::string &path, const HostTensor &t) {
 
 int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
-               {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads"},
-               {}, {"input"});
+               {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
+                "block-m", "block-n"},
+               {"timing"}, {"input"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
   std::string backend = opts.require("backend");
-  if (backend != "reference")
-    throw Failure{"unknown backend '" + backend + "' (available: reference)", 2};
+  if (backend != "reference" && backend != "cpu")
+    throw Failure{"unknown backend '" + backend + "' (available: reference, cpu)", 2};
+  int64_t blockM = opts.getInt("block-m", 1, 1024).value_or(64);
+  int64_t blockN = opts.getInt("block-n", 1, 1024).value_or(64);
 
   AttentionArgs args;
   const int64_t kLimit = int64_t(1) << 40;
@@ -52,14 +56,31 @@ int cmdRun(int argc, char **argv) {
   }
 
   mlir::MLIRContext context;
-  LoadedSpec spec = loadSpec(context, opts.positional[0]);
+  // The host back end runs the program in fp32 whatever the GPU storage type.
+  LoadedSpec spec = loadSpec(context, opts.positional[0],
+                             backend == "cpu" ? std::optional<std::string>("f32") : std::nullopt);
   if (opts.get("lse") && !spec.info.lse)
     throw Failure{"--lse given but the spec's outputs do not include \"lse\"", 2};
 
   AttentionResult result;
   std::string error;
-  if (!runReference(*spec.module, args, result, error, threads))
-    throw Failure{error};
+  if (backend == "reference") {
+    if (!runReference(*spec.module, args, result, error, threads))
+      throw Failure{error};
+  } else {
+    HostCompileOptions options;
+    options.blockM = blockM;
+    options.blockN = blockN;
+    HostCompileStats stats;
+    auto kernel = HostKernel::compile(*spec.module, options, error, &stats);
+    if (!kernel)
+      throw Failure{error};
+    if (opts.flag("timing"))
+      llvm::errs() << "attnc run: compile " << stats.pipelineSeconds << " s (passes) + "
+                   << stats.jitSeconds << " s (LLVM JIT)\n";
+    if (!kernel->run(args, result, error))
+      throw Failure{error};
+  }
   writeTensor(out, result.o);
   if (auto lse = opts.get("lse"))
     writeTensor(*lse, result.lse);

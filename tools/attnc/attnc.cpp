@@ -21,9 +21,11 @@ commands:
       print the spec's attn IR and a summary of its mask and score
   import SPEC [-o OUT.mlir] [--dtype bf16|fp16|f32]
       print the spec as attn L1 IR
-  run SPEC --backend reference --q Q.npy --k K.npy --v V.npy --out O.npy
+  run SPEC --backend reference|cpu --q Q.npy --k K.npy --v V.npy --out O.npy
           [--input NAME=FILE.npy ...] [--q-offset N] [--kv-offset N] [--lse LSE.npy]
-      run SPEC on float32 .npy tensors (int32 for integer inputs)
+          [--block-m N --block-n N] [--timing]
+      run SPEC on float32 .npy tensors (int32 for integer inputs): `reference` is
+      the float64 oracle, `cpu` the tiled program JIT-compiled for this machine
   hash SPEC
       print the spec hash (sha256 of its canonical JSON)
 

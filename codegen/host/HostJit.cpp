@@ -1,0 +1,236 @@
+//===- HostJit.cpp - compile a spec for the host and run it ---------------===//
+#include "codegen/host/HostJit.h"
+
+#include "codegen/host/HostPasses.h"
+#include "dialect/AttnOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVMPass.h"
+#include "mlir/Conversion/IndexToLLVM/IndexToLLVM.h"
+#include "mlir/Conversion/MathToLLVM/MathToLLVM.h"
+#include "mlir/Conversion/MathToLibm/MathToLibm.h"
+#include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
+#include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
+#include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <mutex>
+
+using namespace mlir;
+
+namespace attune {
+
+void registerHostPasses() { mlir::attn::registerAttnHostPasses(); }
+
+struct HostKernel::Impl {
+  OwningOpRef<ModuleOp> l1;                   // for binding arguments
+  std::unique_ptr<ExecutionEngine> engine;
+  std::string entry;
+  bool lse = false;
+};
+
+HostKernel::HostKernel(std::unique_ptr<Impl> i) : impl(std::move(i)) {}
+HostKernel::~HostKernel() = default;
+
+static void initNativeTarget() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+  });
+}
+
+/// Collects diagnostics into a string while a pass pipeline runs.
+struct DiagnosticCollector {
+  std::string text;
+  ScopedDiagnosticHandler handler;
+  explicit DiagnosticCollector(MLIRContext *ctx)
+      : handler(ctx, [this](Diagnostic &d) {
+          llvm::raw_string_ostream os(text);
+          os << d.getLocation() << ": " << d << "\n";
+          return success();
+        }) {}
+};
+
+std::unique_ptr<HostKernel> HostKernel::compile(ModuleOp l1, const HostCompileOptions &options,
+                                                std::string &error, HostCompileStats *stats) {
+  MLIRContext *ctx = l1.getContext();
+  ctx->loadDialect<LLVM::LLVMDialect, memref::MemRefDialect>();
+  auto impl = std::make_unique<Impl>();
+  impl->l1 = cast<ModuleOp>(l1->clone());
+  attn::AttentionOp attention;
+  impl->l1->walk([&](attn::AttentionOp op) { attention = op; });
+  if (!attention) {
+    error = "the module holds no attn.attention";
+    return nullptr;
+  }
+  impl->lse = static_cast<bool>(attention.getLse());
+  impl->entry = cast<func::FuncOp>(attention->getParentOp()).getName().str();
+
+  OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
+  auto t0 = std::chrono::steady_clock::now();
+  DiagnosticCollector diags(ctx);
+  PassManager pm(ctx);
+  attn::TilePipelineOptions tile;
+  tile.blockM = options.blockM;
+  tile.blockN = options.blockN;
+  attn::buildTilePipeline(pm, tile);
+  if (failed(pm.run(*module))) {
+    error = "tiling failed:\n" + diags.text;
+    return nullptr;
+  }
+  if (options.tiledIr) {
+    llvm::raw_string_ostream os(*options.tiledIr);
+    module->print(os);
+  }
+  module->walk([&](func::FuncOp f) {
+    if (f->hasAttr("attn.kernel"))
+      f->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(), UnitAttr::get(ctx));
+  });
+  PassManager lower(ctx);
+  lower.addPass(attn::createAttnLowerTilesToLoops());
+  lower.addPass(createCanonicalizerPass());
+  lower.addPass(createLoopInvariantCodeMotionPass());
+  lower.addPass(createCSEPass());
+  lower.addPass(arith::createArithExpandOpsPass());
+  lower.addPass(memref::createExpandStridedMetadataPass());
+  lower.addPass(createConvertMathToLLVMPass());
+  lower.addPass(createConvertMathToLibmPass());
+  lower.addPass(createSCFToControlFlowPass());
+  lower.addPass(createArithToLLVMConversionPass());
+  lower.addPass(createConvertIndexToLLVMPass());
+  lower.addPass(createFinalizeMemRefToLLVMConversionPass());
+  lower.addPass(createConvertFuncToLLVMPass());
+  lower.addPass(createConvertControlFlowToLLVMPass());
+  lower.addPass(createReconcileUnrealizedCastsPass());
+  if (failed(lower.run(*module))) {
+    error = "lowering to LLVM failed:\n" + diags.text;
+    return nullptr;
+  }
+  auto t1 = std::chrono::steady_clock::now();
+
+  initNativeTarget();
+  registerBuiltinDialectTranslation(*ctx);
+  registerLLVMDialectTranslation(*ctx);
+  ExecutionEngineOptions engineOptions;
+  engineOptions.transformer = makeOptimizingTransformer(options.optLevel, 0, nullptr);
+  auto engine = ExecutionEngine::create(*module, engineOptions);
+  if (!engine) {
+    llvm::raw_string_ostream os(error);
+    os << "JIT compilation failed: " << llvm::toString(engine.takeError());
+    return nullptr;
+  }
+  impl->engine = std::move(*engine);
+  auto t2 = std::chrono::steady_clock::now();
+  if (stats) {
+    stats->pipelineSeconds = std::chrono::duration<double>(t1 - t0).count();
+    stats->jitSeconds = std::chrono::duration<double>(t2 - t1).count();
+  }
+  return std::unique_ptr<HostKernel>(new HostKernel(std::move(impl)));
+}
+
+namespace {
+
+/// A memref descriptor of any rank, laid out as StridedMemRefType<T, N>:
+/// {allocated, aligned, offset, sizes[N], strides[N]}.
+struct Descriptor {
+  std::vector<int64_t> words;
+  Descriptor(void *data, const std::vector<int64_t> &shape) {
+    size_t n = shape.size();
+    words.assign(3 + 2 * n, 0);
+    words[0] = reinterpret_cast<intptr_t>(data);
+    words[1] = reinterpret_cast<intptr_t>(data);
+    int64_t stride = 1;
+    for (size_t d = n; d-- > 0;) {
+      words[3 + d] = shape[d];
+      words[3 + n + d] = stride;
+      stride *= shape[d];
+    }
+  }
+  void *get() { return words.data(); }
+};
+
+/// Host storage for one tensor in the kernel's element type.
+struct Buffer {
+  std::vector<float> f;
+  std::vector<int32_t> i;
+  std::vector<int64_t> shape;
+  explicit Buffer(const HostTensor &t) : shape(t.shape) {
+    if (t.isInt)
+      i.assign(t.data.begin(), t.data.end());
+    else
+      f.assign(t.data.begin(), t.data.end());
+  }
+  Buffer(std::vector<int64_t> s) : shape(std::move(s)) {
+    int64_t n = 1;
+    for (int64_t d : shape)
+      n *= d;
+    f.assign(static_cast<size_t>(n), 0.0f);
+  }
+  void *data() { return f.empty() ? static_cast<void *>(i.data()) : static_cast<void *>(f.data()); }
+};
+
+} // namespace
+
+bool HostKernel::run(const AttentionArgs &args, AttentionResult &result, std::string &error) {
+  attn::AttentionOp op;
+  impl->l1->walk([&](attn::AttentionOp a) { op = a; });
+  BoundCall call;
+  if (!bindArguments(op, args, call, error))
+    return false;
+  std::vector<Buffer> buffers;
+  buffers.reserve(5 + call.inputs.size());
+  buffers.emplace_back(args.q);
+  buffers.emplace_back(args.k);
+  buffers.emplace_back(args.v);
+  for (const HostTensor *t : call.inputs)
+    buffers.emplace_back(*t);
+  buffers.emplace_back(std::vector<int64_t>{call.batch, call.headsQ, call.seqQ, call.headDimV});
+  size_t oIndex = buffers.size() - 1;
+  if (impl->lse)
+    buffers.emplace_back(std::vector<int64_t>{call.batch, call.headsQ, call.seqQ});
+  std::vector<Descriptor> descriptors;
+  descriptors.reserve(buffers.size());
+  for (Buffer &b : buffers)
+    descriptors.emplace_back(b.data(), b.shape);
+  std::vector<void *> pointers;
+  for (Descriptor &d : descriptors)
+    pointers.push_back(d.get());
+  int64_t qOffset = call.qOffset, kvOffset = call.kvOffset;
+  std::vector<void *> packed;
+  for (void *&p : pointers)
+    packed.push_back(&p);
+  packed.push_back(&qOffset);
+  packed.push_back(&kvOffset);
+  if (llvm::Error e = impl->engine->invokePacked("_mlir_ciface_" + impl->entry, packed)) {
+    error = "kernel invocation failed: " + llvm::toString(std::move(e));
+    return false;
+  }
+  auto toHost = [](const Buffer &b) {
+    HostTensor t;
+    t.shape = b.shape;
+    t.data.assign(b.f.begin(), b.f.end());
+    return t;
+  };
+  result.o = toHost(buffers[oIndex]);
+  result.lse = impl->lse ? toHost(buffers[oIndex + 1]) : HostTensor();
+  return true;
+}
+
+} // namespace attune

@@ -1,0 +1,152 @@
+//===- AttnTileOps.td - L2: the tiled FlashAttention program -*- tablegen -*-===//
+//
+// `attn-tile` turns an attn.attention into a loop nest over these ops: a grid over
+// (batch, head, query block), a loop over the key blocks that are not EMPTY, and tile
+// ops that read and write small f32 tile buffers (memref<BM x N x f32>) in
+// destination-passing style. The program is target-independent: the host back end
+// lowers each op to loops, the NVIDIA back end maps tiles onto warps, registers and
+// shared memory.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_TILE_OPS_TD
+#define ATTN_TILE_OPS_TD
+
+include "dialect/AttnBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/OpAsmInterface.td"
+
+def Attn_Tile2D : MemRefRankOf<[F32], [2]>;
+def Attn_Tile1D : MemRefRankOf<[F32], [1]>;
+
+def Attn_GridOp : Attn_Op<"grid", [
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "independent work items over (batch, head, query block)";
+  let description = [{
+    Runs the body once for every (b, h, qb) in [0, batch) x [0, heads) x
+    [0, q_blocks), in any order or in parallel: a CPU loop nest, a GPU grid.
+  }];
+  let arguments = (ins Index:$batch, Index:$heads, Index:$q_blocks,
+                       I64Attr:$block_m, I64Attr:$block_n);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "$batch `,` $heads `,` $q_blocks attr-dict-with-keyword $body";
+  let hasRegionVerifier = 1;
+}
+
+def Attn_FillTileOp : Attn_Op<"fill_tile"> {
+  let summary = "sets every element of a tile buffer";
+  let arguments = (ins AnyTypeOf<[Attn_Tile2D, Attn_Tile1D]>:$tile, F32Attr:$value);
+  let assemblyFormat = "$tile `,` $value attr-dict `:` type($tile)";
+}
+
+def Attn_LoadTileOp : Attn_Op<"load_tile"> {
+  let summary = "rows [row, row + R) of source[b, h] into a tile, zero past valid_rows";
+  let description = [{
+    Converts to f32. With `rope`, rotates each row r at position
+    row + r + position_offset as it is read (q and k after `attn-fuse`).
+  }];
+  let arguments = (ins AnyStridedMemRef:$source, Index:$batch, Index:$head, Index:$row,
+                       Index:$valid_rows, Attn_Tile2D:$tile,
+                       Optional<I64>:$position_offset, OptionalAttr<Attn_RopeAttr>:$rope);
+  let assemblyFormat = [{
+    $source `[` $batch `,` $head `,` $row `]` `valid` `(` $valid_rows `)` `into` $tile
+    (`positions` `(` $position_offset^ `)`)? attr-dict `:` type($source) `,` type($tile)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_QkTileOp : Attn_Op<"qk_tile"> {
+  let summary = "s = scale * q k^T over one (query block, key block) tile";
+  let arguments = (ins Attn_Tile2D:$q, Attn_Tile2D:$k, Attn_Tile2D:$s, F64Attr:$scale);
+  let assemblyFormat = "$q `,` $k `into` $s attr-dict `:` type($q) `,` type($k) `,` type($s)";
+  let hasVerifier = 1;
+}
+
+def Attn_ScoreTileOp : Attn_Op<"score_tile", [
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "the score epilogue: score transforms, and the mask on PARTIAL tiles";
+  let description = [{
+    For every element (r, c) of the tile, with i = q_lo + r and j = kv_lo + c:
+    s[r, c] = score(s[r, c], b, h, i, j, i + q_offset, j + kv_offset, seq_q, seq_kv).
+    With `masked`, an element whose pair the mask rejects, or with j >= seq_kv, is set
+    to -inf instead. Without it the tile is known FULL and the mask region is not
+    evaluated (it is kept for printing and verification only). The regions are those
+    of attn.attention; `inputs` are the buffers their lookups read.
+  }];
+  let arguments = (ins Attn_Tile2D:$s, I64:$b, I64:$h, I64:$q_lo, I64:$kv_lo,
+                       I64:$q_offset, I64:$kv_offset, I64:$seq_q, I64:$seq_kv,
+                       Variadic<AnyStridedMemRef>:$inputs, UnitAttr:$masked);
+  let regions = (region SizedRegion<1>:$mask, SizedRegion<1>:$score);
+  let assemblyFormat = [{
+    $s `at` `(` $b `,` $h `,` $q_lo `,` $kv_lo `)` `offsets` `(` $q_offset `,` $kv_offset `)`
+    `sizes` `(` $seq_q `,` $seq_kv `)` (`inputs` `(` $inputs^ `:` type($inputs) `)`)?
+    attr-dict `:` type($s) `mask` $mask `score` $score
+  }];
+  let hasRegionVerifier = 1;
+}
+
+def Attn_SoftmaxTileOp : Attn_Op<"softmax_tile", [AllTypesMatch<["m", "l", "alpha"]>]> {
+  let summary = "online softmax: new row max, weights, rescale factor and row sum";
+  let description = [{
+    Per row r: m' = max(m[r], max_c s[r, c]); alpha[r] = e(m[r] - m'); s[r, c] =
+    e(s[r, c] - m'); l[r] = alpha[r] l[r] + sum_c s[r, c]; m[r] = m'. e is exp2 with
+    `base2`, else exp. A row whose scores are all -inf keeps m = -inf, gets weights 0
+    and alpha = 1: it never produces NaN.
+  }];
+  let arguments = (ins Attn_Tile2D:$s, Attn_Tile1D:$m, Attn_Tile1D:$l,
+                       Attn_Tile1D:$alpha, UnitAttr:$base2);
+  let assemblyFormat = "$s `,` $m `,` $l `,` $alpha attr-dict `:` type($s) `,` type($m)";
+}
+
+def Attn_WeightsTileOp : Attn_Op<"weights_tile"> {
+  let summary = "sigmoid or relu weights of a score tile (no running statistics)";
+  let description = [{
+    sigmoid: s = 1 / (1 + exp(-(s + beta))), beta = `beta` when set, else
+    -log(seq_kv); relu: s = max(s, 0) / seq_kv. -inf scores (masked) give 0.
+  }];
+  let arguments = (ins Attn_Tile2D:$s, I64:$seq_kv, Attn_NormalizerAttr:$normalizer,
+                       OptionalAttr<F64Attr>:$beta);
+  let assemblyFormat = "$s `seq_kv` `(` $seq_kv `)` attr-dict `:` type($s)";
+  let hasVerifier = 1;
+}
+
+def Attn_PvTileOp : Attn_Op<"pv_tile"> {
+  let summary = "acc = alpha * acc + p v (alpha per row; absent means 1)";
+  let arguments = (ins Attn_Tile2D:$p, Attn_Tile2D:$v, Attn_Tile2D:$acc,
+                       Optional<Attn_Tile1D>:$alpha);
+  let assemblyFormat = [{
+    $p `,` $v `into` $acc (`rescale` `(` $alpha^ `:` type($alpha) `)`)? attr-dict
+    `:` type($p) `,` type($v) `,` type($acc)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_StoreTileOp : Attn_Op<"store_tile"> {
+  let summary = "o[b, h, row + r] = acc[r] / l[r] (0 when l[r] == 0), for r < valid_rows";
+  let description = [{
+    Without `l` the accumulator is stored as it is (sigmoid and relu weights are not
+    normalised).
+  }];
+  let arguments = (ins Attn_Tile2D:$acc, Optional<Attn_Tile1D>:$l, AnyStridedMemRef:$dest,
+                       Index:$batch, Index:$head, Index:$row, Index:$valid_rows);
+  let assemblyFormat = [{
+    $acc (`divide` `(` $l^ `:` type($l) `)`)? `into` $dest `[` $batch `,` $head `,` $row `]`
+    `valid` `(` $valid_rows `)` attr-dict `:` type($acc) `,` type($dest)
+  }];
+}
+
+def Attn_StoreLseOp : Attn_Op<"store_lse", [AllTypesMatch<["m", "l"]>]> {
+  let summary = "lse[b, h, row + r] = m[r] + log(l[r]) (-inf when l[r] == 0)";
+  let description = [{
+    With `base2`, m is in log2 units: lse = (m + log2(l)) * ln(2).
+  }];
+  let arguments = (ins Attn_Tile1D:$m, Attn_Tile1D:$l, AnyStridedMemRef:$dest,
+                       Index:$batch, Index:$head, Index:$row, Index:$valid_rows,
+                       UnitAttr:$base2);
+  let assemblyFormat = [{
+    $m `,` $l `into` $dest `[` $batch `,` $head `,` $row `]` `valid` `(` $valid_rows `)`
+    attr-dict `:` type($m) `,` type($dest)
+  }];
+}
+
+#endif // ATTN_TILE_OPS_TD

@@ -1,0 +1,67 @@
+//===- Passes.td - the attn compiler passes ----------------*- tablegen -*-===//
+//
+// The pipeline, in order: attn-expand-patterns, attn-fuse, attn-analyze-blocks,
+// attn-tile (L1 -> L2). Back ends lower L2 (codegen/).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef ATTN_PASSES_TD
+#define ATTN_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def AttnExpandPatterns : Pass<"attn-expand-patterns", "::mlir::ModuleOp"> {
+  let summary = "Replace named mask and score patterns by plain arith/math ops";
+  let description = [{
+    Every named pattern op in a mask or score region (attn.causal, attn.alibi, ...)
+    becomes the arith/math ops of its definition (PATTERNS.md), so that every later
+    pass sees one form. Per-head constants become attn.constant_table, T5 buckets
+    integer comparisons against thresholds computed here, FIRE an scf.for over its
+    hidden units.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
+                           "::mlir::scf::SCFDialect"];
+}
+
+def AttnFuse : Pass<"attn-fuse", "::mlir::ModuleOp"> {
+  let summary = "Fold RoPE into the q/k reads and log2(e) into the score";
+  let description = [{
+    attn.rope ops feeding an attn.attention become its q_rope / k_rope attributes
+    (the kernel rotates each tile as it loads it). For softmax, the score is moved to
+    base 2 (`softmax_base2`): with an identity score region scale * log2(e) becomes
+    the single multiply before exp2, otherwise the region's result is multiplied by
+    log2(e) once.
+  }];
+}
+
+def AttnAnalyzeBlocks : Pass<"attn-analyze-blocks", "::mlir::ModuleOp"> {
+  let summary = "Derive key ranges and a tile classifier from the mask";
+  let description = [{
+    Fills the `kv_ranges` and `tile_class` regions of every attn.attention:
+    kv_ranges gives, in closed form, the key intervals a block of query rows can see
+    (from the linear constraints of affine masks: causal, windows, sinks, prefixes,
+    ...); tile_class evaluates the mask region over intervals (per-tile boxes of the
+    indices; min/max summaries of the tensors the mask reads) and says EMPTY, FULL
+    or PARTIAL, soundly. Block lists are recognised and recorded (kv_list_*).
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect"];
+}
+
+def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
+  let summary = "Lower attn.attention (L1) to the tiled FlashAttention program (L2)";
+  let description = [{
+    Replaces each function holding an attn.attention by a kernel function over
+    buffers: attn.grid over (batch, head, query block); per query block the kv
+    loops over the ranges of `kv_ranges`, skipping EMPTY tiles, evaluating the mask
+    only on PARTIAL ones; online softmax (or sigmoid/relu weights); o and lse stored
+    once. Runs attn-analyze-blocks' results; tile sizes are options.
+  }];
+  let options = [
+    Option<"blockM", "block-m", "int64_t", "64", "rows of q per tile (BM)">,
+    Option<"blockN", "block-n", "int64_t", "64", "rows of k/v per tile (BN)">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::func::FuncDialect"];
+}
+
+#endif // ATTN_PASSES_TD

@@ -1,0 +1,47 @@
+//===- Pipelines.cpp - named pipelines ------------------------------------===//
+#include "passes/Passes.h"
+
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+namespace mlir::attn {
+
+void buildTilePipeline(OpPassManager &pm, const TilePipelineOptions &options) {
+  pm.addPass(createAttnExpandPatterns());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createAttnFuse());
+  pm.addPass(createAttnAnalyzeBlocks());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  AttnTileOptions tile;
+  tile.blockM = options.blockM;
+  tile.blockN = options.blockN;
+  pm.addPass(createAttnTile(tile));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  pm.addPass(createLoopInvariantCodeMotionPass());
+}
+
+namespace {
+struct TilePipelineCliOptions : public PassPipelineOptions<TilePipelineCliOptions> {
+  Option<int64_t> blockM{*this, "block-m", llvm::cl::desc("rows of q per tile"),
+                         llvm::cl::init(64)};
+  Option<int64_t> blockN{*this, "block-n", llvm::cl::desc("rows of k/v per tile"),
+                         llvm::cl::init(64)};
+};
+} // namespace
+
+void registerAttnPipelines() {
+  registerAttnPasses();
+  PassPipelineRegistration<TilePipelineCliOptions>(
+      "attn-to-tiled",
+      "L1 -> L2: expand patterns, fuse, analyze blocks, tile (FlashAttention loop nest)",
+      [](OpPassManager &pm, const TilePipelineCliOptions &cli) {
+        TilePipelineOptions options;
+        options.blockM = cli.blockM;
+        options.blockN = cli.blockN;
+        buildTilePipeline(pm, options);
+      });
+}
+
+} // namespace mlir::attn
