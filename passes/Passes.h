@@ -23,7 +23,11 @@ struct TilePipelineOptions {
   int64_t blockN = 64;
 };
 
-/// attn-expand-patterns, attn-fuse, attn-analyze-blocks, attn-tile.
+/// attn-expand-patterns, attn-fuse, attn-analyze-blocks (and clean-ups): L1 with
+/// its block analysis filled in.
+void buildAnalysisPipeline(OpPassManager &pm);
+
+/// The analysis pipeline, then attn-tile: L1 -> L2.
 void buildTilePipeline(OpPassManager &pm, const TilePipelineOptions &options);
 
 /// Registers the passes and the named pipeline `attn-to-tiled` with the global

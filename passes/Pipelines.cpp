@@ -6,13 +6,17 @@
 
 namespace mlir::attn {
 
-void buildTilePipeline(OpPassManager &pm, const TilePipelineOptions &options) {
+void buildAnalysisPipeline(OpPassManager &pm) {
   pm.addPass(createAttnExpandPatterns());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createAttnFuse());
   pm.addPass(createAttnAnalyzeBlocks());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+}
+
+void buildTilePipeline(OpPassManager &pm, const TilePipelineOptions &options) {
+  buildAnalysisPipeline(pm);
   AttnTileOptions tile;
   tile.blockM = options.blockM;
   tile.blockN = options.blockN;

@@ -30,13 +30,14 @@ enum class Code : uint8_t {
   Exp2, Log, Log2, Sqrt, Tanh, AbsF, AbsI, Floor, Ceil,
   Causal, SlidingWindow, DilatedWindow, Sinks, GlobalCount, GlobalList, PrefixLm,
   Strided, Fixed, DilatedSegments, ShiftedGroups,
-  Softcap, Alibi, T5Bias, Fire, KerpleLog, LogLengthScale, Lookup, Contains
+  Softcap, Alibi, T5Bias, Fire, KerpleLog, LogLengthScale, Lookup, Contains,
+  Size, ConstantTable, BoxSummary, BoxContains
 };
 
 struct Instr {
   Code code;
   int pred = 0;
-  uint32_t res = 0, res2 = 0;
+  uint32_t res = 0, res2 = 0, res3 = 0, res4 = 0;
   std::vector<uint32_t> in;
   int64_t p[4] = {0, 0, 0, 0};
   double f[2] = {0, 0};
@@ -192,6 +193,10 @@ std::unique_ptr<RegionProgram> RegionProgram::compile(Region &region,
       in.res = slotOf(op.getResult(0));
     if (op.getNumResults() >= 2)
       in.res2 = slotOf(op.getResult(1));
+    if (op.getNumResults() >= 3)
+      in.res3 = slotOf(op.getResult(2));
+    if (op.getNumResults() >= 4)
+      in.res4 = slotOf(op.getResult(3));
     bool known = true;
     llvm::TypeSwitch<Operation *>(&op)
         .Case([&](arith::ConstantOp c) {
@@ -347,6 +352,23 @@ std::unique_ptr<RegionProgram> RegionProgram::compile(Region &region,
         .Case([&](attn::ContainsOp c) {
           in.code = Code::Contains;
           in.tensors[0] = tensorIndex(c.getTensor());
+        })
+        .Case([&](attn::SizeOp o) {
+          in.code = Code::Size;
+          in.tensors[0] = tensorIndex(o.getTensor());
+          in.p[0] = static_cast<int64_t>(o.getDim());
+        })
+        .Case([&](attn::ConstantTableOp o) {
+          in.code = Code::ConstantTable;
+          in.list.assign(o.getValues().begin(), o.getValues().end());
+        })
+        .Case([&](attn::BoxSummaryOp o) {
+          in.code = Code::BoxSummary;
+          in.tensors[0] = tensorIndex(o.getTensor());
+        })
+        .Case([&](attn::BoxContainsOp o) {
+          in.code = Code::BoxContains;
+          in.tensors[0] = tensorIndex(o.getTensor());
         })
         .Default([&](Operation *) { known = false; });
     if (!known) {
@@ -528,6 +550,74 @@ void RegionProgram::run(const Slot *args, const std::vector<const HostTensor *> 
         out.i = ok ? int64_t(v) : 0;
       else
         out.f = ok ? v : 0.0;
+      break;
+    }
+    case Code::Size: {
+      const HostTensor &t = *tensors[in.tensors[0]];
+      out.i = in.p[0] < int64_t(t.shape.size()) ? t.shape[in.p[0]] : 0;
+      break;
+    }
+    case Code::ConstantTable: {
+      int64_t i = I(0);
+      out.f = (i >= 0 && i < int64_t(in.list.size())) ? in.list[i] : 0.0;
+      break;
+    }
+    case Code::BoxSummary: // lo..., hi... -> min, max, any_inside, all_inside
+    case Code::BoxContains: { // lo..., hi..., value_lo, value_hi -> any, all
+      const HostTensor &t = *tensors[in.tensors[0]];
+      bool contains = in.code == Code::BoxContains;
+      size_t n = contains ? (in.in.size() - 2) / 2 : in.in.size() / 2;
+      std::vector<int64_t> lo(n), hi(n), cur(n);
+      bool any = true, all = true;
+      for (size_t d = 0; d < n; ++d) {
+        int64_t size = t.shape[d];
+        all = all && I(d) >= 0 && I(n + d) < size;
+        lo[d] = std::max<int64_t>(I(d), 0);
+        hi[d] = std::min<int64_t>(I(n + d), size - 1);
+        any = any && lo[d] <= hi[d];
+      }
+      int64_t vlo = contains ? I(2 * n) : 0, vhi = contains ? I(2 * n + 1) : 0;
+      int64_t mn = INT64_MAX, mx = INT64_MIN;
+      bool found = false, every = true;
+      int64_t last = contains ? t.shape.back() : 1;
+      if (any) {
+        cur = lo;
+        while (true) {
+          int64_t flat = 0;
+          for (size_t d = 0; d < n; ++d)
+            flat = flat * t.shape[d] + cur[d];
+          if (contains) {
+            bool rowHas = false;
+            for (int64_t e = 0; e < last; ++e) {
+              int64_t x = int64_t(t.data[flat * last + e]);
+              found = found || (x >= vlo && x <= vhi);
+              rowHas = rowHas || x == vlo;
+            }
+            every = every && rowHas;
+          } else {
+            int64_t x = int64_t(t.data[flat]);
+            mn = std::min(mn, x);
+            mx = std::max(mx, x);
+          }
+          size_t d = n;
+          while (d > 0 && cur[d - 1] == hi[d - 1]) {
+            cur[d - 1] = lo[d - 1];
+            --d;
+          }
+          if (d == 0)
+            break;
+          ++cur[d - 1];
+        }
+      }
+      if (contains) {
+        r[in.res].i = found;
+        r[in.res2].i = vlo == vhi && all && any && every;
+      } else {
+        r[in.res].i = any ? mn : 0;
+        r[in.res2].i = any ? mx : 0;
+        r[in.res3].i = any;
+        r[in.res4].i = all;
+      }
       break;
     }
     case Code::Contains: { // (value, indices...)
