@@ -137,6 +137,13 @@ std::unique_ptr<HostKernel> HostKernel::compile(ModuleOp l1, const HostCompileOp
     return nullptr;
   }
   impl->engine = std::move(*engine);
+  // Machine code is generated at the first lookup: do it now, so that compile time
+  // is measured here and a failure is reported here.
+  if (auto fn = impl->engine->lookupPacked("_mlir_ciface_" + impl->entry); !fn) {
+    llvm::raw_string_ostream os(error);
+    os << "JIT compilation failed: " << llvm::toString(fn.takeError());
+    return nullptr;
+  }
   auto t2 = std::chrono::steady_clock::now();
   if (stats) {
     stats->pipelineSeconds = std::chrono::duration<double>(t1 - t0).count();
