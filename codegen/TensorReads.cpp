@@ -1,0 +1,181 @@
+//===- TensorReads.cpp - lowering of reads of extra tensors ---------------===//
+#include "codegen/TensorReads.h"
+
+#include "dialect/AttnOps.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+using P = arith::CmpIPredicate;
+
+namespace attune {
+namespace {
+
+
+/// Whether every index is inside `mem`.
+Value insideAll(Emit &e, Value mem, ValueRange indices) {
+  Value ok = e.i1(true);
+  for (auto [d, i] : llvm::enumerate(indices))
+    ok = e.andi(ok, e.andi(e.cmpi(P::sge, i, e.i64(0)), e.cmpi(P::slt, i, e.dimI64(mem, d))));
+  return ok;
+}
+
+Value loadAsI64OrF32(Emit &e, Value mem, ValueRange indices) {
+  SmallVector<Value> idxs;
+  for (Value i : indices)
+    idxs.push_back(e.toIndex(i));
+  Value v = e.load(mem, idxs);
+  if (v.getType().isInteger(32))
+    return arith::ExtSIOp::create(e.b, e.loc, e.b.getI64Type(), v);
+  return v;
+}
+
+void lowerLookup(LookupOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  Value ok = insideAll(e, op.getTensor(), op.getIndices());
+  Type t = op.getValue().getType();
+  Value zero = t.isF32() ? e.f32(0.0) : e.i64(0);
+  Value v = e.ifElse(ok, t, [&] { return loadAsI64OrF32(e, op.getTensor(), op.getIndices()); }, zero);
+  op.getValue().replaceAllUsesWith(v);
+  op.getInBounds().replaceAllUsesWith(ok);
+  op.erase();
+}
+
+void lowerContains(ContainsOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  Value mem = op.getTensor();
+  Value ok = insideAll(e, mem, op.getIndices());
+  int64_t last = cast<MemRefType>(mem.getType()).getRank() - 1;
+  Value found = e.ifElse(ok, b.getI1Type(), [&] {
+    return e.loop(e.i64(0), e.dimI64(mem, last), {e.i1(false)}, [&](Value k, ValueRange acc) -> SmallVector<Value> {
+      SmallVector<Value> idx(op.getIndices());
+      idx.push_back(e.toI64(k));
+      return {e.ori(acc[0], e.cmpi(P::eq, loadAsI64OrF32(e, mem, idx), op.getValue()))};
+    })[0];
+  }, e.i1(false));
+  op.getFound().replaceAllUsesWith(found);
+  op.erase();
+}
+
+void lowerSize(SizeOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  op.getSize().replaceAllUsesWith(e.dimI64(op.getTensor(), static_cast<int64_t>(op.getDim())));
+  op.erase();
+}
+
+void lowerConstantTable(ConstantTableOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  Value v = e.f32(0.0);
+  for (auto [i, x] : llvm::enumerate(op.getValues()))
+    v = e.select(e.cmpi(P::eq, op.getIndex(), e.i64(i)), e.f32(x), v);
+  op.getResult().replaceAllUsesWith(v);
+  op.erase();
+}
+
+/// Box clipped to the tensor in dims [0, n): per-dim [lo, hi] and flags.
+struct Clipped {
+  SmallVector<Value> lo, hi;
+  Value any, all;
+};
+
+Clipped clip(Emit &e, Value mem, ValueRange lo, ValueRange hi) {
+  Clipped c{{}, {}, e.i1(true), e.i1(true)};
+  for (size_t d = 0; d < lo.size(); ++d) {
+    Value last = arith::SubIOp::create(e.b, e.loc, e.dimI64(mem, d), e.i64(1));
+    Value l = arith::MaxSIOp::create(e.b, e.loc, lo[d], e.i64(0));
+    Value h = arith::MinSIOp::create(e.b, e.loc, hi[d], last);
+    c.lo.push_back(l);
+    c.hi.push_back(h);
+    c.any = e.andi(c.any, e.cmpi(P::sle, l, h));
+    c.all = e.andi(c.all, e.andi(e.cmpi(P::sge, lo[d], e.i64(0)), e.cmpi(P::sle, hi[d], last)));
+  }
+  return c;
+}
+
+/// Nested loops over the clipped box; `body` gets the indices and the carried values.
+SmallVector<Value> boxLoops(Emit &e, const Clipped &box, size_t d, SmallVector<Value> &indices,
+                            ValueRange init,
+                            function_ref<SmallVector<Value>(ValueRange, ValueRange)> body) {
+  if (d == box.lo.size())
+    return body(indices, init);
+  Value hiExcl = arith::AddIOp::create(e.b, e.loc, box.hi[d], e.i64(1));
+  Value lo = box.lo[d];
+  // An empty dimension runs no iterations.
+  hiExcl = arith::MaxSIOp::create(e.b, e.loc, hiExcl, lo);
+  return e.loop(lo, hiExcl, init, [&](Value iv, ValueRange acc) -> SmallVector<Value> {
+    indices.push_back(e.toI64(iv));
+    SmallVector<Value> r = boxLoops(e, box, d + 1, indices, acc, body);
+    indices.pop_back();
+    return r;
+  });
+}
+
+void lowerBoxSummary(BoxSummaryOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  Clipped box = clip(e, op.getTensor(), op.getLo(), op.getHi());
+  SmallVector<Value> indices;
+  SmallVector<Value> init{e.i64(std::numeric_limits<int64_t>::max()), e.i64(std::numeric_limits<int64_t>::min())};
+  SmallVector<Value> r = boxLoops(e, box, 0, indices, init, [&](ValueRange idx, ValueRange acc) -> SmallVector<Value> {
+    Value x = loadAsI64OrF32(e, op.getTensor(), idx);
+    return {arith::MinSIOp::create(b, op.getLoc(), acc[0], x), arith::MaxSIOp::create(b, op.getLoc(), acc[1], x)};
+  });
+  op.getMin().replaceAllUsesWith(e.select(box.any, r[0], e.i64(0)));
+  op.getMax().replaceAllUsesWith(e.select(box.any, r[1], e.i64(0)));
+  op.getAnyInside().replaceAllUsesWith(box.any);
+  op.getAllInside().replaceAllUsesWith(box.all);
+  op.erase();
+}
+
+void lowerBoxContains(BoxContainsOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  Value mem = op.getTensor();
+  Clipped box = clip(e, mem, op.getLo(), op.getHi());
+  int64_t last = cast<MemRefType>(mem.getType()).getRank() - 1;
+  Value single = e.cmpi(P::eq, op.getValueLo(), op.getValueHi());
+  SmallVector<Value> indices;
+  // (any row holds a value in range, every row holds value_lo)
+  SmallVector<Value> r = boxLoops(e, box, 0, indices, {e.i1(false), e.i1(true)},
+                                  [&](ValueRange idx, ValueRange acc) -> SmallVector<Value> {
+    SmallVector<Value> row = e.loop(e.i64(0), e.dimI64(mem, last), {e.i1(false), e.i1(false)},
+                                    [&](Value k, ValueRange f) -> SmallVector<Value> {
+      SmallVector<Value> full(idx);
+      full.push_back(e.toI64(k));
+      Value x = loadAsI64OrF32(e, mem, full);
+      Value inRange = e.andi(e.cmpi(P::sge, x, op.getValueLo()), e.cmpi(P::sle, x, op.getValueHi()));
+      return {e.ori(f[0], inRange), e.ori(f[1], e.cmpi(P::eq, x, op.getValueLo()))};
+    });
+    return {e.ori(acc[0], row[0]), e.andi(acc[1], row[1])};
+  });
+  op.getAny().replaceAllUsesWith(r[0]);
+  op.getAll().replaceAllUsesWith(e.andi(e.andi(single, box.all), e.andi(box.any, r[1])));
+  op.erase();
+}
+
+} // namespace
+
+void lowerTensorReads(Operation *root) {
+  SmallVector<Operation *> ops;
+  root->walk([&](Operation *op) {
+    if (isa<LookupOp, ContainsOp, SizeOp, ConstantTableOp, BoxSummaryOp, BoxContainsOp>(op))
+      ops.push_back(op);
+  });
+  for (Operation *op : ops)
+    llvm::TypeSwitch<Operation *>(op)
+        .Case([](LookupOp o) { lowerLookup(o); })
+        .Case([](ContainsOp o) { lowerContains(o); })
+        .Case([](SizeOp o) { lowerSize(o); })
+        .Case([](ConstantTableOp o) { lowerConstantTable(o); })
+        .Case([](BoxSummaryOp o) { lowerBoxSummary(o); })
+        .Case([](BoxContainsOp o) { lowerBoxContains(o); });
+}
+
+} // namespace attune
