@@ -108,6 +108,19 @@ def make_inputs(spec, batch, seq_q, seq_kv, rng, dtype=np.float32):
     return q, k, v, inputs
 
 
+def round_to(arr, dtype):
+    """Rounds float32 values to bf16 or fp16 (round to nearest even), kept as float32,
+    so that a reference and a 16-bit kernel see the same inputs."""
+    a = np.asarray(arr, dtype=np.float32)
+    if dtype == "fp16":
+        return a.astype(np.float16).astype(np.float32)
+    if dtype == "bf16":
+        u = a.view(np.uint32).astype(np.uint64)
+        u = (u + 0x7FFF + ((u >> 16) & 1)) >> 16 << 16
+        return u.astype(np.uint32).view(np.float32)
+    return a
+
+
 def load_spec(path):
     with open(path) as f:
         return json.load(f)

@@ -1,5 +1,6 @@
 //===- attn-opt.cpp - mlir-opt with the attn dialect and passes -----------===//
 #include "dialect/AttnOps.h"
+#include "codegen/host/HostPasses.h"
 #include "passes/Passes.h"
 
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -14,6 +15,7 @@ int main(int argc, char **argv) {
   mlir::registerCSEPass();
   mlir::registerLoopInvariantCodeMotionPass();
   mlir::attn::registerAttnPipelines();
+  mlir::attn::registerAttnHostPasses();
   mlir::DialectRegistry registry;
   registry.insert<mlir::attn::AttnDialect, mlir::func::FuncDialect,
                   mlir::arith::ArithDialect, mlir::math::MathDialect,

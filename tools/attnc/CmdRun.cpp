@@ -3,6 +3,7 @@
 
 #include "codegen/Arguments.h"
 #include "codegen/host/HostJit.h"
+#include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/reference/Reference.h"
 
 #include "llvm/Support/raw_ostream.h"
@@ -31,8 +32,8 @@ int cmdRun(int argc, char **argv) {
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
   std::string backend = opts.require("backend");
-  if (backend != "reference" && backend != "cpu")
-    throw Failure{"unknown backend '" + backend + "' (available: reference, cpu)", 2};
+  if (backend != "reference" && backend != "cpu" && backend != "gpu-sim")
+    throw Failure{"unknown backend '" + backend + "' (available: reference, cpu, gpu-sim)", 2};
   int64_t blockM = opts.getInt("block-m", 1, 1024).value_or(64);
   int64_t blockN = opts.getInt("block-n", 1, 1024).value_or(64);
 
@@ -67,6 +68,12 @@ int cmdRun(int argc, char **argv) {
   if (backend == "reference") {
     if (!runReference(*spec.module, args, result, error, threads))
       throw Failure{error};
+  } else if (backend == "gpu-sim") {
+    GpuConfig config;
+    config.blockM = blockM;
+    config.blockN = blockN;
+    if (!runGpuSimulation(*spec.module, config, args, result, error))
+      throw Failure{error};
   } else {
     HostCompileOptions options;
     options.blockM = blockM;
@@ -87,10 +94,5 @@ int cmdRun(int argc, char **argv) {
   return 0;
 }
 
-int cmdHash(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  throw Failure{"hash is not available in this build"};
-}
 
 } // namespace attune::attnc

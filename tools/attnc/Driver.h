@@ -56,6 +56,7 @@ int cmdExplain(int argc, char **argv);
 int cmdImport(int argc, char **argv);
 int cmdRun(int argc, char **argv);
 int cmdHash(int argc, char **argv);
+int cmdCompile(int argc, char **argv);
 
 } // namespace attune::attnc
 

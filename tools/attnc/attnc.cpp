@@ -21,11 +21,15 @@ commands:
       print the spec's attn IR and a summary of its mask and score
   import SPEC [-o OUT.mlir] [--dtype bf16|fp16|f32]
       print the spec as attn L1 IR
-  run SPEC --backend reference|cpu --q Q.npy --k K.npy --v V.npy --out O.npy
+  run SPEC --backend reference|cpu|gpu-sim --q Q.npy --k K.npy --v V.npy --out O.npy
           [--input NAME=FILE.npy ...] [--q-offset N] [--kv-offset N] [--lse LSE.npy]
           [--block-m N --block-n N] [--timing]
       run SPEC on float32 .npy tensors (int32 for integer inputs): `reference` is
-      the float64 oracle, `cpu` the tiled program JIT-compiled for this machine
+      the float64 oracle, `cpu` the tiled program JIT-compiled for this machine,
+      `gpu-sim` the NVIDIA kernel run by a functional SIMT simulator (no GPU needed)
+  compile SPEC -o DIR [--arch sm_80,sm_90a] [--configs 64x64,128x64] [--no-ptxas]
+      compile SPEC to a kernel bundle: manifest.json, PTX per variant, and cubins
+      with ptxas's register/spill report when ptxas is available
   hash SPEC
       print the spec hash (sha256 of its canonical JSON)
 
@@ -46,9 +50,11 @@ int main(int argc, char **argv) {
       return cmdImport(argc, argv);
     if (cmd == "run")
       return cmdRun(argc, argv);
+    if (cmd == "compile")
+      return cmdCompile(argc, argv);
     if (cmd == "hash")
       return cmdHash(argc, argv);
-    throw Failure{"unknown command '" + cmd + "' (expected explain, import, run or hash)", 2};
+    throw Failure{"unknown command '" + cmd + "' (expected explain, import, run, compile or hash)", 2};
   } catch (const Failure &f) {
     llvm::errs() << "attnc " << cmd << ": error: " << f.message << "\n";
     return f.code;

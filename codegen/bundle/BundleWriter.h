@@ -1,0 +1,51 @@
+//===- BundleWriter.h - kernel bundles: manifest.json + PTX (+ cubin) -*- C++ -*-===//
+//
+// Writes the directory format of docs/bundle-and-abi.md. When ptxas is available
+// ($ATTUNE_PTXAS, /usr/local/cuda/bin/ptxas or PATH), each variant's PTX is also
+// assembled to a cubin and ptxas's register and spill report goes into the manifest.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTUNE_CODEGEN_BUNDLE_BUNDLEWRITER_H
+#define ATTUNE_CODEGEN_BUNDLE_BUNDLEWRITER_H
+
+#include "codegen/nvidia/NvidiaPipeline.h"
+#include "specs/Importer.h"
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace attune {
+
+struct PtxasReport {
+  int registers = 0;
+  int spillStores = 0, spillLoads = 0;
+  int stackFrame = 0;
+  int smemStatic = 0;
+  std::string log;
+};
+
+/// The ptxas executable, or "" when there is none.
+std::string findPtxas();
+
+/// Assembles `ptx` for `arch` into `cubinPath` (may be ""), parsing `ptxas -v`.
+bool runPtxas(const std::string &ptxas, const std::string &ptx, const std::string &arch,
+              const std::string &cubinPath, PtxasReport &report, std::string &error);
+
+struct BundleVariant {
+  GpuConfig config;
+  PtxResult kernel;
+  bool isDefault = false;
+  std::optional<PtxasReport> ptxas;
+  bool hasCubin = false;
+};
+
+/// Writes `dir` (created if needed). `spec` is the spec as given.
+bool writeBundle(const std::string &dir, const nlohmann::json &spec, const SpecInfo &info,
+                 std::vector<BundleVariant> &variants, bool assemble, std::string &error);
+
+} // namespace attune
+
+#endif

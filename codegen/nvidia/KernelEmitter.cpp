@@ -1,0 +1,1009 @@
+//===- KernelEmitter.cpp - analysed attention -> an sm_80+ kernel ---------===//
+#include "codegen/nvidia/KernelEmitter.h"
+
+#include "dialect/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/IRMapping.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::attn;
+using P = arith::CmpIPredicate;
+
+namespace attune {
+
+std::string GpuConfig::name() const {
+  std::string a = arch;
+  a.erase(std::remove(a.begin(), a.end(), '_'), a.end());
+  return a + "_bm" + std::to_string(blockM) + "_bn" + std::to_string(blockN) + "_w" +
+         std::to_string(warps());
+}
+
+bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
+  Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
+  if (!elt.isBF16() && !elt.isF16()) {
+    why = "the NVIDIA back end needs bf16 or fp16 q/k/v (the spec's dtype is f32)";
+    return false;
+  }
+  if (op.getHeadDim() % 16 || op.getHeadDimV() % 16) {
+    why = "the NVIDIA back end needs head_dim and head_dim_v multiples of 16";
+    return false;
+  }
+  if (op.getHeadDim() > 256 || op.getHeadDimV() > 256) {
+    why = "the NVIDIA back end supports head dims up to 256";
+    return false;
+  }
+  if (c.blockM % 16 || c.blockM < 16 || c.blockM > 128) {
+    why = "block_m must be 16, 32, ..., 128 (16 query rows per warp)";
+    return false;
+  }
+  if (c.blockN % 16 || c.blockN < 16 || c.blockN > 128) {
+    why = "block_n must be a multiple of 16 in [16, 128]";
+    return false;
+  }
+  if (c.arch != "sm_80" && c.arch != "sm_86" && c.arch != "sm_89" && c.arch != "sm_90" &&
+      c.arch != "sm_90a") {
+    why = "unsupported arch '" + c.arch + "' (sm_80, sm_86, sm_89, sm_90, sm_90a)";
+    return false;
+  }
+  return true;
+}
+
+namespace {
+
+constexpr double kTwoPi = 6.283185307179586476925286766559;
+
+/// Four f32 accumulator values of one m16n8 tile, per thread: (g, 2t), (g, 2t+1),
+/// (g+8, 2t), (g+8, 2t+1) where g = lane / 4, t = lane % 4.
+using Acc = std::array<Value, 4>;
+
+class KernelEmitter {
+public:
+  KernelEmitter(AttentionOp op, const GpuConfig &cfg, OpBuilder &b)
+      : op(op), cfg(cfg), b(b), loc(op.getLoc()) {
+    bm = cfg.blockM;
+    bn = cfg.blockN;
+    d = op.getHeadDim();
+    dv = op.getHeadDimV();
+    warps = cfg.warps();
+    threads = 32 * warps;
+    group = op.getHeadsQ() / op.getHeadsKv();
+    Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
+    fp16 = elt.isF16();
+    eltType = elt;
+    qStride = std::max(d, dv) + 8;
+    kStride = d + 8;
+    vStride = dv + 8;
+    offK = bm * qStride * 2;
+    offV = offK + 2 * bn * kStride * 2;
+    smemBytes = offV + 2 * bn * vStride * 2;
+  }
+
+  void emit(gpu::GPUModuleOp module, GpuKernelInfo &info);
+
+private:
+  // Constants and arithmetic.
+  Value c32(int64_t v) { return arith::ConstantIntOp::create(b, loc, v, 32); }
+  Value c64(int64_t v) { return arith::ConstantIntOp::create(b, loc, v, 64); }
+  Value cf(double v) {
+    return arith::ConstantFloatOp::create(b, loc, b.getF32Type(), APFloat(float(v)));
+  }
+  Value cbool(bool v) { return arith::ConstantIntOp::create(b, loc, v ? 1 : 0, 1); }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, loc, x, y); }
+  Value sub(Value x, Value y) { return arith::SubIOp::create(b, loc, x, y); }
+  Value mul(Value x, Value y) { return arith::MulIOp::create(b, loc, x, y); }
+  Value divu(Value x, Value y) { return arith::DivUIOp::create(b, loc, x, y); }
+  Value remu(Value x, Value y) { return arith::RemUIOp::create(b, loc, x, y); }
+  Value mins(Value x, Value y) { return arith::MinSIOp::create(b, loc, x, y); }
+  Value maxs(Value x, Value y) { return arith::MaxSIOp::create(b, loc, x, y); }
+  Value cmp(P p, Value x, Value y) { return arith::CmpIOp::create(b, loc, p, x, y); }
+  Value andi(Value x, Value y) { return arith::AndIOp::create(b, loc, x, y); }
+  Value ori(Value x, Value y) { return arith::OrIOp::create(b, loc, x, y); }
+  Value noti(Value x) { return arith::XOrIOp::create(b, loc, x, cbool(true)); }
+  Value sel(Value c, Value x, Value y) { return arith::SelectOp::create(b, loc, c, x, y); }
+  Value ext64(Value v) { return arith::ExtSIOp::create(b, loc, b.getI64Type(), v); }
+  Value trunc32(Value v) { return arith::TruncIOp::create(b, loc, b.getI32Type(), v); }
+  Value addf(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
+  Value subf(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
+  Value mulf(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
+  Value maxf(Value x, Value y) { return arith::MaximumFOp::create(b, loc, x, y); }
+  Value exp2(Value x) { return math::Exp2Op::create(b, loc, x); }
+
+  // Pointers.
+  Type ptrType(unsigned space = 0) { return LLVM::LLVMPointerType::get(b.getContext(), space); }
+  Value smemAt(Value byteOffset32) {
+    return LLVM::GEPOp::create(b, loc, ptrType(3), b.getI8Type(), smemBase, ValueRange{byteOffset32});
+  }
+  /// Address of element `index` (i64) of a tensor of element type `elt`.
+  Value elementPtr(Value base, Type elt, Value index) {
+    return LLVM::GEPOp::create(b, loc, ptrType(), elt, base, ValueRange{index});
+  }
+
+  // Warp-level building blocks.
+  std::array<Value, 4> ldmatrixX4(Value ptr, bool trans);
+  Acc mma(std::array<Value, 4> a, Value b0, Value b1, Acc c);
+  Value shflXor(Value v, int mask);
+  /// Max over the 4 lanes of a quad (the threads sharing rows g and g+8).
+  Value quadMax(Value v) {
+    Value pair = maxf(v, shflXor(v, 1));
+    return maxf(pair, shflXor(pair, 2));
+  }
+  Value quadSum(Value v) {
+    Value s = addf(v, shflXor(v, 1));
+    return addf(s, shflXor(s, 2));
+  }
+  Value pack(Value lo, Value hi);
+
+  // Pieces of the kernel.
+  void readParams(Block *entry);
+  Value memrefFromPointer(Value ptr, RankedTensorType type, ArrayRef<Value> dims);
+  void loadTileAsync(Value base, Value rowStride, Value row0, Value validRows, int64_t rows,
+                     int64_t width, Value smemOffset, int64_t smemStride);
+  void rotateInShared(Value smemOffset, int64_t smemStride, int64_t rows, RopeAttr rope,
+                      Value firstPosition, StringRef tableName);
+  SmallVector<std::array<Value, 4>> loadQFragments();
+  Value classify(Value kvLo, Value kvHi);
+  struct Visit {
+    Value valid, a, b, kb, cls;
+  };
+  Visit advance(Value a, Value bState);
+  Value rangeBound(ArrayRef<Value> values, Value r);
+  void prefetch(Value valid, Value kb, Value stage);
+  SmallVector<Acc> computeScores(SmallVector<std::array<Value, 4>> &qFrag, Value stage);
+  SmallVector<Acc> epilogue(SmallVector<Acc> s, Value kvLo, bool masked);
+  void emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag);
+  void storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1);
+  void declareRopeTables(gpu::GPUModuleOp module);
+
+  AttentionOp op;
+  GpuConfig cfg;
+  OpBuilder &b;
+  Location loc;
+  int64_t bm, bn, d, dv, warps, threads, group;
+  bool fp16;
+  Type eltType;
+  int64_t qStride, kStride, vStride, offK, offV, smemBytes;
+
+  // Per-thread and per-CTA values.
+  Value tid, lane, warp, gq, tq;            // i32
+  Value bIdx, hIdx, hkIdx;                  // i64
+  Value qLo, qRows, qHi;                    // i64
+  Value smemBase;
+  Value qPtr, kPtr, vPtr, oPtr, lsePtr;
+  Value batch, seqQ, seqKv, qOffset, kvOffset;
+  Value qStrides[3], kStrides[3], vStrides[3], oStrides[3];
+  SmallVector<Value> inputPtrs;
+  SmallVector<SmallVector<Value>> inputDims;
+  IRMapping tensors; // L1 tensors -> memrefs over kernel pointers
+  SmallVector<Value> blockLo, blockHi; // key-block ranges
+  bool listMode = false;
+  Value listRow, listEntries, listMemref, kvBlocks;
+};
+
+//===----------------------------------------------------------------------===//
+// Warp-level building blocks
+//===----------------------------------------------------------------------===//
+
+std::array<Value, 4> KernelEmitter::ldmatrixX4(Value ptr, bool trans) {
+  MLIRContext *ctx = b.getContext();
+  Type i32 = b.getI32Type();
+  Type resType = LLVM::LLVMStructType::getLiteral(ctx, {i32, i32, i32, i32});
+  auto ld = NVVM::LdMatrixOp::create(
+      b, loc, resType, ptr, b.getI32IntegerAttr(4),
+      NVVM::MMALayoutAttr::get(ctx, trans ? NVVM::MMALayout::col : NVVM::MMALayout::row),
+      NVVM::LdStMatrixShapeAttr::get(ctx, 8, 8),
+      NVVM::LdStMatrixEltTypeAttr::get(ctx, NVVM::LdStMatrixEltType::B16));
+  std::array<Value, 4> r;
+  for (int i = 0; i < 4; ++i)
+    r[i] = LLVM::ExtractValueOp::create(b, loc, ld, ArrayRef<int64_t>{i});
+  return r;
+}
+
+Acc KernelEmitter::mma(std::array<Value, 4> a, Value b0, Value b1, Acc c) {
+  MLIRContext *ctx = b.getContext();
+  Type f32 = b.getF32Type();
+  Type resType = LLVM::LLVMStructType::getLiteral(ctx, {f32, f32, f32, f32});
+  SmallVector<Value> A(a.begin(), a.end()), B{b0, b1};
+  if (fp16) {
+    // The f16 form takes vector<2xf16> operands; bf16 takes packed i32.
+    auto v2 = VectorType::get({2}, b.getF16Type());
+    for (Value &x : A)
+      x = LLVM::BitcastOp::create(b, loc, v2, x);
+    for (Value &x : B)
+      x = LLVM::BitcastOp::create(b, loc, v2, x);
+  }
+  NVVM::MMATypes t = fp16 ? NVVM::MMATypes::f16 : NVVM::MMATypes::bf16;
+  auto m = NVVM::MmaOp::create(b, loc, resType, A, B, ValueRange(c), ArrayRef<int64_t>{16, 8, 16},
+                               std::nullopt, std::nullopt,
+                               std::array<NVVM::MMATypes, 2>{t, t},
+                               std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                                              NVVM::MMALayout::col});
+  Acc r;
+  for (int i = 0; i < 4; ++i)
+    r[i] = LLVM::ExtractValueOp::create(b, loc, m, ArrayRef<int64_t>{i});
+  (void)ctx;
+  return r;
+}
+
+Value KernelEmitter::shflXor(Value v, int mask) {
+  return NVVM::ShflOp::create(b, loc, b.getF32Type(), c32(-1), v, c32(mask), c32(31),
+                              NVVM::ShflKindAttr::get(b.getContext(), NVVM::ShflKind::bfly),
+                              UnitAttr());
+}
+
+/// Two f32 as one i32 of two 16-bit values, the lower column in the low half.
+Value KernelEmitter::pack(Value lo, Value hi) {
+  auto v2 = VectorType::get({2}, eltType);
+  Value vec = LLVM::UndefOp::create(b, loc, v2);
+  Value l = arith::TruncFOp::create(b, loc, eltType, lo);
+  Value h = arith::TruncFOp::create(b, loc, eltType, hi);
+  vec = LLVM::InsertElementOp::create(b, loc, vec, l, c32(0));
+  vec = LLVM::InsertElementOp::create(b, loc, vec, h, c32(1));
+  return LLVM::BitcastOp::create(b, loc, b.getI32Type(), vec);
+}
+
+//===----------------------------------------------------------------------===//
+// Parameters
+//===----------------------------------------------------------------------===//
+
+Value KernelEmitter::memrefFromPointer(Value ptr, RankedTensorType type, ArrayRef<Value> dims) {
+  // A row-major descriptor {ptr, ptr, 0, sizes, strides} seen as a memref, so that
+  // the shared lowering of tensor reads applies unchanged.
+  MLIRContext *ctx = b.getContext();
+  int64_t rank = type.getRank();
+  Type i64 = b.getI64Type();
+  auto arr = LLVM::LLVMArrayType::get(i64, rank);
+  auto descType = LLVM::LLVMStructType::getLiteral(ctx, {ptrType(), ptrType(), i64, arr, arr});
+  Value desc = LLVM::UndefOp::create(b, loc, descType);
+  desc = LLVM::InsertValueOp::create(b, loc, desc, ptr, ArrayRef<int64_t>{0});
+  desc = LLVM::InsertValueOp::create(b, loc, desc, ptr, ArrayRef<int64_t>{1});
+  desc = LLVM::InsertValueOp::create(b, loc, desc, c64(0), ArrayRef<int64_t>{2});
+  Value stride = c64(1);
+  for (int64_t i = rank - 1; i >= 0; --i) {
+    desc = LLVM::InsertValueOp::create(b, loc, desc, dims[i], ArrayRef<int64_t>{3, i});
+    desc = LLVM::InsertValueOp::create(b, loc, desc, stride, ArrayRef<int64_t>{4, i});
+    stride = mul(stride, dims[i]);
+  }
+  auto memrefType = MemRefType::get(SmallVector<int64_t>(rank, ShapedType::kDynamic),
+                                    type.getElementType());
+  return UnrealizedConversionCastOp::create(b, loc, memrefType, desc).getResult(0);
+}
+
+void KernelEmitter::readParams(Block *entry) {
+  unsigned a = 0;
+  qPtr = entry->getArgument(a++);
+  kPtr = entry->getArgument(a++);
+  vPtr = entry->getArgument(a++);
+  oPtr = entry->getArgument(a++);
+  lsePtr = entry->getArgument(a++);
+  for (size_t i = 0; i < op.getInputs().size(); ++i)
+    inputPtrs.push_back(entry->getArgument(a++));
+  batch = entry->getArgument(a++);
+  seqQ = entry->getArgument(a++);
+  seqKv = entry->getArgument(a++);
+  qOffset = entry->getArgument(a++);
+  kvOffset = entry->getArgument(a++);
+  for (Value *s : {qStrides, kStrides, vStrides, oStrides})
+    for (int i = 0; i < 3; ++i)
+      s[i] = entry->getArgument(a++);
+  for (Value in : op.getInputs()) {
+    auto type = cast<RankedTensorType>(in.getType());
+    SmallVector<Value> dims;
+    for (int64_t i = 0; i < type.getRank(); ++i)
+      dims.push_back(entry->getArgument(a++));
+    inputDims.push_back(dims);
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Shared-memory tiles
+//===----------------------------------------------------------------------===//
+
+/// rows x width elements from global rows [row0, row0 + rows) into shared memory,
+/// 16-byte cp.async chunks spread over the CTA; rows past validRows are zero-filled.
+void KernelEmitter::loadTileAsync(Value base, Value rowStride, Value row0, Value validRows,
+                                  int64_t rows, int64_t width, Value smemOffset,
+                                  int64_t smemStride) {
+  int64_t chunksPerRow = width / 8, chunks = rows * chunksPerRow;
+  Value lastRow = maxs(sub(validRows, c64(1)), c64(0));
+  for (int64_t i = 0; i * threads < chunks; ++i) {
+    Value c = add(tid, c32(i * threads));
+    auto body = [&] {
+      Value row = divu(c, c32(chunksPerRow));
+      Value col = mul(remu(c, c32(chunksPerRow)), c32(8));
+      Value row64 = ext64(row);
+      Value valid = cmp(P::slt, row64, validRows);
+      Value srcRow = add(row0, mins(row64, lastRow));
+      Value index = add(mul(srcRow, rowStride), ext64(col));
+      Value src = elementPtr(base, eltType, index);
+      Value srcGlobal = LLVM::AddrSpaceCastOp::create(b, loc, ptrType(1), src);
+      Value dstOff = add(smemOffset, mul(add(mul(row, c32(smemStride)), col), c32(2)));
+      Value bytes = sel(valid, c32(16), c32(0));
+      NVVM::CpAsyncOp::create(b, loc, smemAt(dstOff), srcGlobal, 16,
+                              NVVM::LoadCacheModifierKind::CG, bytes);
+    };
+    if ((i + 1) * threads <= chunks) {
+      body();
+    } else {
+      auto guard = scf::IfOp::create(b, loc, cmp(P::ult, c, c32(chunks)), false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(guard.thenBlock());
+      body();
+    }
+  }
+}
+
+void KernelEmitter::declareRopeTables(gpu::GPUModuleOp module) {
+  auto declare = [&](RopeAttr rope, StringRef name) {
+    if (!rope)
+      return;
+    // Per-pair frequencies after scaling, in double (attn.rope's definition).
+    const double kPi = 3.14159265358979323846;
+    int64_t r = rope.getRotaryDim();
+    double theta = rope.getTheta().getValueAsDouble(), f = rope.getFactor().getValueAsDouble();
+    if (rope.getScaling() == RopeScaling::ntk)
+      theta *= std::pow(f, double(r) / double(r - 2));
+    SmallVector<double> freqs;
+    for (int64_t m = 0; m < r / 2; ++m) {
+      double w = std::pow(theta, -2.0 * double(m) / double(r));
+      if (rope.getScaling() == RopeScaling::linear) {
+        w /= f;
+      } else if (rope.getScaling() == RopeScaling::yarn) {
+        double ratio = double(rope.getOriginalMaxPosition()) / (2.0 * kPi / w);
+        double lo = rope.getBetaSlow().getValueAsDouble(), hi = rope.getBetaFast().getValueAsDouble();
+        double gamma = std::clamp((ratio - lo) / (hi - lo), 0.0, 1.0);
+        w = (1.0 - gamma) * w / f + gamma * w;
+      }
+      freqs.push_back(w);
+    }
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(module.getBody());
+    auto type = LLVM::LLVMArrayType::get(b.getF64Type(), freqs.size());
+    auto tensorType = RankedTensorType::get({int64_t(freqs.size())}, b.getF64Type());
+    LLVM::GlobalOp::create(b, loc, type, /*isConstant=*/true, LLVM::Linkage::Internal, name,
+                           DenseElementsAttr::get(tensorType, ArrayRef<double>(freqs)));
+  };
+  declare(op.getQRopeAttr(), "attn_rope_q");
+  declare(op.getKRopeAttr(), "attn_rope_k");
+}
+
+/// Rotates `rows` rows of a tile in shared memory, row r at position firstPosition + r.
+/// The angle is reduced modulo 2 pi in double: positions can be large.
+void KernelEmitter::rotateInShared(Value smemOffset, int64_t smemStride, int64_t rows,
+                                   RopeAttr rope, Value firstPosition, StringRef tableName) {
+  int64_t half = rope.getRotaryDim() / 2, work = rows * half;
+  bool interleaved = rope.getStyle() == RopeStyle::interleaved;
+  double mscale = rope.getScaling() == RopeScaling::yarn ? rope.getMscale().getValueAsDouble() : 1.0;
+  auto table = LLVM::AddressOfOp::create(b, loc, ptrType(), tableName);
+  for (int64_t i = 0; i * threads < work; ++i) {
+    Value p = add(tid, c32(i * threads));
+    auto body = [&] {
+      Value row = divu(p, c32(half)), m = remu(p, c32(half));
+      Value i0 = interleaved ? mul(m, c32(2)) : m;
+      Value i1 = interleaved ? add(i0, c32(1)) : add(m, c32(half));
+      Value rowOff = add(smemOffset, mul(mul(row, c32(smemStride)), c32(2)));
+      Value p0 = smemAt(add(rowOff, mul(i0, c32(2))));
+      Value p1 = smemAt(add(rowOff, mul(i1, c32(2))));
+      Value x0 = arith::ExtFOp::create(b, loc, b.getF32Type(), LLVM::LoadOp::create(b, loc, eltType, p0).getResult());
+      Value x1 = arith::ExtFOp::create(b, loc, b.getF32Type(), LLVM::LoadOp::create(b, loc, eltType, p1).getResult());
+      Value freqPtr = LLVM::GEPOp::create(b, loc, ptrType(), b.getF64Type(), table, ValueRange{ext64(m)});
+      Value freq = LLVM::LoadOp::create(b, loc, b.getF64Type(), freqPtr);
+      Value pos = arith::SIToFPOp::create(b, loc, b.getF64Type(), add(firstPosition, ext64(row)));
+      Value angle = arith::MulFOp::create(b, loc, pos, freq);
+      Value turns = math::FloorOp::create(b, loc, arith::MulFOp::create(b, loc, angle,
+          arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(1.0 / kTwoPi))));
+      Value reduced = arith::SubFOp::create(b, loc, angle, arith::MulFOp::create(b, loc, turns,
+          arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(kTwoPi))));
+      Value a32 = arith::TruncFOp::create(b, loc, b.getF32Type(), reduced);
+      Value cs = math::CosOp::create(b, loc, a32), sn = math::SinOp::create(b, loc, a32);
+      Value y0 = subf(mulf(x0, cs), mulf(x1, sn)), y1 = addf(mulf(x0, sn), mulf(x1, cs));
+      if (mscale != 1.0) {
+        y0 = mulf(y0, cf(mscale));
+        y1 = mulf(y1, cf(mscale));
+      }
+      LLVM::StoreOp::create(b, loc, arith::TruncFOp::create(b, loc, eltType, y0), p0);
+      LLVM::StoreOp::create(b, loc, arith::TruncFOp::create(b, loc, eltType, y1), p1);
+    };
+    if ((i + 1) * threads <= work) {
+      body();
+    } else {
+      auto guard = scf::IfOp::create(b, loc, cmp(P::ult, p, c32(work)), false);
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(guard.thenBlock());
+      body();
+    }
+  }
+}
+
+/// A fragments of this warp's 16 query rows, one per 16 columns of d.
+SmallVector<std::array<Value, 4>> KernelEmitter::loadQFragments() {
+  // Lane l gives the address of row (l % 8) of matrix l / 8: matrices are
+  // (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15).
+  Value mat = divu(lane, c32(8));
+  Value row = add(add(mul(warp, c32(16)), mul(remu(mat, c32(2)), c32(8))), remu(lane, c32(8)));
+  Value colBase = mul(divu(mat, c32(2)), c32(8));
+  SmallVector<std::array<Value, 4>> frags;
+  for (int64_t kk = 0; kk < d / 16; ++kk) {
+    Value col = add(colBase, c32(kk * 16));
+    Value off = mul(add(mul(row, c32(qStride)), col), c32(2));
+    frags.push_back(ldmatrixX4(smemAt(off), /*trans=*/false));
+  }
+  return frags;
+}
+
+//===----------------------------------------------------------------------===//
+// The key schedule: ranges (or a block list), tile classes
+//===----------------------------------------------------------------------===//
+
+/// Clones `region`'s block with its arguments bound; returns the yielded values.
+static SmallVector<Value> inlineRegion(OpBuilder &b, Region &region, ValueRange args,
+                                       IRMapping mapping) {
+  cloneConstantsUsedIn(region, b, mapping);
+  Block &block = region.front();
+  for (auto [arg, v] : llvm::zip(block.getArguments(), args))
+    mapping.map(arg, v);
+  for (Operation &inner : block.without_terminator())
+    b.clone(inner, mapping);
+  SmallVector<Value> out;
+  for (Value v : cast<YieldOp>(block.getTerminator()).getValues())
+    out.push_back(mapping.lookupOrDefault(v));
+  return out;
+}
+
+Value KernelEmitter::classify(Value kvLo, Value kvHi) {
+  return inlineRegion(b, op.getTileClass(),
+                      {bIdx, hIdx, qLo, qHi, kvLo, kvHi, qOffset, kvOffset, seqQ, seqKv},
+                      tensors)[0];
+}
+
+/// values[r] for a run-time r (a select chain; there are at most a few ranges).
+Value KernelEmitter::rangeBound(ArrayRef<Value> values, Value r) {
+  Value out = values.back();
+  for (int64_t i = int64_t(values.size()) - 2; i >= 0; --i)
+    out = sel(cmp(P::eq, r, c64(i)), values[i], out);
+  return out;
+}
+
+/// From candidate state (a, b), the next tile to visit: in range mode a is the
+/// range index and b the key block; in list mode a is the list position.
+KernelEmitter::Visit KernelEmitter::advance(Value a0, Value b0) {
+  Type i64 = b.getI64Type(), i32 = b.getI32Type(), i1 = b.getI1Type();
+  auto loop = scf::WhileOp::create(b, loc, TypeRange{i64, i64, i64, i32, i1}, ValueRange{a0, b0});
+  Block *before = b.createBlock(&loop.getBefore(), {}, {i64, i64}, {loc, loc});
+  {
+    Value a = before->getArgument(0), kbState = before->getArgument(1);
+    Value exhausted, inRange, kb;
+    if (listMode) {
+      exhausted = cmp(P::sge, a, listEntries);
+      inRange = noti(exhausted);
+      // The entry at a (0 when exhausted: never used).
+      auto read = scf::IfOp::create(b, loc, TypeRange{i64}, inRange, true);
+      {
+        OpBuilder::InsertionGuard g(b);
+        b.setInsertionPointToStart(read.thenBlock());
+        Value e = memref::LoadOp::create(b, loc, listMemref,
+                                         ValueRange{arith::IndexCastOp::create(b, loc, b.getIndexType(), bIdx),
+                                                    arith::IndexCastOp::create(b, loc, b.getIndexType(), hIdx),
+                                                    arith::IndexCastOp::create(b, loc, b.getIndexType(), listRow),
+                                                    arith::IndexCastOp::create(b, loc, b.getIndexType(), a)});
+        scf::YieldOp::create(b, loc, ValueRange{ext64(e)});
+        b.setInsertionPointToStart(read.elseBlock());
+        scf::YieldOp::create(b, loc, ValueRange{c64(0)});
+      }
+      kb = read.getResult(0);
+      inRange = andi(inRange, andi(cmp(P::sge, kb, c64(0)), cmp(P::slt, kb, kvBlocks)));
+    } else {
+      exhausted = cmp(P::sge, a, c64(int64_t(blockHi.size())));
+      kb = kbState;
+      inRange = andi(noti(exhausted), cmp(P::slt, kb, rangeBound(blockHi, a)));
+    }
+    // Class of the candidate, unless it is out of range or seen before.
+    auto check = scf::IfOp::create(b, loc, TypeRange{i32}, inRange, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(check.thenBlock());
+      Value seen = cbool(false);
+      if (listMode) {
+        auto dup = scf::ForOp::create(
+            b, loc, arith::ConstantIndexOp::create(b, loc, 0),
+            arith::IndexCastOp::create(b, loc, b.getIndexType(), a),
+            arith::ConstantIndexOp::create(b, loc, 1), ValueRange{cbool(false)});
+        {
+          OpBuilder::InsertionGuard g2(b);
+          b.setInsertionPointToStart(dup.getBody());
+          Value e = memref::LoadOp::create(b, loc, listMemref,
+                                           ValueRange{arith::IndexCastOp::create(b, loc, b.getIndexType(), bIdx),
+                                                      arith::IndexCastOp::create(b, loc, b.getIndexType(), hIdx),
+                                                      arith::IndexCastOp::create(b, loc, b.getIndexType(), listRow),
+                                                      dup.getInductionVar()});
+          Value same = cmp(P::eq, ext64(e), kb);
+          scf::YieldOp::create(b, loc, ValueRange{ori(dup.getRegionIterArgs()[0], same)});
+        }
+        seen = dup.getResult(0);
+      } else {
+        // Covered by an earlier range r' < a.
+        for (size_t r = 0; r < blockHi.size(); ++r) {
+          Value earlier = cmp(P::slt, c64(int64_t(r)), a);
+          Value inside = andi(cmp(P::sge, kb, blockLo[r]), cmp(P::slt, kb, blockHi[r]));
+          seen = ori(seen, andi(earlier, inside));
+        }
+      }
+      auto cls = scf::IfOp::create(b, loc, TypeRange{i32}, noti(seen), true);
+      {
+        OpBuilder::InsertionGuard g2(b);
+        b.setInsertionPointToStart(cls.thenBlock());
+        Value kvLo = mul(kb, c64(bn));
+        Value kvHi = mins(add(kvLo, c64(bn)), seqKv);
+        scf::YieldOp::create(b, loc, ValueRange{classify(kvLo, kvHi)});
+        b.setInsertionPointToStart(cls.elseBlock());
+        scf::YieldOp::create(b, loc, ValueRange{c32(kEmpty)});
+      }
+      scf::YieldOp::create(b, loc, ValueRange{cls.getResult(0)});
+      b.setInsertionPointToStart(check.elseBlock());
+      scf::YieldOp::create(b, loc, ValueRange{c32(kEmpty)});
+    }
+    Value cls = check.getResult(0);
+    Value hit = andi(inRange, cmp(P::ne, cls, c32(kEmpty)));
+    Value stop = ori(exhausted, hit);
+    scf::ConditionOp::create(b, loc, noti(stop), ValueRange{a, kbState, kb, cls, hit});
+  }
+  Block *after = b.createBlock(&loop.getAfter(), {}, {i64, i64, i64, i32, i1},
+                               {loc, loc, loc, loc, loc});
+  {
+    Value a = after->getArgument(0), kbState = after->getArgument(1);
+    if (listMode) {
+      scf::YieldOp::create(b, loc, ValueRange{add(a, c64(1)), kbState});
+    } else {
+      Value next = add(kbState, c64(1));
+      Value stay = cmp(P::slt, next, rangeBound(blockHi, a));
+      Value nextRange = add(a, c64(1));
+      Value nextStart = rangeBound(blockLo, nextRange);
+      scf::YieldOp::create(b, loc, ValueRange{sel(stay, a, nextRange), sel(stay, next, nextStart)});
+    }
+  }
+  b.setInsertionPointAfter(loop);
+  return {loop.getResult(4), loop.getResult(0), loop.getResult(1), loop.getResult(2), loop.getResult(3)};
+}
+
+/// cp.async of the K and V tiles of key block kb into buffer `stage`: two commit
+/// groups, empty when there is nothing to load, so that group counting stays uniform.
+void KernelEmitter::prefetch(Value valid, Value kb, Value stage) {
+  Value kvLo = mul(kb, c64(bn));
+  Value rows = sel(valid, mins(c64(bn), sub(seqKv, kvLo)), c64(0));
+  Value kBase = elementPtr(kPtr, eltType, add(mul(bIdx, kStrides[0]), mul(hkIdx, kStrides[1])));
+  Value vBase = elementPtr(vPtr, eltType, add(mul(bIdx, vStrides[0]), mul(hkIdx, vStrides[1])));
+  Value kOff = add(c32(offK), mul(stage, c32(bn * kStride * 2)));
+  Value vOff = add(c32(offV), mul(stage, c32(bn * vStride * 2)));
+  auto guard = scf::IfOp::create(b, loc, valid, false);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    loadTileAsync(kBase, kStrides[2], kvLo, rows, bn, d, kOff, kStride);
+  }
+  NVVM::CpAsyncCommitGroupOp::create(b, loc);
+  auto guardV = scf::IfOp::create(b, loc, valid, false);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(guardV.thenBlock());
+    loadTileAsync(vBase, vStrides[2], kvLo, rows, bn, dv, vOff, vStride);
+  }
+  NVVM::CpAsyncCommitGroupOp::create(b, loc);
+}
+
+//===----------------------------------------------------------------------===//
+// S = Q K^T, the score epilogue
+//===----------------------------------------------------------------------===//
+
+SmallVector<Acc> KernelEmitter::computeScores(SmallVector<std::array<Value, 4>> &qFrag, Value stage) {
+  SmallVector<Acc> s(bn / 8);
+  for (Acc &a : s)
+    a = {cf(0), cf(0), cf(0), cf(0)};
+  // B fragments from K rows (n) by d columns (k): ldmatrix x4 (no transpose) gives the
+  // fragments of key tiles j and j+1 for one 16-column step of d. Matrices:
+  // (keys 8j.., d 0-7), (keys 8j.., d 8-15), (keys 8j+8.., d 0-7), (keys 8j+8.., d 8-15).
+  Value mat = divu(lane, c32(8));
+  Value keyInPair = add(mul(divu(mat, c32(2)), c32(8)), remu(lane, c32(8)));
+  Value colInStep = mul(remu(mat, c32(2)), c32(8));
+  Value kOff = add(c32(offK), mul(stage, c32(bn * kStride * 2)));
+  for (int64_t j = 0; j < bn / 8; j += 2)
+    for (int64_t kk = 0; kk < d / 16; ++kk) {
+      Value row = add(keyInPair, c32(8 * j));
+      Value col = add(colInStep, c32(16 * kk));
+      auto frag = ldmatrixX4(smemAt(add(kOff, mul(add(mul(row, c32(kStride)), col), c32(2)))), false);
+      s[j] = mma(qFrag[kk], frag[0], frag[1], s[j]);
+      s[j + 1] = mma(qFrag[kk], frag[2], frag[3], s[j + 1]);
+    }
+  return s;
+}
+
+/// scale, then the score region, and on masked tiles the mask (and the sequence
+/// ends): one clone per accumulator element, with that element's coordinates.
+SmallVector<Acc> KernelEmitter::epilogue(SmallVector<Acc> s, Value kvLo, bool masked) {
+  double scale = op.getScale().convertToDouble();
+  Value negInf = cf(-std::numeric_limits<double>::infinity());
+  Value rowBase = add(mul(warp, c32(16)), gq);
+  bool identity = op.hasIdentityScore();
+  for (int64_t j = 0; j < bn / 8; ++j)
+    for (int e = 0; e < 4; ++e) {
+      Value r = e < 2 ? rowBase : add(rowBase, c32(8));
+      Value c = add(c32(8 * j + (e % 2)), mul(tq, c32(2)));
+      Value i = add(qLo, ext64(r)), jj = add(kvLo, ext64(c));
+      Value qPos = add(i, qOffset), kvPos = add(jj, kvOffset);
+      Value v = mulf(s[j][e], cf(scale));
+      if (!identity)
+        v = inlineRegion(b, op.getScore(), {v, bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
+      if (masked) {
+        Value inside = andi(cmp(P::slt, i, seqQ), cmp(P::slt, jj, seqKv));
+        Value allowed = inlineRegion(b, op.getMask(), {bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv},
+                                     tensors)[0];
+        v = sel(andi(inside, allowed), v, negInf);
+      }
+      s[j][e] = v;
+    }
+  return s;
+}
+
+//===----------------------------------------------------------------------===//
+// The main loop
+//===----------------------------------------------------------------------===//
+
+void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
+  bool softmax = op.getNormalizer() == Normalizer::softmax;
+  Type f32 = b.getF32Type(), i64 = b.getI64Type(), i32 = b.getI32Type(), i1 = b.getI1Type();
+  Value negInf = cf(-std::numeric_limits<double>::infinity());
+  Visit first = listMode ? advance(c64(0), c64(0)) : advance(c64(0), blockLo[0]);
+  prefetch(first.valid, first.kb, c32(0));
+
+  // Loop state: (valid, a, b, kb, cls, stage, m0, m1, l0, l1, O...).
+  SmallVector<Value> init{first.valid, first.a, first.b, first.kb, first.cls, c32(0),
+                          negInf, negInf, cf(0), cf(0)};
+  int64_t nO = dv / 8;
+  for (int64_t i = 0; i < nO * 4; ++i)
+    init.push_back(cf(0));
+  SmallVector<Type> types;
+  for (Value v : init)
+    types.push_back(v.getType());
+  SmallVector<Location> locs(types.size(), loc);
+  auto loop = scf::WhileOp::create(b, loc, types, init);
+  Block *before = b.createBlock(&loop.getBefore(), {}, types, locs);
+  scf::ConditionOp::create(b, loc, before->getArgument(0), before->getArguments());
+  Block *after = b.createBlock(&loop.getAfter(), {}, types, locs);
+  {
+    Value a = after->getArgument(1), bs = after->getArgument(2), kb = after->getArgument(3),
+          cls = after->getArgument(4), stage = after->getArgument(5);
+    Value m[2] = {after->getArgument(6), after->getArgument(7)};
+    Value l[2] = {after->getArgument(8), after->getArgument(9)};
+    SmallVector<Acc> o(nO);
+    for (int64_t j = 0; j < nO; ++j)
+      for (int e = 0; e < 4; ++e)
+        o[j][e] = after->getArgument(10 + 4 * j + e);
+
+    // Issue the next visited tile's loads into the other buffer, then wait for this
+    // tile's K (its group is the oldest of four in flight).
+    Visit next = listMode ? advance(add(a, c64(1)), bs) : advance(a, add(bs, c64(1)));
+    Value other = sub(c32(1), stage);
+    prefetch(next.valid, next.kb, other);
+    NVVM::CpAsyncWaitGroupOp::create(b, loc, 3);
+    NVVM::Barrier0Op::create(b, loc);
+    Value kvLo = mul(kb, c64(bn));
+    if (RopeAttr rope = op.getKRopeAttr()) {
+      rotateInShared(add(c32(offK), mul(stage, c32(bn * kStride * 2))), kStride, bn, rope,
+                     add(kvLo, kvOffset), "attn_rope_k");
+      NVVM::Barrier0Op::create(b, loc);
+    }
+    SmallVector<Acc> s = computeScores(qFrag, stage);
+
+    // FULL tiles that are whole skip the mask; others evaluate it.
+    Value whole = cmp(P::sle, add(kvLo, c64(bn)), seqKv);
+    Value full = andi(whole, cmp(P::eq, cls, c32(kFull)));
+    SmallVector<Type> sTypes(bn / 2, f32);
+    auto branch = scf::IfOp::create(b, loc, sTypes, full, true);
+    for (int masked = 0; masked < 2; ++masked) {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(masked ? branch.elseBlock() : branch.thenBlock());
+      SmallVector<Acc> r = epilogue(s, kvLo, masked);
+      SmallVector<Value> flat;
+      for (Acc &x : r)
+        flat.append(x.begin(), x.end());
+      scf::YieldOp::create(b, loc, flat);
+    }
+    for (int64_t j = 0; j < bn / 8; ++j)
+      for (int e = 0; e < 4; ++e)
+        s[j][e] = branch.getResult(4 * j + e);
+
+    // Weights. Softmax: per row (g and g+8), the quad holds the whole row.
+    Value newM[2] = {m[0], m[1]}, newL[2] = {l[0], l[1]};
+    if (softmax) {
+      double toLog2 = op.getSoftmaxBase2() ? 1.0 : 1.4426950408889634;
+      for (int half = 0; half < 2; ++half) {
+        Value rowMax = negInf;
+        for (int64_t j = 0; j < bn / 8; ++j)
+          for (int e = 2 * half; e < 2 * half + 2; ++e)
+            rowMax = maxf(rowMax, s[j][e]);
+        rowMax = quadMax(rowMax);
+        Value mNew = maxf(m[half], rowMax);
+        Value dead = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mNew, negInf);
+        Value base = sel(dead, cf(0), mNew);
+        Value alpha = sel(dead, cf(1), exp2(mulf(subf(m[half], base), cf(toLog2))));
+        Value sum = cf(0);
+        for (int64_t j = 0; j < bn / 8; ++j)
+          for (int e = 2 * half; e < 2 * half + 2; ++e) {
+            s[j][e] = exp2(mulf(subf(s[j][e], base), cf(toLog2)));
+            sum = addf(sum, s[j][e]);
+          }
+        // l stays a per-thread partial sum: alpha is uniform over the quad.
+        newL[half] = addf(mulf(l[half], alpha), sum);
+        newM[half] = mNew;
+        for (int64_t j = 0; j < nO; ++j)
+          for (int e = 2 * half; e < 2 * half + 2; ++e)
+            o[j][e] = mulf(o[j][e], alpha);
+      }
+    } else {
+      bool sigmoid = op.getNormalizer() == Normalizer::sigmoid;
+      Value beta = op.getSigmoidBeta() ? cf(op.getSigmoidBeta()->convertToDouble())
+                                       : Value(arith::NegFOp::create(b, loc, math::LogOp::create(
+                                             b, loc, arith::SIToFPOp::create(b, loc, f32, seqKv))));
+      Value n = arith::SIToFPOp::create(b, loc, f32, seqKv);
+      for (int64_t j = 0; j < bn / 8; ++j)
+        for (int e = 0; e < 4; ++e) {
+          Value x = s[j][e];
+          s[j][e] = sigmoid ? Value(arith::DivFOp::create(b, loc, cf(1), addf(cf(1), math::ExpOp::create(
+                                  b, loc, arith::NegFOp::create(b, loc, addf(x, beta))))))
+                            : Value(arith::DivFOp::create(b, loc, maxf(x, cf(0)), n));
+        }
+    }
+
+    // P (registers) times V (shared): the A fragment of k-step kk is two
+    // accumulator tiles; ldmatrix.trans of V rows (k) by columns (n) gives B.
+    NVVM::CpAsyncWaitGroupOp::create(b, loc, 2);
+    NVVM::Barrier0Op::create(b, loc);
+    SmallVector<std::array<Value, 4>> pFrag;
+    for (int64_t kk = 0; kk < bn / 16; ++kk)
+      pFrag.push_back({pack(s[2 * kk][0], s[2 * kk][1]), pack(s[2 * kk][2], s[2 * kk][3]),
+                       pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                       pack(s[2 * kk + 1][2], s[2 * kk + 1][3])});
+    Value mat = divu(lane, c32(8));
+    Value keyInStep = add(mul(remu(mat, c32(2)), c32(8)), remu(lane, c32(8)));
+    Value colInPair = mul(divu(mat, c32(2)), c32(8));
+    Value vOff = add(c32(offV), mul(stage, c32(bn * vStride * 2)));
+    for (int64_t jv = 0; jv < nO; jv += 2)
+      for (int64_t kk = 0; kk < bn / 16; ++kk) {
+        Value row = add(keyInStep, c32(16 * kk));
+        Value col = add(colInPair, c32(8 * jv));
+        auto frag = ldmatrixX4(smemAt(add(vOff, mul(add(mul(row, c32(vStride)), col), c32(2)))), true);
+        o[jv] = mma(pFrag[kk], frag[0], frag[1], o[jv]);
+        o[jv + 1] = mma(pFrag[kk], frag[2], frag[3], o[jv + 1]);
+      }
+    // Every warp is done with this buffer before the next iteration refills it.
+    NVVM::Barrier0Op::create(b, loc);
+    SmallVector<Value> yield{next.valid, next.a, next.b, next.kb, next.cls, other,
+                             newM[0], newM[1], newL[0], newL[1]};
+    for (Acc &x : o)
+      yield.append(x.begin(), x.end());
+    scf::YieldOp::create(b, loc, yield);
+  }
+  b.setInsertionPointAfter(loop);
+  SmallVector<Acc> o(nO);
+  for (int64_t j = 0; j < nO; ++j)
+    for (int e = 0; e < 4; ++e)
+      o[j][e] = loop.getResult(10 + 4 * j + e);
+  // Outstanding (empty) groups are drained before shared memory is reused.
+  NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
+  NVVM::Barrier0Op::create(b, loc);
+  storeOutputs(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
+  (void)i64;
+  (void)i32;
+  (void)i1;
+}
+
+//===----------------------------------------------------------------------===//
+// Outputs
+//===----------------------------------------------------------------------===//
+
+void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1) {
+  bool softmax = op.getNormalizer() == Normalizer::softmax;
+  Value m[2] = {m0, m1}, l[2] = {l0, l1}, inv[2];
+  Value rowBase = add(mul(warp, c32(16)), gq);
+  for (int half = 0; half < 2; ++half) {
+    if (!softmax) {
+      inv[half] = cf(1);
+      continue;
+    }
+    l[half] = quadSum(l[half]);
+    Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l[half], cf(0));
+    inv[half] = sel(zero, cf(0), arith::DivFOp::create(b, loc, cf(1), l[half]));
+  }
+  // O / l as 16-bit pairs into shared memory (the Q area), row-major, stride qStride.
+  for (int64_t j = 0; j < int64_t(o.size()); ++j)
+    for (int half = 0; half < 2; ++half) {
+      Value r = half ? add(rowBase, c32(8)) : rowBase;
+      Value c = add(c32(8 * j), mul(tq, c32(2)));
+      Value packed = pack(mulf(o[j][2 * half], inv[half]), mulf(o[j][2 * half + 1], inv[half]));
+      Value off = mul(add(mul(r, c32(qStride)), c), c32(2));
+      LLVM::StoreOp::create(b, loc, packed, smemAt(off));
+    }
+  NVVM::Barrier0Op::create(b, loc);
+  // Coalesced 16-byte stores of whole rows.
+  int64_t chunksPerRow = dv / 8, chunks = bm * chunksPerRow;
+  Value oBase = elementPtr(oPtr, eltType, add(mul(bIdx, oStrides[0]), mul(hIdx, oStrides[1])));
+  auto v4 = VectorType::get({4}, b.getI32Type());
+  for (int64_t i = 0; i * threads < chunks; ++i) {
+    Value c = add(tid, c32(i * threads));
+    Value row = divu(c, c32(chunksPerRow));
+    Value col = mul(remu(c, c32(chunksPerRow)), c32(8));
+    Value inside = andi(cmp(P::ult, c, c32(chunks)), cmp(P::slt, ext64(row), qRows));
+    auto guard = scf::IfOp::create(b, loc, inside, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    Value src = smemAt(mul(add(mul(row, c32(qStride)), col), c32(2)));
+    Value data = LLVM::LoadOp::create(b, loc, v4, src, 16);
+    Value dst = elementPtr(oBase, eltType, add(mul(add(qLo, ext64(row)), oStrides[2]), ext64(col)));
+    LLVM::StoreOp::create(b, loc, data, dst, 16);
+  }
+  if (!softmax || !op.getLse())
+    return;
+  // lse = (m + log2 l) ln 2, -inf for rows with no allowed key; the quad's first lane.
+  Value nullPtr = LLVM::ZeroOp::create(b, loc, ptrType());
+  Value hasLse = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne, lsePtr, nullPtr);
+  Value first = andi(hasLse, cmp(P::eq, tq, c32(0)));
+  for (int half = 0; half < 2; ++half) {
+    Value r = ext64(half ? add(rowBase, c32(8)) : rowBase);
+    Value inside = andi(first, cmp(P::slt, r, qRows));
+    auto guard = scf::IfOp::create(b, loc, inside, false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    double toNatural = op.getSoftmaxBase2() ? 0.69314718055994531 : 1.0;
+    Value logL = op.getSoftmaxBase2()
+                     ? Value(math::Log2Op::create(b, loc, l[half]))
+                     : Value(math::LogOp::create(b, loc, l[half]));
+    Value lse = mulf(addf(m[half], logL), cf(toNatural));
+    Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l[half], cf(0));
+    lse = sel(zero, cf(-std::numeric_limits<double>::infinity()), lse);
+    Value index = add(mul(add(mul(bIdx, c64(op.getHeadsQ())), hIdx), seqQ), add(qLo, r));
+    LLVM::StoreOp::create(b, loc, lse, elementPtr(lsePtr, b.getF32Type(), index));
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// The kernel
+//===----------------------------------------------------------------------===//
+
+void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
+  MLIRContext *ctx = b.getContext();
+  Type i64 = b.getI64Type();
+  info.params.clear();
+  SmallVector<Type> argTypes;
+  auto param = [&](const std::string &name, bool pointer) {
+    info.params.push_back({name, pointer ? "ptr" : "i64"});
+    argTypes.push_back(pointer ? ptrType() : i64);
+  };
+  for (const char *n : {"q", "k", "v", "o", "lse"})
+    param(n, true);
+  SmallVector<std::string> names;
+  for (Attribute a : op.getInputNames())
+    names.push_back(cast<StringAttr>(a).getValue().str());
+  for (const std::string &n : names)
+    param("input:" + n, true);
+  for (const char *n : {"batch", "seq_q", "seq_kv", "q_offset", "kv_offset"})
+    param(n, false);
+  for (const char *t : {"q", "k", "v", "o"})
+    for (const char *s : {"b", "h", "s"})
+      param(std::string(t) + "_stride_" + s, false);
+  for (auto [i, in] : llvm::enumerate(op.getInputs()))
+    for (int64_t dIdx = 0; dIdx < cast<RankedTensorType>(in.getType()).getRank(); ++dIdx)
+      param("input:" + names[i] + ":dim" + std::to_string(dIdx), false);
+
+  b.setInsertionPointToEnd(module.getBody());
+  auto smem = LLVM::GlobalOp::create(b, loc, LLVM::LLVMArrayType::get(b.getI8Type(), 0),
+                                     /*isConstant=*/false, LLVM::Linkage::External, "attn_smem",
+                                     Attribute(), /*alignment=*/16, /*addrSpace=*/3);
+  (void)smem;
+  declareRopeTables(module);
+  b.setInsertionPointToEnd(module.getBody());
+  info.symbol = "attn_kernel";
+  auto func = gpu::GPUFuncOp::create(b, loc, info.symbol, b.getFunctionType(argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
+  func->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({int32_t(threads), 1, 1}));
+  Block *entry = &func.getBody().front();
+  b.setInsertionPointToStart(entry);
+  readParams(entry);
+
+  tid = NVVM::ThreadIdXOp::create(b, loc, b.getI32Type());
+  lane = remu(tid, c32(32));
+  warp = divu(tid, c32(32));
+  gq = divu(lane, c32(4));
+  tq = remu(lane, c32(4));
+  Value qb = ext64(NVVM::BlockIdXOp::create(b, loc, b.getI32Type()));
+  hIdx = ext64(NVVM::BlockIdYOp::create(b, loc, b.getI32Type()));
+  bIdx = ext64(NVVM::BlockIdZOp::create(b, loc, b.getI32Type()));
+  hkIdx = arith::DivSIOp::create(b, loc, hIdx, c64(group));
+  qLo = mul(qb, c64(bm));
+  qRows = mins(c64(bm), sub(seqQ, qLo));
+  qHi = add(qLo, qRows);
+  smemBase = LLVM::AddressOfOp::create(b, loc, ptrType(3), "attn_smem");
+  for (auto [i, in] : llvm::enumerate(op.getInputs()))
+    tensors.map(in, memrefFromPointer(inputPtrs[i], cast<RankedTensorType>(in.getType()), inputDims[i]));
+
+  // Q: staged through shared memory (rotated there), then kept as A fragments.
+  Value qBase = elementPtr(qPtr, eltType, add(mul(bIdx, qStrides[0]), mul(hIdx, qStrides[1])));
+  loadTileAsync(qBase, qStrides[2], qLo, qRows, bm, d, c32(0), qStride);
+  NVVM::CpAsyncCommitGroupOp::create(b, loc);
+  NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
+  NVVM::Barrier0Op::create(b, loc);
+  if (RopeAttr rope = op.getQRopeAttr()) {
+    rotateInShared(c32(0), qStride, bm, rope, add(qLo, qOffset), "attn_rope_q");
+    NVVM::Barrier0Op::create(b, loc);
+  }
+  SmallVector<std::array<Value, 4>> qFrag = loadQFragments();
+
+  // The key schedule.
+  auto listBlock = op.getKvListBlock();
+  listMode = op.getKvListInput() && listBlock && listBlock->size() == 2 &&
+             (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
+  if (listMode) {
+    int64_t input = *op.getKvListInput();
+    listMemref = tensors.lookup(op.getInputs()[input]);
+    listRow = arith::DivSIOp::create(b, loc, qLo, c64((*listBlock)[0]));
+    auto &dims = inputDims[input];
+    Value rowOk = andi(andi(cmp(P::slt, bIdx, dims[0]), cmp(P::slt, hIdx, dims[1])),
+                       cmp(P::slt, listRow, dims[2]));
+    listEntries = sel(rowOk, dims[3], c64(0));
+    kvBlocks = arith::CeilDivSIOp::create(b, loc, seqKv, c64(bn));
+  } else {
+    SmallVector<Value> bounds = inlineRegion(
+        b, op.getKvRanges(), {bIdx, hIdx, qLo, qHi, qOffset, kvOffset, seqQ, seqKv}, tensors);
+    for (size_t r = 0; r + 1 < bounds.size(); r += 2) {
+      Value lo = bounds[r], hi = bounds[r + 1];
+      Value blo = arith::DivSIOp::create(b, loc, lo, c64(bn));
+      Value bhi = arith::CeilDivSIOp::create(b, loc, hi, c64(bn));
+      bhi = sel(cmp(P::sle, hi, lo), blo, maxs(bhi, blo));
+      blockLo.push_back(blo);
+      blockHi.push_back(bhi);
+    }
+    // blockLo[R]: where "range R" (past the last) starts; never visited.
+    blockLo.push_back(c64(0));
+  }
+  emitMainLoop(qFrag);
+  gpu::ReturnOp::create(b, loc);
+
+  info.threads = threads;
+  info.smemBytes = smemBytes;
+  info.gridX = "ceil_div(seq_q, " + std::to_string(bm) + ")";
+  info.gridY = "heads_q";
+  info.gridZ = "batch";
+}
+
+} // namespace
+
+bool emitNvidiaKernel(AttentionOp op, const GpuConfig &config, ModuleOp target,
+                      GpuKernelInfo &info, std::string &error) {
+  if (!checkGpuConfig(op, config, error))
+    return false;
+  if (!op.hasBlockAnalysis()) {
+    error = "the attention has no block analysis (run attn-analyze-blocks first)";
+    return false;
+  }
+  MLIRContext *ctx = op.getContext();
+  ctx->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, LLVM::LLVMDialect, memref::MemRefDialect,
+                   scf::SCFDialect, math::MathDialect>();
+  target->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), UnitAttr::get(ctx));
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(target.getBody());
+  auto module = gpu::GPUModuleOp::create(b, op.getLoc(), "attn_kernels");
+  KernelEmitter emitter(op, config, b);
+  emitter.emit(module, info);
+  return true;
+}
+
+} // namespace attune

@@ -1,0 +1,73 @@
+//===- KernelEmitter.h - analysed attention -> an sm_80+ kernel -*- C++ -*-===//
+//
+// L3gpu. Emits a gpu.module holding one FlashAttention-2 style kernel for an
+// analysed attn.attention (after attn-expand-patterns, attn-fuse and
+// attn-analyze-blocks) and a tile configuration:
+//
+//   - a CTA per (query block, query head, batch); warps split the query rows, 16 each;
+//   - Q, K and V tiles staged in shared memory by cp.async (16-byte chunks, zero-filled
+//     past the sequence ends), K/V double-buffered: the next visited tile's loads are
+//     in flight while the current one is computed;
+//   - S = Q K^T and O += P V on tensor cores: mma.sync m16n8k16 (bf16 or fp16 in, f32
+//     accumulate), fragments read by ldmatrix (.trans for V); P stays in registers as
+//     the A operand of P V;
+//   - the mask and score regions cloned per accumulator element with its (q, kv)
+//     coordinates; FULL tiles run no mask code; online softmax with row max and sum
+//     by quad shuffles (exp2, scale and log2(e) folded by attn-fuse);
+//   - the key blocks visited are those of the kv_ranges (or block list) that
+//     tile_class does not call EMPTY, the same schedule as attn-tile's L2 loops;
+//   - O normalised once, staged through shared memory and stored in 16-byte chunks;
+//     LSE per row.
+//
+// It starts from the analysed L1 op and the tile sizes, the inputs attn-tile takes,
+// rather than from L2 loops, because it re-schedules the key loop for prefetching.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTUNE_CODEGEN_NVIDIA_KERNELEMITTER_H
+#define ATTUNE_CODEGEN_NVIDIA_KERNELEMITTER_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mlir {
+class ModuleOp;
+namespace attn {
+class AttentionOp;
+}
+} // namespace mlir
+
+namespace attune {
+
+struct GpuConfig {
+  int64_t blockM = 64; // query rows per CTA: 16 per warp
+  int64_t blockN = 64; // keys per tile
+  std::string arch = "sm_80";
+  int64_t warps() const { return blockM / 16; }
+  std::string name() const;
+};
+
+struct KernelParam {
+  std::string name;
+  std::string type; // "ptr" | "i64"
+};
+
+struct GpuKernelInfo {
+  std::string symbol;
+  int64_t threads = 0;
+  int64_t smemBytes = 0;
+  std::vector<KernelParam> params;
+  std::string gridX, gridY, gridZ;
+};
+
+/// Whether the configuration can run this attention; else the reason.
+bool checkGpuConfig(mlir::attn::AttentionOp op, const GpuConfig &config, std::string &why);
+
+/// Adds `gpu.module @attn_kernels` with the kernel to `target` (a module marked
+/// gpu.container_module). `op` must carry its block analysis.
+bool emitNvidiaKernel(mlir::attn::AttentionOp op, const GpuConfig &config,
+                      mlir::ModuleOp target, GpuKernelInfo &info, std::string &error);
+
+} // namespace attune
+
+#endif

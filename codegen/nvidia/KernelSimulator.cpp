@@ -1,0 +1,1153 @@
+//===- KernelSimulator.cpp - run the emitted GPU kernel on the CPU --------===//
+#include "codegen/nvidia/KernelSimulator.h"
+
+#include "codegen/nvidia/NvidiaPipeline.h"
+#include "dialect/AttnOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <map>
+
+using namespace mlir;
+
+namespace attune {
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Scalars
+//===----------------------------------------------------------------------===//
+
+uint64_t fbits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float bitsf(uint64_t b) {
+  uint32_t u = uint32_t(b);
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint64_t dbits(double d) {
+  uint64_t u;
+  std::memcpy(&u, &d, 8);
+  return u;
+}
+double bitsd(uint64_t b) {
+  double d;
+  std::memcpy(&d, &b, 8);
+  return d;
+}
+
+uint16_t toBf16(float f) {
+  uint32_t x = uint32_t(fbits(f));
+  if ((x & 0x7f800000u) == 0x7f800000u && (x & 0x7fffffu))
+    return 0x7fc0;
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return uint16_t(x >> 16);
+}
+float fromBf16(uint16_t h) { return bitsf(uint64_t(h) << 16); }
+
+uint16_t toF16(float f) {
+  uint32_t x = uint32_t(fbits(f));
+  uint32_t sign = (x >> 16) & 0x8000u;
+  int32_t exp = int32_t((x >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = x & 0x7fffffu;
+  if (((x >> 23) & 0xff) == 0xff)
+    return uint16_t(sign | 0x7c00u | (mant ? 0x200u : 0));
+  if (exp >= 31)
+    return uint16_t(sign | 0x7c00u);
+  if (exp <= 0) {
+    if (exp < -10)
+      return uint16_t(sign);
+    mant |= 0x800000u;
+    uint32_t shift = uint32_t(14 - exp);
+    uint32_t half = mant >> shift;
+    uint32_t rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1)))
+      ++half;
+    return uint16_t(sign | half);
+  }
+  uint32_t half = (uint32_t(exp) << 10) | (mant >> 13);
+  uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1)))
+    ++half;
+  return uint16_t(sign | half);
+}
+float fromF16(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ffu;
+  if (exp == 0) {
+    if (!mant)
+      return bitsf(sign);
+    float v = std::ldexp(float(mant), -24);
+    return sign ? -v : v;
+  }
+  if (exp == 31)
+    return bitsf(sign | 0x7f800000u | (mant << 13));
+  return bitsf(sign | ((exp - 15 + 127) << 23) | (mant << 13));
+}
+
+int64_t wrap(int64_t v, unsigned width) {
+  if (width >= 64)
+    return v;
+  if (width == 1)
+    return v & 1;
+  uint64_t mask = (uint64_t(1) << width) - 1;
+  uint64_t u = uint64_t(v) & mask;
+  if (u >> (width - 1))
+    u |= ~mask;
+  return int64_t(u);
+}
+
+unsigned widthOf(Type t) {
+  if (t.isIndex())
+    return 64;
+  if (auto i = dyn_cast<IntegerType>(t))
+    return i.getWidth();
+  return 64;
+}
+
+/// Scalar element -> float, for float-like types.
+float toFloat(Type t, uint64_t b) {
+  if (t.isF32())
+    return bitsf(b);
+  if (t.isBF16())
+    return fromBf16(uint16_t(b));
+  if (t.isF16())
+    return fromF16(uint16_t(b));
+  return float(bitsd(b));
+}
+uint64_t fromFloat(Type t, float f) {
+  if (t.isF32())
+    return fbits(f);
+  if (t.isBF16())
+    return toBf16(f);
+  if (t.isF16())
+    return toF16(f);
+  return dbits(double(f));
+}
+
+unsigned fieldsOf(Type t) {
+  if (auto v = dyn_cast<VectorType>(t))
+    return unsigned(v.getNumElements());
+  if (auto s = dyn_cast<LLVM::LLVMStructType>(t)) {
+    unsigned n = 0;
+    for (Type e : s.getBody())
+      n += fieldsOf(e);
+    return n;
+  }
+  if (auto a = dyn_cast<LLVM::LLVMArrayType>(t))
+    return unsigned(a.getNumElements()) * fieldsOf(a.getElementType());
+  if (auto m = dyn_cast<MemRefType>(t))
+    return unsigned(3 + 2 * m.getRank());
+  return 1;
+}
+
+/// Field offset and type of an extract/insertvalue position.
+std::pair<unsigned, Type> fieldAt(Type t, ArrayRef<int64_t> pos) {
+  unsigned off = 0;
+  for (int64_t p : pos) {
+    if (auto s = dyn_cast<LLVM::LLVMStructType>(t)) {
+      for (int64_t i = 0; i < p; ++i)
+        off += fieldsOf(s.getBody()[i]);
+      t = s.getBody()[p];
+    } else if (auto a = dyn_cast<LLVM::LLVMArrayType>(t)) {
+      off += unsigned(p) * fieldsOf(a.getElementType());
+      t = a.getElementType();
+    }
+  }
+  return {off, t};
+}
+
+unsigned byteSize(Type t) {
+  if (auto v = dyn_cast<VectorType>(t))
+    return unsigned(v.getNumElements()) * byteSize(v.getElementType());
+  if (isa<LLVM::LLVMPointerType>(t) || t.isIndex())
+    return 8;
+  if (auto a = dyn_cast<LLVM::LLVMArrayType>(t))
+    return unsigned(a.getNumElements()) * byteSize(a.getElementType());
+  unsigned bits = t.getIntOrFloatBitWidth();
+  return bits < 8 ? 1 : bits / 8;
+}
+
+bool isShared(Type t) {
+  auto p = dyn_cast<LLVM::LLVMPointerType>(t);
+  return p && p.getAddressSpace() == 3;
+}
+
+//===----------------------------------------------------------------------===//
+// The simulator
+//===----------------------------------------------------------------------===//
+
+struct Col {
+  unsigned f = 1;
+  std::vector<uint64_t> d;
+  uint64_t &at(int lane, unsigned k = 0) { return d[size_t(lane) * f + k]; }
+  uint64_t at(int lane, unsigned k = 0) const { return d[size_t(lane) * f + k]; }
+};
+
+using Mask = std::vector<char>;
+
+struct Failure {
+  std::string message;
+};
+
+struct CopyOp {
+  uint64_t dst;
+  const uint8_t *src;
+  unsigned bytes, srcBytes;
+};
+
+class Simulator {
+public:
+  Simulator(ModuleOp module, int threads, int64_t smemBytes, std::array<int64_t, 3> ctaid)
+      : module(module), threads(threads), smem(size_t(smemBytes), 0xcd),
+        writer(smem.size(), -1), writeEpoch(smem.size(), -1), reader(smem.size(), -1),
+        readEpoch(smem.size(), -1), ctaid(ctaid), pending(threads), groups(threads) {}
+
+  void run(gpu::GPUFuncOp func, const std::vector<SimArg> &args) {
+    Block &entry = func.getBody().front();
+    for (auto [i, arg] : llvm::enumerate(entry.getArguments())) {
+      Col c = make(arg.getType());
+      for (int l = 0; l < threads; ++l)
+        c.at(l) = args[i].pointer ? uint64_t(reinterpret_cast<uintptr_t>(args[i].ptr))
+                                  : uint64_t(args[i].value);
+      vals[arg] = std::move(c);
+    }
+    Mask all(threads, 1);
+    runBlock(entry, all);
+  }
+
+private:
+  Col make(Type t) {
+    Col c;
+    c.f = fieldsOf(t);
+    c.d.assign(size_t(threads) * c.f, 0);
+    return c;
+  }
+  Col &get(Value v) {
+    auto it = vals.find(v);
+    if (it == vals.end())
+      throw Failure{"simulator: a value is used before it is defined"};
+    return it->second;
+  }
+  static bool any(const Mask &m) {
+    for (char c : m)
+      if (c)
+        return true;
+    return false;
+  }
+
+  // Memory.
+  void checkShared(uint64_t off, unsigned n, int lane, bool write) {
+    if (off + n > smem.size())
+      throw Failure{"simulator: shared memory access out of bounds at " + std::to_string(off)};
+    for (unsigned k = 0; k < n; ++k) {
+      size_t a = off + k;
+      if (writeEpoch[a] == epoch && writer[a] != lane && writer[a] >= 0)
+        throw Failure{"simulator: shared-memory race (thread " + std::to_string(lane) +
+                      (write ? " writes" : " reads") + " byte " + std::to_string(a) +
+                      " written by thread " + std::to_string(writer[a]) + " since the last barrier)"};
+      if (write && readEpoch[a] == epoch && reader[a] != lane && reader[a] != -1)
+        throw Failure{"simulator: shared-memory race (thread " + std::to_string(lane) +
+                      " overwrites byte " + std::to_string(a) + " read by thread " +
+                      std::to_string(reader[a]) + " since the last barrier)"};
+      if (write) {
+        writer[a] = lane;
+        writeEpoch[a] = epoch;
+      } else {
+        reader[a] = readEpoch[a] == epoch && reader[a] != lane ? -2 : lane;
+        readEpoch[a] = epoch;
+      }
+    }
+  }
+  void loadBytes(Type ptrType, uint64_t addr, void *out, unsigned n, int lane) {
+    if (isShared(ptrType)) {
+      checkShared(addr, n, lane, false);
+      std::memcpy(out, smem.data() + addr, n);
+    } else {
+      if (addr == 0)
+        throw Failure{"simulator: load through a null pointer"};
+      std::memcpy(out, reinterpret_cast<const void *>(uintptr_t(addr)), n);
+    }
+  }
+  void storeBytes(Type ptrType, uint64_t addr, const void *in, unsigned n, int lane) {
+    if (isShared(ptrType)) {
+      checkShared(addr, n, lane, true);
+      std::memcpy(smem.data() + addr, in, n);
+    } else {
+      if (addr == 0)
+        throw Failure{"simulator: store through a null pointer"};
+      std::memcpy(reinterpret_cast<void *>(uintptr_t(addr)), in, n);
+    }
+  }
+  /// Scalar or vector of type t from bytes.
+  void decode(Type t, const uint8_t *bytes, Col &c, int lane) {
+    Type elt = t;
+    unsigned n = 1;
+    if (auto v = dyn_cast<VectorType>(t)) {
+      elt = v.getElementType();
+      n = unsigned(v.getNumElements());
+    }
+    unsigned sz = byteSize(elt);
+    for (unsigned k = 0; k < n; ++k) {
+      uint64_t raw = 0;
+      std::memcpy(&raw, bytes + k * sz, sz);
+      if (auto i = dyn_cast<IntegerType>(elt))
+        raw = uint64_t(wrap(int64_t(raw), i.getWidth()));
+      c.at(lane, k) = raw;
+    }
+  }
+  void encode(Type t, const Col &c, int lane, uint8_t *bytes) {
+    Type elt = t;
+    unsigned n = 1;
+    if (auto v = dyn_cast<VectorType>(t)) {
+      elt = v.getElementType();
+      n = unsigned(v.getNumElements());
+    }
+    unsigned sz = byteSize(elt);
+    for (unsigned k = 0; k < n; ++k) {
+      uint64_t raw = c.at(lane, k);
+      std::memcpy(bytes + k * sz, &raw, sz);
+    }
+  }
+
+  // cp.async groups.
+  void landGroups(int lane, size_t keep) {
+    auto &q = groups[lane];
+    while (q.size() > keep) {
+      for (const CopyOp &c : q.front()) {
+        uint8_t buf[16] = {0};
+        std::memcpy(buf, c.src, c.srcBytes);
+        checkShared(c.dst, c.bytes, lane, true);
+        std::memcpy(smem.data() + c.dst, buf, c.bytes);
+      }
+      q.pop_front();
+    }
+  }
+
+  SmallVector<Col> runRegion(Region &r, const Mask &mask, ArrayRef<Col> args) {
+    Block &block = r.front();
+    for (auto [a, c] : llvm::zip(block.getArguments(), args))
+      vals[a] = c;
+    return runBlock(block, mask);
+  }
+
+  /// Runs a block; returns the terminator's operands (yield/condition/return).
+  SmallVector<Col> runBlock(Block &block, const Mask &mask) {
+    for (Operation &op : block) {
+      if (op.hasTrait<OpTrait::IsTerminator>()) {
+        SmallVector<Col> out;
+        for (Value v : op.getOperands())
+          out.push_back(get(v));
+        return out;
+      }
+      exec(op, mask);
+    }
+    return {};
+  }
+
+  void exec(Operation &op, const Mask &mask);
+  void execScf(Operation &op, const Mask &mask);
+  void execWarp(Operation &op, const Mask &mask);
+
+  ModuleOp module;
+  int threads;
+  std::vector<uint8_t> smem;
+  std::vector<int> writer, writeEpoch, reader, readEpoch;
+  int epoch = 0;
+  std::array<int64_t, 3> ctaid;
+  std::vector<std::vector<CopyOp>> pending;
+  std::vector<std::deque<std::vector<CopyOp>>> groups;
+  llvm::DenseMap<Value, Col> vals;
+  std::map<std::string, std::vector<uint8_t>> globals;
+};
+
+void Simulator::execScf(Operation &op, const Mask &mask) {
+  if (auto ifOp = dyn_cast<scf::IfOp>(op)) {
+    Col cond = get(ifOp.getCondition());
+    Mask thenMask(threads, 0), elseMask(threads, 0);
+    for (int l = 0; l < threads; ++l) {
+      thenMask[l] = mask[l] && (cond.at(l) & 1);
+      elseMask[l] = mask[l] && !(cond.at(l) & 1);
+    }
+    SmallVector<Col> results;
+    for (Value r : ifOp.getResults())
+      results.push_back(make(r.getType()));
+    auto merge = [&](const SmallVector<Col> &ys, const Mask &m) {
+      for (size_t i = 0; i < ys.size(); ++i)
+        for (int l = 0; l < threads; ++l)
+          if (m[l])
+            for (unsigned k = 0; k < results[i].f; ++k)
+              results[i].at(l, k) = ys[i].at(l, k);
+    };
+    if (any(thenMask))
+      merge(runRegion(ifOp.getThenRegion(), thenMask, {}), thenMask);
+    if (any(elseMask) && !ifOp.getElseRegion().empty())
+      merge(runRegion(ifOp.getElseRegion(), elseMask, {}), elseMask);
+    for (auto [r, c] : llvm::zip(ifOp.getResults(), results))
+      vals[r] = std::move(c);
+    return;
+  }
+  if (auto forOp = dyn_cast<scf::ForOp>(op)) {
+    // Copies: running the body adds values and may move the map's storage.
+    Col iv = get(forOp.getLowerBound());
+    Col ub = get(forOp.getUpperBound());
+    Col step = get(forOp.getStep());
+    SmallVector<Col> iter;
+    for (Value v : forOp.getInitArgs())
+      iter.push_back(get(v));
+    Mask active(threads, 0);
+    for (int l = 0; l < threads; ++l)
+      active[l] = mask[l] && int64_t(iv.at(l)) < int64_t(ub.at(l));
+    while (any(active)) {
+      SmallVector<Col> args{iv};
+      args.append(iter.begin(), iter.end());
+      SmallVector<Col> ys = runRegion(forOp.getRegion(), active, args);
+      for (size_t i = 0; i < ys.size(); ++i)
+        for (int l = 0; l < threads; ++l)
+          if (active[l])
+            for (unsigned k = 0; k < iter[i].f; ++k)
+              iter[i].at(l, k) = ys[i].at(l, k);
+      for (int l = 0; l < threads; ++l)
+        if (active[l]) {
+          iv.at(l) = uint64_t(int64_t(iv.at(l)) + int64_t(step.at(l)));
+          active[l] = int64_t(iv.at(l)) < int64_t(ub.at(l));
+        }
+    }
+    for (auto [r, c] : llvm::zip(forOp.getResults(), iter))
+      vals[r] = c;
+    return;
+  }
+  if (auto whileOp = dyn_cast<scf::WhileOp>(op)) {
+    SmallVector<Col> args;
+    for (Value v : whileOp.getInits())
+      args.push_back(get(v));
+    SmallVector<Col> results;
+    for (Value r : whileOp.getResults())
+      results.push_back(make(r.getType()));
+    Mask active = mask;
+    while (any(active)) {
+      SmallVector<Col> fwd = runRegion(whileOp.getBefore(), active, args);
+      // fwd[0] is the condition; the rest are forwarded.
+      Mask cont(threads, 0);
+      for (int l = 0; l < threads; ++l) {
+        if (!active[l])
+          continue;
+        bool c = fwd[0].at(l) & 1;
+        cont[l] = c;
+        if (!c)
+          for (size_t i = 0; i + 1 < fwd.size(); ++i)
+            for (unsigned k = 0; k < results[i].f; ++k)
+              results[i].at(l, k) = fwd[i + 1].at(l, k);
+      }
+      active = cont;
+      if (!any(active))
+        break;
+      SmallVector<Col> afterArgs(fwd.begin() + 1, fwd.end());
+      SmallVector<Col> ys = runRegion(whileOp.getAfter(), active, afterArgs);
+      for (size_t i = 0; i < ys.size(); ++i)
+        for (int l = 0; l < threads; ++l)
+          if (active[l])
+            for (unsigned k = 0; k < args[i].f; ++k)
+              args[i].at(l, k) = ys[i].at(l, k);
+    }
+    for (auto [r, c] : llvm::zip(whileOp.getResults(), results))
+      vals[r] = std::move(c);
+    return;
+  }
+  throw Failure{"simulator: unsupported scf op " + op.getName().getStringRef().str()};
+}
+
+/// ldmatrix, mma.sync, shfl: whole warps.
+void Simulator::execWarp(Operation &op, const Mask &mask) {
+  for (int w = 0; w < threads / 32; ++w) {
+    int active = 0;
+    for (int l = 0; l < 32; ++l)
+      active += mask[w * 32 + l] ? 1 : 0;
+    if (active != 0 && active != 32)
+      throw Failure{"simulator: " + op.getName().getStringRef().str() +
+                    " executed by part of a warp"};
+  }
+  if (auto ld = dyn_cast<NVVM::LdMatrixOp>(op)) {
+    Col &ptr = get(ld.getPtr());
+    Col out = make(ld.getType());
+    int num = int(ld.getNum());
+    bool trans = ld.getLayout() == NVVM::MMALayout::col;
+    for (int w = 0; w < threads / 32; ++w) {
+      if (!mask[w * 32])
+        continue;
+      // Matrix i, row r: 8 consecutive 16-bit values at the address from lane 8i + r.
+      uint16_t m[4][8][8];
+      for (int i = 0; i < num; ++i)
+        for (int r = 0; r < 8; ++r) {
+          int src = w * 32 + 8 * i + r;
+          loadBytes(ld.getPtr().getType(), ptr.at(src), m[i][r], 16, src);
+        }
+      for (int l = 0; l < 32; ++l)
+        for (int i = 0; i < num; ++i) {
+          int g = l / 4, t = l % 4;
+          uint16_t lo = trans ? m[i][2 * t][g] : m[i][g][2 * t];
+          uint16_t hi = trans ? m[i][2 * t + 1][g] : m[i][g][2 * t + 1];
+          out.at(w * 32 + l, unsigned(i)) = uint64_t(int64_t(int32_t(uint32_t(lo) | (uint32_t(hi) << 16))));
+        }
+    }
+    vals[ld.getResult()] = std::move(out);
+    return;
+  }
+  if (auto mma = dyn_cast<NVVM::MmaOp>(op)) {
+    auto a = mma.getOperandA(), bOps = mma.getOperandB(), c = mma.getOperandC();
+    bool f16 = mma.getMultiplicandAPtxType() == NVVM::MMATypes::f16;
+    Col out = make(mma.getType());
+    // Two 16-bit values of fragment register `v` for lane l.
+    auto halves = [&](Value v, int lane, float &x0, float &x1) {
+      Col &col = get(v);
+      uint32_t bits;
+      if (isa<VectorType>(v.getType())) {
+        bits = uint32_t(col.at(lane, 0) & 0xffff) | (uint32_t(col.at(lane, 1) & 0xffff) << 16);
+      } else {
+        bits = uint32_t(col.at(lane));
+      }
+      uint16_t lo = uint16_t(bits), hi = uint16_t(bits >> 16);
+      x0 = f16 ? fromF16(lo) : fromBf16(lo);
+      x1 = f16 ? fromF16(hi) : fromBf16(hi);
+    };
+    for (int w = 0; w < threads / 32; ++w) {
+      if (!mask[w * 32])
+        continue;
+      float A[16][16], B[16][8], C[16][8];
+      for (int l = 0; l < 32; ++l) {
+        int g = l / 4, t = l % 4, ln = w * 32 + l;
+        halves(a[0], ln, A[g][2 * t], A[g][2 * t + 1]);
+        halves(a[1], ln, A[g + 8][2 * t], A[g + 8][2 * t + 1]);
+        halves(a[2], ln, A[g][2 * t + 8], A[g][2 * t + 9]);
+        halves(a[3], ln, A[g + 8][2 * t + 8], A[g + 8][2 * t + 9]);
+        halves(bOps[0], ln, B[2 * t][g], B[2 * t + 1][g]);
+        halves(bOps[1], ln, B[2 * t + 8][g], B[2 * t + 9][g]);
+        C[g][2 * t] = bitsf(get(c[0]).at(ln));
+        C[g][2 * t + 1] = bitsf(get(c[1]).at(ln));
+        C[g + 8][2 * t] = bitsf(get(c[2]).at(ln));
+        C[g + 8][2 * t + 1] = bitsf(get(c[3]).at(ln));
+      }
+      for (int l = 0; l < 32; ++l) {
+        int g = l / 4, t = l % 4, ln = w * 32 + l;
+        int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+        for (int e = 0; e < 4; ++e) {
+          float acc = C[rows[e]][cols[e]];
+          for (int k = 0; k < 16; ++k)
+            acc += A[rows[e]][k] * B[k][cols[e]];
+          out.at(ln, unsigned(e)) = fbits(acc);
+        }
+      }
+    }
+    vals[mma.getResult()] = std::move(out);
+    return;
+  }
+  if (auto shfl = dyn_cast<NVVM::ShflOp>(op)) {
+    if (shfl.getKind() != NVVM::ShflKind::bfly)
+      throw Failure{"simulator: only butterfly shuffles are modelled"};
+    Col &val = get(shfl.getVal()), &off = get(shfl.getOffset());
+    Col out = make(shfl.getType());
+    for (int l = 0; l < threads; ++l)
+      if (mask[l]) {
+        int src = (l & ~31) | ((l & 31) ^ int(off.at(l)));
+        out.at(l) = val.at(src);
+      }
+    vals[shfl.getResult()] = std::move(out);
+    return;
+  }
+}
+
+void Simulator::exec(Operation &op, const Mask &mask) {
+  if (isa<scf::IfOp, scf::ForOp, scf::WhileOp>(op))
+    return execScf(op, mask);
+  if (isa<NVVM::LdMatrixOp, NVVM::MmaOp, NVVM::ShflOp>(op))
+    return execWarp(op, mask);
+
+  // Everything else is lane-wise.
+  SmallVector<Col> outs;
+  for (Value r : op.getResults())
+    outs.push_back(make(r.getType()));
+  Type resultType = op.getNumResults() ? op.getResult(0).getType() : Type();
+  auto in = [&](unsigned i) -> Col & { return get(op.getOperand(i)); };
+
+  auto intBinary = [&](auto fn) {
+    unsigned w = widthOf(resultType);
+    Col &x = in(0), &y = in(1);
+    for (int l = 0; l < threads; ++l)
+      if (mask[l])
+        outs[0].at(l) = uint64_t(wrap(fn(int64_t(x.at(l)), int64_t(y.at(l)), w), w));
+  };
+  auto floatBinary = [&](auto fn) {
+    Col &x = in(0), &y = in(1);
+    for (int l = 0; l < threads; ++l)
+      if (mask[l]) {
+        if (resultType.isF64())
+          outs[0].at(l) = dbits(fn(bitsd(x.at(l)), bitsd(y.at(l))));
+        else
+          outs[0].at(l) = fromFloat(resultType, fn(toFloat(resultType, x.at(l)),
+                                                   toFloat(resultType, y.at(l))));
+      }
+  };
+  auto floatUnary = [&](auto fn) {
+    Col &x = in(0);
+    for (int l = 0; l < threads; ++l)
+      if (mask[l]) {
+        if (resultType.isF64())
+          outs[0].at(l) = dbits(fn(bitsd(x.at(l))));
+        else
+          outs[0].at(l) = fromFloat(resultType, float(fn(double(toFloat(resultType, x.at(l))))));
+      }
+  };
+  auto umask = [](int64_t v, unsigned w) -> uint64_t {
+    return w >= 64 ? uint64_t(v) : uint64_t(v) & ((uint64_t(1) << w) - 1);
+  };
+
+  bool handled = true;
+  llvm::TypeSwitch<Operation *>(&op)
+      .Case([&](arith::ConstantOp c) {
+        uint64_t v = 0;
+        if (auto ia = dyn_cast<IntegerAttr>(c.getValue()))
+          v = ia.getType().isInteger(1) ? ia.getValue().getZExtValue()
+                                        : uint64_t(ia.getValue().getSExtValue());
+        else if (auto fa = dyn_cast<FloatAttr>(c.getValue()))
+          v = fa.getType().isF64() ? dbits(fa.getValueAsDouble())
+                                   : fromFloat(fa.getType(), float(fa.getValueAsDouble()));
+        else
+          throw Failure{"simulator: unsupported constant"};
+        for (int l = 0; l < threads; ++l)
+          outs[0].at(l) = v;
+      })
+      .Case([&](arith::AddIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return int64_t(uint64_t(a) + uint64_t(b)); }); })
+      .Case([&](arith::SubIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return int64_t(uint64_t(a) - uint64_t(b)); }); })
+      .Case([&](arith::MulIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return int64_t(uint64_t(a) * uint64_t(b)); }); })
+      .Case([&](arith::DivSIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return b ? a / b : 0; }); })
+      .Case([&](arith::RemSIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return b ? a % b : 0; }); })
+      .Case([&](arith::DivUIOp) {
+        intBinary([&](int64_t a, int64_t b, unsigned w) {
+          uint64_t ua = umask(a, w), ub = umask(b, w);
+          return ub ? int64_t(ua / ub) : 0;
+        });
+      })
+      .Case([&](arith::RemUIOp) {
+        intBinary([&](int64_t a, int64_t b, unsigned w) {
+          uint64_t ua = umask(a, w), ub = umask(b, w);
+          return ub ? int64_t(ua % ub) : 0;
+        });
+      })
+      .Case([&](arith::FloorDivSIOp) {
+        intBinary([](int64_t a, int64_t b, unsigned) {
+          if (!b)
+            return int64_t(0);
+          int64_t q = a / b, r = a % b;
+          return (r != 0 && ((r < 0) != (b < 0))) ? q - 1 : q;
+        });
+      })
+      .Case([&](arith::CeilDivSIOp) {
+        intBinary([](int64_t a, int64_t b, unsigned) {
+          if (!b)
+            return int64_t(0);
+          int64_t q = a / b, r = a % b;
+          return (r != 0 && ((r < 0) == (b < 0))) ? q + 1 : q;
+        });
+      })
+      .Case([&](arith::CeilDivUIOp) {
+        intBinary([&](int64_t a, int64_t b, unsigned w) {
+          uint64_t ua = umask(a, w), ub = umask(b, w);
+          return ub ? int64_t((ua + ub - 1) / ub) : 0;
+        });
+      })
+      .Case([&](arith::MinSIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return std::min(a, b); }); })
+      .Case([&](arith::MaxSIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return std::max(a, b); }); })
+      .Case([&](arith::MinUIOp) { intBinary([&](int64_t a, int64_t b, unsigned w) { return umask(a, w) < umask(b, w) ? a : b; }); })
+      .Case([&](arith::MaxUIOp) { intBinary([&](int64_t a, int64_t b, unsigned w) { return umask(a, w) > umask(b, w) ? a : b; }); })
+      .Case([&](arith::AndIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return a & b; }); })
+      .Case([&](arith::OrIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return a | b; }); })
+      .Case([&](arith::XOrIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return a ^ b; }); })
+      .Case([&](arith::CmpIOp c) {
+        unsigned w = widthOf(c.getLhs().getType());
+        Col &x = in(0), &y = in(1);
+        for (int l = 0; l < threads; ++l) {
+          if (!mask[l])
+            continue;
+          int64_t a = int64_t(x.at(l)), b = int64_t(y.at(l));
+          uint64_t ua = umask(a, w), ub = umask(b, w);
+          bool r = false;
+          switch (c.getPredicate()) {
+          case arith::CmpIPredicate::eq: r = a == b; break;
+          case arith::CmpIPredicate::ne: r = a != b; break;
+          case arith::CmpIPredicate::slt: r = a < b; break;
+          case arith::CmpIPredicate::sle: r = a <= b; break;
+          case arith::CmpIPredicate::sgt: r = a > b; break;
+          case arith::CmpIPredicate::sge: r = a >= b; break;
+          case arith::CmpIPredicate::ult: r = ua < ub; break;
+          case arith::CmpIPredicate::ule: r = ua <= ub; break;
+          case arith::CmpIPredicate::ugt: r = ua > ub; break;
+          case arith::CmpIPredicate::uge: r = ua >= ub; break;
+          }
+          outs[0].at(l) = r;
+        }
+      })
+      .Case([&](arith::SelectOp s) {
+        Col &c = in(0), &x = in(1), &y = in(2);
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            for (unsigned k = 0; k < outs[0].f; ++k)
+              outs[0].at(l, k) = (c.at(l) & 1) ? x.at(l, k) : y.at(l, k);
+      })
+      .Case([&](arith::ExtSIOp) {
+        unsigned w = widthOf(op.getOperand(0).getType());
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            int64_t v = int64_t(in(0).at(l));
+            if (w == 1) // i1 is held as 0/1; sign extension makes true -1
+              v = (v & 1) ? -1 : 0;
+            outs[0].at(l) = uint64_t(wrap(v, widthOf(resultType)));
+          }
+      })
+      .Case([&](arith::ExtUIOp) {
+        unsigned w = widthOf(op.getOperand(0).getType());
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            outs[0].at(l) = umask(int64_t(in(0).at(l)), w);
+      })
+      .Case([&](arith::TruncIOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            outs[0].at(l) = uint64_t(wrap(int64_t(in(0).at(l)), widthOf(resultType)));
+      })
+      .Case([&](arith::IndexCastOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            outs[0].at(l) = uint64_t(wrap(int64_t(in(0).at(l)), widthOf(resultType)));
+      })
+      .Case([&](arith::SIToFPOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            int64_t v = int64_t(in(0).at(l));
+            outs[0].at(l) = resultType.isF64() ? dbits(double(v)) : fromFloat(resultType, float(v));
+          }
+      })
+      .Case([&](arith::FPToSIOp) {
+        Type t = op.getOperand(0).getType();
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            double v = t.isF64() ? bitsd(in(0).at(l)) : double(toFloat(t, in(0).at(l)));
+            outs[0].at(l) = uint64_t(wrap(std::isfinite(v) ? int64_t(v) : 0, widthOf(resultType)));
+          }
+      })
+      .Case([&](arith::ExtFOp) {
+        Type t = op.getOperand(0).getType();
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            double v = t.isF64() ? bitsd(in(0).at(l)) : double(toFloat(t, in(0).at(l)));
+            outs[0].at(l) = resultType.isF64() ? dbits(v) : fromFloat(resultType, float(v));
+          }
+      })
+      .Case([&](arith::TruncFOp) {
+        Type t = op.getOperand(0).getType();
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            double v = t.isF64() ? bitsd(in(0).at(l)) : double(toFloat(t, in(0).at(l)));
+            // Two roundings (f64 -> f32 -> 16 bits) only where the source is f64.
+            outs[0].at(l) = fromFloat(resultType, float(v));
+          }
+      })
+      .Case([&](arith::AddFOp) { floatBinary([](auto a, auto b) { return a + b; }); })
+      .Case([&](arith::SubFOp) { floatBinary([](auto a, auto b) { return a - b; }); })
+      .Case([&](arith::MulFOp) { floatBinary([](auto a, auto b) { return a * b; }); })
+      .Case([&](arith::DivFOp) { floatBinary([](auto a, auto b) { return a / b; }); })
+      .Case([&](arith::MaximumFOp) {
+        floatBinary([](auto a, auto b) { return (std::isnan(a) || std::isnan(b)) ? NAN : std::max(a, b); });
+      })
+      .Case([&](arith::MinimumFOp) {
+        floatBinary([](auto a, auto b) { return (std::isnan(a) || std::isnan(b)) ? NAN : std::min(a, b); });
+      })
+      .Case([&](arith::NegFOp) { floatUnary([](double a) { return -a; }); })
+      .Case([&](arith::CmpFOp c) {
+        Type t = c.getLhs().getType();
+        Col &x = in(0), &y = in(1);
+        for (int l = 0; l < threads; ++l) {
+          if (!mask[l])
+            continue;
+          double a = t.isF64() ? bitsd(x.at(l)) : toFloat(t, x.at(l));
+          double b = t.isF64() ? bitsd(y.at(l)) : toFloat(t, y.at(l));
+          bool uno = std::isnan(a) || std::isnan(b), r = false;
+          using F = arith::CmpFPredicate;
+          switch (c.getPredicate()) {
+          case F::OEQ: r = !uno && a == b; break;
+          case F::ONE: r = !uno && a != b; break;
+          case F::OLT: r = !uno && a < b; break;
+          case F::OLE: r = !uno && a <= b; break;
+          case F::OGT: r = !uno && a > b; break;
+          case F::OGE: r = !uno && a >= b; break;
+          case F::UNE: r = uno || a != b; break;
+          case F::UEQ: r = uno || a == b; break;
+          case F::ULT: r = uno || a < b; break;
+          case F::ULE: r = uno || a <= b; break;
+          case F::UGT: r = uno || a > b; break;
+          case F::UGE: r = uno || a >= b; break;
+          case F::ORD: r = !uno; break;
+          case F::UNO: r = uno; break;
+          case F::AlwaysTrue: r = true; break;
+          case F::AlwaysFalse: r = false; break;
+          }
+          outs[0].at(l) = r;
+        }
+      })
+      .Case([&](math::ExpOp) { floatUnary([](double a) { return std::exp(a); }); })
+      .Case([&](math::Exp2Op) { floatUnary([](double a) { return std::exp2(a); }); })
+      .Case([&](math::LogOp) { floatUnary([](double a) { return std::log(a); }); })
+      .Case([&](math::Log2Op) { floatUnary([](double a) { return std::log2(a); }); })
+      .Case([&](math::TanhOp) { floatUnary([](double a) { return std::tanh(a); }); })
+      .Case([&](math::SinOp) { floatUnary([](double a) { return std::sin(a); }); })
+      .Case([&](math::CosOp) { floatUnary([](double a) { return std::cos(a); }); })
+      .Case([&](math::FloorOp) { floatUnary([](double a) { return std::floor(a); }); })
+      .Case([&](math::CeilOp) { floatUnary([](double a) { return std::ceil(a); }); })
+      .Case([&](math::SqrtOp) { floatUnary([](double a) { return std::sqrt(a); }); })
+      .Case([&](math::AbsFOp) { floatUnary([](double a) { return std::fabs(a); }); })
+      .Case([&](math::AbsIOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            int64_t v = int64_t(in(0).at(l));
+            outs[0].at(l) = uint64_t(wrap(v < 0 ? int64_t(0 - uint64_t(v)) : v, widthOf(resultType)));
+          }
+      })
+      .Case([&](NVVM::ThreadIdXOp) {
+        for (int l = 0; l < threads; ++l)
+          outs[0].at(l) = uint64_t(l);
+      })
+      .Case([&](NVVM::BlockIdXOp) {
+        for (int l = 0; l < threads; ++l)
+          outs[0].at(l) = uint64_t(ctaid[0]);
+      })
+      .Case([&](NVVM::BlockIdYOp) {
+        for (int l = 0; l < threads; ++l)
+          outs[0].at(l) = uint64_t(ctaid[1]);
+      })
+      .Case([&](NVVM::BlockIdZOp) {
+        for (int l = 0; l < threads; ++l)
+          outs[0].at(l) = uint64_t(ctaid[2]);
+      })
+      .Case([&](NVVM::Barrier0Op) {
+        for (int l = 0; l < threads; ++l)
+          if (!mask[l])
+            throw Failure{"simulator: barrier reached by part of the CTA"};
+        ++epoch;
+      })
+      .Case([&](NVVM::CpAsyncOp c) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            unsigned srcBytes = c.getCpSize() ? unsigned(get(c.getCpSize()).at(l)) : c.getSize();
+            pending[l].push_back({get(c.getDst()).at(l),
+                                  reinterpret_cast<const uint8_t *>(uintptr_t(get(c.getSrc()).at(l))),
+                                  c.getSize(), srcBytes});
+          }
+      })
+      .Case([&](NVVM::CpAsyncCommitGroupOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            groups[l].push_back(std::move(pending[l]));
+            pending[l].clear();
+          }
+      })
+      .Case([&](NVVM::CpAsyncWaitGroupOp w) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            landGroups(l, w.getN());
+      })
+      .Case([&](LLVM::UndefOp) {})
+      .Case([&](LLVM::ZeroOp) {})
+      .Case([&](LLVM::AddressOfOp a) {
+        std::string name = a.getGlobalName().str();
+        uint64_t addr = 0;
+        if (name != "attn_smem") {
+          auto global = module.lookupSymbol<LLVM::GlobalOp>(name);
+          if (!global) {
+            for (auto gm : module.getOps<gpu::GPUModuleOp>())
+              if (!global)
+                global = gm.lookupSymbol<LLVM::GlobalOp>(name);
+          }
+          if (!global)
+            throw Failure{"simulator: unknown global @" + name};
+          auto &bytes = globals[name];
+          if (bytes.empty()) {
+            auto dense = cast<DenseElementsAttr>(*global.getValue());
+            for (double v : dense.getValues<double>()) {
+              uint8_t tmp[8];
+              std::memcpy(tmp, &v, 8);
+              bytes.insert(bytes.end(), tmp, tmp + 8);
+            }
+          }
+          addr = uint64_t(reinterpret_cast<uintptr_t>(bytes.data()));
+        }
+        for (int l = 0; l < threads; ++l)
+          outs[0].at(l) = addr;
+      })
+      .Case([&](LLVM::GEPOp g) {
+        unsigned size = byteSize(g.getElemType());
+        auto indices = g.getIndices();
+        Col &base = get(g.getBase());
+        SmallVector<Col *> dyn;
+        for (Value v : g.getDynamicIndices())
+          dyn.push_back(&get(v));
+        for (int l = 0; l < threads; ++l) {
+          if (!mask[l])
+            continue;
+          int64_t idx = 0;
+          unsigned d = 0;
+          for (auto i : indices) {
+            if (auto v = llvm::dyn_cast_if_present<Value>(i))
+              idx = int64_t(dyn[d++]->at(l));
+            else
+              idx = cast<IntegerAttr>(i.get<IntegerAttr>()).getInt();
+          }
+          outs[0].at(l) = base.at(l) + uint64_t(idx * int64_t(size));
+        }
+      })
+      .Case([&](LLVM::AddrSpaceCastOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            outs[0].at(l) = in(0).at(l);
+      })
+      .Case([&](LLVM::LoadOp ld) {
+        unsigned n = byteSize(ld.getType());
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            uint8_t buf[64];
+            loadBytes(ld.getAddr().getType(), in(0).at(l), buf, n, l);
+            decode(ld.getType(), buf, outs[0], l);
+          }
+      })
+      .Case([&](LLVM::StoreOp st) {
+        Type t = st.getValue().getType();
+        unsigned n = byteSize(t);
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            uint8_t buf[64];
+            encode(t, get(st.getValue()), l, buf);
+            storeBytes(st.getAddr().getType(), get(st.getAddr()).at(l), buf, n, l);
+          }
+      })
+      .Case([&](LLVM::BitcastOp bc) {
+        Type from = bc.getArg().getType(), to = bc.getType();
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            uint8_t buf[16] = {0};
+            encode(from, in(0), l, buf);
+            decode(to, buf, outs[0], l);
+          }
+      })
+      .Case([&](LLVM::InsertElementOp ie) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            for (unsigned k = 0; k < outs[0].f; ++k)
+              outs[0].at(l, k) = get(ie.getVector()).at(l, k);
+            outs[0].at(l, unsigned(get(ie.getPosition()).at(l))) = get(ie.getValue()).at(l);
+          }
+      })
+      .Case([&](LLVM::ExtractValueOp ev) {
+        auto [off, t] = fieldAt(ev.getContainer().getType(), ev.getPosition());
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            for (unsigned k = 0; k < outs[0].f; ++k)
+              outs[0].at(l, k) = get(ev.getContainer()).at(l, off + k);
+      })
+      .Case([&](LLVM::InsertValueOp iv) {
+        auto [off, t] = fieldAt(iv.getContainer().getType(), iv.getPosition());
+        unsigned n = fieldsOf(t);
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            for (unsigned k = 0; k < outs[0].f; ++k)
+              outs[0].at(l, k) = get(iv.getContainer()).at(l, k);
+            for (unsigned k = 0; k < n; ++k)
+              outs[0].at(l, off + k) = get(iv.getValue()).at(l, k);
+          }
+      })
+      .Case([&](LLVM::ICmpOp c) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            bool eq = in(0).at(l) == in(1).at(l);
+            outs[0].at(l) = c.getPredicate() == LLVM::ICmpPredicate::ne ? !eq : eq;
+          }
+      })
+      .Case([&](UnrealizedConversionCastOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            for (unsigned k = 0; k < outs[0].f; ++k)
+              outs[0].at(l, k) = in(0).at(l, k);
+      })
+      .Case([&](memref::DimOp dim) {
+        auto type = cast<MemRefType>(dim.getSource().getType());
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            int64_t d = int64_t(get(dim.getIndex()).at(l));
+            outs[0].at(l) = type.isDynamicDim(d) ? in(0).at(l, 3 + unsigned(d))
+                                                 : uint64_t(type.getDimSize(d));
+          }
+      })
+      .Case([&](memref::LoadOp ld) {
+        auto type = cast<MemRefType>(ld.getMemRef().getType());
+        int64_t rank = type.getRank();
+        unsigned size = byteSize(type.getElementType());
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            Col &desc = get(ld.getMemRef());
+            int64_t offset = int64_t(desc.at(l, 2));
+            for (int64_t i = 0; i < rank; ++i)
+              offset += int64_t(get(ld.getIndices()[i]).at(l)) * int64_t(desc.at(l, unsigned(3 + rank + i)));
+            uint8_t buf[8];
+            std::memcpy(buf, reinterpret_cast<const uint8_t *>(uintptr_t(desc.at(l, 1))) + offset * size, size);
+            decode(type.getElementType(), buf, outs[0], l);
+          }
+      })
+      .Default([&](Operation *) { handled = false; });
+  if (!handled)
+    throw Failure{"simulator: unsupported op " + op.getName().getStringRef().str()};
+  for (auto [r, c] : llvm::zip(op.getResults(), outs))
+    vals[r] = std::move(c);
+}
+
+} // namespace
+
+bool simulateKernel(ModuleOp module, const std::string &symbol, std::array<int64_t, 3> grid,
+                    int64_t threads, int64_t smemBytes, const std::vector<SimArg> &args,
+                    std::string &error) {
+  gpu::GPUFuncOp func;
+  module.walk([&](gpu::GPUFuncOp f) {
+    if (f.getName() == symbol)
+      func = f;
+  });
+  if (!func) {
+    error = "simulator: no kernel @" + symbol;
+    return false;
+  }
+  if (func.getBody().front().getNumArguments() != args.size()) {
+    error = "simulator: wrong number of kernel arguments";
+    return false;
+  }
+  try {
+    for (int64_t z = 0; z < grid[2]; ++z)
+      for (int64_t y = 0; y < grid[1]; ++y)
+        for (int64_t x = 0; x < grid[0]; ++x) {
+          Simulator sim(module, int(threads), smemBytes, {x, y, z});
+          sim.run(func, args);
+        }
+  } catch (const Failure &f) {
+    error = f.message;
+    return false;
+  }
+  return true;
+}
+
+bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs &args,
+                      AttentionResult &result, std::string &error) {
+  attn::AttentionOp op;
+  l1.walk([&](attn::AttentionOp a) { op = a; });
+  if (!op) {
+    error = "the module holds no attn.attention";
+    return false;
+  }
+  BoundCall call;
+  if (!bindArguments(op, args, call, error))
+    return false;
+  GpuKernelInfo info;
+  OwningOpRef<ModuleOp> kernel = buildKernelModule(l1, config, info, error);
+  if (!kernel)
+    return false;
+  Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
+  bool f16 = elt.isF16();
+  auto toHalf = [&](const HostTensor &t) {
+    std::vector<uint16_t> out(t.data.size());
+    for (size_t i = 0; i < t.data.size(); ++i)
+      out[i] = f16 ? toF16(float(t.data[i])) : toBf16(float(t.data[i]));
+    return out;
+  };
+  std::vector<uint16_t> q = toHalf(args.q), k = toHalf(args.k), v = toHalf(args.v);
+  std::vector<uint16_t> o(size_t(call.batch * call.headsQ * call.seqQ * call.headDimV), 0x7fc0);
+  std::vector<float> lse(op.getLse() ? size_t(call.batch * call.headsQ * call.seqQ) : 0, NAN);
+  std::vector<std::vector<int32_t>> intInputs;
+  std::vector<std::vector<float>> floatInputs;
+  std::vector<void *> inputPtrs;
+  for (const HostTensor *t : call.inputs) {
+    if (t->isInt) {
+      intInputs.emplace_back(t->data.begin(), t->data.end());
+      inputPtrs.push_back(intInputs.back().data());
+    } else {
+      floatInputs.emplace_back(t->data.begin(), t->data.end());
+      inputPtrs.push_back(floatInputs.back().data());
+    }
+  }
+  // Inputs were pushed in order; vectors may have moved: take pointers again.
+  inputPtrs.clear();
+  size_t ii = 0, fi = 0;
+  for (const HostTensor *t : call.inputs)
+    inputPtrs.push_back(t->isInt ? static_cast<void *>(intInputs[ii++].data())
+                                 : static_cast<void *>(floatInputs[fi++].data()));
+
+  std::map<std::string, SimArg> named;
+  auto ptr = [](void *p) { SimArg a; a.pointer = true; a.ptr = p; return a; };
+  auto val = [](int64_t x) { SimArg a; a.value = x; return a; };
+  named["q"] = ptr(q.data());
+  named["k"] = ptr(k.data());
+  named["v"] = ptr(v.data());
+  named["o"] = ptr(o.data());
+  named["lse"] = ptr(lse.empty() ? nullptr : lse.data());
+  named["batch"] = val(call.batch);
+  named["seq_q"] = val(call.seqQ);
+  named["seq_kv"] = val(call.seqKv);
+  named["q_offset"] = val(call.qOffset);
+  named["kv_offset"] = val(call.kvOffset);
+  auto strides = [&](const char *t, int64_t h, int64_t s, int64_t d) {
+    named[std::string(t) + "_stride_b"] = val(h * s * d);
+    named[std::string(t) + "_stride_h"] = val(s * d);
+    named[std::string(t) + "_stride_s"] = val(d);
+  };
+  strides("q", call.headsQ, call.seqQ, call.headDim);
+  strides("k", call.headsKv, call.seqKv, call.headDim);
+  strides("v", call.headsKv, call.seqKv, call.headDimV);
+  strides("o", call.headsQ, call.seqQ, call.headDimV);
+  for (auto [i, a] : llvm::enumerate(op.getInputNames())) {
+    std::string name = cast<StringAttr>(a).getValue().str();
+    named["input:" + name] = ptr(inputPtrs[i]);
+    for (size_t d = 0; d < call.inputs[i]->shape.size(); ++d)
+      named["input:" + name + ":dim" + std::to_string(d)] = val(call.inputs[i]->shape[d]);
+  }
+  std::vector<SimArg> simArgs;
+  for (const KernelParam &p : info.params) {
+    auto it = named.find(p.name);
+    if (it == named.end()) {
+      error = "simulator: no value for kernel parameter '" + p.name + "'";
+      return false;
+    }
+    simArgs.push_back(it->second);
+  }
+  std::array<int64_t, 3> grid = {(call.seqQ + config.blockM - 1) / config.blockM, call.headsQ,
+                                 call.batch};
+  if (!simulateKernel(*kernel, info.symbol, grid, info.threads, info.smemBytes, simArgs, error))
+    return false;
+  result.o = HostTensor::zeros({call.batch, call.headsQ, call.seqQ, call.headDimV});
+  for (size_t i = 0; i < o.size(); ++i)
+    result.o.data[i] = f16 ? fromF16(o[i]) : fromBf16(o[i]);
+  if (!lse.empty()) {
+    result.lse = HostTensor::zeros({call.batch, call.headsQ, call.seqQ});
+    result.lse.data.assign(lse.begin(), lse.end());
+  }
+  return true;
+}
+
+} // namespace attune

@@ -1,0 +1,49 @@
+//===- KernelSimulator.h - run the emitted GPU kernel on the CPU --*- C++ -*-===//
+//
+// A functional SIMT simulator for the structured kernel IR of buildKernelModule
+// (scf, arith, math, llvm and nvvm ops): all threads of a CTA step through each op
+// in lockstep with per-lane activity masks; ldmatrix, mma.sync and shfl act on whole
+// warps with the PTX fragment layouts; cp.async lands at cp.async.wait_group in
+// commit-group order; shared-memory accesses are checked for races between barriers.
+// It proves the GPU kernel's logic (fragment layouts, the key schedule, masking,
+// online softmax, stores) where there is no GPU; it says nothing about speed.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTUNE_CODEGEN_NVIDIA_KERNELSIMULATOR_H
+#define ATTUNE_CODEGEN_NVIDIA_KERNELSIMULATOR_H
+
+#include "codegen/Arguments.h"
+#include "codegen/nvidia/KernelEmitter.h"
+#include "codegen/reference/Reference.h"
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mlir {
+class ModuleOp;
+}
+
+namespace attune {
+
+struct SimArg {
+  bool pointer = false;
+  void *ptr = nullptr;
+  int64_t value = 0;
+};
+
+/// Runs `kernel` (gpu.func named `symbol` in `module`) for the whole grid.
+bool simulateKernel(mlir::ModuleOp module, const std::string &symbol,
+                    std::array<int64_t, 3> grid, int64_t threads, int64_t smemBytes,
+                    const std::vector<SimArg> &args, std::string &error);
+
+/// The NVIDIA back end end to end on the simulator: builds the kernel for `config`
+/// from the L1 module (imported with the GPU dtype), rounds q/k/v to that dtype,
+/// launches as the runtime would and returns o (as floats) and lse.
+bool runGpuSimulation(mlir::ModuleOp l1, const GpuConfig &config, const AttentionArgs &args,
+                      AttentionResult &result, std::string &error);
+
+} // namespace attune
+
+#endif

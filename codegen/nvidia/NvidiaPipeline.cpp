@@ -1,0 +1,201 @@
+//===- NvidiaPipeline.cpp - spec -> PTX through LLVM's NVPTX back end -----===//
+#include "codegen/nvidia/NvidiaPipeline.h"
+
+#include "codegen/TensorReads.h"
+#include "dialect/AttnOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVM.h"
+#include "mlir/Conversion/NVVMToLLVM/NVVMToLLVM.h"
+#include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
+#include "mlir/Conversion/GPUToNVVM/GPUToNVVMPass.h"
+#include "mlir/Conversion/IndexToLLVM/IndexToLLVM.h"
+#include "mlir/Conversion/MathToLLVM/MathToLLVM.h"
+#include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
+#include "mlir/Conversion/ReconcileUnrealizedCasts/ReconcileUnrealizedCasts.h"
+#include "mlir/Conversion/SCFToControlFlow/SCFToControlFlow.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+
+using namespace mlir;
+
+namespace attune {
+
+namespace {
+
+/// f32 transcendental functions as PTX approximations (ex2, lg2, sin, cos, tanh):
+/// the kernel needs no libdevice.
+void lowerMathToNvvm(Operation *root) {
+  SmallVector<Operation *> ops;
+  root->walk([&](Operation *op) {
+    if (isa<math::ExpOp, math::Exp2Op, math::LogOp, math::Log2Op, math::TanhOp, math::SinOp,
+            math::CosOp>(op) &&
+        op->getResult(0).getType().isF32())
+      ops.push_back(op);
+  });
+  for (Operation *op : ops) {
+    OpBuilder b(op);
+    Location loc = op->getLoc();
+    FloatType f32 = b.getF32Type();
+    auto call = [&](StringRef name, Value x) -> Value {
+      return LLVM::CallIntrinsicOp::create(b, loc, f32, b.getStringAttr(name), ValueRange{x})
+          .getResult(0);
+    };
+    auto cst = [&](double v) -> Value {
+      return arith::ConstantFloatOp::create(b, loc, f32, APFloat(float(v)));
+    };
+    Value x = op->getOperand(0), r;
+    if (isa<math::Exp2Op>(op))
+      r = call("llvm.nvvm.ex2.approx.ftz.f", x);
+    else if (isa<math::ExpOp>(op))
+      r = call("llvm.nvvm.ex2.approx.ftz.f", arith::MulFOp::create(b, loc, x, cst(1.4426950408889634)));
+    else if (isa<math::Log2Op>(op))
+      r = call("llvm.nvvm.lg2.approx.ftz.f", x);
+    else if (isa<math::LogOp>(op))
+      r = arith::MulFOp::create(b, loc, call("llvm.nvvm.lg2.approx.ftz.f", x), cst(0.69314718055994531));
+    else if (isa<math::TanhOp>(op))
+      r = call("llvm.nvvm.tanh.approx.f32", x);
+    else if (isa<math::SinOp>(op))
+      r = call("llvm.nvvm.sin.approx.ftz.f", x);
+    else
+      r = call("llvm.nvvm.cos.approx.ftz.f", x);
+    op->getResult(0).replaceAllUsesWith(r);
+    op->erase();
+  }
+}
+
+struct Diagnostics {
+  std::string text;
+  ScopedDiagnosticHandler handler;
+  explicit Diagnostics(MLIRContext *ctx)
+      : handler(ctx, [this](Diagnostic &d) {
+          llvm::raw_string_ostream os(text);
+          os << d.getLocation() << ": " << d << "\n";
+          return success();
+        }) {}
+};
+
+} // namespace
+
+static void registerNvidiaTranslations(MLIRContext *ctx) {
+  DialectRegistry registry;
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  registerGPUDialectTranslation(registry);
+  registerNVVMDialectTranslation(registry);
+  // convert-gpu-to-nvvm converts the dialects that provide these interfaces.
+  arith::registerConvertArithToLLVMInterface(registry);
+  cf::registerConvertControlFlowToLLVMInterface(registry);
+  registerConvertMathToLLVMInterface(registry);
+  registerConvertMemRefToLLVMInterface(registry);
+  index::registerConvertIndexToLLVMInterface(registry);
+  registerConvertFuncToLLVMInterface(registry);
+  ub::registerConvertUBToLLVMInterface(registry);
+  registerConvertNVVMToLLVMInterface(registry);
+  ctx->appendDialectRegistry(registry);
+  ctx->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, LLVM::LLVMDialect>();
+}
+
+OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, GpuKernelInfo &info,
+                                        std::string &error) {
+  MLIRContext *ctx = l1.getContext();
+  registerNvidiaTranslations(ctx);
+  Diagnostics diags(ctx);
+  OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
+  PassManager analysis(ctx);
+  attn::buildAnalysisPipeline(analysis);
+  if (failed(analysis.run(*module))) {
+    error = "block analysis failed:\n" + diags.text;
+    return nullptr;
+  }
+  attn::AttentionOp op;
+  module->walk([&](attn::AttentionOp a) { op = a; });
+  if (!op) {
+    error = "the module holds no attn.attention";
+    return nullptr;
+  }
+  // The kernel goes into a fresh container module; the L1 function stays behind.
+  OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
+  if (!emitNvidiaKernel(op, config, *container, info, error))
+    return nullptr;
+  lowerTensorReads(*container);
+  if (failed(verify(*container))) {
+    error = "internal error: the emitted kernel does not verify:\n" + diags.text;
+    return nullptr;
+  }
+  return container;
+}
+
+bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::string &error,
+                  bool keepGpuIr) {
+  auto t0 = std::chrono::steady_clock::now();
+  MLIRContext *ctx = l1.getContext();
+  OwningOpRef<ModuleOp> container = buildKernelModule(l1, config, result.info, error);
+  if (!container)
+    return false;
+  Diagnostics diags(ctx);
+  if (keepGpuIr) {
+    llvm::raw_string_ostream os(result.gpuIr);
+    container->print(os);
+  }
+  lowerMathToNvvm(*container);
+
+  PassManager pm(ctx);
+  OpPassManager &kernel = pm.nest<gpu::GPUModuleOp>();
+  kernel.addPass(createCanonicalizerPass());
+  kernel.addPass(createCSEPass());
+  kernel.addPass(arith::createArithExpandOpsPass());
+  kernel.addPass(memref::createExpandStridedMetadataPass());
+  kernel.addPass(createSCFToControlFlowPass());
+  kernel.addPass(createConvertMathToLLVMPass());
+  ConvertGpuOpsToNVVMOpsOptions nvvm;
+  nvvm.useBarePtrCallConv = true;
+  kernel.addPass(createConvertGpuOpsToNVVMOps(nvvm));
+  kernel.addPass(createReconcileUnrealizedCastsPass());
+  kernel.addPass(createCanonicalizerPass());
+  GpuNVVMAttachTargetOptions target;
+  target.chip = config.arch;
+  target.optLevel = 3;
+  if (config.arch == "sm_90a" || config.arch == "sm_90")
+    target.features = "+ptx80";
+  pm.addPass(createGpuNVVMAttachTarget(target));
+  GpuModuleToBinaryPassOptions toBinary;
+  toBinary.compilationTarget = "isa";
+  pm.addPass(createGpuModuleToBinaryPass(toBinary));
+  if (failed(pm.run(*container))) {
+    error = "lowering the kernel to PTX failed:\n" + diags.text;
+    return false;
+  }
+  for (auto binary : container->getOps<gpu::BinaryOp>())
+    for (Attribute a : binary.getObjects())
+      if (auto object = dyn_cast<gpu::ObjectAttr>(a))
+        result.ptx = object.getObject().getValue().str();
+  if (result.ptx.empty()) {
+    error = "internal error: no PTX was produced";
+    return false;
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return true;
+}
+
+} // namespace attune
