@@ -279,7 +279,8 @@ MaskFn mBlockList(int64_t bm, int64_t bn, HostTensor blocks) {
     int64_t row = floorDiv(p.i, bm);
     int64_t col = floorDiv(p.j, bn);
     if (row >= blocks.shape[2]) {
-      return true;
+      oob = true;
+      return false;
     }
     bool in = false;
     for (int64_t n = 0; n < blocks.shape[3]; ++n)
@@ -706,8 +707,8 @@ Dims randomDims(Rng &rng, int64_t sq, int64_t skv) {
   d.Hq = hh.first;
   d.Hkv = hh.second;
   d.B = rng.uni(1, 2);
-  d.D = rng.pick(std::vector<int64_t>{4, 8, 16, 7});
-  d.Dv = rng.coin() ? d.D : rng.pick(std::vector<int64_t>{3, 5, 12});
+  d.D = rng.pick(std::vector<int64_t>{1, 4, 8, 16, 7});
+  d.Dv = rng.coin() ? d.D : rng.pick(std::vector<int64_t>{1, 3, 5, 12});
   d.Sq = sq;
   d.Skv = skv;
   return d;
@@ -1644,7 +1645,11 @@ TEST(Scores, BiasBroadcasting) {
     const Dims &d = c.d;
     json shape;
     std::vector<int64_t> actual;
-    switch (r.uni(0, 5)) {
+    switch (r.uni(0, 6)) {
+    case 6:
+      shape = {"B", "H", "Sq", "Skv"};
+      actual = {d.B, d.Hq, d.Sq, d.Skv};
+      break;
     case 0:
       shape = {"B", "Hq", "Sq", "Skv"};
       actual = {d.B, d.Hq, d.Sq, d.Skv};
@@ -2074,6 +2079,67 @@ TEST(Rope, FrequenciesApi) {
         EXPECT_NEAR(got[m], want[m], 1e-12 * want[m]) << "pair " << m;
     }
   }
+}
+
+//===----------------------------------------------------------------------===//
+// Numerics: far positions, large scores
+//===----------------------------------------------------------------------===//
+
+TEST(Numerics, PositionsBeyond32Bits) {
+  SEEDED_RNG(rng);
+  SweepOptions opt;
+  opt.offsets = false;
+  opt.seqs = {{17, 127}, {127, 17}, {33, 33}};
+  sweep(
+      rng,
+      [](Case &c, Rng &r) {
+        int64_t base = (int64_t(1) << 33) + r.uni(0, 1000);
+        if (r.coin())
+          c.spec["q_offset"] = base + r.uni(0, 150), c.spec["kv_offset"] = base;
+        else
+          c.qOffArg = base + r.uni(0, 150), c.kvOffArg = base;
+        int64_t w = r.uni(0, 60), l = r.uni(1, 9), g = r.uni(2, 16);
+        std::vector<double> slopes;
+        std::vector<double> r1, r2;
+        for (int64_t h = 0; h < c.d.Hq; ++h) {
+          slopes.push_back(r.f32(0.0, 0.5));
+          r1.push_back(r.f32(0.1, 1.0));
+          r2.push_back(r.f32(0.1, 1.0));
+        }
+        c.spec["mask"] = jAny({jAll({node("causal"), node("sliding_window", {{"left", w}})}),
+                               node("strided", {{"stride", l}}),
+                               node("fixed", {{"stride", l + 3}, {"summary", 1}}),
+                               node("shifted_groups", {{"group", g}})});
+        c.spec["score"] = {node("alibi", {{"slopes", slopes}}),
+                           node("kerple_log", {{"r1", r1}, {"r2", r2}}),
+                           node("log_length_scale", {{"base", 512.0}})};
+        Model m;
+        m.mask = mAny({mAll({mCausal(), mWindow(w, 0)}), mStrided(l), mFixed(l + 3, 1),
+                       mShiftedGroups(g, std::nullopt)});
+        m.scores = {sAlibi(slopes),
+                    [=](double s, const Pos &p, bool &) {
+                      return s - r1[size_t(p.h)] *
+                                     std::log(1.0 + r2[size_t(p.h)] * double(std::llabs(p.d())));
+                    },
+                    [](double s, const Pos &p, bool &) {
+                      return s * std::max(1.0, std::log(std::max<double>(double(p.P + 1), 1.0)) /
+                                                   std::log(512.0));
+                    }};
+        return m;
+      },
+      opt);
+}
+
+TEST(Numerics, LargeScoresDoNotOverflow) {
+  SEEDED_RNG(rng);
+  sweep(rng, [](Case &c, Rng &r) {
+    Model m;
+    maybeMask(c, r, m);
+    c.d.D = 16;
+    c.spec["scale"] = r.pick(std::vector<double>{60.0, -80.0, 200.0});
+    c.spec["outputs"] = json::array({"o", "lse"});
+    return m;
+  });
 }
 
 } // namespace
