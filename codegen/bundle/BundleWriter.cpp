@@ -127,6 +127,32 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
   for (const InputDecl &in : info.inputs)
     inputs.push_back({{"name", in.name}, {"dtype", in.dtype}, {"shape", shapeJson(in)}});
   manifest["inputs"] = inputs;
+  // Assemble first: the default of each arch becomes the first variant that does not
+  // spill, when the preferred one does.
+  if (!ptxas.empty()) {
+    for (BundleVariant &v : variants) {
+      PtxasReport report;
+      std::string cubin = v.config.name() + ".cubin";
+      if (!runPtxas(ptxas, v.kernel.ptx, v.config.arch, (fs::path(dir) / cubin).string(), report,
+                    error))
+        return false;
+      v.ptxas = report;
+      v.hasCubin = true;
+    }
+    auto spills = [](const BundleVariant &v) {
+      return v.ptxas->spillStores > 0 || v.ptxas->spillLoads > 0;
+    };
+    for (BundleVariant &d : variants) {
+      if (!d.isDefault || !spills(d))
+        continue;
+      for (BundleVariant &alt : variants)
+        if (alt.config.arch == d.config.arch && !spills(alt)) {
+          d.isDefault = false;
+          alt.isDefault = true;
+          break;
+        }
+    }
+  }
   json list = json::array();
   for (BundleVariant &v : variants) {
     std::string name = v.config.name();
@@ -156,15 +182,9 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
       params.push_back({{"name", p.name}, {"type", p.type}});
     variant["params"] = params;
     variant["compile_seconds"] = v.kernel.seconds;
-    if (!ptxas.empty()) {
-      PtxasReport report;
-      std::string cubin = name + ".cubin";
-      if (!runPtxas(ptxas, v.kernel.ptx, v.config.arch, (fs::path(dir) / cubin).string(), report,
-                    error))
-        return false;
-      v.ptxas = report;
-      v.hasCubin = true;
-      variant["cubin"] = cubin;
+    if (v.ptxas) {
+      const PtxasReport &report = *v.ptxas;
+      variant["cubin"] = name + ".cubin";
       variant["ptxas"] = {{"registers", report.registers},
                           {"spill_stores", report.spillStores},
                           {"spill_loads", report.spillLoads},

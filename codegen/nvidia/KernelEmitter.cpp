@@ -88,6 +88,23 @@ public:
     offK = bm * qStride * 2;
     offV = offK + 2 * bn * kStride * 2;
     smemBytes = offV + 2 * bn * vStride * 2;
+    // Regions with loops or index-list scans are evaluated once per element in a
+    // loop over a staged copy of the score tile, not cloned per accumulator element.
+    staged = isHeavy(op.getMask()) || isHeavy(op.getScore());
+    offS = smemBytes;
+    if (staged)
+      smemBytes += bm * (bn + 1) * 4;
+  }
+
+  static bool isHeavy(Region &region) {
+    bool heavy = false;
+    int ops = 0;
+    region.walk([&](Operation *inner) {
+      ++ops;
+      if (inner->getNumRegions() || isa<ContainsOp, BoxContainsOp, BoxSummaryOp>(inner))
+        heavy = true;
+    });
+    return heavy || ops > 48;
   }
 
   void emit(gpu::GPUModuleOp module, GpuKernelInfo &info);
@@ -162,6 +179,8 @@ private:
   void prefetch(Value valid, Value kb, Value stage);
   SmallVector<Acc> computeScores(SmallVector<std::array<Value, 4>> &qFrag, Value stage);
   SmallVector<Acc> epilogue(SmallVector<Acc> s, Value kvLo, bool masked);
+  SmallVector<Acc> unrolledEpilogue(SmallVector<Acc> s, Value kvLo, bool masked);
+  SmallVector<Acc> stagedEpilogue(SmallVector<Acc> s, Value kvLo, bool masked);
   void emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag);
   void storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1);
   void declareRopeTables(gpu::GPUModuleOp module);
@@ -174,6 +193,8 @@ private:
   bool fp16;
   Type eltType;
   int64_t qStride, kStride, vStride, offK, offV, smemBytes;
+  bool staged = false;
+  int64_t offS = 0;
 
   // Per-thread and per-CTA values.
   Value tid, lane, warp, gq, tq;            // i32
@@ -401,8 +422,18 @@ void KernelEmitter::rotateInShared(Value smemOffset, int64_t smemStride, int64_t
       Value freq = LLVM::LoadOp::create(b, loc, b.getF64Type(), freqPtr);
       Value pos = arith::SIToFPOp::create(b, loc, b.getF64Type(), add(firstPosition, ext64(row)));
       Value angle = arith::MulFOp::create(b, loc, pos, freq);
-      Value turns = math::FloorOp::create(b, loc, arith::MulFOp::create(b, loc, angle,
-          arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(1.0 / kTwoPi))));
+      // Nearest whole number of turns (no floor: it would need libdevice on f64).
+      Value perTurn = arith::MulFOp::create(b, loc, angle,
+          arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(1.0 / kTwoPi)));
+      Value rounded = arith::AddFOp::create(b, loc, perTurn,
+          arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(0.5)));
+      Value turns = arith::SIToFPOp::create(b, loc, b.getF64Type(),
+          arith::FPToSIOp::create(b, loc, b.getI64Type(), rounded));
+      // fptosi truncates toward zero: one turn too many for negative angles.
+      Value negative = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, rounded,
+          arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(0.0)));
+      turns = arith::SelectOp::create(b, loc, negative, arith::SubFOp::create(b, loc, turns,
+          arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(1.0))), turns);
       Value reduced = arith::SubFOp::create(b, loc, angle, arith::MulFOp::create(b, loc, turns,
           arith::ConstantFloatOp::create(b, loc, b.getF64Type(), APFloat(kTwoPi))));
       Value a32 = arith::TruncFOp::create(b, loc, b.getF32Type(), reduced);
@@ -627,30 +658,195 @@ SmallVector<Acc> KernelEmitter::computeScores(SmallVector<std::array<Value, 4>> 
   return s;
 }
 
-/// scale, then the score region, and on masked tiles the mask (and the sequence
-/// ends): one clone per accumulator element, with that element's coordinates.
 SmallVector<Acc> KernelEmitter::epilogue(SmallVector<Acc> s, Value kvLo, bool masked) {
+  return staged ? stagedEpilogue(std::move(s), kvLo, masked)
+                : unrolledEpilogue(std::move(s), kvLo, masked);
+}
+
+namespace {
+/// What an op of a mask or score region depends on: nothing per element (uniform),
+/// the query row, the key column, or the element (both, or the score itself).
+enum Dep : unsigned { kUniform = 0, kRow = 1, kCol = 2, kScore = 4 };
+
+DenseMap<Operation *, unsigned> dependences(Region &region, ArrayRef<unsigned> argDeps) {
+  DenseMap<Operation *, unsigned> deps;
+  Block &block = region.front();
+  auto depOf = [&](Value v) -> unsigned {
+    if (auto arg = dyn_cast<BlockArgument>(v))
+      return arg.getOwner() == &block ? argDeps[arg.getArgNumber()] : unsigned(kUniform);
+    auto it = deps.find(v.getDefiningOp());
+    return it == deps.end() ? unsigned(kUniform) : it->second;
+  };
+  for (Operation &op : block.without_terminator()) {
+    unsigned d = kUniform;
+    for (Value operand : op.getOperands())
+      d |= depOf(operand);
+    deps[&op] = d;
+  }
+  return deps;
+}
+} // namespace
+
+/// scale, then the score region, and on masked tiles the mask (and the sequence
+/// ends), cloned per accumulator element; what depends only on the row (2 per
+/// thread) or only on the column (BN/4 per thread) is computed once for it.
+SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo, bool masked) {
   double scale = op.getScale().convertToDouble();
   Value negInf = cf(-std::numeric_limits<double>::infinity());
   Value rowBase = add(mul(warp, c32(16)), gq);
-  bool identity = op.hasIdentityScore();
+  int64_t cols = bn / 4;
+
+  // Row and column coordinates of this thread's elements (only where a region or
+  // the bounds need them: a FULL tile with an identity score computes none).
+  Value rowI[2], rowPos[2], rowInside[2];
+  SmallVector<Value> colJ(cols), colPos(cols), colInside(cols);
+  if (masked || !op.hasIdentityScore()) {
+    for (int r = 0; r < 2; ++r) {
+      rowI[r] = add(qLo, ext64(r ? add(rowBase, c32(8)) : rowBase));
+      rowPos[r] = add(rowI[r], qOffset);
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      // Column index c covers n-tile c / 2, element parity c % 2.
+      colJ[c] = add(kvLo, ext64(add(c32(8 * (c / 2) + (c % 2)), mul(tq, c32(2)))));
+      colPos[c] = add(colJ[c], kvOffset);
+    }
+  }
+  if (masked) {
+    for (int r = 0; r < 2; ++r)
+      rowInside[r] = cmp(P::slt, rowI[r], seqQ);
+    for (int64_t c = 0; c < cols; ++c)
+      colInside[c] = cmp(P::slt, colJ[c], seqKv);
+  }
+
+  // Evaluates `region` for every element; `lead` are its leading per-element args.
+  auto evaluate = [&](Region &region, bool withScore,
+                      function_ref<Value(int64_t, int)> score) -> SmallVector<Value> {
+    SmallVector<unsigned> argDeps;
+    if (withScore)
+      argDeps.push_back(kScore);
+    argDeps.append({kUniform, kUniform, kRow, kCol, kRow, kCol, kUniform, kUniform});
+    DenseMap<Operation *, unsigned> deps = dependences(region, argDeps);
+    Block &block = region.front();
+    unsigned first = withScore ? 1 : 0;
+    IRMapping base = tensors;
+    cloneConstantsUsedIn(region, b, base);
+    base.map(block.getArgument(first + 0), bIdx);
+    base.map(block.getArgument(first + 1), hIdx);
+    base.map(block.getArgument(first + 6), seqQ);
+    base.map(block.getArgument(first + 7), seqKv);
+    for (Operation &inner : block.without_terminator())
+      if (deps[&inner] == kUniform)
+        b.clone(inner, base);
+    auto cloneInto = [&](IRMapping &m, unsigned dep) {
+      for (Operation &inner : block.without_terminator())
+        if (deps[&inner] == dep)
+          b.clone(inner, m);
+    };
+    SmallVector<IRMapping> rows(2, base), colMaps(cols, base);
+    for (int r = 0; r < 2; ++r) {
+      rows[r].map(block.getArgument(first + 2), rowI[r]);
+      rows[r].map(block.getArgument(first + 4), rowPos[r]);
+      cloneInto(rows[r], kRow);
+    }
+    for (int64_t c = 0; c < cols; ++c) {
+      colMaps[c].map(block.getArgument(first + 3), colJ[c]);
+      colMaps[c].map(block.getArgument(first + 5), colPos[c]);
+      cloneInto(colMaps[c], kCol);
+    }
+    Value yielded = cast<YieldOp>(block.getTerminator()).getValues()[0];
+    SmallVector<Value> out;
+    for (int64_t j = 0; j < bn / 8; ++j)
+      for (int e = 0; e < 4; ++e) {
+        int r = e / 2;
+        int64_t c = 2 * j + (e % 2);
+        IRMapping m = rows[r];
+        for (auto [from, to] : colMaps[c].getValueMap())
+          m.map(from, to);
+        if (withScore)
+          m.map(block.getArgument(0), score(j, e));
+        for (Operation &inner : block.without_terminator()) {
+          unsigned d = deps[&inner];
+          if ((d & kScore) || d == (kRow | kCol))
+            b.clone(inner, m);
+        }
+        out.push_back(m.lookupOrDefault(yielded));
+      }
+    return out;
+  };
+
+  SmallVector<Value> scored;
+  auto scaled = [&](int64_t j, int e) { return mulf(s[j][e], cf(scale)); };
+  if (op.hasIdentityScore()) {
+    for (int64_t j = 0; j < bn / 8; ++j)
+      for (int e = 0; e < 4; ++e)
+        scored.push_back(scaled(j, e));
+  } else {
+    scored = evaluate(op.getScore(), /*withScore=*/true, scaled);
+  }
+  SmallVector<Value> allowed;
+  if (masked)
+    allowed = evaluate(op.getMask(), /*withScore=*/false, {});
+  for (int64_t j = 0; j < bn / 8; ++j)
+    for (int e = 0; e < 4; ++e) {
+      Value v = scored[4 * j + e];
+      if (masked) {
+        Value inside = andi(rowInside[e / 2], colInside[2 * j + (e % 2)]);
+        v = sel(andi(inside, allowed[4 * j + e]), v, negInf);
+      }
+      s[j][e] = v;
+    }
+  return s;
+}
+
+/// The same through shared memory: the tile is written out, every thread evaluates
+/// the regions for BM * BN / threads elements in a loop (one clone of each region),
+/// and the results are read back. For regions with loops or list scans.
+SmallVector<Acc> KernelEmitter::stagedEpilogue(SmallVector<Acc> s, Value kvLo, bool masked) {
+  double scale = op.getScale().convertToDouble();
+  Value negInf = cf(-std::numeric_limits<double>::infinity());
+  Value rowBase = add(mul(warp, c32(16)), gq);
+  int64_t stride = bn + 1;
+  auto slot = [&](Value r, Value c) {
+    return smemAt(add(c32(offS), mul(add(mul(r, c32(stride)), c), c32(4))));
+  };
   for (int64_t j = 0; j < bn / 8; ++j)
     for (int e = 0; e < 4; ++e) {
       Value r = e < 2 ? rowBase : add(rowBase, c32(8));
       Value c = add(c32(8 * j + (e % 2)), mul(tq, c32(2)));
-      Value i = add(qLo, ext64(r)), jj = add(kvLo, ext64(c));
-      Value qPos = add(i, qOffset), kvPos = add(jj, kvOffset);
-      Value v = mulf(s[j][e], cf(scale));
-      if (!identity)
-        v = inlineRegion(b, op.getScore(), {v, bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
-      if (masked) {
-        Value inside = andi(cmp(P::slt, i, seqQ), cmp(P::slt, jj, seqKv));
-        Value allowed = inlineRegion(b, op.getMask(), {bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv},
-                                     tensors)[0];
-        v = sel(andi(inside, allowed), v, negInf);
-      }
-      s[j][e] = v;
+      LLVM::StoreOp::create(b, loc, s[j][e], slot(r, c));
     }
+  NVVM::Barrier0Op::create(b, loc);
+  auto loop = scf::ForOp::create(b, loc, arith::ConstantIndexOp::create(b, loc, 0),
+                                 arith::ConstantIndexOp::create(b, loc, bm * bn / threads),
+                                 arith::ConstantIndexOp::create(b, loc, 1));
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value it = arith::IndexCastOp::create(b, loc, b.getI32Type(), loop.getInductionVar());
+    Value idx = add(tid, mul(it, c32(threads)));
+    Value r = divu(idx, c32(bn)), c = remu(idx, c32(bn));
+    Value i = add(qLo, ext64(r)), jj = add(kvLo, ext64(c));
+    Value qPos = add(i, qOffset), kvPos = add(jj, kvOffset);
+    Value ptr = slot(r, c);
+    Value v = mulf(LLVM::LoadOp::create(b, loc, b.getF32Type(), ptr), cf(scale));
+    if (!op.hasIdentityScore())
+      v = inlineRegion(b, op.getScore(), {v, bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
+    if (masked) {
+      Value inside = andi(cmp(P::slt, i, seqQ), cmp(P::slt, jj, seqKv));
+      Value allowed = inlineRegion(b, op.getMask(), {bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv},
+                                   tensors)[0];
+      v = sel(andi(inside, allowed), v, negInf);
+    }
+    LLVM::StoreOp::create(b, loc, v, ptr);
+  }
+  NVVM::Barrier0Op::create(b, loc);
+  for (int64_t j = 0; j < bn / 8; ++j)
+    for (int e = 0; e < 4; ++e) {
+      Value r = e < 2 ? rowBase : add(rowBase, c32(8));
+      Value c = add(c32(8 * j + (e % 2)), mul(tq, c32(2)));
+      s[j][e] = LLVM::LoadOp::create(b, loc, b.getF32Type(), slot(r, c));
+    }
+  // The staging area is rewritten by the next tile only after the next barrier.
   return s;
 }
 
@@ -915,6 +1111,9 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   auto func = gpu::GPUFuncOp::create(b, loc, info.symbol, b.getFunctionType(argTypes, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
   func->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({int32_t(threads), 1, 1}));
+  // One CTA per SM is enough: without this ptxas may cap registers for occupancy
+  // and spill instead.
+  func->setAttr("nvvm.minctasm", b.getI32IntegerAttr(1));
   Block *entry = &func.getBody().front();
   b.setInsertionPointToStart(entry);
   readParams(entry);

@@ -72,8 +72,14 @@ void lowerMathToNvvm(Operation *root) {
       r = call("llvm.nvvm.lg2.approx.ftz.f", x);
     else if (isa<math::LogOp>(op))
       r = arith::MulFOp::create(b, loc, call("llvm.nvvm.lg2.approx.ftz.f", x), cst(0.69314718055994531));
-    else if (isa<math::TanhOp>(op))
-      r = call("llvm.nvvm.tanh.approx.f32", x);
+    else if (isa<math::TanhOp>(op)) {
+      // tanh(x) = 1 - 2 / (exp(2x) + 1): exact limits at +-inf, bf16-grade accuracy.
+      Value e = call("llvm.nvvm.ex2.approx.ftz.f",
+                     arith::MulFOp::create(b, loc, x, cst(2.0 * 1.4426950408889634)));
+      Value denom = arith::AddFOp::create(b, loc, e, cst(1.0));
+      r = arith::SubFOp::create(b, loc, cst(1.0),
+                                arith::DivFOp::create(b, loc, cst(2.0), denom));
+    }
     else if (isa<math::SinOp>(op))
       r = call("llvm.nvvm.sin.approx.ftz.f", x);
     else

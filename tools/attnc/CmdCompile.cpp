@@ -22,19 +22,23 @@ static std::vector<std::string> splitList(const std::string &s) {
 }
 
 /// Default tile configurations per head dim: the first is the default variant.
+/// (When ptxas is available, the bundle's default is the first that does not spill.)
 static std::vector<std::pair<int64_t, int64_t>> defaultConfigs(int64_t headDim) {
   if (headDim <= 64)
-    return {{64, 64}, {128, 64}, {64, 128}, {128, 128}};
+    return {{64, 64}, {128, 64}, {64, 32}, {128, 128}};
   if (headDim <= 128)
     return {{64, 64}, {128, 64}, {64, 32}, {128, 32}};
-  return {{64, 32}, {128, 32}, {64, 16}};
+  return {{64, 32}, {128, 32}, {64, 16}, {128, 16}};
 }
 
 int cmdCompile(int argc, char **argv) {
-  Options opts(argc, argv, 2, {"o", "arch", "configs"}, {"no-ptxas", "verbose"});
+  Options opts(argc, argv, 2, {"o", "arch", "configs", "emit"}, {"no-ptxas", "verbose"});
   if (opts.positional.size() != 1)
     throw Failure{"compile takes one SPEC (a JSON spec)", 2};
-  std::string out = opts.require("o");
+  std::optional<std::string> emit = opts.get("emit");
+  if (emit && *emit != "gpu-ir" && *emit != "ptx")
+    throw Failure{"--emit must be gpu-ir or ptx, got '" + *emit + "'", 2};
+  std::string out = emit ? "" : opts.require("o");
   std::vector<std::string> archs = splitList(opts.get("arch").value_or("sm_80,sm_90a"));
   if (archs.empty())
     throw Failure{"--arch lists no architecture", 2};
@@ -63,6 +67,18 @@ int cmdCompile(int argc, char **argv) {
     configs = defaultConfigs(spec.info.headDim);
   }
 
+  if (emit) {
+    // The first variant only, to standard output (for lit tests and inspection).
+    BundleVariant v;
+    v.config.blockM = configs.front().first;
+    v.config.blockN = configs.front().second;
+    v.config.arch = archs.front();
+    std::string error;
+    if (!compileToPtx(*spec.module, v.config, v.kernel, error, /*keepGpuIr=*/*emit == "gpu-ir"))
+      throw Failure{"variant " + v.config.name() + ": " + error};
+    llvm::outs() << (*emit == "gpu-ir" ? v.kernel.gpuIr : v.kernel.ptx);
+    return 0;
+  }
   std::vector<BundleVariant> variants;
   for (const std::string &arch : archs) {
     bool first = true;

@@ -30,6 +30,8 @@ commands:
   compile SPEC -o DIR [--arch sm_80,sm_90a] [--configs 64x64,128x64] [--no-ptxas]
       compile SPEC to a kernel bundle: manifest.json, PTX per variant, and cubins
       with ptxas's register/spill report when ptxas is available
+  compile SPEC --emit gpu-ir|ptx [--arch A] [--configs BMxBN]
+      print the first variant's kernel IR (before LLVM) or PTX
   hash SPEC
       print the spec hash (sha256 of its canonical JSON)
 
