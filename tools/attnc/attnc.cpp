@@ -12,6 +12,10 @@
 #include <cstring>
 #include <exception>
 
+#ifndef ATTUNE_VERSION_STRING
+#define ATTUNE_VERSION_STRING "0.1.0"
+#endif
+
 using namespace attune::attnc;
 
 static const char *kUsage = R"(usage: attnc <command> [options]
@@ -45,6 +49,10 @@ int main(int argc, char **argv) {
     return argc < 2 ? 2 : 0;
   }
   std::string cmd = argv[1];
+  if (cmd == "--version" || cmd == "version") {
+    llvm::outs() << "attnc " ATTUNE_VERSION_STRING "\n";
+    return 0;
+  }
   try {
     if (cmd == "explain")
       return cmdExplain(argc, argv);
