@@ -31,9 +31,12 @@ commands:
       run SPEC on float32 .npy tensors (int32 for integer inputs): `reference` is
       the float64 oracle, `cpu` the tiled program JIT-compiled for this machine,
       `gpu-sim` the NVIDIA kernel run by a functional SIMT simulator (no GPU needed)
-  compile SPEC -o DIR [--arch sm_80,sm_90a] [--configs 64x64,128x64] [--no-ptxas]
+  compile SPEC (-o DIR | --cache [-o DIR]) [--arch sm_80,sm_90a] [--configs 64x64,...]
+          [--no-ptxas]
       compile SPEC to a kernel bundle: manifest.json, PTX per variant, and cubins
-      with ptxas's register/spill report when ptxas is available
+      with ptxas's register/spill report when ptxas is available; with --cache the
+      bundle lives in the user's cache ($ATTUNE_CACHE_DIR, $XDG_CACHE_HOME/attune or
+      ~/.cache/attune) and a second call for the same spec compiles nothing
   compile SPEC --emit gpu-ir|ptx [--arch A] [--configs BMxBN]
       print the first variant's kernel IR (before LLVM) or PTX
   hash SPEC
