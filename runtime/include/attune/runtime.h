@@ -1,0 +1,156 @@
+/*===- attune/runtime.h - the Attune runtime's C API ----------------------===*
+ *
+ * Loads kernel bundles written by `attnc compile`, checks a call's tensors against
+ * the bundle, and launches (or autotunes) its kernels through the CUDA driver, which
+ * is loaded at run time (libcuda.so.1; no link-time CUDA dependency). The contract is
+ * docs/bundle-and-abi.md; sections 1-5 of it are cited below as [ABI n].
+ *
+ * Conventions
+ *   - Functions returning int return 0 on success and non-zero on failure; the message
+ *     is then available from attn_last_error() (thread-local, valid until the next
+ *     failing call on the same thread).
+ *   - Tensor shapes and strides are in elements. Layouts [ABI 2]: q [B, Hq, Sq, D],
+ *     k [B, Hkv, Skv, D], v [B, Hkv, Skv, Dv], o [B, Hq, Sq, Dv] (q's dtype),
+ *     lse [B, Hq, Sq] float32 contiguous. The last dimension must have stride 1; other
+ *     strides are passed to the kernel. Extra inputs must be contiguous row-major.
+ *   - Arguments are checked completely before anything touches the device.
+ *   - Strings returned as `const char *` are owned by the runtime (by the bundle, or
+ *     thread-local storage where stated).
+ *
+ * The functions of [ABI 3]:
+ *   attn_bundle_load, attn_bundle_free, attn_launch, attn_tune, attn_last_error
+ * Additions (this file documents them where they are declared):
+ *   attn_version, attn_check, attn_select_variant, attn_tuned_variant,
+ *   attn_bundle_num_variants, attn_bundle_variant_name, attn_bundle_info_json,
+ *   attn_device_info, attn_spec_hash, attn_canonical_json, attn_bundle_cache_key,
+ *   attn_cache_root
+ *===----------------------------------------------------------------------===*/
+#ifndef ATTUNE_RUNTIME_H
+#define ATTUNE_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define ATTN_API __declspec(dllexport)
+#else
+#define ATTN_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct attn_bundle attn_bundle;
+
+typedef enum { ATTN_BF16 = 0, ATTN_FP16 = 1, ATTN_F32 = 2, ATTN_I32 = 3 } attn_dtype;
+
+typedef struct {
+  void *data;         /* device pointer of the first element */
+  attn_dtype dtype;
+  int32_t ndim;       /* 0..8 */
+  int64_t shape[8];
+  int64_t strides[8]; /* in elements */
+} attn_tensor;
+
+typedef struct {
+  attn_tensor q, k, v, o;
+  attn_tensor lse;    /* lse.data == NULL: no lse wanted */
+  int32_t num_inputs; /* extra tensors of the bundle's "inputs", by name, any order */
+  const char *const *input_names;
+  const attn_tensor *inputs;
+  int32_t has_q_offset;
+  int64_t q_offset;   /* used when has_q_offset; else the default of [ABI 2] */
+  int32_t has_kv_offset;
+  int64_t kv_offset;
+  void *stream;       /* CUstream; NULL = the default stream */
+  const char *variant; /* NULL: the tuned choice, else the default; a name forces one */
+} attn_call;
+
+/* Loads and validates <dir>/manifest.json ([ABI 1]); the PTX/cubin files are read
+ * when a variant is first used. 0 on success (*out set), else *out = NULL. */
+ATTN_API int attn_bundle_load(const char *dir, attn_bundle **out);
+ATTN_API void attn_bundle_free(attn_bundle *bundle);
+
+/* Checks the call, picks a variant (forced, tuned, or default for the device) and
+ * launches it on call->stream. Asynchronous like any kernel launch. A call with no
+ * work (B, Hq or Sq zero) launches nothing and succeeds. */
+ATTN_API int attn_launch(attn_bundle *bundle, const attn_call *call);
+
+/* Times every variant that can run on this device on the call's arguments (warm-up
+ * runs, then the median of `repeats` timed runs, default 20 when repeats <= 0, on
+ * rotating copies of q/k/v), stores the fastest in the tuning database ([ABI 4]) and
+ * in the bundle, and finally runs the winner on the caller's arguments, so o (and lse)
+ * hold its result. Variants that fail to load, exceed the device's resources or fail
+ * to launch are skipped, with the reason recorded. `verbose`: progress and a table on
+ * stderr. Synchronises the context. */
+ATTN_API int attn_tune(attn_bundle *bundle, const attn_call *call, int repeats, int verbose);
+
+/* The message of the last failure on this thread ("" if none). */
+ATTN_API const char *attn_last_error(void);
+
+/* ---- additions ------------------------------------------------------------- */
+
+/* The runtime's version, the project version ("0.1.0"); the same number the compiler
+ * writes as "compiler_version" when built from the same tree. */
+ATTN_API const char *attn_version(void);
+
+/* Only the argument checks of attn_launch (no device access): 0 if the call is
+ * acceptable for this bundle, else non-zero with a message naming the argument. */
+ATTN_API int attn_check(attn_bundle *bundle, const attn_call *call);
+
+/* The name of the variant attn_launch would run for `call` on the current device
+ * (creating/retaining a context as attn_launch would), into buf[n]. */
+ATTN_API int attn_select_variant(attn_bundle *bundle, const attn_call *call, char *buf, size_t n);
+
+/* Whether the tuning database has an entry for this call's key on the current device:
+ * 1 (and its variant name into buf[n] when buf is not NULL), 0 if not, -1 on error. */
+ATTN_API int attn_tuned_variant(attn_bundle *bundle, const attn_call *call, char *buf, size_t n);
+
+/* Variants in manifest order; the name is owned by the bundle (NULL when i is out of
+ * range). */
+ATTN_API int attn_bundle_num_variants(const attn_bundle *bundle);
+ATTN_API const char *attn_bundle_variant_name(const attn_bundle *bundle, int i);
+
+/* A JSON summary of the manifest, owned by the bundle:
+ * {"dir", "format", "compiler_version", "spec_name", "spec_hash", "heads_q", "heads_kv",
+ *  "head_dim", "head_dim_v", "dtype", "align", "q_offset", "kv_offset", "outputs",
+ *  "alignment", "inputs": [{"name", "dtype", "shape"}],
+ *  "variants": [{"name", "arch", "config", "default", "threads", "smem_bytes",
+ *                "grid": {"x", "y", "z"}, "kernel", "ptx", "cubin", "ptxas"}]} */
+ATTN_API const char *attn_bundle_info_json(const attn_bundle *bundle);
+
+/* JSON about device `ordinal` into buf[n]: {"ordinal", "name", "compute_capability":
+ * "9.0", "sm_count", "total_memory", "max_shared_memory_per_block_optin", "l2_bytes",
+ * "driver_version"}. Fails with "no CUDA driver: libcuda.so.1 could not be loaded: ..."
+ * where there is no driver. */
+ATTN_API int attn_device_info(int ordinal, char *buf, size_t n);
+
+/* The spec hash of [ABI 5]: sha256 of the canonical JSON text of `json_text`, as 64
+ * lower-case hex characters and a NUL into out. Rejects malformed JSON and duplicate
+ * keys (as the compiler's spec reader does). */
+ATTN_API int attn_spec_hash(const char *json_text, char out[65]);
+
+/* The canonical JSON text of `json_text` ([ABI 5]); NULL on error. Thread-local,
+ * valid until the next call on this thread. */
+ATTN_API const char *attn_canonical_json(const char *json_text);
+
+/* The bundle-cache key of [ABI 4] into out (64 hex + NUL): sha256 of the text
+ *   "attune-bundle-cache/1\n" "spec_hash=<spec_hash>\n"
+ *   "compiler_version=<compiler_version>\n"
+ *   "arch=<archs sorted by bytes, duplicates dropped, joined by ','>\n"
+ *   "configs=<configs as given, '<block_m>x<block_n>', joined by ','>\n"
+ * `archs` and `configs` are comma-separated ("sm_90a,sm_80", "64x64,128x64"); an
+ * empty or NULL `configs` means the compiler's defaults. */
+ATTN_API int attn_bundle_cache_key(const char *spec_hash, const char *compiler_version,
+                                   const char *archs, const char *configs, char out[65]);
+
+/* The cache root of [ABI 4] ($ATTUNE_CACHE_DIR, $XDG_CACHE_HOME/attune or
+ * $HOME/.cache/attune) into buf[n]. */
+ATTN_API int attn_cache_root(char *buf, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ATTUNE_RUNTIME_H */

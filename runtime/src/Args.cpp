@@ -1,0 +1,402 @@
+//===- Args.cpp - checking a call's arguments and packing kernel parameters ===//
+#include "Args.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+namespace attune::rt {
+
+std::string shapeText(const int64_t *shape, int ndim) {
+  std::string out = "[";
+  for (int i = 0; i < ndim; ++i)
+    out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+uint64_t spanBytes(const attn_tensor &t) {
+  uint64_t last = 0;
+  for (int i = 0; i < t.ndim; ++i) {
+    if (t.shape[i] <= 0)
+      return 0;
+    last += uint64_t(t.shape[i] - 1) * uint64_t(t.strides[i] < 0 ? 0 : t.strides[i]);
+  }
+  size_t esize = (t.dtype == ATTN_BF16 || t.dtype == ATTN_FP16) ? 2 : 4;
+  return (last + 1) * esize;
+}
+
+namespace {
+
+const char *apiDtypeName(attn_dtype d) {
+  switch (d) {
+  case ATTN_BF16:
+    return "bf16";
+  case ATTN_FP16:
+    return "fp16";
+  case ATTN_F32:
+    return "f32";
+  case ATTN_I32:
+    return "i32";
+  }
+  return "?";
+}
+
+attn_dtype toApi(DType d) {
+  switch (d) {
+  case DType::BF16:
+    return ATTN_BF16;
+  case DType::FP16:
+    return ATTN_FP16;
+  case DType::F32:
+    return ATTN_F32;
+  case DType::I32:
+    return ATTN_I32;
+  }
+  return ATTN_I32;
+}
+
+int64_t elements(const attn_tensor &t) {
+  int64_t n = 1;
+  for (int i = 0; i < t.ndim; ++i)
+    n *= t.shape[i] < 0 ? 0 : t.shape[i];
+  return n;
+}
+
+class Checker {
+public:
+  Checker(const Manifest &m, const attn_call &call, const char *fn) : m_(m), call_(call), fn_(fn) {}
+
+  CheckedCall run() {
+    CheckedCall c;
+    c.q = call_.q, c.k = call_.k, c.v = call_.v, c.o = call_.o, c.lse = call_.lse;
+    basics("q", c.q, "[B, Hq, Sq, D]");
+    basics("k", c.k, "[B, Hkv, Skv, D]");
+    basics("v", c.v, "[B, Hkv, Skv, Dv]");
+    basics("o", c.o, "[B, Hq, Sq, Dv]");
+
+    // q gives B and Sq, k gives Skv; heads and head dims come from the bundle.
+    c.batch = c.q.shape[0];
+    c.seqQ = c.q.shape[2];
+    c.seqKv = c.k.shape[2];
+    c.headsQ = m_.headsQ, c.headsKv = m_.headsKv, c.headDim = m_.headDim, c.headDimV = m_.headDimV;
+    int64_t B = c.batch, Sq = c.seqQ, Skv = c.seqKv;
+    shape("q", c.q, {B, c.headsQ, Sq, c.headDim}, "(B, Hq, Sq, D)");
+    shape("k", c.k, {B, c.headsKv, Skv, c.headDim}, "(B, Hkv, Skv, D)");
+    shape("v", c.v, {B, c.headsKv, Skv, c.headDimV}, "(B, Hkv, Skv, Dv)");
+    shape("o", c.o, {B, c.headsQ, Sq, c.headDimV}, "(B, Hq, Sq, Dv)");
+    strides("q", c.q, false);
+    strides("k", c.k, false);
+    strides("v", c.v, false);
+    strides("o", c.o, true);
+    lse(c);
+
+    symbols_ = {{"B", B}, {"Hq", c.headsQ}, {"Hkv", c.headsKv}, {"Sq", Sq},
+                {"Skv", Skv}, {"D", c.headDim}, {"Dv", c.headDimV}};
+    inputs(c);
+
+    if (m_.alignment > 0) {
+      aligned("q", c.q);
+      aligned("k", c.k);
+      aligned("v", c.v);
+      aligned("o", c.o);
+    }
+
+    c.qOffset = call_.has_q_offset  ? call_.q_offset
+                : m_.qOffset        ? *m_.qOffset
+                : m_.align == "bottom_right" ? Skv - Sq
+                                             : 0;
+    c.kvOffset = call_.has_kv_offset ? call_.kv_offset : m_.kvOffset ? *m_.kvOffset : 0;
+
+    c.names = {{"batch", B},           {"seq_q", Sq},           {"seq_kv", Skv},
+               {"heads_q", c.headsQ},  {"heads_kv", c.headsKv}, {"head_dim", c.headDim},
+               {"head_dim_v", c.headDimV}};
+    for (const std::string &s : m_.freeSymbols())
+      c.names[s] = symbols_.at(s);
+    c.empty = B == 0 || c.headsQ == 0 || Sq == 0;
+    return c;
+  }
+
+private:
+  [[noreturn]] void fail(const std::string &message) const {
+    throw ArgError(std::string(fn_) + ": " + message);
+  }
+
+  void dtypeKnown(const std::string &name, const attn_tensor &t) const {
+    if (t.dtype < ATTN_BF16 || t.dtype > ATTN_I32)
+      fail(name + ": unknown dtype code " + std::to_string(int(t.dtype)));
+  }
+
+  void dataPresent(const std::string &name, const attn_tensor &t) const {
+    if (!t.data && elements(t) > 0)
+      fail(name + ": data pointer is NULL");
+  }
+
+  /// Rank, dtype, non-negative sizes and a data pointer.
+  void basics(const std::string &name, const attn_tensor &t, const char *layout) const {
+    if (t.ndim != 4)
+      fail(name + ": expected a tensor of 4 dimensions " + layout + ", got " +
+           std::to_string(t.ndim) + (t.ndim == 0 && !t.data ? " (missing)" : ""));
+    dtypeKnown(name, t);
+    attn_dtype want = toApi(m_.dtype);
+    if (t.dtype != want)
+      fail(name + ": expected dtype " + apiDtypeName(want) + " (the bundle's), got " +
+           apiDtypeName(t.dtype));
+    for (int i = 0; i < 4; ++i)
+      if (t.shape[i] < 0)
+        fail(name + ": negative size in shape " + shapeText(t.shape, 4));
+    dataPresent(name, t);
+  }
+
+  void shape(const std::string &name, const attn_tensor &t, std::initializer_list<int64_t> want,
+             const char *symbols) const {
+    int64_t expected[4];
+    int i = 0;
+    bool same = true;
+    for (int64_t w : want) {
+      expected[i] = w;
+      same &= t.shape[i] == w;
+      ++i;
+    }
+    if (!same)
+      fail(name + ": expected shape " + shapeText(expected, 4) + " " + symbols + ", got " +
+           shapeText(t.shape, 4));
+  }
+
+  /// The last dimension must be contiguous; strides must not be negative; the output
+  /// must not alias itself (no zero stride over a dimension of size > 1).
+  void strides(const std::string &name, const attn_tensor &t, bool output) const {
+    if (t.shape[t.ndim - 1] > 1 && t.strides[t.ndim - 1] != 1)
+      fail(name + ": the last dimension must be contiguous (stride 1), got strides " +
+           shapeText(t.strides, t.ndim));
+    for (int i = 0; i < t.ndim; ++i) {
+      if (t.strides[i] < 0)
+        fail(name + ": negative strides are not supported, got strides " +
+             shapeText(t.strides, t.ndim));
+      if (output && t.shape[i] > 1 && t.strides[i] == 0)
+        fail(name + ": an output cannot have a zero stride (dimension " + std::to_string(i) +
+             "), got strides " + shapeText(t.strides, t.ndim));
+    }
+  }
+
+  /// Row-major contiguous, ignoring dimensions of size 1; an empty tensor is
+  /// contiguous (both as PyTorch's is_contiguous()).
+  void contiguous(const std::string &name, const attn_tensor &t) const {
+    for (int i = 0; i < t.ndim; ++i)
+      if (t.shape[i] == 0)
+        return;
+    int64_t expect = 1;
+    int64_t want[8];
+    bool ok = true;
+    for (int i = t.ndim - 1; i >= 0; --i) {
+      want[i] = expect;
+      if (t.shape[i] != 1 && t.strides[i] != expect)
+        ok = false;
+      expect *= t.shape[i];
+    }
+    if (!ok)
+      fail(name + ": expected a contiguous tensor (strides " + shapeText(want, t.ndim) +
+           "), got strides " + shapeText(t.strides, t.ndim));
+  }
+
+  void lse(const CheckedCall &c) const {
+    const attn_tensor &t = c.lse;
+    if (!t.data)
+      return;
+    if (!m_.hasLse)
+      fail("lse: this bundle does not compute lse (its outputs are [o]); pass none");
+    if (t.ndim != 3)
+      fail("lse: expected a tensor of 3 dimensions [B, Hq, Sq], got " + std::to_string(t.ndim));
+    dtypeKnown("lse", t);
+    if (t.dtype != ATTN_F32)
+      fail(std::string("lse: expected dtype f32, got ") + apiDtypeName(t.dtype));
+    int64_t want[3] = {c.batch, c.headsQ, c.seqQ};
+    if (t.shape[0] != want[0] || t.shape[1] != want[1] || t.shape[2] != want[2])
+      fail("lse: expected shape " + shapeText(want, 3) + " (B, Hq, Sq), got " +
+           shapeText(t.shape, 3));
+    contiguous("lse", t);
+  }
+
+  void inputs(CheckedCall &c) {
+    if (call_.num_inputs < 0)
+      fail("num_inputs is negative (" + std::to_string(call_.num_inputs) + ")");
+    if (call_.num_inputs > 0 && (!call_.input_names || !call_.inputs))
+      fail("num_inputs is " + std::to_string(call_.num_inputs) +
+           " but input_names or inputs is NULL");
+    std::vector<int> given(m_.inputs.size(), -1);
+    for (int i = 0; i < call_.num_inputs; ++i) {
+      const char *n = call_.input_names[i];
+      if (!n)
+        fail("input_names[" + std::to_string(i) + "] is NULL");
+      int index = m_.findInput(n);
+      if (index < 0)
+        fail("unknown input '" + std::string(n) + "' (this bundle takes " + declaredList() + ")");
+      if (given[size_t(index)] >= 0)
+        fail("input '" + std::string(n) + "' is given twice");
+      given[size_t(index)] = i;
+    }
+    for (size_t d = 0; d < m_.inputs.size(); ++d) {
+      const InputDecl &decl = m_.inputs[d];
+      if (given[d] < 0)
+        fail("missing input '" + decl.name + "' (" + dtypeName(decl.dtype) + " " +
+             declShape(decl) + ")");
+      const attn_tensor &t = call_.inputs[given[d]];
+      input(decl, t);
+      c.inputs.push_back(t);
+    }
+  }
+
+  std::string declaredList() const {
+    if (m_.inputs.empty())
+      return "no extra inputs";
+    std::string out;
+    for (const InputDecl &d : m_.inputs)
+      out += (out.empty() ? "" : ", ") + d.name;
+    return out;
+  }
+
+  static std::string declShape(const InputDecl &d) {
+    std::string out = "[";
+    for (size_t i = 0; i < d.shape.size(); ++i)
+      out += (i ? ", " : "") + (d.shape[i].isSymbol() ? d.shape[i].symbol
+                                                       : std::to_string(d.shape[i].size));
+    return out + "]";
+  }
+
+  void input(const InputDecl &decl, const attn_tensor &t) {
+    std::string name = "input " + decl.name;
+    int rank = int(decl.shape.size());
+    if (t.ndim != rank)
+      fail(name + ": expected " + std::to_string(rank) + " dimensions " + declShape(decl) +
+           ", got " + std::to_string(t.ndim));
+    dtypeKnown(name, t);
+    attn_dtype want = toApi(decl.dtype);
+    if (t.dtype != want)
+      fail(name + ": expected dtype " + apiDtypeName(want) + ", got " + apiDtypeName(t.dtype));
+    // Bind free symbols on first use; every other occurrence must agree.
+    int64_t expected[8];
+    bool same = true;
+    for (int i = 0; i < rank; ++i) {
+      const Dim &d = decl.shape[size_t(i)];
+      if (!d.isSymbol()) {
+        expected[i] = d.size;
+      } else {
+        auto it = symbols_.find(d.symbol);
+        if (it == symbols_.end()) {
+          if (t.shape[i] <= 0)
+            fail(name + ": size symbol " + d.symbol + " must be positive, got shape " +
+                 shapeText(t.shape, t.ndim));
+          it = symbols_.emplace(d.symbol, t.shape[i]).first;
+        }
+        expected[i] = it->second;
+      }
+      same &= expected[i] == t.shape[i];
+    }
+    if (!same) {
+      std::string symbols = "(";
+      for (int i = 0; i < rank; ++i) {
+        const Dim &d = decl.shape[size_t(i)];
+        symbols += (i ? ", " : "") + (d.isSymbol() ? d.symbol : std::to_string(d.size));
+      }
+      fail(name + ": expected shape " + shapeText(expected, rank) + " " + symbols + "), got " +
+           shapeText(t.shape, t.ndim));
+    }
+    contiguous(name, t);
+    dataPresent(name, t);
+  }
+
+  void aligned(const std::string &name, const attn_tensor &t) const {
+    uint64_t a = uint64_t(m_.alignment);
+    size_t esize = (t.dtype == ATTN_BF16 || t.dtype == ATTN_FP16) ? 2 : 4;
+    if (reinterpret_cast<uintptr_t>(t.data) % a != 0) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%p", t.data);
+      fail(name + ": data pointer " + buf + " is not " + std::to_string(a) +
+           "-byte aligned, which this bundle's kernels need");
+    }
+    for (int i = 0; i < t.ndim - 1; ++i)
+      if (t.shape[i] > 1 && (uint64_t(t.strides[i]) * esize) % a != 0)
+        fail(name + ": stride " + std::to_string(t.strides[i]) + " of dimension " +
+             std::to_string(i) + " (" + std::to_string(uint64_t(t.strides[i]) * esize) +
+             " bytes) is not a multiple of " + std::to_string(a) +
+             " bytes, which this bundle's kernels need");
+  }
+
+  const Manifest &m_;
+  const attn_call &call_;
+  const char *fn_;
+  std::map<std::string, int64_t> symbols_;
+};
+
+} // namespace
+
+CheckedCall checkCall(const Manifest &m, const attn_call &call, const char *fn) {
+  return Checker(m, call, fn).run();
+}
+
+void evalGrid(const Variant &v, const CheckedCall &c, const char *fn, unsigned grid[3]) {
+  const char *axes[] = {"x", "y", "z"};
+  for (int a = 0; a < 3; ++a) {
+    int64_t value;
+    try {
+      value = v.grid[a].eval(c.names);
+    } catch (const ExprError &e) {
+      throw ArgError(std::string(fn) + ": variant " + v.name + ": grid." + axes[a] + ": " + e.what());
+    }
+    int64_t max = a == 0 ? int64_t(std::numeric_limits<int32_t>::max()) : 65535;
+    if (value < 1 || value > max)
+      throw ArgError(std::string(fn) + ": variant " + v.name + ": grid." + axes[a] + " = '" +
+                     v.grid[a].text() + "' = " + std::to_string(value) +
+                     " is outside [1, " + std::to_string(max) + "]");
+    grid[a] = unsigned(value);
+  }
+}
+
+std::vector<uint64_t> packParams(const Variant &v, const CheckedCall &c, const char *fn) {
+  std::vector<uint64_t> slots;
+  const attn_tensor *tensors[] = {&c.q, &c.k, &c.v, &c.o, &c.lse};
+  for (const Param &p : v.params) {
+    uint64_t slot = 0;
+    if (p.type == ParamType::Ptr) {
+      const void *ptr = p.source.kind == ParamSource::TensorPtr
+                            ? tensors[p.source.tensor]->data
+                            : c.inputs[size_t(p.source.input)].data;
+      slot = reinterpret_cast<uintptr_t>(ptr);
+    } else {
+      int64_t value = 0;
+      switch (p.source.kind) {
+      case ParamSource::Size:
+      case ParamSource::Offset:
+        if (p.name == "q_offset")
+          value = c.qOffset;
+        else if (p.name == "kv_offset")
+          value = c.kvOffset;
+        else
+          value = c.names.at(p.name);
+        break;
+      case ParamSource::Stride:
+        value = tensors[p.source.tensor]->strides[p.source.dim];
+        break;
+      case ParamSource::InputDim:
+        value = c.inputs[size_t(p.source.input)].shape[p.source.dim];
+        break;
+      default:
+        throw ArgError(std::string(fn) + ": internal error: parameter '" + p.name +
+                       "' has no value");
+      }
+      if (p.type == ParamType::I32) {
+        if (value < std::numeric_limits<int32_t>::min() || value > std::numeric_limits<int32_t>::max())
+          throw ArgError(std::string(fn) + ": variant " + v.name + ": parameter " + p.name +
+                         " (i32) = " + std::to_string(value) + " does not fit in 32 bits");
+        int32_t narrow = int32_t(value);
+        std::memcpy(&slot, &narrow, sizeof narrow);
+      } else {
+        std::memcpy(&slot, &value, sizeof value);
+      }
+    }
+    slots.push_back(slot);
+  }
+  return slots;
+}
+
+} // namespace attune::rt

@@ -1,0 +1,61 @@
+//===- Args.h - checking a call's arguments and packing kernel parameters -*- C++ -*-===//
+//
+// Everything here is pure host code: a call is checked completely, and its kernel
+// parameters computed, before the device is touched.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTUNE_RUNTIME_ARGS_H
+#define ATTUNE_RUNTIME_ARGS_H
+
+#include "Manifest.h"
+#include "attune/runtime.h"
+
+#include <cstdint>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace attune::rt {
+
+/// A rejected argument; the message starts with the API function's name.
+class ArgError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A checked call: the sizes it binds and where each tensor is.
+struct CheckedCall {
+  int64_t batch = 0, seqQ = 0, seqKv = 0, headsQ = 0, headsKv = 0, headDim = 0, headDimV = 0;
+  int64_t qOffset = 0, kvOffset = 0;
+  /// batch, seq_q, ... and the free symbols: the names grid expressions use.
+  std::map<std::string, int64_t> names;
+  attn_tensor q{}, k{}, v{}, o{}, lse{};
+  /// The extra inputs in manifest order.
+  std::vector<attn_tensor> inputs;
+  /// Nothing to compute (B, Hq or Sq is zero): no launch.
+  bool empty = false;
+};
+
+/// Checks `call` against the manifest (dtypes, ranks, shapes, strides, extra inputs,
+/// alignment) and binds its sizes. `fn` prefixes messages ("attn_launch").
+CheckedCall checkCall(const Manifest &m, const attn_call &call, const char *fn);
+
+/// The grid of variant `v` for the call; throws ArgError when an expression fails or
+/// evaluates outside [1, 2^31 - 1] (x) / [1, 65535] (y, z).
+void evalGrid(const Variant &v, const CheckedCall &c, const char *fn, unsigned grid[3]);
+
+/// One 8-byte slot per parameter of `v`, in order (i32/f32 values in the low bytes),
+/// ready for cuLaunchKernel's kernelParams. Throws ArgError when an i32 parameter's
+/// value does not fit.
+std::vector<uint64_t> packParams(const Variant &v, const CheckedCall &c, const char *fn);
+
+/// "[2, 8, 1000, 128]"
+std::string shapeText(const int64_t *shape, int ndim);
+
+/// Bytes from the first element to one past the last one of `t` (0 if it is empty).
+uint64_t spanBytes(const attn_tensor &t);
+
+} // namespace attune::rt
+
+#endif

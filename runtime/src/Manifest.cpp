@@ -1,0 +1,512 @@
+//===- Manifest.cpp - manifest.json of a kernel bundle --------------------===//
+#include "Manifest.h"
+
+#include <cctype>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace attune::rt {
+
+std::optional<DType> parseDType(const std::string &s) {
+  if (s == "bf16")
+    return DType::BF16;
+  if (s == "fp16")
+    return DType::FP16;
+  if (s == "f32")
+    return DType::F32;
+  if (s == "i32")
+    return DType::I32;
+  return std::nullopt;
+}
+
+const char *dtypeName(DType t) {
+  switch (t) {
+  case DType::BF16:
+    return "bf16";
+  case DType::FP16:
+    return "fp16";
+  case DType::F32:
+    return "f32";
+  case DType::I32:
+    return "i32";
+  }
+  return "?";
+}
+
+size_t dtypeSize(DType t) { return t == DType::BF16 || t == DType::FP16 ? 2 : 4; }
+
+const char *paramTypeName(ParamType t) {
+  switch (t) {
+  case ParamType::Ptr:
+    return "ptr";
+  case ParamType::I64:
+    return "i64";
+  case ParamType::I32:
+    return "i32";
+  case ParamType::F32:
+    return "f32";
+  }
+  return "?";
+}
+
+bool isKnownShapeSymbol(const std::string &s) {
+  return s == "B" || s == "Hq" || s == "Hkv" || s == "Sq" || s == "Skv" || s == "D" || s == "Dv";
+}
+
+bool parseArch(const std::string &arch, int &capability, bool &exact) {
+  if (arch.size() < 5 || arch.compare(0, 3, "sm_") != 0)
+    return false;
+  size_t i = 3;
+  int value = 0;
+  while (i < arch.size() && std::isdigit(static_cast<unsigned char>(arch[i])) && value < 10000)
+    value = value * 10 + (arch[i++] - '0');
+  if (i == 3 || value < 10)
+    return false;
+  exact = false;
+  if (i < arch.size()) {
+    // sm_90a / sm_100a: arch-specific features, that capability only. (sm_100f
+    // "family" targets also stay on their own capability in this runtime.)
+    if (i + 1 != arch.size() || (arch[i] != 'a' && arch[i] != 'f'))
+      return false;
+    exact = true;
+  }
+  capability = value;
+  return true;
+}
+
+bool archRunsOn(const Variant &v, int major, int minor) {
+  int cc = major * 10 + minor;
+  // Plain PTX for sm_XY is JIT-compiled by the driver for any later capability.
+  return v.archExact ? cc == v.archCapability : cc >= v.archCapability;
+}
+
+std::string Variant::configSummary() const {
+  std::string out;
+  for (const JsonMember &m : config.members()) {
+    if (!out.empty())
+      out += ' ';
+    out += m.key + "=" + (m.value.isString() ? m.value.asString() : m.value.dump());
+  }
+  return out;
+}
+
+std::vector<std::string> Manifest::freeSymbols() const {
+  std::vector<std::string> out;
+  for (const InputDecl &in : inputs)
+    for (const Dim &d : in.shape)
+      if (d.isSymbol() && !isKnownShapeSymbol(d.symbol)) {
+        bool seen = false;
+        for (const std::string &s : out)
+          seen |= s == d.symbol;
+        if (!seen)
+          out.push_back(d.symbol);
+      }
+  return out;
+}
+
+int Manifest::findInput(const std::string &name) const {
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].name == name)
+      return int(i);
+  return -1;
+}
+
+int Manifest::findVariant(const std::string &name) const {
+  for (size_t i = 0; i < variants.size(); ++i)
+    if (variants[i].name == name)
+      return int(i);
+  return -1;
+}
+
+namespace {
+
+/// Typed access to members with errors naming the JSON pointer of the key.
+class Reader {
+public:
+  explicit Reader(std::string where) : where_(std::move(where)) {}
+
+  [[noreturn]] void fail(const std::string &path, const std::string &message) const {
+    throw ManifestError(where_ + ": " + (path.empty() ? "/" : path) + ": " + message);
+  }
+
+  const Json &member(const Json &obj, const std::string &path, const std::string &key) const {
+    const Json *v = obj.find(key);
+    if (!v)
+      fail(path + "/" + key, "missing");
+    return *v;
+  }
+
+  const Json &object(const Json &obj, const std::string &path, const std::string &key) const {
+    const Json &v = member(obj, path, key);
+    if (!v.isObject())
+      fail(path + "/" + key, "expected an object");
+    return v;
+  }
+
+  const Json &array(const Json &obj, const std::string &path, const std::string &key) const {
+    const Json &v = member(obj, path, key);
+    if (!v.isArray())
+      fail(path + "/" + key, "expected an array");
+    return v;
+  }
+
+  std::string string(const Json &obj, const std::string &path, const std::string &key) const {
+    const Json &v = member(obj, path, key);
+    if (!v.isString())
+      fail(path + "/" + key, "expected a string");
+    return v.asString();
+  }
+
+  bool boolean(const Json &obj, const std::string &path, const std::string &key) const {
+    const Json &v = member(obj, path, key);
+    if (!v.isBool())
+      fail(path + "/" + key, "expected true or false");
+    return v.asBool();
+  }
+
+  int64_t integer(const Json &v, const std::string &path, int64_t min) const {
+    if (!v.isInteger() || v.kind() == Json::Kind::UInt)
+      fail(path, "expected an integer");
+    if (v.asInt() < min)
+      fail(path, "expected an integer >= " + std::to_string(min) + ", got " +
+                     std::to_string(v.asInt()));
+    return v.asInt();
+  }
+
+  int64_t integer(const Json &obj, const std::string &path, const std::string &key,
+                  int64_t min) const {
+    return integer(member(obj, path, key), path + "/" + key, min);
+  }
+
+  /// A key that may be absent or null.
+  std::optional<int64_t> optionalInteger(const Json &obj, const std::string &path,
+                                         const std::string &key) const {
+    const Json *v = obj.find(key);
+    if (!v || v->isNull())
+      return std::nullopt;
+    return integer(*v, path + "/" + key, INT64_MIN);
+  }
+
+private:
+  std::string where_;
+};
+
+bool isIdentifier(const std::string &s) {
+  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_'))
+    return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_'))
+      return false;
+  return true;
+}
+
+/// A file name inside the bundle directory: no directories, no way out of it.
+bool isPlainFileName(const std::string &s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
+         s.find('\0') == std::string::npos;
+}
+
+std::vector<InputDecl> readInputs(const Reader &r, const Json &doc) {
+  std::vector<InputDecl> inputs;
+  const Json &list = r.array(doc, "", "inputs");
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::string path = "/inputs/" + std::to_string(i);
+    const Json &in = list[i];
+    if (!in.isObject())
+      r.fail(path, "expected an object");
+    InputDecl decl;
+    decl.name = r.string(in, path, "name");
+    if (!isIdentifier(decl.name))
+      r.fail(path + "/name", "expected an identifier, got '" + decl.name + "'");
+    for (const InputDecl &prev : inputs)
+      if (prev.name == decl.name)
+        r.fail(path + "/name", "duplicate input '" + decl.name + "'");
+    std::string dt = r.string(in, path, "dtype");
+    auto dtype = parseDType(dt);
+    if (!dtype)
+      r.fail(path + "/dtype", "expected \"i32\", \"f32\", \"bf16\" or \"fp16\", got \"" + dt + "\"");
+    decl.dtype = *dtype;
+    const Json &shape = r.array(in, path, "shape");
+    if (shape.size() == 0 || shape.size() > 8)
+      r.fail(path + "/shape", "expected 1 to 8 dimensions, got " + std::to_string(shape.size()));
+    for (size_t d = 0; d < shape.size(); ++d) {
+      std::string dpath = path + "/shape/" + std::to_string(d);
+      Dim dim;
+      if (shape[d].isString()) {
+        dim.symbol = shape[d].asString();
+        if (!isIdentifier(dim.symbol))
+          r.fail(dpath, "expected a size symbol (an identifier), got '" + dim.symbol + "'");
+      } else if (shape[d].isInteger()) {
+        dim.size = r.integer(shape[d], dpath, 1);
+      } else {
+        r.fail(dpath, "expected a positive integer or a size symbol");
+      }
+      decl.shape.push_back(dim);
+    }
+    inputs.push_back(std::move(decl));
+  }
+  return inputs;
+}
+
+/// Resolves a parameter name to where its value comes from; "" when valid, else why not.
+std::string resolveParam(const Manifest &m, Param &p) {
+  static const char *tensors[] = {"q", "k", "v", "o", "lse"};
+  for (int t = 0; t < 5; ++t)
+    if (p.name == tensors[t]) {
+      p.source.kind = ParamSource::TensorPtr;
+      p.source.tensor = t;
+      return p.type == ParamType::Ptr ? "" : "a tensor parameter must have type ptr";
+    }
+  auto scalarType = [&]() -> std::string {
+    return p.type == ParamType::I64 || p.type == ParamType::I32
+               ? ""
+               : "an integer parameter must have type i64 or i32";
+  };
+  for (const char *s : {"batch", "seq_q", "seq_kv", "heads_q", "heads_kv"})
+    if (p.name == s) {
+      p.source.kind = ParamSource::Size;
+      return scalarType();
+    }
+  if (p.name == "q_offset" || p.name == "kv_offset") {
+    p.source.kind = ParamSource::Offset;
+    return scalarType();
+  }
+  static const char *strided[] = {"q", "k", "v", "o"};
+  static const char *dims[] = {"b", "h", "s"};
+  for (int t = 0; t < 4; ++t)
+    for (int d = 0; d < 3; ++d)
+      if (p.name == std::string(strided[t]) + "_stride_" + dims[d]) {
+        p.source.kind = ParamSource::Stride;
+        p.source.tensor = t;
+        p.source.dim = d;
+        return scalarType();
+      }
+  if (p.name.compare(0, 6, "input:") == 0) {
+    std::string rest = p.name.substr(6);
+    size_t colon = rest.find(':');
+    std::string input = rest.substr(0, colon);
+    int index = m.findInput(input);
+    if (index < 0)
+      return "names no declared input '" + input + "'";
+    p.source.input = index;
+    if (colon == std::string::npos) {
+      p.source.kind = ParamSource::InputPtr;
+      return p.type == ParamType::Ptr ? "" : "a tensor parameter must have type ptr";
+    }
+    std::string dim = rest.substr(colon + 1);
+    if (dim.size() < 4 || dim.compare(0, 3, "dim") != 0 ||
+        dim.find_first_not_of("0123456789", 3) != std::string::npos)
+      return "expected input:<name>:dim<k>";
+    int k = std::stoi(dim.substr(3));
+    if (k >= int(m.inputs[size_t(index)].shape.size()))
+      return "input '" + input + "' has " + std::to_string(m.inputs[size_t(index)].shape.size()) +
+             " dimensions";
+    p.source.kind = ParamSource::InputDim;
+    p.source.dim = k;
+    return scalarType();
+  }
+  if (p.name.compare(0, 8, "scratch:") == 0)
+    return "scratch buffers are reserved and not supported by this runtime";
+  return "unknown parameter (docs/bundle-and-abi.md section 2 lists the names)";
+}
+
+Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std::string &path,
+                    const std::vector<std::string> &gridNames) {
+  if (!v.isObject())
+    r.fail(path, "expected an object");
+  Variant out;
+  out.name = r.string(v, path, "name");
+  if (!isPlainFileName(out.name))
+    r.fail(path + "/name", "expected a plain name, got '" + out.name + "'");
+  out.arch = r.string(v, path, "arch");
+  if (!parseArch(out.arch, out.archCapability, out.archExact))
+    r.fail(path + "/arch", "expected an architecture like \"sm_80\" or \"sm_90a\", got \"" +
+                               out.arch + "\"");
+  out.config = r.object(v, path, "config");
+  out.isDefault = r.boolean(v, path, "default");
+  out.ptx = r.string(v, path, "ptx");
+  if (!isPlainFileName(out.ptx))
+    r.fail(path + "/ptx", "expected a file name inside the bundle, got '" + out.ptx + "'");
+  if (const Json *cubin = v.find("cubin"); cubin && !cubin->isNull()) {
+    if (!cubin->isString())
+      r.fail(path + "/cubin", "expected a string");
+    if (!isPlainFileName(cubin->asString()))
+      r.fail(path + "/cubin", "expected a file name inside the bundle, got '" +
+                                  cubin->asString() + "'");
+    out.cubin = cubin->asString();
+  }
+  out.kernel = r.string(v, path, "kernel");
+  if (out.kernel.empty())
+    r.fail(path + "/kernel", "expected the kernel's entry symbol, got \"\"");
+  out.threads = r.integer(v, path, "threads", 1);
+  if (out.threads > 1024)
+    r.fail(path + "/threads", "expected at most 1024 threads, got " + std::to_string(out.threads));
+  out.smemBytes = r.integer(v, path, "smem_bytes", 0);
+
+  const Json &grid = r.object(v, path, "grid");
+  const char *axes[] = {"x", "y", "z"};
+  for (int a = 0; a < 3; ++a) {
+    std::string text = r.string(grid, path + "/grid", axes[a]);
+    std::string gpath = path + "/grid/" + axes[a];
+    try {
+      out.grid[a] = Expr::parse(text);
+    } catch (const ExprError &e) {
+      r.fail(gpath, e.what());
+    }
+    for (const std::string &name : out.grid[a].names()) {
+      bool known = false;
+      for (const std::string &g : gridNames)
+        known |= g == name;
+      if (!known) {
+        std::string list;
+        for (const std::string &g : gridNames)
+          list += (list.empty() ? "" : ", ") + g;
+        r.fail(gpath, "expression '" + text + "' uses unknown name '" + name + "' (known: " +
+                          list + ")");
+      }
+    }
+  }
+
+  const Json &params = r.array(v, path, "params");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < params.size(); ++i) {
+    std::string ppath = path + "/params/" + std::to_string(i);
+    if (!params[i].isObject())
+      r.fail(ppath, "expected an object");
+    Param p;
+    p.name = r.string(params[i], ppath, "name");
+    std::string type = r.string(params[i], ppath, "type");
+    if (type == "ptr")
+      p.type = ParamType::Ptr;
+    else if (type == "i64")
+      p.type = ParamType::I64;
+    else if (type == "i32")
+      p.type = ParamType::I32;
+    else if (type == "f32")
+      p.type = ParamType::F32;
+    else
+      r.fail(ppath + "/type", "expected \"ptr\", \"i64\", \"i32\" or \"f32\", got \"" + type + "\"");
+    if (!seen.insert(p.name).second)
+      r.fail(ppath + "/name", "duplicate parameter '" + p.name + "'");
+    std::string why = resolveParam(m, p);
+    if (!why.empty())
+      r.fail(ppath, "parameter '" + p.name + "' (" + type + "): " + why);
+    out.params.push_back(p);
+  }
+
+  if (const Json *ptxas = v.find("ptxas"); ptxas && !ptxas->isNull()) {
+    std::string ppath = path + "/ptxas";
+    if (!ptxas->isObject())
+      r.fail(ppath, "expected an object");
+    PtxasReport rep;
+    rep.registers = r.integer(*ptxas, ppath, "registers", 0);
+    rep.spillStores = r.integer(*ptxas, ppath, "spill_stores", 0);
+    rep.spillLoads = r.integer(*ptxas, ppath, "spill_loads", 0);
+    if (ptxas->contains("smem_static"))
+      rep.smemStatic = r.integer(*ptxas, ppath, "smem_static", 0);
+    out.ptxas = rep;
+  }
+  return out;
+}
+
+} // namespace
+
+Manifest parseManifest(const Json &doc, const std::string &where) {
+  Reader r(where);
+  if (!doc.isObject())
+    r.fail("", "expected a JSON object");
+  Manifest m;
+  m.format = r.string(doc, "", "format");
+  if (m.format != "attune-bundle/1")
+    r.fail("/format", "unsupported bundle format \"" + m.format +
+                          "\" (this runtime reads \"attune-bundle/1\")");
+  m.compilerVersion = r.string(doc, "", "compiler_version");
+  m.specName = r.string(doc, "", "spec_name");
+  m.specHash = r.string(doc, "", "spec_hash");
+  if (m.specHash.size() != 64 || m.specHash.find_first_not_of("0123456789abcdef") != std::string::npos)
+    r.fail("/spec_hash", "expected 64 lower-case hex characters");
+  m.spec = r.object(doc, "", "spec");
+  m.headsQ = r.integer(doc, "", "heads_q", 1);
+  m.headsKv = r.integer(doc, "", "heads_kv", 1);
+  if (m.headsQ % m.headsKv != 0)
+    r.fail("/heads_kv", "heads_q (" + std::to_string(m.headsQ) + ") is not a multiple of heads_kv (" +
+                            std::to_string(m.headsKv) + ")");
+  m.headDim = r.integer(doc, "", "head_dim", 1);
+  m.headDimV = r.integer(doc, "", "head_dim_v", 1);
+  std::string dt = r.string(doc, "", "dtype");
+  auto dtype = parseDType(dt);
+  if (!dtype || *dtype == DType::I32)
+    r.fail("/dtype", "expected \"bf16\", \"fp16\" or \"f32\", got \"" + dt + "\"");
+  m.dtype = *dtype;
+  m.align = r.string(doc, "", "align");
+  if (m.align != "bottom_right" && m.align != "top_left")
+    r.fail("/align", "expected \"bottom_right\" or \"top_left\", got \"" + m.align + "\"");
+  m.qOffset = r.optionalInteger(doc, "", "q_offset");
+  m.kvOffset = r.optionalInteger(doc, "", "kv_offset");
+
+  const Json &outputs = r.array(doc, "", "outputs");
+  bool hasO = false;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    std::string path = "/outputs/" + std::to_string(i);
+    if (!outputs[i].isString())
+      r.fail(path, "expected a string");
+    const std::string &o = outputs[i].asString();
+    if (o == "o")
+      hasO = true;
+    else if (o == "lse")
+      m.hasLse = true;
+    else
+      r.fail(path, "unknown output \"" + o + "\" (expected \"o\" or \"lse\")");
+  }
+  if (!hasO)
+    r.fail("/outputs", "expected \"o\" among the outputs");
+
+  if (doc.contains("alignment")) {
+    m.alignment = r.integer(doc, "", "alignment", 1);
+    if (m.alignment & (m.alignment - 1))
+      r.fail("/alignment", "expected a power of two, got " + std::to_string(m.alignment));
+  }
+
+  m.inputs = readInputs(r, doc);
+
+  std::vector<std::string> gridNames = {"batch",    "seq_q",    "seq_kv",    "heads_q",
+                                        "heads_kv", "head_dim", "head_dim_v"};
+  for (const std::string &s : m.freeSymbols())
+    gridNames.push_back(s);
+
+  const Json &variants = r.array(doc, "", "variants");
+  if (variants.size() == 0)
+    r.fail("/variants", "the bundle has no variants");
+  for (size_t i = 0; i < variants.size(); ++i) {
+    std::string path = "/variants/" + std::to_string(i);
+    Variant v = readVariant(r, m, variants[i], path, gridNames);
+    for (const Variant &prev : m.variants) {
+      if (prev.name == v.name)
+        r.fail(path + "/name", "duplicate variant name '" + v.name + "'");
+      if (prev.isDefault && v.isDefault && prev.arch == v.arch)
+        r.fail(path + "/default", "a second default variant for " + v.arch + " (the first is '" +
+                                      prev.name + "')");
+    }
+    m.variants.push_back(std::move(v));
+  }
+  return m;
+}
+
+Manifest loadManifest(const std::string &dir) {
+  std::string path = dir + "/manifest.json";
+  std::ifstream f(path, std::ios::binary);
+  if (!f)
+    throw ManifestError(path + ": cannot read (is '" + dir + "' a kernel bundle directory?)");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  Json doc;
+  try {
+    doc = Json::parse(ss.str());
+  } catch (const JsonError &e) {
+    throw ManifestError(path + ": " + e.what());
+  }
+  return parseManifest(doc, path);
+}
+
+} // namespace attune::rt

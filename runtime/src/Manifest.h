@@ -1,0 +1,128 @@
+//===- Manifest.h - manifest.json of a kernel bundle ------------*- C++ -*-===//
+//
+// Reads and validates the bundle manifest of docs/bundle-and-abi.md section 1. Every
+// missing or ill-typed key is an error naming its JSON pointer:
+//   manifest.json: /variants/2/grid/x: expected a string
+// Keys this runtime does not know are ignored, so the compiler may add some.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTUNE_RUNTIME_MANIFEST_H
+#define ATTUNE_RUNTIME_MANIFEST_H
+
+#include "Expr.h"
+#include "Json.h"
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace attune::rt {
+
+class ManifestError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class DType { BF16, FP16, F32, I32 };
+
+/// "bf16" -> BF16 ...; nullopt for anything else.
+std::optional<DType> parseDType(const std::string &s);
+const char *dtypeName(DType t);
+size_t dtypeSize(DType t);
+
+/// A dimension of an extra input: a literal size or a symbol (B, Hq, ..., or free).
+struct Dim {
+  int64_t size = 0;   // when symbol is empty
+  std::string symbol; // "B", "Sq", "Nv", ...
+  bool isSymbol() const { return !symbol.empty(); }
+};
+
+struct InputDecl {
+  std::string name;
+  DType dtype = DType::I32;
+  std::vector<Dim> shape;
+};
+
+enum class ParamType { Ptr, I64, I32, F32 };
+const char *paramTypeName(ParamType t);
+
+/// What a kernel parameter is filled with (docs/bundle-and-abi.md section 2).
+struct ParamSource {
+  enum Kind {
+    TensorPtr,   // q, k, v, o, lse: `tensor` = 0..4
+    InputPtr,    // input:<name>: `input` indexes Manifest::inputs
+    Size,        // batch, seq_q, ...: `name`
+    Offset,      // q_offset, kv_offset: `name`
+    Stride,      // <t>_stride_{b,h,s}: `tensor` (0..3 = q, k, v, o), `dim` (0..2)
+    InputDim,    // input:<name>:dim<k>: `input`, `dim`
+  } kind = Size;
+  int tensor = 0, input = 0, dim = 0;
+};
+
+struct Param {
+  std::string name;
+  ParamType type = ParamType::I64;
+  ParamSource source;
+};
+
+struct PtxasReport {
+  int64_t registers = 0, spillStores = 0, spillLoads = 0, smemStatic = 0;
+};
+
+struct Variant {
+  std::string name, arch, ptx, kernel;
+  std::optional<std::string> cubin;
+  Json config; // object, as written (block_m, block_n, warps, stages, ...)
+  bool isDefault = false;
+  int64_t threads = 0, smemBytes = 0;
+  Expr grid[3];
+  std::vector<Param> params;
+  std::optional<PtxasReport> ptxas;
+  /// Compute capability the arch needs: sm_80 -> 80; `exact` for arch-specific
+  /// targets (sm_90a) that run only on that capability.
+  int archCapability = 0;
+  bool archExact = false;
+
+  /// "block_m=64 block_n=64 warps=4 stages=2" for tables.
+  std::string configSummary() const;
+};
+
+struct Manifest {
+  std::string format, compilerVersion, specName, specHash;
+  Json spec;
+  int64_t headsQ = 0, headsKv = 0, headDim = 0, headDimV = 0;
+  DType dtype = DType::BF16;
+  std::string align; // "bottom_right" | "top_left"
+  std::optional<int64_t> qOffset, kvOffset;
+  bool hasLse = false;
+  std::vector<InputDecl> inputs;
+  std::vector<Variant> variants;
+  /// Optional "alignment" (bytes) the kernels need of q/k/v/o pointers and row strides.
+  int64_t alignment = 0;
+
+  /// Free symbols of the inputs (not B, Hq, Hkv, Sq, Skv, D, Dv), in order of first use.
+  std::vector<std::string> freeSymbols() const;
+  int findInput(const std::string &name) const;
+  int findVariant(const std::string &name) const;
+};
+
+/// Validates a parsed manifest. `where` prefixes messages ("manifest.json").
+Manifest parseManifest(const Json &doc, const std::string &where = "manifest.json");
+
+/// Reads and validates `<dir>/manifest.json` (JSON syntax errors carry line/column).
+Manifest loadManifest(const std::string &dir);
+
+/// Parses "sm_80" / "sm_90a" into a capability (80, 90) and whether it is exact.
+bool parseArch(const std::string &arch, int &capability, bool &exact);
+
+/// True when code for `v` runs on a device of compute capability major.minor.
+bool archRunsOn(const Variant &v, int major, int minor);
+
+/// The size symbols of the shape language and the grid names they correspond to.
+bool isKnownShapeSymbol(const std::string &s);
+
+} // namespace attune::rt
+
+#endif

@@ -1,0 +1,69 @@
+//===- SelectTest.cpp - variant selection ---------------------------------===//
+#include "Args.h"
+#include "Bundle.h"
+#include "TestUtil.h"
+
+#include <gtest/gtest.h>
+
+using namespace attune::rt;
+using namespace attune::rt::test;
+
+namespace {
+
+Manifest testManifest() { return parseManifest(Json::parse(testManifestText())); }
+
+std::string pick(const Manifest &m, int major, int minor, const std::string &forced = "",
+                 const std::string &tuned = "") {
+  try {
+    return m.variants[size_t(selectVariant(m, major, minor, forced, tuned, "attn_launch"))].name;
+  } catch (const ArgError &e) {
+    return std::string("error: ") + e.what();
+  }
+}
+
+} // namespace
+
+TEST(Select, DefaultOfTheNewestArchitectureThatRuns) {
+  Manifest m = testManifest();
+  EXPECT_EQ(pick(m, 8, 0), "sm80_bm64");
+  EXPECT_EQ(pick(m, 8, 6), "sm80_bm64");
+  EXPECT_EQ(pick(m, 8, 9), "sm80_bm64");
+  EXPECT_EQ(pick(m, 9, 0), "sm90a_bm128"); // sm_90a needs exactly 9.0
+  EXPECT_EQ(pick(m, 10, 0), "sm80_bm64");  // only the sm_80 PTX JITs forward
+  EXPECT_EQ(pick(m, 7, 5), "error: attn_launch: no variant of this bundle runs on a device of "
+                           "compute capability 7.5 (the bundle has sm_80, sm_90a); recompile it "
+                           "with --arch sm_75 or an older architecture");
+}
+
+TEST(Select, WithoutADefaultTheFirstThatRuns) {
+  Manifest m = testManifest();
+  for (Variant &v : m.variants)
+    v.isDefault = false;
+  EXPECT_EQ(pick(m, 9, 0), "sm80_bm64");
+  EXPECT_EQ(compatibleVariants(m, 9, 0), (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(compatibleVariants(m, 8, 0), (std::vector<int>{0, 1}));
+}
+
+TEST(Select, TunedChoiceWhenItRunsHere) {
+  Manifest m = testManifest();
+  EXPECT_EQ(pick(m, 8, 0, "", "sm80_bm128"), "sm80_bm128");
+  EXPECT_EQ(pick(m, 8, 0, "", "sm90a_bm128"), "sm80_bm64"); // tuned elsewhere: ignored
+  EXPECT_EQ(pick(m, 8, 0, "", "gone_variant"), "sm80_bm64"); // from an older bundle
+}
+
+TEST(Select, ForcedVariant) {
+  Manifest m = testManifest();
+  EXPECT_EQ(pick(m, 9, 0, "sm80_bm128", "sm80_bm64"), "sm80_bm128");
+  EXPECT_EQ(pick(m, 8, 0, "nope"), "error: attn_launch: unknown variant 'nope' (the bundle has: "
+                                   "sm80_bm64, sm80_bm128, sm90a_bm128)");
+  EXPECT_EQ(pick(m, 8, 0, "sm90a_bm128"), "error: attn_launch: variant 'sm90a_bm128' is for sm_90a "
+                                          "and does not run on a device of compute capability 8.0");
+}
+
+TEST(Select, CubinOnlyForTheExactCapability) {
+  Manifest m = testManifest();
+  m.variants[0].cubin = "sm80_bm64.cubin";
+  EXPECT_TRUE(prefersCubin(m.variants[0], 8, 0));
+  EXPECT_FALSE(prefersCubin(m.variants[0], 8, 6)); // PTX, JIT-compiled for 8.6
+  EXPECT_FALSE(prefersCubin(m.variants[1], 8, 0)); // has no cubin
+}
