@@ -65,10 +65,14 @@ public:
       size_t j = i;
       while (j + 1 < values.size() && values[j + 1] == values[j] + 1)
         ++j;
-      Value inside = values[i] == values[j]
-                         ? cmp(arith::CmpIPredicate::eq, x, i64(values[i]))
-                         : andi(cmp(arith::CmpIPredicate::sge, x, i64(values[i])),
-                                cmp(arith::CmpIPredicate::sle, x, i64(values[j])));
+      Value inside;
+      if (values[i] == values[j]) {
+        inside = cmp(arith::CmpIPredicate::eq, x, i64(values[i]));
+      } else {
+        Value atLeast = cmp(arith::CmpIPredicate::sge, x, i64(values[i]));
+        Value atMost = cmp(arith::CmpIPredicate::sle, x, i64(values[j]));
+        inside = andi(atLeast, atMost);
+      }
       any = ori(any, inside);
       i = j + 1;
     }
@@ -97,16 +101,25 @@ private:
 
 Value Expander::expand(Operation *op) {
   using P = arith::CmpIPredicate;
-  if (auto o = dyn_cast<CausalOp>(op))
-    return cmp(P::sge, sub(o.getQ(), o.getKv()), i64(0));
-  if (auto o = dyn_cast<SlidingWindowOp>(op))
-    return window(sub(o.getQ(), o.getKv()), static_cast<int64_t>(o.getLeft()),
-                  static_cast<int64_t>(o.getRight()));
+  // Operands are built one statement at a time: C++ leaves the order of argument
+  // evaluation open, and the IR must not depend on the host compiler.
+  if (auto o = dyn_cast<CausalOp>(op)) {
+    Value d = sub(o.getQ(), o.getKv());
+    return cmp(P::sge, d, i64(0));
+  }
+  if (auto o = dyn_cast<SlidingWindowOp>(op)) {
+    Value d = sub(o.getQ(), o.getKv());
+    return window(d, static_cast<int64_t>(o.getLeft()), static_cast<int64_t>(o.getRight()));
+  }
   if (auto o = dyn_cast<DilatedWindowOp>(op)) {
     Value d = sub(o.getQ(), o.getKv());
     Value ok = window(d, static_cast<int64_t>(o.getLeft()), static_cast<int64_t>(o.getRight()));
     int64_t r = static_cast<int64_t>(o.getDilation());
-    return r == 1 ? ok : andi(ok, cmp(P::eq, floorMod(d, r), i64(0)));
+    if (r == 1)
+      return ok;
+    Value mod = floorMod(d, r);
+    Value onStride = cmp(P::eq, mod, i64(0));
+    return andi(ok, onStride);
   }
   if (auto o = dyn_cast<SinksOp>(op))
     return cmp(P::slt, o.getKv(), i64(static_cast<int64_t>(o.getCount())));
@@ -114,69 +127,111 @@ Value Expander::expand(Operation *op) {
     if (auto count = o.getCount()) {
       int64_t g = static_cast<int64_t>(*count);
       auto inRange = [&](Value x) {
-        return andi(cmp(P::sge, x, i64(0)), cmp(P::slt, x, i64(g)));
+        Value atLeast = cmp(P::sge, x, i64(0));
+        Value below = cmp(P::slt, x, i64(g));
+        return andi(atLeast, below);
       };
-      return ori(inRange(o.getQ()), inRange(o.getKv()));
+      Value qGlobal = inRange(o.getQ());
+      Value kvGlobal = inRange(o.getKv());
+      return ori(qGlobal, kvGlobal);
     }
     SmallVector<int64_t> tokens(o.getTokens()->begin(), o.getTokens()->end());
-    return ori(inSet(o.getQ(), tokens), inSet(o.getKv(), tokens));
+    Value qGlobal = inSet(o.getQ(), tokens);
+    Value kvGlobal = inSet(o.getKv(), tokens);
+    return ori(qGlobal, kvGlobal);
   }
-  if (auto o = dyn_cast<PrefixLmOp>(op))
-    return ori(cmp(P::slt, o.getKv(), o.getPrefix()),
-               cmp(P::sge, sub(o.getQ(), o.getKv()), i64(0)));
+  if (auto o = dyn_cast<PrefixLmOp>(op)) {
+    Value inPrefix = cmp(P::slt, o.getKv(), o.getPrefix());
+    Value d = sub(o.getQ(), o.getKv());
+    Value causal = cmp(P::sge, d, i64(0));
+    return ori(inPrefix, causal);
+  }
   if (auto o = dyn_cast<StridedOp>(op)) {
     int64_t l = static_cast<int64_t>(o.getStride());
     Value d = sub(o.getQ(), o.getKv());
+    Value causal = cmp(P::sge, d, i64(0));
     Value near = cmp(P::slt, d, i64(l));
-    Value stripe = cmp(P::eq, floorMod(d, l), i64(0));
-    return andi(cmp(P::sge, d, i64(0)), ori(near, stripe));
+    Value mod = floorMod(d, l);
+    Value stripe = cmp(P::eq, mod, i64(0));
+    Value either = ori(near, stripe);
+    return andi(causal, either);
   }
   if (auto o = dyn_cast<FixedOp>(op)) {
     int64_t l = static_cast<int64_t>(o.getStride()), c = static_cast<int64_t>(o.getSummary());
     Value d = sub(o.getQ(), o.getKv());
-    Value sameBlock = cmp(P::eq, floorDiv(o.getKv(), l), floorDiv(o.getQ(), l));
-    Value summary = cmp(P::sge, floorMod(o.getKv(), l), i64(l - c));
-    return andi(cmp(P::sge, d, i64(0)), ori(sameBlock, summary));
+    Value causal = cmp(P::sge, d, i64(0));
+    Value kvBlock = floorDiv(o.getKv(), l);
+    Value qBlock = floorDiv(o.getQ(), l);
+    Value sameBlock = cmp(P::eq, kvBlock, qBlock);
+    Value kvMod = floorMod(o.getKv(), l);
+    Value summary = cmp(P::sge, kvMod, i64(l - c));
+    Value either = ori(sameBlock, summary);
+    return andi(causal, either);
   }
   if (auto o = dyn_cast<DilatedSegmentsOp>(op)) {
     int64_t w = static_cast<int64_t>(o.getSegment()), r = static_cast<int64_t>(o.getDilation());
     Value offset = o.getHeadOffset() ? i64(static_cast<int64_t>(*o.getHeadOffset()))
                                      : floorMod(o.getH(), r);
-    Value same = cmp(P::eq, floorDiv(o.getQ(), w), floorDiv(o.getKv(), w));
-    Value qSel = cmp(P::eq, floorMod(o.getQ(), r), offset);
-    Value kvSel = cmp(P::eq, floorMod(o.getKv(), r), offset);
-    return andi(same, andi(qSel, kvSel));
+    Value qSeg = floorDiv(o.getQ(), w);
+    Value kvSeg = floorDiv(o.getKv(), w);
+    Value same = cmp(P::eq, qSeg, kvSeg);
+    Value qMod = floorMod(o.getQ(), r);
+    Value qSel = cmp(P::eq, qMod, offset);
+    Value kvMod = floorMod(o.getKv(), r);
+    Value kvSel = cmp(P::eq, kvMod, offset);
+    Value both = andi(qSel, kvSel);
+    return andi(same, both);
   }
   if (auto o = dyn_cast<ShiftedGroupsOp>(op)) {
     int64_t g = static_cast<int64_t>(o.getGroup());
     SmallVector<int64_t> heads(o.getShiftedHeads().begin(), o.getShiftedHeads().end());
-    Value shift = arith::SelectOp::create(b, loc, inSet(o.getH(), heads), i64(g / 2), i64(0));
-    return cmp(P::eq, floorDiv(add(o.getQ(), shift), g), floorDiv(add(o.getKv(), shift), g));
+    Value shifted = inSet(o.getH(), heads);
+    Value half = i64(g / 2);
+    Value none = i64(0);
+    Value shift = arith::SelectOp::create(b, loc, shifted, half, none);
+    Value qShifted = add(o.getQ(), shift);
+    Value kvShifted = add(o.getKv(), shift);
+    Value qGroup = floorDiv(qShifted, g);
+    Value kvGroup = floorDiv(kvShifted, g);
+    return cmp(P::eq, qGroup, kvGroup);
   }
 
   // Score transforms.
   if (auto o = dyn_cast<SoftcapOp>(op)) {
     double cap = o.getCap().convertToDouble();
-    Value scaled = arith::MulFOp::create(b, loc, o.getS(), f32(1.0 / cap));
-    return arith::MulFOp::create(b, loc, f32(cap), math::TanhOp::create(b, loc, scaled));
+    Value inverse = f32(1.0 / cap);
+    Value scaled = arith::MulFOp::create(b, loc, o.getS(), inverse);
+    Value t = math::TanhOp::create(b, loc, scaled);
+    Value capValue = f32(cap);
+    return arith::MulFOp::create(b, loc, capValue, t);
   }
   if (auto o = dyn_cast<AlibiOp>(op)) {
     Value slope = ConstantTableOp::create(b, loc, o.getH(), o.getSlopesAttr());
-    Value d = toF32(sub(o.getQ(), o.getKv()));
-    return arith::SubFOp::create(b, loc, o.getS(), arith::MulFOp::create(b, loc, slope, d));
+    Value di = sub(o.getQ(), o.getKv());
+    Value d = toF32(di);
+    Value bias = arith::MulFOp::create(b, loc, slope, d);
+    return arith::SubFOp::create(b, loc, o.getS(), bias);
   }
   if (auto o = dyn_cast<KerpleLogOp>(op)) {
     Value r1 = ConstantTableOp::create(b, loc, o.getH(), o.getR1Attr());
     Value r2 = ConstantTableOp::create(b, loc, o.getH(), o.getR2Attr());
-    Value dist = toF32(math::AbsIOp::create(b, loc, sub(o.getQ(), o.getKv())));
-    Value inner = arith::AddFOp::create(b, loc, f32(1.0), arith::MulFOp::create(b, loc, r2, dist));
-    Value penalty = arith::MulFOp::create(b, loc, r1, math::LogOp::create(b, loc, inner));
+    Value di = sub(o.getQ(), o.getKv());
+    Value absolute = math::AbsIOp::create(b, loc, di);
+    Value dist = toF32(absolute);
+    Value one = f32(1.0);
+    Value scaledDist = arith::MulFOp::create(b, loc, r2, dist);
+    Value inner = arith::AddFOp::create(b, loc, one, scaledDist);
+    Value logInner = math::LogOp::create(b, loc, inner);
+    Value penalty = arith::MulFOp::create(b, loc, r1, logInner);
     return arith::SubFOp::create(b, loc, o.getS(), penalty);
   }
   if (auto o = dyn_cast<LogLengthScaleOp>(op)) {
-    Value pos = toF32(arith::MaxSIOp::create(b, loc, add(o.getQ(), i64(1)), i64(1)));
+    Value next = add(o.getQ(), i64(1));
+    Value atLeastOne = arith::MaxSIOp::create(b, loc, next, i64(1));
+    Value pos = toF32(atLeastOne);
     double inv = 1.0 / std::log(o.getBase().convertToDouble());
-    Value ratio = arith::MulFOp::create(b, loc, math::LogOp::create(b, loc, pos), f32(inv));
+    Value logPos = math::LogOp::create(b, loc, pos);
+    Value ratio = arith::MulFOp::create(b, loc, logPos, f32(inv));
     Value factor = arith::MaximumFOp::create(b, loc, ratio, f32(1.0));
     return arith::MulFOp::create(b, loc, o.getS(), factor);
   }
@@ -199,7 +254,10 @@ Value Expander::t5(T5BiasOp op) {
   int64_t half = nb;
   if (bidir) {
     half = nb / 2;
-    ret = arith::SelectOp::create(b, loc, cmp(P::slt, d, i64(0)), i64(half), i64(0));
+    Value negative = cmp(P::slt, d, i64(0));
+    Value upper = i64(half);
+    Value lower = i64(0);
+    ret = arith::SelectOp::create(b, loc, negative, upper, lower);
     n = math::AbsIOp::create(b, loc, d);
   } else {
     n = arith::MaxSIOp::create(b, loc, d, i64(0));
@@ -216,10 +274,13 @@ Value Expander::t5(T5BiasOp op) {
       else
         lo = mid + 1;
     }
-    Value reached = arith::ExtUIOp::create(b, loc, b.getI64Type(), cmp(P::sge, n, i64(lo)));
+    Value atThreshold = cmp(P::sge, n, i64(lo));
+    Value reached = arith::ExtUIOp::create(b, loc, b.getI64Type(), atThreshold);
     large = add(large, reached);
   }
-  Value bucket = add(ret, arith::SelectOp::create(b, loc, cmp(P::slt, n, i64(maxExact)), n, large));
+  Value exact = cmp(P::slt, n, i64(maxExact));
+  Value inHalf = arith::SelectOp::create(b, loc, exact, n, large);
+  Value bucket = add(ret, inHalf);
   auto lookup = LookupOp::create(b, loc, b.getF32Type(), b.getI1Type(), op.getTable(),
                                  ValueRange{bucket, op.getH()});
   Value biased = arith::AddFOp::create(b, loc, op.getS(), lookup.getValue());
@@ -231,12 +292,21 @@ Value Expander::t5(T5BiasOp op) {
 Value Expander::fire(FireOp op) {
   double c = op.getC().convertToDouble(), L = op.getL().convertToDouble();
   auto psi = [&](Value v) {
-    Value cv = arith::MulFOp::create(b, loc, f32(c), v);
-    return math::LogOp::create(b, loc, arith::AddFOp::create(b, loc, cv, f32(1.0)));
+    Value cValue = f32(c);
+    Value cv = arith::MulFOp::create(b, loc, cValue, v);
+    Value one = f32(1.0);
+    Value inner = arith::AddFOp::create(b, loc, cv, one);
+    return math::LogOp::create(b, loc, inner);
   };
-  Value d = arith::MaxSIOp::create(b, loc, sub(op.getQ(), op.getKv()), i64(0));
-  Value denom = psi(arith::MaximumFOp::create(b, loc, f32(L), toF32(op.getQ())));
-  Value x = arith::DivFOp::create(b, loc, psi(toF32(d)), denom);
+  Value di = sub(op.getQ(), op.getKv());
+  Value d = arith::MaxSIOp::create(b, loc, di, i64(0));
+  Value lValue = f32(L);
+  Value qValue = toF32(op.getQ());
+  Value denomArg = arith::MaximumFOp::create(b, loc, lValue, qValue);
+  Value denom = psi(denomArg);
+  Value dValue = toF32(d);
+  Value numer = psi(dValue);
+  Value x = arith::DivFOp::create(b, loc, numer, denom);
   Value hidden = SizeOp::create(b, loc, op.getW1(), 0);
   Value upper = arith::IndexCastOp::create(b, loc, b.getIndexType(), hidden);
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);

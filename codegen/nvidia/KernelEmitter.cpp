@@ -91,6 +91,10 @@ public:
     // Regions with loops or index-list scans are evaluated once per element in a
     // loop over a staged copy of the score tile, not cloned per accumulator element.
     staged = isHeavy(op.getMask()) || isHeavy(op.getScore());
+    // With an identity score and softmax, scores stay unscaled until the exp2
+    // argument, where scale joins the subtraction in one fma.
+    rawScores = op.getNormalizer() == Normalizer::softmax && op.hasIdentityScore() &&
+                op.getScale().convertToDouble() > 0;
     offS = smemBytes;
     if (staged)
       smemBytes += bm * (bn + 1) * 4;
@@ -134,7 +138,11 @@ private:
   Value addf(Value x, Value y) { return arith::AddFOp::create(b, loc, x, y); }
   Value subf(Value x, Value y) { return arith::SubFOp::create(b, loc, x, y); }
   Value mulf(Value x, Value y) { return arith::MulFOp::create(b, loc, x, y); }
+  /// NaN-propagating max (relu must not hide a NaN).
   Value maxf(Value x, Value y) { return arith::MaximumFOp::create(b, loc, x, y); }
+  /// max.f32: for softmax maxima, where a NaN score still reaches the output through
+  /// exp2(NaN - m) and one instruction beats a compare-and-select chain.
+  Value maxnum(Value x, Value y) { return arith::MaxNumFOp::create(b, loc, x, y); }
   Value exp2(Value x) { return math::Exp2Op::create(b, loc, x); }
 
   // Pointers.
@@ -153,8 +161,8 @@ private:
   Value shflXor(Value v, int mask);
   /// Max over the 4 lanes of a quad (the threads sharing rows g and g+8).
   Value quadMax(Value v) {
-    Value pair = maxf(v, shflXor(v, 1));
-    return maxf(pair, shflXor(pair, 2));
+    Value pair = maxnum(v, shflXor(v, 1));
+    return maxnum(pair, shflXor(pair, 2));
   }
   Value quadSum(Value v) {
     Value s = addf(v, shflXor(v, 1));
@@ -183,6 +191,12 @@ private:
   SmallVector<Acc> stagedEpilogue(SmallVector<Acc> s, Value kvLo, bool masked);
   void emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag);
   void storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1);
+  /// Factor c with p = exp2(c (s - m)) for the scores the loop keeps: log2(e) unless
+  /// attn-fuse moved them to base 2, times scale when they are kept unscaled.
+  double exp2Factor() {
+    double toLog2 = op.getSoftmaxBase2() ? 1.0 : 1.4426950408889634;
+    return (rawScores ? op.getScale().convertToDouble() : 1.0) * toLog2;
+  }
   void declareRopeTables(gpu::GPUModuleOp module);
 
   AttentionOp op;
@@ -194,6 +208,7 @@ private:
   Type eltType;
   int64_t qStride, kStride, vStride, offK, offV, smemBytes;
   bool staged = false;
+  bool rawScores = false;
   int64_t offS = 0;
 
   // Per-thread and per-CTA values.
@@ -337,17 +352,25 @@ void KernelEmitter::loadTileAsync(Value base, Value rowStride, Value row0, Value
                                   int64_t rows, int64_t width, Value smemOffset,
                                   int64_t smemStride) {
   int64_t chunksPerRow = width / 8, chunks = rows * chunksPerRow;
-  Value lastRow = maxs(sub(validRows, c64(1)), c64(0));
+  // When the CTA covers whole rows per step, every thread keeps one column and its
+  // rows advance by a constant: addresses are linear in the (unrolled) step.
+  bool wholeRows = threads % chunksPerRow == 0;
+  Value rowBase = wholeRows ? divu(tid, c32(chunksPerRow)) : Value();
+  Value colBase = wholeRows ? mul(remu(tid, c32(chunksPerRow)), c32(8)) : Value();
+  Value rowStrideBytes = mul(rowStride, c64(2));
+  Value tileBase = elementPtr(base, eltType, mul(row0, rowStride));
   for (int64_t i = 0; i * threads < chunks; ++i) {
     Value c = add(tid, c32(i * threads));
     auto body = [&] {
-      Value row = divu(c, c32(chunksPerRow));
-      Value col = mul(remu(c, c32(chunksPerRow)), c32(8));
+      Value row = wholeRows ? add(rowBase, c32(i * (threads / chunksPerRow)))
+                            : divu(c, c32(chunksPerRow));
+      Value col = wholeRows ? colBase : mul(remu(c, c32(chunksPerRow)), c32(8));
       Value row64 = ext64(row);
       Value valid = cmp(P::slt, row64, validRows);
-      Value srcRow = add(row0, mins(row64, lastRow));
-      Value index = add(mul(srcRow, rowStride), ext64(col));
-      Value src = elementPtr(base, eltType, index);
+      // Rows past the end copy 0 bytes (zero fill) from the tile's first row.
+      Value offset = add(mul(row64, rowStrideBytes), mul(ext64(col), c64(2)));
+      Value srcOffset = sel(valid, offset, c64(0));
+      Value src = LLVM::GEPOp::create(b, loc, ptrType(), b.getI8Type(), tileBase, ValueRange{srcOffset});
       Value srcGlobal = LLVM::AddrSpaceCastOp::create(b, loc, ptrType(1), src);
       Value dstOff = add(smemOffset, mul(add(mul(row, c32(smemStride)), col), c32(2)));
       Value bytes = sel(valid, c32(16), c32(0));
@@ -775,7 +798,9 @@ SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo,
   };
 
   SmallVector<Value> scored;
-  auto scaled = [&](int64_t j, int e) { return mulf(s[j][e], cf(scale)); };
+  auto scaled = [&](int64_t j, int e) {
+    return rawScores ? s[j][e] : mulf(s[j][e], cf(scale));
+  };
   if (op.hasIdentityScore()) {
     for (int64_t j = 0; j < bn / 8; ++j)
       for (int e = 0; e < 4; ++e)
@@ -828,7 +853,9 @@ SmallVector<Acc> KernelEmitter::stagedEpilogue(SmallVector<Acc> s, Value kvLo, b
     Value i = add(qLo, ext64(r)), jj = add(kvLo, ext64(c));
     Value qPos = add(i, qOffset), kvPos = add(jj, kvOffset);
     Value ptr = slot(r, c);
-    Value v = mulf(LLVM::LoadOp::create(b, loc, b.getF32Type(), ptr), cf(scale));
+    Value v = LLVM::LoadOp::create(b, loc, b.getF32Type(), ptr);
+    if (!rawScores)
+      v = mulf(v, cf(scale));
     if (!op.hasIdentityScore())
       v = inlineRegion(b, op.getScore(), {v, bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
     if (masked) {
@@ -921,21 +948,23 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     // Weights. Softmax: per row (g and g+8), the quad holds the whole row.
     Value newM[2] = {m[0], m[1]}, newL[2] = {l[0], l[1]};
     if (softmax) {
-      double toLog2 = op.getSoftmaxBase2() ? 1.0 : 1.4426950408889634;
+      Value c = cf(exp2Factor());
       for (int half = 0; half < 2; ++half) {
         Value rowMax = negInf;
         for (int64_t j = 0; j < bn / 8; ++j)
           for (int e = 2 * half; e < 2 * half + 2; ++e)
-            rowMax = maxf(rowMax, s[j][e]);
+            rowMax = maxnum(rowMax, s[j][e]);
         rowMax = quadMax(rowMax);
-        Value mNew = maxf(m[half], rowMax);
+        Value mNew = maxnum(m[half], rowMax);
         Value dead = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mNew, negInf);
         Value base = sel(dead, cf(0), mNew);
-        Value alpha = sel(dead, cf(1), exp2(mulf(subf(m[half], base), cf(toLog2))));
+        Value alpha = sel(dead, cf(1), exp2(mulf(subf(m[half], base), c)));
+        // p = exp2(c s - c m): one fma per element.
+        Value offset = arith::NegFOp::create(b, loc, mulf(base, c));
         Value sum = cf(0);
         for (int64_t j = 0; j < bn / 8; ++j)
           for (int e = 2 * half; e < 2 * half + 2; ++e) {
-            s[j][e] = exp2(mulf(subf(s[j][e], base), cf(toLog2)));
+            s[j][e] = exp2(math::FmaOp::create(b, loc, s[j][e], c, offset));
             sum = addf(sum, s[j][e]);
           }
         // l stays a per-thread partial sum: alpha is uniform over the quad.
@@ -1059,11 +1088,9 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
     auto guard = scf::IfOp::create(b, loc, inside, false);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guard.thenBlock());
-    double toNatural = op.getSoftmaxBase2() ? 0.69314718055994531 : 1.0;
-    Value logL = op.getSoftmaxBase2()
-                     ? Value(math::Log2Op::create(b, loc, l[half]))
-                     : Value(math::LogOp::create(b, loc, l[half]));
-    Value lse = mulf(addf(m[half], logL), cf(toNatural));
+    // m is in units where p = exp2(c (s - m)): lse = (c m + log2 l) ln 2.
+    Value logL = math::Log2Op::create(b, loc, l[half]);
+    Value lse = mulf(addf(mulf(m[half], cf(exp2Factor())), logL), cf(0.69314718055994531));
     Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l[half], cf(0));
     lse = sel(zero, cf(-std::numeric_limits<double>::infinity()), lse);
     Value index = add(mul(add(mul(bIdx, c64(op.getHeadsQ())), hIdx), seqQ), add(qLo, r));

@@ -778,6 +778,13 @@ void Simulator::exec(Operation &op, const Mask &mask) {
         floatBinary([](auto a, auto b) { return (std::isnan(a) || std::isnan(b)) ? NAN : std::min(a, b); });
       })
       .Case([&](arith::NegFOp) { floatUnary([](double a) { return -a; }); })
+      // maxnum/minnum (PTX max.f32/min.f32): a NaN operand yields the other one.
+      .Case([&](arith::MaxNumFOp) {
+        floatBinary([](auto a, auto b) { return std::isnan(a) ? b : std::isnan(b) ? a : std::max(a, b); });
+      })
+      .Case([&](arith::MinNumFOp) {
+        floatBinary([](auto a, auto b) { return std::isnan(a) ? b : std::isnan(b) ? a : std::min(a, b); });
+      })
       .Case([&](arith::CmpFOp c) {
         Type t = c.getLhs().getType();
         Col &x = in(0), &y = in(1);
@@ -808,6 +815,21 @@ void Simulator::exec(Operation &op, const Mask &mask) {
           }
           outs[0].at(l) = r;
         }
+      })
+      .Case([&](math::FmaOp) {
+        // One rounding, as fma.rn.f32: the f32 product is exact in double.
+        Col &x = in(0), &y = in(1), &z = in(2);
+        for (int l = 0; l < threads; ++l)
+          if (mask[l]) {
+            if (resultType.isF64()) {
+              outs[0].at(l) = dbits(std::fma(bitsd(x.at(l)), bitsd(y.at(l)), bitsd(z.at(l))));
+            } else {
+              double r = std::fma(double(toFloat(resultType, x.at(l))),
+                                  double(toFloat(resultType, y.at(l))),
+                                  double(toFloat(resultType, z.at(l))));
+              outs[0].at(l) = fromFloat(resultType, float(r));
+            }
+          }
       })
       .Case([&](math::ExpOp) { floatUnary([](double a) { return std::exp(a); }); })
       .Case([&](math::Exp2Op) { floatUnary([](double a) { return std::exp2(a); }); })

@@ -25,6 +25,7 @@
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVM/NVVM/Target.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
@@ -165,12 +166,21 @@ bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::
     container->print(os);
   }
   lowerMathToNvvm(*container);
+  // Only the division forms LLVM lacks are expanded: arith-expand would also turn
+  // every max into compare-and-select chains, where PTX has max.f32.
+  {
+    RewritePatternSet patterns(ctx);
+    arith::populateCeilFloorDivExpandOpsPatterns(patterns);
+    if (failed(applyPatternsGreedily(*container, std::move(patterns)))) {
+      error = "internal error: expanding divisions failed";
+      return false;
+    }
+  }
 
   PassManager pm(ctx);
   OpPassManager &kernel = pm.nest<gpu::GPUModuleOp>();
   kernel.addPass(createCanonicalizerPass());
   kernel.addPass(createCSEPass());
-  kernel.addPass(arith::createArithExpandOpsPass());
   kernel.addPass(memref::createExpandStridedMetadataPass());
   kernel.addPass(createSCFToControlFlowPass());
   kernel.addPass(createConvertMathToLLVMPass());

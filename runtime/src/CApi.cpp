@@ -209,7 +209,8 @@ ATTN_API int attn_bundle_cache_key(const char *spec_hash, const char *compiler_v
                     "be NULL");
   std::string hex;
   if (int rc = guarded("attn_bundle_cache_key", [&] {
-        hex = bundleCacheKey(spec_hash, compiler_version, archs, configs ? configs : "");
+        std::string c = configs ? configs : "";
+        hex = bundleCacheKey(spec_hash, compiler_version, archs, configs ? &c : nullptr);
       }))
     return rc;
   std::memcpy(out, hex.c_str(), 65);

@@ -28,22 +28,6 @@ std::string env(const char *name) {
 
 std::string errnoText() { return std::strerror(errno); }
 
-std::vector<std::string> splitList(const std::string &list) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= list.size()) {
-    size_t comma = list.find(',', start);
-    if (comma == std::string::npos)
-      comma = list.size();
-    std::string item = list.substr(start, comma - start);
-    size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
-    if (a != std::string::npos)
-      out.push_back(item.substr(a, b - a + 1));
-    start = comma + 1;
-  }
-  return out;
-}
-
 /// An exclusive flock held for the object's lifetime.
 class FileLock {
 public:
@@ -220,29 +204,25 @@ std::string tuningKey(const std::string &gpuName, int smCount, const std::string
 }
 
 std::string bundleCacheKey(const std::string &specHash, const std::string &compilerVersion,
-                           const std::string &archs, const std::string &configs) {
-  std::vector<std::string> archList = splitList(archs);
-  std::sort(archList.begin(), archList.end());
-  archList.erase(std::unique(archList.begin(), archList.end()), archList.end());
-  std::vector<std::string> configList = splitList(configs);
-  for (const std::string &c : configList) {
-    size_t x = c.find('x');
-    bool ok = x != std::string::npos && x > 0 && x + 1 < c.size() &&
-              c.find_first_not_of("0123456789", 0) == x &&
-              c.find_first_not_of("0123456789", x + 1) == std::string::npos;
-    if (!ok)
-      throw CacheError("config '" + c + "' is not <block_m>x<block_n> (e.g. 64x64)");
+                           const std::string &archs, const std::string *configs) {
+  // Mirrors tools/attnc/CmdCompile.cpp: split on ',' without trimming, drop empty items,
+  // sort, no de-duplication.
+  std::vector<std::string> list;
+  size_t start = 0;
+  while (start <= archs.size()) {
+    size_t comma = archs.find(',', start);
+    if (comma == std::string::npos)
+      comma = archs.size();
+    if (comma > start)
+      list.push_back(archs.substr(start, comma - start));
+    start = comma + 1;
   }
-  auto join = [](const std::vector<std::string> &v) {
-    std::string out;
-    for (const std::string &s : v)
-      out += (out.empty() ? "" : ",") + s;
-    return out;
-  };
-  std::string text = "attune-bundle-cache/1\nspec_hash=" + specHash +
-                     "\ncompiler_version=" + compilerVersion + "\narch=" + join(archList) +
-                     "\nconfigs=" + join(configList) + "\n";
-  return sha256Hex(text);
+  std::sort(list.begin(), list.end());
+  std::string joined;
+  for (const std::string &a : list)
+    joined += (joined.empty() ? "" : ",") + a;
+  return sha256Hex(specHash + "\n" + compilerVersion + "\n" + joined + "\n" +
+                   (configs ? *configs : std::string("default")));
 }
 
 std::string isoTimeNow() {

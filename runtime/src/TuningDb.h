@@ -51,17 +51,14 @@ std::string shapeBucket(int64_t batch, int64_t seqQ, int64_t seqKv);
 std::string tuningKey(const std::string &gpuName, int smCount, const std::string &specHash,
                       const std::string &bucket);
 
-/// The bundle-cache key: sha256 (hex) of the UTF-8 text
-///   "attune-bundle-cache/1\n"
-///   "spec_hash=<spec hash>\n"
-///   "compiler_version=<version>\n"
-///   "arch=<archs sorted by bytes, de-duplicated, joined with ','>\n"
-///   "configs=<configs in the order given, joined with ','>\n"
-/// where a config is written "<block_m>x<block_n>" and an empty list means the
-/// compiler's defaults. `archs` and `configs` are comma-separated lists (spaces around
-/// items ignored).
+/// The bundle-cache key, as `attnc compile --cache` computes it: sha256 (hex) of
+///   <spec hash> "\n" <compiler version> "\n" <archs> "\n" <configs>
+/// where <archs> is the comma-separated `archs` split on ',' (empty items dropped),
+/// sorted by bytes and joined with ',', and <configs> is the --configs text exactly as
+/// passed to the compiler, or "default" when there is none (`configs` null). No
+/// trailing newline.
 std::string bundleCacheKey(const std::string &specHash, const std::string &compilerVersion,
-                           const std::string &archs, const std::string &configs);
+                           const std::string &archs, const std::string *configs);
 
 /// Current UTC time as "2025-01-31T12:34:56Z".
 std::string isoTimeNow();

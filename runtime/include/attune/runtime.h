@@ -135,13 +135,12 @@ ATTN_API int attn_spec_hash(const char *json_text, char out[65]);
  * valid until the next call on this thread. */
 ATTN_API const char *attn_canonical_json(const char *json_text);
 
-/* The bundle-cache key of [ABI 4] into out (64 hex + NUL): sha256 of the text
- *   "attune-bundle-cache/1\n" "spec_hash=<spec_hash>\n"
- *   "compiler_version=<compiler_version>\n"
- *   "arch=<archs sorted by bytes, duplicates dropped, joined by ','>\n"
- *   "configs=<configs as given, '<block_m>x<block_n>', joined by ','>\n"
- * `archs` and `configs` are comma-separated ("sm_90a,sm_80", "64x64,128x64"); an
- * empty or NULL `configs` means the compiler's defaults. */
+/* The bundle-cache key of [ABI 4], as `attnc compile --cache` computes it, into out
+ * (64 hex + NUL): sha256 of the text
+ *   <spec_hash> "\n" <compiler_version> "\n" <archs> "\n" <configs>
+ * with <archs> = `archs` split on ',' (empty items dropped), sorted by bytes, joined
+ * with ','; <configs> = the --configs text exactly as passed to attnc ("64x64,128x64"),
+ * or "default" when `configs` is NULL. No trailing newline. */
 ATTN_API int attn_bundle_cache_key(const char *spec_hash, const char *compiler_version,
                                    const char *archs, const char *configs, char out[65]);
 
