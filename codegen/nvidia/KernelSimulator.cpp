@@ -1,6 +1,7 @@
 //===- KernelSimulator.cpp - run the emitted GPU kernel on the CPU --------===//
 #include "codegen/nvidia/KernelSimulator.h"
 
+#include "codegen/HalfFloat.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "dialect/AttnOps.h"
 
@@ -53,53 +54,10 @@ double bitsd(uint64_t b) {
   return d;
 }
 
-uint16_t toBf16(float f) {
-  uint32_t x = uint32_t(fbits(f));
-  if ((x & 0x7f800000u) == 0x7f800000u && (x & 0x7fffffu))
-    return 0x7fc0;
-  x += 0x7fffu + ((x >> 16) & 1u);
-  return uint16_t(x >> 16);
-}
-float fromBf16(uint16_t h) { return bitsf(uint64_t(h) << 16); }
-
-uint16_t toF16(float f) {
-  uint32_t x = uint32_t(fbits(f));
-  uint32_t sign = (x >> 16) & 0x8000u;
-  int32_t exp = int32_t((x >> 23) & 0xff) - 127 + 15;
-  uint32_t mant = x & 0x7fffffu;
-  if (((x >> 23) & 0xff) == 0xff)
-    return uint16_t(sign | 0x7c00u | (mant ? 0x200u : 0));
-  if (exp >= 31)
-    return uint16_t(sign | 0x7c00u);
-  if (exp <= 0) {
-    if (exp < -10)
-      return uint16_t(sign);
-    mant |= 0x800000u;
-    uint32_t shift = uint32_t(14 - exp);
-    uint32_t half = mant >> shift;
-    uint32_t rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
-    if (rem > mid || (rem == mid && (half & 1)))
-      ++half;
-    return uint16_t(sign | half);
-  }
-  uint32_t half = (uint32_t(exp) << 10) | (mant >> 13);
-  uint32_t rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (half & 1)))
-    ++half;
-  return uint16_t(sign | half);
-}
-float fromF16(uint16_t h) {
-  uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ffu;
-  if (exp == 0) {
-    if (!mant)
-      return bitsf(sign);
-    float v = std::ldexp(float(mant), -24);
-    return sign ? -v : v;
-  }
-  if (exp == 31)
-    return bitsf(sign | 0x7f800000u | (mant << 13));
-  return bitsf(sign | ((exp - 15 + 127) << 23) | (mant << 13));
-}
+using half::fromBf16;
+using half::fromF16;
+using half::toBf16;
+using half::toF16;
 
 int64_t wrap(int64_t v, unsigned width) {
   if (width >= 64)

@@ -188,25 +188,6 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/// Device allocations freed on scope exit.
-class DeviceBuffers {
-public:
-  ~DeviceBuffers() {
-    if (const Driver *d = driverIfLoaded())
-      for (CUdeviceptr p : ptrs_)
-        d->cuMemFree(p);
-  }
-  CUdeviceptr alloc(size_t bytes) {
-    CUdeviceptr p = 0;
-    cu::check(driver().cuMemAlloc(&p, bytes), "cuMemAlloc");
-    ptrs_.push_back(p);
-    return p;
-  }
-
-private:
-  std::vector<CUdeviceptr> ptrs_;
-};
-
 /// CUDA events destroyed on scope exit.
 class Events {
 public:

@@ -191,4 +191,24 @@ const DeviceInfo &deviceInfo(CUdevice dev) {
   return cache.emplace(dev, info).first->second;
 }
 
+DeviceBuffers::~DeviceBuffers() {
+  if (const Driver *d = driverIfLoaded())
+    for (CUdeviceptr p : ptrs_)
+      d->cuMemFree(p);
+}
+
+CUdeviceptr DeviceBuffers::alloc(size_t bytes) {
+  CUdeviceptr p = 0;
+  check(driver().cuMemAlloc(&p, bytes ? bytes : 1), "cuMemAlloc");
+  ptrs_.push_back(p);
+  return p;
+}
+
+CUdeviceptr DeviceBuffers::upload(const void *data, size_t bytes) {
+  CUdeviceptr p = alloc(bytes);
+  if (bytes)
+    check(driver().cuMemcpyHtoD(p, data, bytes), "cuMemcpyHtoD");
+  return p;
+}
+
 } // namespace attune::rt::cu

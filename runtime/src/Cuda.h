@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace attune::rt::cu {
 
@@ -141,6 +142,21 @@ CUdevice ensureContext(const void *hint);
 
 /// Properties of `dev` (cached).
 const DeviceInfo &deviceInfo(CUdevice dev);
+
+/// Allocations in the current context, freed on scope exit.
+class DeviceBuffers {
+public:
+  DeviceBuffers() = default;
+  DeviceBuffers(const DeviceBuffers &) = delete;
+  DeviceBuffers &operator=(const DeviceBuffers &) = delete;
+  ~DeviceBuffers();
+  CUdeviceptr alloc(size_t bytes);
+  /// alloc() filled with `bytes` bytes of `data`.
+  CUdeviceptr upload(const void *data, size_t bytes);
+
+private:
+  std::vector<CUdeviceptr> ptrs_;
+};
 
 } // namespace attune::rt::cu
 

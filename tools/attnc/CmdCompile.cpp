@@ -4,10 +4,13 @@
 #include "codegen/bundle/BundleWriter.h"
 #include "specs/SpecHash.h"
 
+// The runtime's cache rules (docs/bundle-and-abi.md section 4), shared so that the
+// compiler, the runtime and the Python package find the same directories.
+#include "TuningDb.h"
+
 #include "llvm/Support/raw_ostream.h"
 #include <nlohmann/json.hpp>
 
-#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <unistd.h>
@@ -16,9 +19,11 @@
 #define ATTUNE_VERSION_STRING "0.1.0"
 #endif
 
+namespace fs = std::filesystem;
+
 namespace attune::attnc {
 
-static std::vector<std::string> splitList(const std::string &s) {
+std::vector<std::string> splitList(const std::string &s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
   std::string item;
@@ -38,100 +43,54 @@ static std::vector<std::pair<int64_t, int64_t>> defaultConfigs(int64_t headDim) 
   return {{64, 32}, {128, 32}, {64, 16}, {128, 16}};
 }
 
-/// The cache root of docs/bundle-and-abi.md section 4.
-static std::string cacheRoot() {
-  if (const char *dir = std::getenv("ATTUNE_CACHE_DIR"); dir && *dir)
-    return dir;
-  if (const char *xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
-    return std::string(xdg) + "/attune";
-  if (const char *home = std::getenv("HOME"); home && *home)
-    return std::string(home) + "/.cache/attune";
-  throw Failure{"no cache directory: set ATTUNE_CACHE_DIR (or HOME)"};
-}
-
-/// sha256 of "<spec hash>\n<compiler version>\n<sorted archs>\n<configs or default>",
-/// the key the Python package computes too.
-static std::string bundleKey(const std::string &specHashHex, std::vector<std::string> archs,
-                             const std::optional<std::string> &configs) {
-  std::sort(archs.begin(), archs.end());
-  std::string joined;
-  for (const std::string &a : archs)
-    joined += (joined.empty() ? "" : ",") + a;
-  std::string text = specHashHex + "\n" + ATTUNE_VERSION_STRING + "\n" + joined + "\n" +
-                     configs.value_or("default");
-  return sha256Hex(text);
-}
-
-int cmdCompile(int argc, char **argv) {
-  Options opts(argc, argv, 2, {"o", "arch", "configs", "emit"}, {"no-ptxas", "verbose", "cache"});
-  if (opts.positional.size() != 1)
-    throw Failure{"compile takes one SPEC (a JSON spec)", 2};
-  std::optional<std::string> emit = opts.get("emit");
-  if (emit && *emit != "gpu-ir" && *emit != "ptx")
-    throw Failure{"--emit must be gpu-ir or ptx, got '" + *emit + "'", 2};
-  bool useCache = opts.flag("cache");
-  std::string out = emit || useCache ? opts.get("o").value_or("") : opts.require("o");
-  std::vector<std::string> archs = splitList(opts.get("arch").value_or("sm_80,sm_90a"));
-  if (archs.empty())
-    throw Failure{"--arch lists no architecture", 2};
-
-  mlir::MLIRContext context;
-  LoadedSpec spec = loadSpec(context, opts.positional[0]);
-  if (!spec.fromJson)
-    throw Failure{"compile needs a JSON spec (bundles record the spec)", 2};
-  nlohmann::json json;
-  SpecError err;
-  if (!loadSpecFile(opts.positional[0], json, err))
-    throw Failure{err.message};
-
+static std::vector<std::pair<int64_t, int64_t>> parseConfigs(const std::string &list) {
   std::vector<std::pair<int64_t, int64_t>> configs;
-  if (auto list = opts.get("configs")) {
-    for (const std::string &c : splitList(*list)) {
-      auto x = c.find('x');
-      char *end = nullptr;
-      long long m = x == std::string::npos ? 0 : std::strtoll(c.c_str(), &end, 10);
-      long long n = x == std::string::npos ? 0 : std::strtoll(c.c_str() + x + 1, &end, 10);
-      if (m <= 0 || n <= 0 || !end || *end)
-        throw Failure{"--configs takes BMxBN pairs like 64x64,128x64; got '" + c + "'", 2};
-      configs.push_back({m, n});
-    }
-  } else {
-    configs = defaultConfigs(spec.info.headDim);
+  for (const std::string &c : splitList(list)) {
+    auto x = c.find('x');
+    char *end = nullptr;
+    long long m = x == std::string::npos ? 0 : std::strtoll(c.c_str(), &end, 10);
+    long long n = x == std::string::npos ? 0 : std::strtoll(c.c_str() + x + 1, &end, 10);
+    if (m <= 0 || n <= 0 || !end || *end)
+      throw Failure{"--configs takes BMxBN pairs like 64x64,128x64; got '" + c + "'", 2};
+    configs.push_back({m, n});
   }
+  if (configs.empty())
+    throw Failure{"--configs lists no configuration", 2};
+  return configs;
+}
 
-  if (emit) {
-    // The first variant only, to standard output (for lit tests and inspection).
-    BundleVariant v;
-    v.config.blockM = configs.front().first;
-    v.config.blockN = configs.front().second;
-    v.config.arch = archs.front();
-    std::string error;
-    if (!compileToPtx(*spec.module, v.config, v.kernel, error, /*keepGpuIr=*/*emit == "gpu-ir"))
-      throw Failure{"variant " + v.config.name() + ": " + error};
-    llvm::outs() << (*emit == "gpu-ir" ? v.kernel.gpuIr : v.kernel.ptx);
-    return 0;
-  }
-  // A bundle compiled before for the same spec, compiler version, archs and configs
-  // is reused: the second call compiles nothing.
-  namespace fs = std::filesystem;
-  std::string cached;
-  if (useCache) {
-    std::string key = bundleKey(specHash(json), archs, opts.get("configs"));
-    cached = cacheRoot() + "/bundles/" + key;
-    if (fs::exists(fs::path(cached) / "manifest.json")) {
-      if (!out.empty()) {
-        std::error_code ec;
-        fs::create_directories(out, ec);
-        fs::copy(cached, out, fs::copy_options::recursive | fs::copy_options::overwrite_existing, ec);
-        if (ec)
-          throw Failure{"cannot copy the cached bundle to '" + out + "': " + ec.message()};
-      }
-      llvm::outs() << "cached bundle: " << cached << "\n";
-      return 0;
-    }
-  }
+CompileRequest CompileRequest::fromOptions(const Options &opts, const std::string &specPath,
+                                           const std::string &defaultArchs) {
+  CompileRequest req;
+  req.specPath = specPath;
+  req.archs = splitList(opts.get("arch").value_or(defaultArchs));
+  if (req.archs.empty())
+    throw Failure{"--arch lists no architecture", 2};
+  req.configs = opts.get("configs");
+  if (req.configs)
+    parseConfigs(*req.configs); // reject a bad list before any work
+  return req;
+}
+
+/// The spec as JSON and as attn IR.
+static LoadedSpec loadJsonSpec(mlir::MLIRContext &context, const std::string &path,
+                               nlohmann::json &json) {
+  LoadedSpec spec = loadSpec(context, path);
+  if (!spec.fromJson)
+    throw Failure{"a bundle needs a JSON spec (bundles record the spec): " + path, 2};
+  SpecError err;
+  if (!loadSpecFile(path, json, err))
+    throw Failure{err.message};
+  return spec;
+}
+
+void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_ostream *log) {
+  mlir::MLIRContext context;
+  nlohmann::json json;
+  LoadedSpec spec = loadJsonSpec(context, req.specPath, json);
+  auto configs = req.configs ? parseConfigs(*req.configs) : defaultConfigs(spec.info.headDim);
   std::vector<BundleVariant> variants;
-  for (const std::string &arch : archs) {
+  for (const std::string &arch : req.archs) {
     bool first = true;
     for (auto [bm, bn] : configs) {
       BundleVariant v;
@@ -143,43 +102,102 @@ int cmdCompile(int argc, char **argv) {
         throw Failure{"variant " + v.config.name() + ": " + error};
       v.isDefault = first;
       first = false;
-      if (opts.flag("verbose"))
+      if (req.verbose)
         llvm::errs() << "attnc compile: " << v.config.name() << " in " << v.kernel.seconds << " s\n";
       variants.push_back(std::move(v));
     }
   }
   std::string error;
-  std::string target = out;
-  if (useCache) {
-    // Written beside its final place, then renamed: readers never see half a bundle,
-    // and of two concurrent compilers one wins and the other's copy is dropped.
-    target = cached + ".tmp-" + std::to_string(getpid());
-  }
-  if (!writeBundle(target, json, spec.info, variants, !opts.flag("no-ptxas"), error))
+  if (!writeBundle(dir, json, spec.info, variants, req.ptxas, error))
     throw Failure{error};
-  if (useCache) {
-    std::error_code ec;
-    fs::rename(target, cached, ec);
-    if (ec)
-      fs::remove_all(target, ec);
-    if (!out.empty()) {
-      fs::create_directories(out, ec);
-      fs::copy(cached, out, fs::copy_options::recursive | fs::copy_options::overwrite_existing, ec);
-      if (ec)
-        throw Failure{"cannot copy the cached bundle to '" + out + "': " + ec.message()};
-    }
-  }
+  if (!log)
+    return;
   for (const BundleVariant &v : variants) {
-    llvm::outs() << v.config.name() << ": " << v.kernel.ptx.size() << " bytes of PTX";
+    *log << v.config.name() << ": " << v.kernel.ptx.size() << " bytes of PTX";
     if (v.ptxas)
-      llvm::outs() << ", ptxas: " << v.ptxas->registers << " registers, "
-                   << v.ptxas->spillStores << "/" << v.ptxas->spillLoads << " bytes spilled";
-    llvm::outs() << (v.isDefault ? " (default)" : "") << "\n";
+      *log << ", ptxas: " << v.ptxas->registers << " registers, " << v.ptxas->spillStores << "/"
+           << v.ptxas->spillLoads << " bytes spilled";
+    *log << (v.isDefault ? " (default)" : "") << "\n";
   }
-  if (useCache)
-    llvm::outs() << "bundle cached: " << cached << "\n";
-  if (!out.empty())
+}
+
+std::string cachedBundle(const CompileRequest &req, llvm::raw_ostream *log) {
+  nlohmann::json json;
+  SpecError err;
+  if (!loadSpecFile(req.specPath, json, err))
+    throw Failure{err.message};
+  std::string archs;
+  for (const std::string &a : req.archs)
+    archs += (archs.empty() ? "" : ",") + a;
+  std::string dir = rt::bundleCacheRoot() + "/" +
+                    rt::bundleCacheKey(specHash(json), ATTUNE_VERSION_STRING, archs,
+                                       req.configs ? &*req.configs : nullptr);
+  if (fs::exists(fs::path(dir) / "manifest.json")) {
+    if (log)
+      *log << "cached bundle: " << dir << "\n";
+    return dir;
+  }
+  // Written beside its final place, then renamed: readers never see half a bundle,
+  // and of two concurrent compilers one wins and the other's copy is dropped.
+  rt::makeDirs(rt::bundleCacheRoot());
+  std::string tmp = dir + ".tmp-" + std::to_string(getpid());
+  compileBundle(req, tmp, log);
+  std::error_code ec;
+  fs::rename(tmp, dir, ec);
+  if (ec)
+    fs::remove_all(tmp, ec);
+  if (log)
+    *log << "bundle cached: " << dir << "\n";
+  return dir;
+}
+
+static void copyBundle(const std::string &from, const std::string &to) {
+  std::error_code ec;
+  fs::create_directories(to, ec);
+  fs::copy(from, to, fs::copy_options::recursive | fs::copy_options::overwrite_existing, ec);
+  if (ec)
+    throw Failure{"cannot copy the cached bundle to '" + to + "': " + ec.message()};
+}
+
+/// --emit: the first variant only, to standard output (for lit tests and inspection).
+static int emitOne(const CompileRequest &req, const std::string &what) {
+  mlir::MLIRContext context;
+  LoadedSpec spec = loadSpec(context, req.specPath);
+  auto configs = req.configs ? parseConfigs(*req.configs) : defaultConfigs(spec.info.headDim);
+  BundleVariant v;
+  v.config.blockM = configs.front().first;
+  v.config.blockN = configs.front().second;
+  v.config.arch = req.archs.front();
+  std::string error;
+  if (!compileToPtx(*spec.module, v.config, v.kernel, error, /*keepGpuIr=*/what == "gpu-ir"))
+    throw Failure{"variant " + v.config.name() + ": " + error};
+  llvm::outs() << (what == "gpu-ir" ? v.kernel.gpuIr : v.kernel.ptx);
+  return 0;
+}
+
+int cmdCompile(int argc, char **argv) {
+  Options opts(argc, argv, 2, {"o", "arch", "configs", "emit"}, {"no-ptxas", "verbose", "cache"});
+  if (opts.positional.size() != 1)
+    throw Failure{"compile takes one SPEC (a JSON spec)", 2};
+  CompileRequest req = CompileRequest::fromOptions(opts, opts.positional[0]);
+  req.ptxas = !opts.flag("no-ptxas");
+  req.verbose = opts.flag("verbose");
+  if (std::optional<std::string> emit = opts.get("emit")) {
+    if (*emit != "gpu-ir" && *emit != "ptx")
+      throw Failure{"--emit must be gpu-ir or ptx, got '" + *emit + "'", 2};
+    return emitOne(req, *emit);
+  }
+  if (!opts.flag("cache")) {
+    std::string out = opts.require("o");
+    compileBundle(req, out, &llvm::outs());
     llvm::outs() << "bundle written to " << out << "\n";
+    return 0;
+  }
+  std::string dir = cachedBundle(req, &llvm::outs());
+  if (std::optional<std::string> out = opts.get("o")) {
+    copyBundle(dir, *out);
+    llvm::outs() << "bundle written to " << *out << "\n";
+  }
   return 0;
 }
 

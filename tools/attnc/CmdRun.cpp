@@ -5,6 +5,7 @@
 #include "codegen/host/HostJit.h"
 #include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/reference/Reference.h"
+#include "dialect/AttnOps.h"
 
 #include "llvm/Support/raw_ostream.h"
 
@@ -24,16 +25,30 @@ static void writeTensor(const std::string &path, const HostTensor &t) {
     throw Failure{error};
 }
 
+std::map<std::string, HostTensor> readInputs(const Options &opts) {
+  std::map<std::string, HostTensor> inputs;
+  for (const std::string &binding : opts.all("input")) {
+    auto eq = binding.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == binding.size())
+      throw Failure{"--input needs NAME=FILE.npy, got '" + binding + "'", 2};
+    std::string name = binding.substr(0, eq);
+    if (inputs.count(name))
+      throw Failure{"--input " + name + " given twice", 2};
+    inputs[name] = readTensor("--input " + name, binding.substr(eq + 1));
+  }
+  return inputs;
+}
+
 int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
-                "block-m", "block-n"},
+                "block-m", "block-n", "bundle", "arch", "configs", "variant"},
                {"timing"}, {"input"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
   std::string backend = opts.require("backend");
-  if (backend != "reference" && backend != "cpu" && backend != "gpu-sim")
-    throw Failure{"unknown backend '" + backend + "' (available: reference, cpu, gpu-sim)", 2};
+  if (backend != "reference" && backend != "cpu" && backend != "gpu-sim" && backend != "gpu")
+    throw Failure{"unknown backend '" + backend + "' (available: reference, cpu, gpu-sim, gpu)", 2};
   int64_t blockM = opts.getInt("block-m", 1, 1024).value_or(64);
   int64_t blockN = opts.getInt("block-n", 1, 1024).value_or(64);
 
@@ -46,15 +61,7 @@ int cmdRun(int argc, char **argv) {
   args.k = readTensor("--k", opts.require("k"));
   args.v = readTensor("--v", opts.require("v"));
   std::string out = opts.require("out");
-  for (const std::string &binding : opts.all("input")) {
-    auto eq = binding.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == binding.size())
-      throw Failure{"--input needs NAME=FILE.npy, got '" + binding + "'", 2};
-    std::string name = binding.substr(0, eq);
-    if (args.inputs.count(name))
-      throw Failure{"--input " + name + " given twice", 2};
-    args.inputs[name] = readTensor("--input " + name, binding.substr(eq + 1));
-  }
+  args.inputs = readInputs(opts);
 
   mlir::MLIRContext context;
   // The host back end runs the program in fp32 whatever the GPU storage type.
@@ -68,6 +75,14 @@ int cmdRun(int argc, char **argv) {
   if (backend == "reference") {
     if (!runReference(*spec.module, args, result, error, threads))
       throw Failure{error};
+  } else if (backend == "gpu") {
+    // The same argument checks as the other back ends before the GPU is looked for.
+    mlir::attn::AttentionOp op;
+    spec.module->walk([&](mlir::attn::AttentionOp a) { op = a; });
+    BoundCall bound;
+    if (!bindArguments(op, args, bound, error))
+      throw Failure{error};
+    runOnGpu(opts, opts.positional[0], args, opts.get("lse").has_value(), result);
   } else if (backend == "gpu-sim") {
     GpuConfig config;
     config.blockM = blockM;

@@ -2,16 +2,25 @@
 #ifndef ATTUNE_TOOLS_ATTNC_DRIVER_H
 #define ATTUNE_TOOLS_ATTNC_DRIVER_H
 
+#include "codegen/Arguments.h"
 #include "specs/Importer.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
 
+namespace llvm {
+class raw_ostream;
+}
+
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace attune {
+struct AttentionResult;
+} // namespace attune
 
 namespace attune::attnc {
 
@@ -52,11 +61,44 @@ LoadedSpec loadSpec(mlir::MLIRContext &context, const std::string &path,
 
 void registerDialects(mlir::MLIRContext &context);
 
+/// The --input NAME=FILE.npy bindings, read.
+std::map<std::string, HostTensor> readInputs(const Options &opts);
+
+/// "a,b,,c" -> {"a", "b", "c"}.
+std::vector<std::string> splitList(const std::string &s);
+
+/// What to compile into a bundle: a JSON spec, target archs, and the tile configs
+/// (`--configs` text, "BMxBN,..."; none: the defaults for the head dim).
+struct CompileRequest {
+  std::string specPath;
+  std::vector<std::string> archs;
+  std::optional<std::string> configs;
+  bool ptxas = true;
+  bool verbose = false;
+  /// From --arch (default `defaultArchs`) and --configs, both checked.
+  static CompileRequest fromOptions(const Options &opts, const std::string &specPath,
+                                    const std::string &defaultArchs = "sm_80,sm_90a");
+};
+
+/// Compiles every (arch, config) variant into the bundle directory `dir`; a line per
+/// variant (PTX size, ptxas report) goes to `log` when given.
+void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_ostream *log);
+
+/// The bundle cache's directory for `req` (docs/bundle-and-abi.md section 4), compiled
+/// into the cache first when it is not there yet.
+std::string cachedBundle(const CompileRequest &req, llvm::raw_ostream *log);
+
 int cmdExplain(int argc, char **argv);
 int cmdImport(int argc, char **argv);
 int cmdRun(int argc, char **argv);
 int cmdHash(int argc, char **argv);
 int cmdCompile(int argc, char **argv);
+int cmdTune(int argc, char **argv);
+
+/// `attnc run --backend gpu`: args through the runtime on the GPU (opts: --bundle,
+/// --arch, --configs, --variant); fills `result` (and its lse when `wantLse`).
+void runOnGpu(const Options &opts, const std::string &specPath, const AttentionArgs &args,
+              bool wantLse, AttentionResult &result);
 
 } // namespace attune::attnc
 

@@ -2,6 +2,8 @@
 //
 //   attnc explain SPEC      the IR and what the mask and score mean
 //   attnc run SPEC ...      run a spec on .npy inputs with a back end
+//   attnc compile SPEC ...  a kernel bundle (PTX, cubins, manifest)
+//   attnc tune SPEC ...     autotune the spec's bundle on this machine's GPU
 //   attnc hash SPEC         the spec hash bundles and caches are keyed by
 //
 //===----------------------------------------------------------------------===//
@@ -25,12 +27,16 @@ commands:
       print the spec's attn IR and a summary of its mask and score
   import SPEC [-o OUT.mlir] [--dtype bf16|fp16|f32]
       print the spec as attn L1 IR
-  run SPEC --backend reference|cpu|gpu-sim --q Q.npy --k K.npy --v V.npy --out O.npy
+  run SPEC --backend reference|cpu|gpu-sim|gpu --q Q.npy --k K.npy --v V.npy --out O.npy
           [--input NAME=FILE.npy ...] [--q-offset N] [--kv-offset N] [--lse LSE.npy]
           [--block-m N --block-n N] [--timing]
+          [--bundle DIR | --arch A --configs BMxBN,...] [--variant NAME]   (gpu)
       run SPEC on float32 .npy tensors (int32 for integer inputs): `reference` is
       the float64 oracle, `cpu` the tiled program JIT-compiled for this machine,
-      `gpu-sim` the NVIDIA kernel run by a functional SIMT simulator (no GPU needed)
+      `gpu-sim` the NVIDIA kernel run by a functional SIMT simulator (no GPU needed),
+      `gpu` the kernel bundle on this machine's GPU through the runtime (the bundle
+      comes from the cache, compiled for the GPU on first use, or from --bundle;
+      q, k, v are stored in the spec's dtype, o is read back as float32)
   compile SPEC (-o DIR | --cache [-o DIR]) [--arch sm_80,sm_90a] [--configs 64x64,...]
           [--no-ptxas]
       compile SPEC to a kernel bundle: manifest.json, PTX per variant, and cubins
@@ -39,6 +45,12 @@ commands:
       ~/.cache/attune) and a second call for the same spec compiles nothing
   compile SPEC --emit gpu-ir|ptx [--arch A] [--configs BMxBN]
       print the first variant's kernel IR (before LLVM) or PTX
+  tune SPEC --seq-q N [--seq-kv N] [--batch N] [--input NAME=FILE.npy ...]
+          [--bundle DIR | --arch A --configs BMxBN,...] [--repeats N] [--force]
+      time every variant of the spec's bundle on this machine's GPU on random q, k,
+      v of that shape (extra inputs from files), show progress and the table, and
+      store the winner in the tuning database (later launches in that shape bucket
+      use it); an existing choice is kept unless --force
   hash SPEC
       print the spec hash (sha256 of its canonical JSON)
 
@@ -65,9 +77,12 @@ int main(int argc, char **argv) {
       return cmdRun(argc, argv);
     if (cmd == "compile")
       return cmdCompile(argc, argv);
+    if (cmd == "tune")
+      return cmdTune(argc, argv);
     if (cmd == "hash")
       return cmdHash(argc, argv);
-    throw Failure{"unknown command '" + cmd + "' (expected explain, import, run, compile or hash)", 2};
+    throw Failure{"unknown command '" + cmd +
+                      "' (expected explain, import, run, compile, tune or hash)", 2};
   } catch (const Failure &f) {
     llvm::errs() << "attnc " << cmd << ": error: " << f.message << "\n";
     return f.code;

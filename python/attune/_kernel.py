@@ -1,0 +1,258 @@
+"""A loaded bundle as a callable on PyTorch tensors."""
+
+import ctypes
+import json
+import operator
+import os
+
+import torch
+
+from . import _capi
+from ._capi import AttuneError
+
+_TORCH_DTYPES = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "f32": torch.float32,
+    "i32": torch.int32,
+}
+_API_DTYPES = {
+    torch.bfloat16: _capi.ATTN_BF16,
+    torch.float16: _capi.ATTN_FP16,
+    torch.float32: _capi.ATTN_F32,
+    torch.int32: _capi.ATTN_I32,
+}
+
+_DEVICE_RULE = "the kernel needs CUDA tensors (all on one device)"
+
+
+def _env_flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def _require_tensor(name, t):
+    if not isinstance(t, torch.Tensor):
+        kind = f"{type(t).__module__}.{type(t).__qualname__}"
+        raise AttuneError(f"attune: {name} must be a torch.Tensor, got {kind}")
+
+
+def _describe(name, t):
+    """The attn_tensor of `t`; its dtype has been checked to be one the runtime knows."""
+    if t.dim() > _capi.MAX_DIMS:
+        raise AttuneError(
+            f"attune: {name} has {t.dim()} dimensions; the runtime takes at most {_capi.MAX_DIMS}"
+        )
+    d = _capi.Tensor()
+    d.data = t.data_ptr() or None
+    d.dtype = _API_DTYPES[t.dtype]
+    d.ndim = t.dim()
+    for i, (size, stride) in enumerate(zip(t.shape, t.stride())):
+        d.shape[i] = size
+        d.strides[i] = stride
+    return d
+
+
+class Kernel:
+    """One kernel bundle, loaded once and called like a function.
+
+    Holding the runtime's bundle handle (rather than reloading per call) keeps the
+    loaded CUDA modules and the in-memory tuning choices for the Kernel's lifetime.
+    """
+
+    def __init__(self, bundle_dir, *, _keep=None):
+        self._handle = None  # __del__ must work when loading fails
+        lib = _capi.lib()
+        self._lib = lib
+        # Kept on the instance: module globals may already be gone when __del__ runs
+        # at interpreter shutdown.
+        self._free = lib.attn_bundle_free
+        handle = ctypes.c_void_p()
+        _capi.check(lib.attn_bundle_load(os.fsencode(bundle_dir), ctypes.byref(handle)))
+        self._handle = handle
+        # A temporary bundle directory must outlive the handle: variants' PTX is read
+        # on first use.
+        self._keep = _keep
+        self.info = json.loads(lib.attn_bundle_info_json(handle).decode("utf-8"))
+        self.variants = tuple(
+            lib.attn_bundle_variant_name(handle, i).decode("utf-8")
+            for i in range(lib.attn_bundle_num_variants(handle))
+        )
+        self.dtype = _TORCH_DTYPES[self.info["dtype"]]
+        self.heads_q = self.info["heads_q"]
+        self.heads_kv = self.info["heads_kv"]
+        self.head_dim = self.info["head_dim"]
+        self.head_dim_v = self.info["head_dim_v"]
+        self.input_names = tuple(i["name"] for i in self.info["inputs"])
+        self._inputs = {i["name"]: i for i in self.info["inputs"]}
+
+    def __del__(self):
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle:
+            self._free(handle)
+
+    def _declaration(self, name):
+        decl = self._inputs[name]
+        return f"{name} ({decl['dtype']} [{', '.join(map(str, decl['shape']))}])"
+
+    def __repr__(self):
+        i = self.info
+        return (
+            f"<attune.Kernel {i['spec_name']} {i['dtype']} heads {self.heads_q}/{self.heads_kv} "
+            f"dim {self.head_dim}/{self.head_dim_v} inputs {list(self.input_names)} "
+            f"{len(self.variants)} variants from {i['dir']}>"
+        )
+
+    def __call__(
+        self,
+        q,
+        k,
+        v,
+        *,
+        return_lse=False,
+        q_offset=None,
+        kv_offset=None,
+        variant=None,
+        tune=None,
+        **tensors,
+    ):
+        """Attention of q [B, Hq, Sq, D] over k [B, Hkv, Skv, D], v [B, Hkv, Skv, Dv].
+
+        Returns o [B, Hq, Sq, Dv] (q's dtype), or (o, lse) with lse [B, Hq, Sq] float32
+        when return_lse. The bundle's extra inputs are keyword arguments (``doc=...``).
+        Forward only: the outputs carry no autograd history.
+
+        Everything about the arguments is checked before the device is touched, so a
+        wrong call fails with a message naming the argument, never with a fault. The
+        first call of each shape bucket (batch, seq lengths rounded up to powers of two)
+        tunes the bundle's variants unless the tuning database already has a choice;
+        ``tune=False`` (or ``ATTUNE_NO_TUNE=1``) uses the tuned or default variant
+        without tuning, ``tune=True`` re-tunes, ``variant="name"`` forces one variant.
+        ``ATTUNE_VERBOSE=1`` prints the tuner's table on stderr.
+        """
+        # (a) what each argument is, and the extra inputs by name.
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            _require_tensor(name, t)
+        expected = ", ".join(self.input_names) if self.input_names else "none"
+        unknown = [n for n in tensors if n not in self._inputs]
+        if unknown:
+            raise AttuneError(
+                f"attune: unknown tensor argument{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}; this kernel's extra inputs are: {expected}"
+            )
+        missing = [n for n in self.input_names if n not in tensors]
+        if missing:
+            declared = ", ".join(self._declaration(n) for n in missing)
+            raise AttuneError(
+                f"attune: missing tensor argument{'s' if len(missing) > 1 else ''} {declared}; "
+                f"this kernel's extra inputs are: {expected}"
+            )
+        for name in self.input_names:
+            _require_tensor(name, tensors[name])
+
+        # (b) dtypes: the runtime would refuse them too, but cannot say torch's names.
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            if t.dtype != self.dtype:
+                raise AttuneError(
+                    f"attune: {name} has dtype {t.dtype}; this kernel takes {self.dtype} "
+                    f"(the bundle's dtype is {self.info['dtype']})"
+                )
+        for name in self.input_names:
+            want = _TORCH_DTYPES[self._inputs[name]["dtype"]]
+            if tensors[name].dtype != want:
+                raise AttuneError(
+                    f"attune: {name} has dtype {tensors[name].dtype}; this kernel takes {want} "
+                    f"(declared {self._inputs[name]['dtype']})"
+                )
+
+        # (c) shapes, strides and alignment, by the runtime's own host-side checks.
+        if return_lse and "lse" not in self.info["outputs"]:
+            raise AttuneError(
+                f"attune: return_lse=True, but this bundle ({self.info['spec_name']}) does not "
+                f"compute lse (its outputs are {self.info['outputs']}); add \"lse\" to the "
+                "spec's outputs and recompile"
+            )
+        if variant is not None and variant not in self.variants:
+            raise AttuneError(
+                f"attune: unknown variant {variant!r}; this bundle has: {', '.join(self.variants)}"
+            )
+        # Outputs on q's device: cheap even on the CPU, and it lets the runtime check
+        # them with everything else. A q of the wrong rank is refused before o matters.
+        o = lse = None
+        if q.dim() == 4:
+            B, Sq = q.shape[0], q.shape[2]
+            o = q.new_empty((B, self.heads_q, Sq, self.head_dim_v))
+            if return_lse:
+                lse = q.new_empty((B, self.heads_q, Sq), dtype=torch.float32)
+        # The ABI takes extra inputs row-major contiguous; q/k/v keep their strides.
+        extras = [tensors[n].contiguous() for n in self.input_names]
+        call = _capi.Call()
+        call.q, call.k, call.v = _describe("q", q), _describe("k", k), _describe("v", v)
+        if o is not None:
+            call.o = _describe("o", o)
+        if lse is not None:
+            call.lse = _describe("lse", lse)
+        names = (ctypes.c_char_p * len(extras))(*(n.encode("utf-8") for n in self.input_names))
+        inputs = (_capi.Tensor * len(extras))(
+            *(_describe(n, t) for n, t in zip(self.input_names, extras))
+        )
+        call.num_inputs = len(extras)
+        if extras:
+            call.input_names = ctypes.cast(names, ctypes.POINTER(ctypes.c_char_p))
+            call.inputs = ctypes.cast(inputs, ctypes.POINTER(_capi.Tensor))
+        if q_offset is not None:
+            call.has_q_offset, call.q_offset = 1, operator.index(q_offset)
+        if kv_offset is not None:
+            call.has_kv_offset, call.kv_offset = 1, operator.index(kv_offset)
+        if variant is not None:
+            call.variant = variant.encode("utf-8")
+        if self._lib.attn_check(self._handle, ctypes.byref(call)) != 0:
+            message = _capi.last_error()
+            strided = [
+                n
+                for n, t in (("q", q), ("k", k), ("v", v))
+                if t.dim() and t.shape[-1] > 1 and t.stride(-1) != 1
+            ]
+            if strided:
+                message += (
+                    f"; call .contiguous() on {', '.join(strided)} (the kernels read the last "
+                    "dimension with stride 1; other strides are fine)"
+                )
+            raise AttuneError(message)
+
+        # (d) where the tensors live: the last check, so that (a)-(c) run on any machine.
+        for name, t in [("q", q), ("k", k), ("v", v)] + [(n, tensors[n]) for n in self.input_names]:
+            if t.device.type != "cuda":
+                raise AttuneError(f"attune: {name} is on {t.device}; {_DEVICE_RULE}")
+            if t.device != q.device:
+                raise AttuneError(
+                    f"attune: {name} is on {t.device} but q is on {q.device}; {_DEVICE_RULE}"
+                )
+
+        # The runtime uses the driver context current on this thread; entering q's device
+        # makes that PyTorch's primary context of q's device (the runtime would otherwise
+        # retain the same primary context itself).
+        with torch.cuda.device(q.device):
+            call.stream = torch.cuda.current_stream(q.device).cuda_stream
+            self._run(call, q, k, variant, tune)
+        return (o, lse) if return_lse else o
+
+    def _run(self, call, q, k, variant, tune):
+        lib, handle, ref = self._lib, self._handle, ctypes.byref(call)
+        may_tune = (
+            variant is None
+            and tune is not False
+            and len(self.variants) > 1
+            and q.shape[0] * q.shape[2] > 0
+            and not _env_flag("ATTUNE_NO_TUNE")
+        )
+        if may_tune:
+            # The runtime keeps the database's answer per tuning key in memory, so
+            # asking on every call costs a lookup, not a file read.
+            known = 0 if tune is True else lib.attn_tuned_variant(handle, ref, None, 0)
+            if known < 0:
+                raise AttuneError(_capi.last_error())
+            if known == 0:
+                # Also runs the winner on these arguments: o (and lse) are filled.
+                _capi.check(lib.attn_tune(handle, ref, 0, int(_env_flag("ATTUNE_VERBOSE"))))
+                return
+        _capi.check(lib.attn_launch(handle, ref))
