@@ -129,6 +129,27 @@ class Kernel:
         without tuning, ``tune=True`` re-tunes, ``variant="name"`` forces one variant.
         ``ATTUNE_VERBOSE=1`` prints the tuner's table on stderr.
         """
+        call, o, lse, _keep = self._checked_call(
+            q, k, v, return_lse, q_offset, kv_offset, variant, tensors
+        )
+        # The runtime uses the driver context current on this thread; entering q's device
+        # makes that PyTorch's primary context of q's device (the runtime would otherwise
+        # retain the same primary context itself).
+        with torch.cuda.device(q.device):
+            call.stream = torch.cuda.current_stream(q.device).cuda_stream
+            self._run(call, q, k, variant, tune)
+        return (o, lse) if return_lse else o
+
+    def selected_variant(self, q, k, v, *, q_offset=None, kv_offset=None, **tensors):
+        """The variant a call with these arguments runs: the tuned choice for its shape
+        bucket on this GPU if there is one, else the default (no tuning happens)."""
+        call, _, _, _keep = self._checked_call(q, k, v, False, q_offset, kv_offset, None, tensors)
+        with torch.cuda.device(q.device):
+            return _capi.text_out(self._lib.attn_select_variant, self._handle, ctypes.byref(call))
+
+    def _checked_call(self, q, k, v, return_lse, q_offset, kv_offset, variant, tensors):
+        """(attn_call, o, lse, what must stay alive while the call is used), after every
+        check; nothing here touches the device."""
         # (a) what each argument is, and the extra inputs by name.
         for name, t in (("q", q), ("k", k), ("v", v)):
             _require_tensor(name, t)
@@ -227,14 +248,7 @@ class Kernel:
                 raise AttuneError(
                     f"attune: {name} is on {t.device} but q is on {q.device}; {_DEVICE_RULE}"
                 )
-
-        # The runtime uses the driver context current on this thread; entering q's device
-        # makes that PyTorch's primary context of q's device (the runtime would otherwise
-        # retain the same primary context itself).
-        with torch.cuda.device(q.device):
-            call.stream = torch.cuda.current_stream(q.device).cuda_stream
-            self._run(call, q, k, variant, tune)
-        return (o, lse) if return_lse else o
+        return call, o, lse, (names, inputs, extras)
 
     def _run(self, call, q, k, variant, tune):
         lib, handle, ref = self._lib, self._handle, ctypes.byref(call)

@@ -42,6 +42,13 @@ def test_correct_cpu_arguments_are_refused_only_for_the_device(copy_kernel):
     refused(copy_kernel, DEVICE_MESSAGE, **args(), variant="copy_sm80_b", tune=False)
 
 
+def test_selected_variant_checks_like_a_call(copy_kernel):
+    with pytest.raises(attune.AttuneError, match="q is on cpu"):
+        copy_kernel.selected_variant(**args())
+    with pytest.raises(attune.AttuneError, match="missing tensor argument doc"):
+        copy_kernel.selected_variant(**{n: t for n, t in args().items() if n != "doc"})
+
+
 def test_an_argument_that_is_not_a_tensor(copy_kernel):
     refused(copy_kernel, "attune: k must be a torch.Tensor, got numpy.ndarray",
             **args(k=np.zeros((B, 2, SKV, D), np.float32)))

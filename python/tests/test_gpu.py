@@ -60,6 +60,7 @@ def test_copy_bundle_launches_tunes_and_forces_variants(tuning_db):
     assert len(entries) == 1
     (key, entry), = entries.items()
     assert key.endswith("|b2-q64-kv64") and entry["variant"] in copy_kernel.variants
+    assert copy_kernel.selected_variant(**a) == entry["variant"]
     stamp = tuning_db.stat().st_mtime_ns
 
     # Same bucket, other lengths: no tuning, the stored choice.

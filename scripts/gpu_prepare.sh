@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Here (with attnc): everything a GPU session needs, under .carry/ (ignored by git):
+#   .carry/gpu-checks.tar.xz  every example's bundle, the check cases and the reference
+#                             answers (test/gpu/prepare.py), packed to fit the carry limit
+#   .carry/bundles/           the benchmark specs' bundles (bench/prepare_bundles.sh)
+#   .carry/cache/bundles/     the causal example's bundle under its cache key, for the
+#                             python-gpu tests (the GPU machines have no attnc)
+# Then, on the GPU machine: bash scripts/gpu_session.sh (carry .carry).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARCH=${ARCH:-sm_90a}
+rm -rf .carry/gpu-checks .carry/gpu-checks.tar.xz .carry/bundles .carry/cache
+/usr/bin/python3 test/gpu/prepare.py --out .carry/gpu-checks --arch "$ARCH"
+tar -C .carry -cJf .carry/gpu-checks.tar.xz gpu-checks
+rm -rf .carry/gpu-checks
+ARCH=$ARCH bash bench/prepare_bundles.sh .carry/bundles
+ATTUNE_CACHE_DIR=.carry/cache build/tools/attnc/attnc compile specs/examples/causal.json --cache
+du -sh .carry/*

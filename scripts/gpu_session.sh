@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# On a GPU machine (no LLVM there), from the repository root, with .carry/ from
+# scripts/gpu_prepare.sh: builds the runtime, runs the GPU tests (ctest -L gpu), the
+# GPU checks of every example, and the benchmark against PyTorch. Results go to
+# $OUT (the device tool's return folder) or bench/results/.
+#   bash scripts/gpu_session.sh [checks|tests|bench|all]   (default all)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+results=${OUT:-bench/results}
+mkdir -p "$results"
+status=0
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/python
+export ATTUNE_RUNTIME_LIB=$PWD/build-rt/runtime/libattune_runtime.so
+export ATTUNE_CACHE_DIR=/tmp/attune-cache
+
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader || true
+cmake -S . -B build-rt -G Ninja -DATTUNE_RUNTIME_ONLY=ON -DCMAKE_BUILD_TYPE=Release >/dev/null &&
+  ninja -C build-rt >/dev/null || { echo "runtime build failed"; exit 1; }
+
+if [[ $what == all || $what == tests ]]; then
+  mkdir -p build-rt/python/cache && cp -r .carry/cache/bundles build-rt/python/cache/
+  ctest --test-dir build-rt -L gpu --output-on-failure 2>&1 | tee "$results/gpu-ctest.log" || status=1
+fi
+if [[ $what == all || $what == checks ]]; then
+  mkdir -p /tmp/gc && tar -C /tmp/gc -xJf .carry/gpu-checks.tar.xz
+  python3 test/gpu/check.py /tmp/gc/gpu-checks --results "$results" || status=1
+fi
+if [[ $what == all || $what == bench ]]; then
+  python3 bench/gpu_compare.py --bundles .carry/bundles --out "$results" ${BENCH_ARGS:-} || status=1
+fi
+exit $status

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Prepares the GPU checks on a machine with attnc: every example spec compiled to a
+bundle (all default tile configs, for the GPU's arch), and for each case its extra
+inputs and the float64 reference's answer. See kit.py for the layout; check.py runs it.
+
+  /usr/bin/python3 test/gpu/prepare.py --out .carry/gpu-checks [--arch sm_90a]
+      [--specs causal,document] [--seed N] [--no-long]
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
+import kit  # noqa: E402
+from attune_inputs import make_inputs  # noqa: E402
+
+
+def attnc(exe, *args):
+    r = subprocess.run([exe, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"{exe} {' '.join(args)} failed:\n{r.stderr}")
+    return r.stdout
+
+
+def reference(exe, spec_path, tmp, q, k, v, inputs, offsets, want_lse):
+    files = {}
+    for name, arr in {"q": q, "k": k, "v": v, **inputs}.items():
+        files[name] = os.path.join(tmp, f"{name}.npy")
+        np.save(files[name], arr)
+    out, lse = os.path.join(tmp, "o.npy"), os.path.join(tmp, "lse.npy")
+    args = ["run", spec_path, "--backend", "reference", "--q", files["q"], "--k", files["k"],
+            "--v", files["v"], "--out", out]
+    for name in inputs:
+        args += ["--input", f"{name}={files[name]}"]
+    if offsets:
+        args += ["--q-offset", str(offsets[0]), "--kv-offset", str(offsets[1])]
+    if want_lse:
+        args += ["--lse", lse]
+    attnc(exe, *args)
+    return np.load(out), (np.load(lse) if want_lse else None)
+
+
+def variants_of(spec, name):
+    """(label, spec) per dtype checked: the spec as written, and for some specs a copy
+    in the other 16-bit type."""
+    dtype = spec.get("dtype", "bf16")
+    out = [(name, dict(spec, dtype=dtype))]
+    if name in kit.OTHER_DTYPE:
+        other = "fp16" if dtype == "bf16" else "bf16"
+        out.append((f"{name}.{other}", dict(spec, dtype=other)))
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--attnc", default=os.environ.get(
+        "ATTNC", os.path.join(ROOT, "build", "tools", "attnc", "attnc")))
+    p.add_argument("--arch", default="sm_90a")
+    p.add_argument("--specs", help="comma-separated example names (default: all)")
+    p.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(2), "little"))
+    p.add_argument("--no-long", action="store_true", help="skip the 1000-token cases")
+    args = p.parse_args()
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "specs", "examples", "*.json")))
+    if args.specs:
+        wanted = set(args.specs.split(","))
+        paths = [x for x in paths if os.path.basename(x)[:-5] in wanted]
+        missing = wanted - {os.path.basename(x)[:-5] for x in paths}
+        if missing:
+            sys.exit(f"no example spec named {', '.join(sorted(missing))}")
+    os.makedirs(args.out, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    cases = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in paths:
+            for label, spec in variants_of(json.load(open(path)), os.path.basename(path)[:-5]):
+                dtype = spec["dtype"]
+                spec_path = os.path.join(tmp, f"{label}.json")
+                json.dump(spec, open(spec_path, "w"))
+                bundle = os.path.join(label, "bundle")
+                attnc(args.attnc, "compile", spec_path, "-o", os.path.join(args.out, bundle),
+                      "--arch", args.arch)
+                want_lse = "lse" in spec.get("outputs", [])
+                long = not args.no_long and label.split(".")[0] in kit.LONG
+                shapes = kit.CASES + ([kit.LONG_CASE] if long else [])
+                for i, (batch, sq, skv, offsets) in enumerate(shapes):
+                    seed = int(rng.integers(0, 1 << 20))
+                    q, k, v = kit.qkv(seed, spec, batch, sq, skv, dtype)
+                    _, _, _, inputs = make_inputs(spec, batch, sq, skv, rng)
+                    o, lse = reference(args.attnc, spec_path, tmp, q, k, v, inputs, offsets, want_lse)
+                    arrays = {f"input:{n}": a for n, a in inputs.items()}
+                    arrays["o"] = o.astype(np.float16)
+                    if lse is not None:
+                        arrays["lse"] = lse.astype(np.float32)
+                    data = os.path.join(label, f"case{i}.npz")
+                    np.savez_compressed(os.path.join(args.out, data), **arrays)
+                    cases.append({"name": label, "spec": os.path.basename(path), "dtype": dtype,
+                                  "bundle": bundle, "data": data, "batch": batch, "seq_q": sq,
+                                  "seq_kv": skv, "offsets": offsets, "seed": seed,
+                                  "lse": want_lse, "qkv_sha256": kit.checksum(q, k, v)})
+                print(f"prepared {label}: {len(shapes)} cases", flush=True)
+    json.dump({"format": kit.FORMAT, "arch": args.arch, "cases": cases},
+              open(os.path.join(args.out, "checks.json"), "w"), indent=1)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(args.out) for f in fs)
+    print(f"{len(cases)} cases in {args.out} ({size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
