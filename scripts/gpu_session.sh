@@ -3,7 +3,9 @@
 # scripts/gpu_prepare.sh: builds the runtime, runs the GPU tests (ctest -L gpu), the
 # GPU checks of every example, and the benchmark against PyTorch. Results go to
 # $OUT (the device tool's return folder) or bench/results/.
-#   bash scripts/gpu_session.sh [checks|tests|bench|all]   (default all)
+#   bash scripts/gpu_session.sh [checks|tests|bench|sanitize|all]   (default all)
+# BENCH_ARGS overrides the benchmark's rows (default: head_dim 128 at 2k and 8k, about
+# five minutes with FlexAttention's compiles; the full sweep takes about 20).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -27,6 +29,16 @@ if [[ $what == all || $what == checks ]]; then
   python3 test/gpu/check.py /tmp/gc/gpu-checks --results "$results" || status=1
 fi
 if [[ $what == all || $what == bench ]]; then
-  python3 bench/gpu_compare.py --bundles .carry/bundles --out "$results" ${BENCH_ARGS:-} || status=1
+  python3 bench/gpu_compare.py --bundles .carry/bundles --out "$results" \
+    ${BENCH_ARGS:---seqs 2048,8192 --dims 128} || status=1
+fi
+if [[ $what == sanitize ]]; then
+  # Out-of-bounds accesses and races on two patterns (slow: minutes).
+  mkdir -p /tmp/gc && tar -C /tmp/gc -xJf .carry/gpu-checks.tar.xz
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 \
+      python3 test/gpu/check.py /tmp/gc/gpu-checks --only causal,document 2>&1 |
+      tail -40 | tee "$results/sanitize-$tool.log" || status=1
+  done
 fi
 exit $status

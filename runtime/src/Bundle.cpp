@@ -182,6 +182,34 @@ CUmodule loadModule(const std::string &image, const std::string &what) {
   return module;
 }
 
+/// Every tensor of the call must be memory of `dev` that the driver knows: a host
+/// pointer would make the kernel fault and leave the context unusable for the process.
+void checkDeviceMemory(const Manifest &m, const CheckedCall &c, const DeviceInfo &dev,
+                       const char *fn) {
+  auto one = [&](const std::string &name, const attn_tensor &t) {
+    if (!t.data || spanBytes(t) == 0)
+      return; // no lse wanted, or nothing of it is read
+    int ordinal = -1;
+    CUresult r = driver().cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                                                reinterpret_cast<CUdeviceptr>(t.data));
+    if (r != CUDA_SUCCESS)
+      throw ArgError(std::string(fn) + ": " + name +
+                     " is not device memory (the CUDA driver does not know the pointer; a host "
+                     "tensor?)");
+    if (ordinal != dev.ordinal)
+      throw ArgError(std::string(fn) + ": " + name + " is on CUDA device " +
+                     std::to_string(ordinal) + " but the launch runs on device " +
+                     std::to_string(dev.ordinal) + " (" + dev.name + ")");
+  };
+  one("q", c.q);
+  one("k", c.k);
+  one("v", c.v);
+  one("o", c.o);
+  one("lse", c.lse);
+  for (size_t i = 0; i < c.inputs.size(); ++i)
+    one("input '" + m.inputs[i].name + "'", c.inputs[i]);
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   size_t n = v.size();
@@ -393,6 +421,7 @@ void Bundle::launch(const attn_call &call) {
   if (c.empty)
     return;
   const DeviceInfo &dev = device(c);
+  checkDeviceMemory(m_, c, dev, fn);
   launchVariant(choose(call, c, dev, fn), dev, c, call.stream, fn);
 }
 
@@ -425,6 +454,7 @@ void Bundle::tune(const attn_call &call, int repeats, bool verbose) {
   if (c.empty)
     return;
   const DeviceInfo &dev = device(c);
+  checkDeviceMemory(m_, c, dev, fn);
   const Driver &d = driver();
   CUstream stream = static_cast<CUstream>(call.stream);
   std::vector<int> candidates = compatibleVariants(m_, dev.major, dev.minor);

@@ -191,6 +191,24 @@ TEST(Gpu, TuneStoresTheWinnerAndLaterLaunchesUseIt) {
   p.expectResult(Problem::Skv - Problem::Sq);
 }
 
+TEST(Gpu, HostMemoryIsRefusedBeforeTheLaunch) {
+  BundleHandle h;
+  Problem p;
+  std::vector<uint16_t> host(p.q.bytes / 2 + 8);
+  // 16-byte aligned, like the device buffer, so that only the kind of memory differs.
+  auto *aligned = reinterpret_cast<uint16_t *>((reinterpret_cast<uintptr_t>(host.data()) + 15) &
+                                               ~uintptr_t(15));
+  p.t.call.k.data = aligned;
+  EXPECT_NE(attn_launch(h.b, &p.t.call), 0);
+  EXPECT_NE(std::string(attn_last_error()).find("attn_launch: k is not device memory"),
+            std::string::npos)
+      << attn_last_error();
+  // The context is still usable: a correct launch afterwards works.
+  p.t.call.k = tensor(p.k.data(), ATTN_BF16, {Problem::B, Problem::Hkv, Problem::Skv, Problem::D});
+  ASSERT_EQ(attn_launch(h.b, &p.t.call), 0) << attn_last_error();
+  p.expectResult(Problem::Skv - Problem::Sq);
+}
+
 TEST(Gpu, DeviceInfo) {
   char buf[1024];
   ASSERT_EQ(attn_device_info(0, buf, sizeof buf), 0) << attn_last_error();
@@ -200,19 +218,17 @@ TEST(Gpu, DeviceInfo) {
 }
 
 int main(int argc, char **argv) {
-  const cu::Driver *d = cu::driverIfLoaded();
-  int count = 0;
-  if (!d) {
-    try {
-      cu::driver();
-    } catch (const std::exception &e) {
-      bool missing = std::string(e.what()).rfind("no CUDA driver", 0) == 0;
-      std::printf("SKIPPED: %s\n  (%s)\n",
-                  missing ? "no CUDA driver (libcuda.so.1 not found)" : "CUDA driver unusable",
-                  e.what());
-    }
+  const cu::Driver *d = nullptr;
+  try {
+    d = &cu::driver();
+  } catch (const std::exception &e) {
+    bool missing = std::string(e.what()).rfind("no CUDA driver", 0) == 0;
+    std::printf("SKIPPED: %s\n  (%s)\n",
+                missing ? "no CUDA driver (libcuda.so.1 not found)" : "CUDA driver unusable",
+                e.what());
     return 77;
   }
+  int count = 0;
   if (d->cuDeviceGetCount(&count) != cu::CUDA_SUCCESS || count == 0) {
     std::printf("SKIPPED: no CUDA device\n");
     return 77;
