@@ -5,14 +5,18 @@
 #   .carry/bundles/           the benchmark specs' bundles (bench/prepare_bundles.sh)
 #   .carry/cache/bundles/     the causal example's bundle under its cache key, for the
 #                             python-gpu tests (the GPU machines have no attnc)
+#   .carry/googletest/        GoogleTest's sources (no package there) for the runtime's
+#                             C++ tests, runtime-gpu among them
 # Then, on the GPU machine: bash scripts/gpu_session.sh (carry .carry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCH=${ARCH:-sm_90a}
-rm -rf .carry/gpu-checks .carry/gpu-checks.tar.xz .carry/bundles .carry/cache
+rm -rf .carry/gpu-checks .carry/gpu-checks.tar.xz .carry/bundles .carry/cache .carry/googletest
 /usr/bin/python3 test/gpu/prepare.py --out .carry/gpu-checks --arch "$ARCH"
 tar -C .carry -cJf .carry/gpu-checks.tar.xz gpu-checks
 rm -rf .carry/gpu-checks
 ARCH=$ARCH bash bench/prepare_bundles.sh .carry/bundles
 ATTUNE_CACHE_DIR=.carry/cache build/tools/attnc/attnc compile specs/examples/causal.json --cache
+mkdir -p .carry/googletest
+cp -r /usr/src/googletest/CMakeLists.txt /usr/src/googletest/googletest .carry/googletest/
 du -sh .carry/*
