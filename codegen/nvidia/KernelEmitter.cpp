@@ -27,7 +27,7 @@ std::string GpuConfig::name() const {
   std::string a = arch;
   a.erase(std::remove(a.begin(), a.end(), '_'), a.end());
   return a + "_bm" + std::to_string(blockM) + "_bn" + std::to_string(blockN) + "_w" +
-         std::to_string(warps());
+         std::to_string(warps()) + (packGqa ? "_g" : "");
 }
 
 bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
@@ -50,6 +50,13 @@ bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
   }
   if (c.blockN % 16 || c.blockN < 16 || c.blockN > 128) {
     why = "block_n must be a multiple of 16 in [16, 128]";
+    return false;
+  }
+  int64_t group = op.getHeadsQ() / op.getHeadsKv();
+  if (c.packGqa && (group < 2 || c.blockM % group)) {
+    why = "pack_gqa needs query heads grouped on kv heads (heads_q / heads_kv = " +
+          std::to_string(group) + ") in a number that divides block_m (" +
+          std::to_string(c.blockM) + ")";
     return false;
   }
   if (c.arch != "sm_80" && c.arch != "sm_86" && c.arch != "sm_89" && c.arch != "sm_90" &&
@@ -79,6 +86,8 @@ public:
     warps = cfg.warps();
     threads = 32 * warps;
     group = op.getHeadsQ() / op.getHeadsKv();
+    packed = cfg.packGqa;
+    qPerCta = packed ? bm / group : bm;
     Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
     fp16 = elt.isF16();
     eltType = elt;
@@ -173,10 +182,33 @@ private:
   // Pieces of the kernel.
   void readParams(Block *entry);
   Value memrefFromPointer(Value ptr, RankedTensorType type, ArrayRef<Value> dims);
-  void loadTileAsync(Value base, Value rowStride, Value row0, Value validRows, int64_t rows,
+  /// Where tile row `row` (i64) is read from: its byte offset from the tile's base
+  /// pointer, and whether it exists (rows that do not are zero-filled).
+  using RowSource = function_ref<std::pair<Value, Value>(Value row)>;
+  void loadTileAsync(Value base, RowSource source, int64_t rows, int64_t width,
+                     Value smemOffset, int64_t smemStride);
+  /// Rows [row0, row0 + validRows) of a tensor with row stride `rowStride` (elements).
+  void loadRowsAsync(Value base, Value rowStride, Value row0, Value validRows, int64_t rows,
                      int64_t width, Value smemOffset, int64_t smemStride);
+  void loadQTile();
+  /// The query index and the head of tile row `row` (i32), both i64.
+  Value rowQuery(Value row) {
+    return add(qLo, ext64(packed ? divu(row, c32(group)) : row));
+  }
+  Value rowHead(Value row) {
+    return packed ? add(mul(hkIdx, c64(group)), ext64(remu(row, c32(group)))) : hIdx;
+  }
+  /// The heads of the CTA's rows: its one head, or every head of the group.
+  SmallVector<Value> ctaHeads() {
+    if (!packed)
+      return {hIdx};
+    SmallVector<Value> heads;
+    for (int64_t g = 0; g < group; ++g)
+      heads.push_back(add(mul(hkIdx, c64(group)), c64(g)));
+    return heads;
+  }
   void rotateInShared(Value smemOffset, int64_t smemStride, int64_t rows, RopeAttr rope,
-                      Value firstPosition, StringRef tableName);
+                      function_ref<Value(Value)> position, StringRef tableName);
   SmallVector<std::array<Value, 4>> loadQFragments();
   Value classify(Value kvLo, Value kvHi);
   struct Visit {
@@ -204,6 +236,8 @@ private:
   OpBuilder &b;
   Location loc;
   int64_t bm, bn, d, dv, warps, threads, group;
+  bool packed;     // pack_gqa: the rows of all heads of a kv head
+  int64_t qPerCta; // queries per CTA: bm, or bm / group when packed
   bool fp16;
   Type eltType;
   int64_t qStride, kStride, vStride, offK, offV, smemBytes;
@@ -213,7 +247,7 @@ private:
 
   // Per-thread and per-CTA values.
   Value tid, lane, warp, gq, tq;            // i32
-  Value bIdx, hIdx, hkIdx;                  // i64
+  Value bIdx, hIdx, hkIdx;                  // i64 (no hIdx when packed)
   Value qLo, qRows, qHi;                    // i64
   Value smemBase;
   Value qPtr, kPtr, vPtr, oPtr, lsePtr;
@@ -346,31 +380,27 @@ void KernelEmitter::readParams(Block *entry) {
 // Shared-memory tiles
 //===----------------------------------------------------------------------===//
 
-/// rows x width elements from global rows [row0, row0 + rows) into shared memory,
-/// 16-byte cp.async chunks spread over the CTA; rows past validRows are zero-filled.
-void KernelEmitter::loadTileAsync(Value base, Value rowStride, Value row0, Value validRows,
-                                  int64_t rows, int64_t width, Value smemOffset,
-                                  int64_t smemStride) {
+/// rows x width elements into shared memory, 16-byte cp.async chunks spread over the
+/// CTA; rows that `source` says do not exist are zero-filled.
+void KernelEmitter::loadTileAsync(Value base, RowSource source, int64_t rows, int64_t width,
+                                  Value smemOffset, int64_t smemStride) {
   int64_t chunksPerRow = width / 8, chunks = rows * chunksPerRow;
   // When the CTA covers whole rows per step, every thread keeps one column and its
   // rows advance by a constant: addresses are linear in the (unrolled) step.
   bool wholeRows = threads % chunksPerRow == 0;
   Value rowBase = wholeRows ? divu(tid, c32(chunksPerRow)) : Value();
   Value colBase = wholeRows ? mul(remu(tid, c32(chunksPerRow)), c32(8)) : Value();
-  Value rowStrideBytes = mul(rowStride, c64(2));
-  Value tileBase = elementPtr(base, eltType, mul(row0, rowStride));
   for (int64_t i = 0; i * threads < chunks; ++i) {
     Value c = add(tid, c32(i * threads));
     auto body = [&] {
       Value row = wholeRows ? add(rowBase, c32(i * (threads / chunksPerRow)))
                             : divu(c, c32(chunksPerRow));
       Value col = wholeRows ? colBase : mul(remu(c, c32(chunksPerRow)), c32(8));
-      Value row64 = ext64(row);
-      Value valid = cmp(P::slt, row64, validRows);
-      // Rows past the end copy 0 bytes (zero fill) from the tile's first row.
-      Value offset = add(mul(row64, rowStrideBytes), mul(ext64(col), c64(2)));
+      auto [rowOffset, valid] = source(ext64(row));
+      // Rows that do not exist copy 0 bytes (zero fill) from the tile's base.
+      Value offset = add(rowOffset, mul(ext64(col), c64(2)));
       Value srcOffset = sel(valid, offset, c64(0));
-      Value src = LLVM::GEPOp::create(b, loc, ptrType(), b.getI8Type(), tileBase, ValueRange{srcOffset});
+      Value src = LLVM::GEPOp::create(b, loc, ptrType(), b.getI8Type(), base, ValueRange{srcOffset});
       Value srcGlobal = LLVM::AddrSpaceCastOp::create(b, loc, ptrType(1), src);
       Value dstOff = add(smemOffset, mul(add(mul(row, c32(smemStride)), col), c32(2)));
       Value bytes = sel(valid, c32(16), c32(0));
@@ -386,6 +416,39 @@ void KernelEmitter::loadTileAsync(Value base, Value rowStride, Value row0, Value
       body();
     }
   }
+}
+
+void KernelEmitter::loadRowsAsync(Value base, Value rowStride, Value row0, Value validRows,
+                                  int64_t rows, int64_t width, Value smemOffset,
+                                  int64_t smemStride) {
+  Value rowStrideBytes = mul(rowStride, c64(2));
+  Value tileBase = elementPtr(base, eltType, mul(row0, rowStride));
+  loadTileAsync(
+      tileBase,
+      [&](Value row) -> std::pair<Value, Value> {
+        return {mul(row, rowStrideBytes), cmp(P::slt, row, validRows)};
+      },
+      rows, width, smemOffset, smemStride);
+}
+
+/// The CTA's Q rows into shared memory at offset 0: one head's consecutive queries, or
+/// with pack_gqa the queries of every head of the group, interleaved.
+void KernelEmitter::loadQTile() {
+  if (!packed) {
+    Value qBase = elementPtr(qPtr, eltType, add(mul(bIdx, qStrides[0]), mul(hIdx, qStrides[1])));
+    loadRowsAsync(qBase, qStrides[2], qLo, qRows, bm, d, c32(0), qStride);
+    return;
+  }
+  Value base = elementPtr(qPtr, eltType, mul(bIdx, qStrides[0]));
+  loadTileAsync(
+      base,
+      [&](Value row) -> std::pair<Value, Value> {
+        Value row32 = trunc32(row);
+        Value query = rowQuery(row32), head = rowHead(row32);
+        Value elems = add(mul(head, qStrides[1]), mul(query, qStrides[2]));
+        return {mul(elems, c64(2)), cmp(P::slt, query, seqQ)};
+      },
+      bm, d, c32(0), qStride);
 }
 
 void KernelEmitter::declareRopeTables(gpu::GPUModuleOp module) {
@@ -422,10 +485,11 @@ void KernelEmitter::declareRopeTables(gpu::GPUModuleOp module) {
   declare(op.getKRopeAttr(), "attn_rope_k");
 }
 
-/// Rotates `rows` rows of a tile in shared memory, row r at position firstPosition + r.
+/// Rotates `rows` rows of a tile in shared memory, row r (i32) at position(r) (i64).
 /// The angle is reduced modulo 2 pi in double: positions can be large.
 void KernelEmitter::rotateInShared(Value smemOffset, int64_t smemStride, int64_t rows,
-                                   RopeAttr rope, Value firstPosition, StringRef tableName) {
+                                   RopeAttr rope, function_ref<Value(Value)> position,
+                                   StringRef tableName) {
   int64_t half = rope.getRotaryDim() / 2, work = rows * half;
   bool interleaved = rope.getStyle() == RopeStyle::interleaved;
   double mscale = rope.getScaling() == RopeScaling::yarn ? rope.getMscale().getValueAsDouble() : 1.0;
@@ -443,7 +507,7 @@ void KernelEmitter::rotateInShared(Value smemOffset, int64_t smemStride, int64_t
       Value x1 = arith::ExtFOp::create(b, loc, b.getF32Type(), LLVM::LoadOp::create(b, loc, eltType, p1).getResult());
       Value freqPtr = LLVM::GEPOp::create(b, loc, ptrType(), b.getF64Type(), table, ValueRange{ext64(m)});
       Value freq = LLVM::LoadOp::create(b, loc, b.getF64Type(), freqPtr);
-      Value pos = arith::SIToFPOp::create(b, loc, b.getF64Type(), add(firstPosition, ext64(row)));
+      Value pos = arith::SIToFPOp::create(b, loc, b.getF64Type(), position(row));
       Value angle = arith::MulFOp::create(b, loc, pos, freq);
       // Nearest whole number of turns (no floor: it would need libdevice on f64).
       Value perTurn = arith::MulFOp::create(b, loc, angle,
@@ -515,10 +579,23 @@ static SmallVector<Value> inlineRegion(OpBuilder &b, Region &region, ValueRange 
   return out;
 }
 
+/// The tile's class for every row of the CTA: with pack_gqa and a head-dependent
+/// mask, EMPTY or FULL only when it is so for every head of the group.
 Value KernelEmitter::classify(Value kvLo, Value kvHi) {
-  return inlineRegion(b, op.getTileClass(),
-                      {bIdx, hIdx, qLo, qHi, kvLo, kvHi, qOffset, kvOffset, seqQ, seqKv},
-                      tensors)[0];
+  Region &region = op.getTileClass();
+  SmallVector<Value> heads = ctaHeads();
+  if (region.front().getArgument(1).use_empty())
+    heads.resize(1);
+  Value first, same = cbool(true);
+  for (Value h : heads) {
+    Value cls = inlineRegion(b, region, {bIdx, h, qLo, qHi, kvLo, kvHi, qOffset, kvOffset, seqQ, seqKv},
+                             tensors)[0];
+    if (!first)
+      first = cls;
+    else
+      same = andi(same, cmp(P::eq, cls, first));
+  }
+  return heads.size() == 1 ? first : sel(same, first, c32(kPartial));
 }
 
 /// values[r] for a run-time r (a select chain; there are at most a few ranges).
@@ -643,14 +720,14 @@ void KernelEmitter::prefetch(Value valid, Value kb, Value stage) {
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guard.thenBlock());
-    loadTileAsync(kBase, kStrides[2], kvLo, rows, bn, d, kOff, kStride);
+    loadRowsAsync(kBase, kStrides[2], kvLo, rows, bn, d, kOff, kStride);
   }
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
   auto guardV = scf::IfOp::create(b, loc, valid, false);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guardV.thenBlock());
-    loadTileAsync(vBase, vStrides[2], kvLo, rows, bn, dv, vOff, vStride);
+    loadRowsAsync(vBase, vStrides[2], kvLo, rows, bn, dv, vOff, vStride);
   }
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
 }
@@ -721,11 +798,13 @@ SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo,
 
   // Row and column coordinates of this thread's elements (only where a region or
   // the bounds need them: a FULL tile with an identity score computes none).
-  Value rowI[2], rowPos[2], rowInside[2];
+  Value rowI[2], rowH[2], rowPos[2], rowInside[2];
   SmallVector<Value> colJ(cols), colPos(cols), colInside(cols);
   if (masked || !op.hasIdentityScore()) {
     for (int r = 0; r < 2; ++r) {
-      rowI[r] = add(qLo, ext64(r ? add(rowBase, c32(8)) : rowBase));
+      Value row = r ? add(rowBase, c32(8)) : rowBase;
+      rowI[r] = rowQuery(row);
+      rowH[r] = rowHead(row);
       rowPos[r] = add(rowI[r], qOffset);
     }
     for (int64_t c = 0; c < cols; ++c) {
@@ -747,14 +826,17 @@ SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo,
     SmallVector<unsigned> argDeps;
     if (withScore)
       argDeps.push_back(kScore);
-    argDeps.append({kUniform, kUniform, kRow, kCol, kRow, kCol, kUniform, kUniform});
+    // With pack_gqa the head is a property of the row.
+    unsigned headDep = packed ? unsigned(kRow) : unsigned(kUniform);
+    argDeps.append({kUniform, headDep, kRow, kCol, kRow, kCol, kUniform, kUniform});
     DenseMap<Operation *, unsigned> deps = dependences(region, argDeps);
     Block &block = region.front();
     unsigned first = withScore ? 1 : 0;
     IRMapping base = tensors;
     cloneConstantsUsedIn(region, b, base);
     base.map(block.getArgument(first + 0), bIdx);
-    base.map(block.getArgument(first + 1), hIdx);
+    if (!packed)
+      base.map(block.getArgument(first + 1), hIdx);
     base.map(block.getArgument(first + 6), seqQ);
     base.map(block.getArgument(first + 7), seqKv);
     for (Operation &inner : block.without_terminator())
@@ -769,6 +851,8 @@ SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo,
     for (int r = 0; r < 2; ++r) {
       rows[r].map(block.getArgument(first + 2), rowI[r]);
       rows[r].map(block.getArgument(first + 4), rowPos[r]);
+      if (packed)
+        rows[r].map(block.getArgument(first + 1), rowH[r]);
       cloneInto(rows[r], kRow);
     }
     for (int64_t c = 0; c < cols; ++c) {
@@ -850,17 +934,17 @@ SmallVector<Acc> KernelEmitter::stagedEpilogue(SmallVector<Acc> s, Value kvLo, b
     Value it = arith::IndexCastOp::create(b, loc, b.getI32Type(), loop.getInductionVar());
     Value idx = add(tid, mul(it, c32(threads)));
     Value r = divu(idx, c32(bn)), c = remu(idx, c32(bn));
-    Value i = add(qLo, ext64(r)), jj = add(kvLo, ext64(c));
+    Value i = rowQuery(r), h = rowHead(r), jj = add(kvLo, ext64(c));
     Value qPos = add(i, qOffset), kvPos = add(jj, kvOffset);
     Value ptr = slot(r, c);
     Value v = LLVM::LoadOp::create(b, loc, b.getF32Type(), ptr);
     if (!rawScores)
       v = mulf(v, cf(scale));
     if (!op.hasIdentityScore())
-      v = inlineRegion(b, op.getScore(), {v, bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
+      v = inlineRegion(b, op.getScore(), {v, bIdx, h, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
     if (masked) {
       Value inside = andi(cmp(P::slt, i, seqQ), cmp(P::slt, jj, seqKv));
-      Value allowed = inlineRegion(b, op.getMask(), {bIdx, hIdx, i, jj, qPos, kvPos, seqQ, seqKv},
+      Value allowed = inlineRegion(b, op.getMask(), {bIdx, h, i, jj, qPos, kvPos, seqQ, seqKv},
                                    tensors)[0];
       v = sel(andi(inside, allowed), v, negInf);
     }
@@ -921,8 +1005,9 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     NVVM::Barrier0Op::create(b, loc);
     Value kvLo = mul(kb, c64(bn));
     if (RopeAttr rope = op.getKRopeAttr()) {
+      Value first = add(kvLo, kvOffset);
       rotateInShared(add(c32(offK), mul(stage, c32(bn * kStride * 2))), kStride, bn, rope,
-                     add(kvLo, kvOffset), "attn_rope_k");
+                     [&](Value row) { return add(first, ext64(row)); }, "attn_rope_k");
       NVVM::Barrier0Op::create(b, loc);
     }
     SmallVector<Acc> s = computeScores(qFrag, stage);
@@ -1061,7 +1146,7 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
   NVVM::Barrier0Op::create(b, loc);
   // Coalesced 16-byte stores of whole rows.
   int64_t chunksPerRow = dv / 8, chunks = bm * chunksPerRow;
-  Value oBase = elementPtr(oPtr, eltType, add(mul(bIdx, oStrides[0]), mul(hIdx, oStrides[1])));
+  Value oBase = elementPtr(oPtr, eltType, mul(bIdx, oStrides[0]));
   auto v4 = VectorType::get({4}, b.getI32Type());
   for (int64_t i = 0; i * threads < chunks; ++i) {
     Value c = add(tid, c32(i * threads));
@@ -1073,7 +1158,8 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
     b.setInsertionPointToStart(guard.thenBlock());
     Value src = smemAt(mul(add(mul(row, c32(qStride)), col), c32(2)));
     Value data = LLVM::LoadOp::create(b, loc, v4, src, 16);
-    Value dst = elementPtr(oBase, eltType, add(mul(add(qLo, ext64(row)), oStrides[2]), ext64(col)));
+    Value rowOffset = add(mul(rowHead(row), oStrides[1]), mul(rowQuery(row), oStrides[2]));
+    Value dst = elementPtr(oBase, eltType, add(rowOffset, ext64(col)));
     LLVM::StoreOp::create(b, loc, data, dst, 16);
   }
   if (!softmax || !op.getLse())
@@ -1083,8 +1169,8 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
   Value hasLse = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne, lsePtr, nullPtr);
   Value first = andi(hasLse, cmp(P::eq, tq, c32(0)));
   for (int half = 0; half < 2; ++half) {
-    Value r = ext64(half ? add(rowBase, c32(8)) : rowBase);
-    Value inside = andi(first, cmp(P::slt, r, qRows));
+    Value row = half ? add(rowBase, c32(8)) : rowBase;
+    Value inside = andi(first, cmp(P::slt, ext64(row), qRows));
     auto guard = scf::IfOp::create(b, loc, inside, false);
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guard.thenBlock());
@@ -1093,7 +1179,7 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
     Value lse = mulf(addf(mulf(m[half], cf(exp2Factor())), logL), cf(0.69314718055994531));
     Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l[half], cf(0));
     lse = sel(zero, cf(-std::numeric_limits<double>::infinity()), lse);
-    Value index = add(mul(add(mul(bIdx, c64(op.getHeadsQ())), hIdx), seqQ), add(qLo, r));
+    Value index = add(mul(add(mul(bIdx, c64(op.getHeadsQ())), rowHead(row)), seqQ), rowQuery(row));
     LLVM::StoreOp::create(b, loc, lse, elementPtr(lsePtr, b.getF32Type(), index));
   }
 }
@@ -1151,31 +1237,39 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   gq = divu(lane, c32(4));
   tq = remu(lane, c32(4));
   Value qb = ext64(NVVM::BlockIdXOp::create(b, loc, b.getI32Type()));
-  hIdx = ext64(NVVM::BlockIdYOp::create(b, loc, b.getI32Type()));
+  Value head = ext64(NVVM::BlockIdYOp::create(b, loc, b.getI32Type()));
   bIdx = ext64(NVVM::BlockIdZOp::create(b, loc, b.getI32Type()));
-  hkIdx = arith::DivSIOp::create(b, loc, hIdx, c64(group));
-  qLo = mul(qb, c64(bm));
-  qRows = mins(c64(bm), sub(seqQ, qLo));
-  qHi = add(qLo, qRows);
+  if (packed) {
+    hkIdx = head;
+  } else {
+    hIdx = head;
+    hkIdx = arith::DivSIOp::create(b, loc, hIdx, c64(group));
+  }
+  qLo = mul(qb, c64(qPerCta));
+  Value queries = mins(c64(qPerCta), sub(seqQ, qLo));
+  qHi = add(qLo, queries);
+  // Rows that exist: packed rows interleave the group's heads, query by query.
+  qRows = packed ? mul(queries, c64(group)) : queries;
   smemBase = LLVM::AddressOfOp::create(b, loc, ptrType(3), "attn_smem");
   for (auto [i, in] : llvm::enumerate(op.getInputs()))
     tensors.map(in, memrefFromPointer(inputPtrs[i], cast<RankedTensorType>(in.getType()), inputDims[i]));
 
   // Q: staged through shared memory (rotated there), then kept as A fragments.
-  Value qBase = elementPtr(qPtr, eltType, add(mul(bIdx, qStrides[0]), mul(hIdx, qStrides[1])));
-  loadTileAsync(qBase, qStrides[2], qLo, qRows, bm, d, c32(0), qStride);
+  loadQTile();
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
   NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
   NVVM::Barrier0Op::create(b, loc);
   if (RopeAttr rope = op.getQRopeAttr()) {
-    rotateInShared(c32(0), qStride, bm, rope, add(qLo, qOffset), "attn_rope_q");
+    rotateInShared(c32(0), qStride, bm, rope,
+                   [&](Value row) { return add(rowQuery(row), qOffset); }, "attn_rope_q");
     NVVM::Barrier0Op::create(b, loc);
   }
   SmallVector<std::array<Value, 4>> qFrag = loadQFragments();
 
   // The key schedule.
   auto listBlock = op.getKvListBlock();
-  listMode = op.getKvListInput() && listBlock && listBlock->size() == 2 &&
+  // Lists are per head: a packed CTA classifies its tiles through the ranges instead.
+  listMode = !packed && op.getKvListInput() && listBlock && listBlock->size() == 2 &&
              (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
   if (listMode) {
     int64_t input = *op.getKvListInput();
@@ -1187,8 +1281,16 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     listEntries = sel(rowOk, dims[3], c64(0));
     kvBlocks = arith::CeilDivSIOp::create(b, loc, seqKv, c64(bn));
   } else {
-    SmallVector<Value> bounds = inlineRegion(
-        b, op.getKvRanges(), {bIdx, hIdx, qLo, qHi, qOffset, kvOffset, seqQ, seqKv}, tensors);
+    // The ranges of every head of the CTA one after another: a block in several is
+    // visited once (advance skips blocks an earlier range covered).
+    Region &ranges = op.getKvRanges();
+    SmallVector<Value> heads = ctaHeads();
+    if (ranges.front().getArgument(1).use_empty())
+      heads.resize(1);
+    SmallVector<Value> bounds;
+    for (Value h : heads)
+      llvm::append_range(bounds, inlineRegion(b, ranges, {bIdx, h, qLo, qHi, qOffset, kvOffset,
+                                                          seqQ, seqKv}, tensors));
     for (size_t r = 0; r + 1 < bounds.size(); r += 2) {
       Value lo = bounds[r], hi = bounds[r + 1];
       Value blo = arith::DivSIOp::create(b, loc, lo, c64(bn));
@@ -1205,9 +1307,11 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
 
   info.threads = threads;
   info.smemBytes = smemBytes;
-  info.gridX = "ceil_div(seq_q, " + std::to_string(bm) + ")";
-  info.gridY = "heads_q";
+  info.gridX = "ceil_div(seq_q, " + std::to_string(qPerCta) + ")";
+  info.gridY = packed ? "heads_kv" : "heads_q";
   info.gridZ = "batch";
+  info.queriesPerCta = qPerCta;
+  info.perKvHead = packed;
 }
 
 } // namespace

@@ -4,7 +4,11 @@
 // analysed attn.attention (after attn-expand-patterns, attn-fuse and
 // attn-analyze-blocks) and a tile configuration:
 //
-//   - a CTA per (query block, query head, batch); warps split the query rows, 16 each;
+//   - a CTA per (query block, query head, batch), or with pack_gqa per (query block,
+//     kv head, batch) holding the rows of every query head that shares the kv head
+//     (row r is query qLo + r / G of head G hk + r % G), so that each K/V tile is
+//     loaded once per group and short query blocks (decoding) still fill the tile;
+//     warps split the rows, 16 each;
 //   - Q, K and V tiles staged in shared memory by cp.async (16-byte chunks, zero-filled
 //     past the sequence ends), K/V double-buffered: the next visited tile's loads are
 //     in flight while the current one is computed;
@@ -40,8 +44,9 @@ class AttentionOp;
 namespace attune {
 
 struct GpuConfig {
-  int64_t blockM = 64; // query rows per CTA: 16 per warp
+  int64_t blockM = 64; // rows per CTA: 16 per warp
   int64_t blockN = 64; // keys per tile
+  bool packGqa = false; // rows from all query heads of a kv head (blockM / G queries each)
   std::string arch = "sm_80";
   int64_t warps() const { return blockM / 16; }
   std::string name() const;
@@ -58,6 +63,10 @@ struct GpuKernelInfo {
   int64_t smemBytes = 0;
   std::vector<KernelParam> params;
   std::string gridX, gridY, gridZ;
+  /// The grid in numbers: x = ceil(seq_q / queriesPerCta), y = heads_kv when
+  /// perKvHead else heads_q, z = batch.
+  int64_t queriesPerCta = 0;
+  bool perKvHead = false;
 };
 
 /// Whether the configuration can run this attention; else the reason.

@@ -1116,8 +1116,8 @@ bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs 
     }
     simArgs.push_back(it->second);
   }
-  std::array<int64_t, 3> grid = {(call.seqQ + config.blockM - 1) / config.blockM, call.headsQ,
-                                 call.batch};
+  std::array<int64_t, 3> grid = {(call.seqQ + info.queriesPerCta - 1) / info.queriesPerCta,
+                                 info.perKvHead ? call.headsKv : call.headsQ, call.batch};
   if (!simulateKernel(*kernel, info.symbol, grid, info.threads, info.smemBytes, simArgs, error))
     return false;
   result.o = HostTensor::zeros({call.batch, call.headsQ, call.seqQ, call.headDimV});

@@ -1,8 +1,9 @@
 """Every example spec through the NVIDIA kernel, run by the functional SIMT simulator
 (`attnc run --backend gpu-sim`), against the float64 reference on the same 16-bit
-inputs: several tile configurations, odd lengths, seq_q != seq_kv, offsets. The
-simulator models mma.sync/ldmatrix fragment layouts, cp.async groups and shared-memory
-races; bf16/fp16 tolerance 2e-2 of the output scale; NaN never passes."""
+inputs: several tile configurations (GQA-packed ones among them), odd lengths,
+seq_q != seq_kv, offsets. The simulator models mma.sync/ldmatrix fragment layouts,
+cp.async groups and shared-memory races; bf16/fp16 tolerance 2e-2 of the output scale;
+NaN never passes."""
 import glob
 import os
 import sys
@@ -31,7 +32,12 @@ def test_gpu_kernel_matches_reference(path, tmp_path):
     spec = load_spec(path)
     name = os.path.basename(path)[:-5]
     dtype = spec.get("dtype", "bf16")
-    configs = [(64, 64)] + [CONFIGS[i] for i in rng.choice(len(CONFIGS), 1)]
+    configs = [(64, 64, False)] + [CONFIGS[i] + (False,) for i in rng.choice(len(CONFIGS), 1)]
+    # GQA packing: the rows of every query head of a kv head in one CTA.
+    group = spec["heads_q"] // spec.get("heads_kv", spec["heads_q"])
+    packable = [c for c in CONFIGS + [(64, 64)] if group > 1 and c[0] % group == 0]
+    if packable:
+        configs.append(packable[int(rng.integers(len(packable)))] + (True,))
     cases = [(1, 17, 17, []), (1, 1, 45, []), (2, 40, 23, []), (1, 70, 130, []),
              (1, 33, 70, ["--q-offset", str(int(rng.integers(-20, 60))),
                           "--kv-offset", str(int(rng.integers(-10, 10)))])]
@@ -40,10 +46,12 @@ def test_gpu_kernel_matches_reference(path, tmp_path):
         q, k, v = (round_to(x, dtype) for x in (q, k, v))
         arrays = {"q": q, "k": k, "v": v, **inputs}
         o_ref, lse_ref = run(path, "reference", str(tmp_path), arrays, inputs, extra)
-        for bm, bn in configs:
-            what = f"{name} seed={seed} B={batch} Sq={sq} Skv={skv} {extra} config={bm}x{bn}"
+        for bm, bn, pack in configs:
+            what = (f"{name} seed={seed} B={batch} Sq={sq} Skv={skv} {extra} "
+                    f"config={bm}x{bn}{'g' if pack else ''}")
             o, lse = run(path, "gpu-sim", str(tmp_path), arrays, inputs,
-                         extra + ["--block-m", str(bm), "--block-n", str(bn)])
+                         extra + ["--block-m", str(bm), "--block-n", str(bn)]
+                         + (["--pack-gqa"] if pack else []))
             close(o_ref, o, what, 2e-2)
             if lse_ref is not None:
                 masked = np.isneginf(lse_ref)

@@ -33,26 +33,46 @@ std::vector<std::string> splitList(const std::string &s) {
   return out;
 }
 
+/// A tile configuration: BM x BN, packed (all query heads of a kv head per CTA) or not.
+struct TileConfig {
+  int64_t blockM, blockN;
+  bool packGqa = false;
+};
+
 /// Default tile configurations per head dim: the first is the default variant.
 /// (When ptxas is available, the bundle's default is the first that does not spill.)
-static std::vector<std::pair<int64_t, int64_t>> defaultConfigs(int64_t headDim) {
-  if (headDim <= 64)
-    return {{64, 64}, {128, 64}, {64, 32}, {128, 128}};
-  if (headDim <= 128)
-    return {{64, 64}, {128, 64}, {64, 32}, {128, 32}};
-  return {{64, 32}, {128, 32}, {64, 16}, {128, 16}};
+/// With grouped query heads the first two also come packed, for the tuner to weigh
+/// (they win where queries are few per head: decoding, short chunks).
+static std::vector<TileConfig> defaultConfigs(const SpecInfo &info) {
+  std::vector<TileConfig> configs;
+  if (info.headDim <= 64)
+    configs = {{64, 64}, {128, 64}, {64, 32}, {128, 128}};
+  else if (info.headDim <= 128)
+    configs = {{64, 64}, {128, 64}, {64, 32}, {128, 32}};
+  else
+    configs = {{64, 32}, {128, 32}, {64, 16}, {128, 16}};
+  int64_t group = info.headsKv > 0 ? info.headsQ / info.headsKv : 1;
+  for (int i = 0; i < 2; ++i)
+    if (group > 1 && configs[size_t(i)].blockM % group == 0)
+      configs.push_back({configs[size_t(i)].blockM, configs[size_t(i)].blockN, true});
+  return configs;
 }
 
-static std::vector<std::pair<int64_t, int64_t>> parseConfigs(const std::string &list) {
-  std::vector<std::pair<int64_t, int64_t>> configs;
+/// "64x64,128x64g": BMxBN pairs, a trailing g for pack_gqa.
+static std::vector<TileConfig> parseConfigs(const std::string &list) {
+  std::vector<TileConfig> configs;
   for (const std::string &c : splitList(list)) {
-    auto x = c.find('x');
+    bool packed = !c.empty() && c.back() == 'g';
+    std::string pair = packed ? c.substr(0, c.size() - 1) : c;
+    auto x = pair.find('x');
     char *end = nullptr;
-    long long m = x == std::string::npos ? 0 : std::strtoll(c.c_str(), &end, 10);
-    long long n = x == std::string::npos ? 0 : std::strtoll(c.c_str() + x + 1, &end, 10);
+    long long m = x == std::string::npos ? 0 : std::strtoll(pair.c_str(), &end, 10);
+    long long n = x == std::string::npos ? 0 : std::strtoll(pair.c_str() + x + 1, &end, 10);
     if (m <= 0 || n <= 0 || !end || *end)
-      throw Failure{"--configs takes BMxBN pairs like 64x64,128x64; got '" + c + "'", 2};
-    configs.push_back({m, n});
+      throw Failure{"--configs takes BMxBN pairs like 64x64,128x64 (a trailing g packs the "
+                    "query heads of each kv head: 64x64g); got '" + c + "'",
+                    2};
+    configs.push_back({m, n, packed});
   }
   if (configs.empty())
     throw Failure{"--configs lists no configuration", 2};
@@ -88,14 +108,15 @@ void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_
   mlir::MLIRContext context;
   nlohmann::json json;
   LoadedSpec spec = loadJsonSpec(context, req.specPath, json);
-  auto configs = req.configs ? parseConfigs(*req.configs) : defaultConfigs(spec.info.headDim);
+  auto configs = req.configs ? parseConfigs(*req.configs) : defaultConfigs(spec.info);
   std::vector<BundleVariant> variants;
   for (const std::string &arch : req.archs) {
     bool first = true;
-    for (auto [bm, bn] : configs) {
+    for (const TileConfig &c : configs) {
       BundleVariant v;
-      v.config.blockM = bm;
-      v.config.blockN = bn;
+      v.config.blockM = c.blockM;
+      v.config.blockN = c.blockN;
+      v.config.packGqa = c.packGqa;
       v.config.arch = arch;
       std::string error;
       if (!compileToPtx(*spec.module, v.config, v.kernel, error))
@@ -163,10 +184,11 @@ static void copyBundle(const std::string &from, const std::string &to) {
 static int emitOne(const CompileRequest &req, const std::string &what) {
   mlir::MLIRContext context;
   LoadedSpec spec = loadSpec(context, req.specPath);
-  auto configs = req.configs ? parseConfigs(*req.configs) : defaultConfigs(spec.info.headDim);
+  auto configs = req.configs ? parseConfigs(*req.configs) : defaultConfigs(spec.info);
   BundleVariant v;
-  v.config.blockM = configs.front().first;
-  v.config.blockN = configs.front().second;
+  v.config.blockM = configs.front().blockM;
+  v.config.blockN = configs.front().blockN;
+  v.config.packGqa = configs.front().packGqa;
   v.config.arch = req.archs.front();
   std::string error;
   if (!compileToPtx(*spec.module, v.config, v.kernel, error, /*keepGpuIr=*/what == "gpu-ir"))

@@ -43,7 +43,7 @@ int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
                 "block-m", "block-n", "bundle", "arch", "configs", "variant"},
-               {"timing"}, {"input"});
+               {"timing", "pack-gqa"}, {"input"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
   std::string backend = opts.require("backend");
@@ -87,6 +87,7 @@ int cmdRun(int argc, char **argv) {
     GpuConfig config;
     config.blockM = blockM;
     config.blockN = blockN;
+    config.packGqa = opts.flag("pack-gqa");
     if (!runGpuSimulation(*spec.module, config, args, result, error))
       throw Failure{error};
   } else {

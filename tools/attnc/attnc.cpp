@@ -29,7 +29,7 @@ commands:
       print the spec as attn L1 IR
   run SPEC --backend reference|cpu|gpu-sim|gpu --q Q.npy --k K.npy --v V.npy --out O.npy
           [--input NAME=FILE.npy ...] [--q-offset N] [--kv-offset N] [--lse LSE.npy]
-          [--block-m N --block-n N] [--timing]
+          [--block-m N --block-n N [--pack-gqa]] [--timing]
           [--bundle DIR | --arch A --configs BMxBN,...] [--variant NAME]   (gpu)
       run SPEC on float32 .npy tensors (int32 for integer inputs): `reference` is
       the float64 oracle, `cpu` the tiled program JIT-compiled for this machine,
@@ -37,12 +37,14 @@ commands:
       `gpu` the kernel bundle on this machine's GPU through the runtime (the bundle
       comes from the cache, compiled for the GPU on first use, or from --bundle;
       q, k, v are stored in the spec's dtype, o is read back as float32)
-  compile SPEC (-o DIR | --cache [-o DIR]) [--arch sm_80,sm_90a] [--configs 64x64,...]
+  compile SPEC (-o DIR | --cache [-o DIR]) [--arch sm_80,sm_90a] [--configs 64x64,64x64g,...]
           [--no-ptxas]
       compile SPEC to a kernel bundle: manifest.json, PTX per variant, and cubins
       with ptxas's register/spill report when ptxas is available; with --cache the
       bundle lives in the user's cache ($ATTUNE_CACHE_DIR, $XDG_CACHE_HOME/attune or
-      ~/.cache/attune) and a second call for the same spec compiles nothing
+      ~/.cache/attune) and a second call for the same spec compiles nothing;
+      a config is BMxBN (query rows x keys per tile), with a trailing g for one CTA
+      per kv head holding the rows of all its query heads (GQA packing)
   compile SPEC --emit gpu-ir|ptx [--arch A] [--configs BMxBN]
       print the first variant's kernel IR (before LLVM) or PTX
   tune SPEC --seq-q N [--seq-kv N] [--batch N] [--input NAME=FILE.npy ...]
