@@ -2,7 +2,8 @@
 """Attune against PyTorch on a GPU, in one run, on the same inputs.
 
 For dense (causal and not), sliding window, document masks, ALiBi and softcap at
-sequence lengths 1k-16k, head_dim 64 and 128, bf16: the max error of Attune against
+sequence lengths 1k-16k, head_dim 64 and 128, and Llama-style GQA prefill and decoding
+(32 query heads on 8 kv heads, head_dim 128), bf16: the max error of Attune against
 FlexAttention and SDPA, and the TFLOP/s of Attune, SDPA (flash and cuDNN back ends)
 and compiled FlexAttention, timed with CUDA events (median after warm-up). FLOPs
 count the pairs the mask allows (4 * H * D * pairs), so masked work is not credited.
@@ -32,10 +33,11 @@ import torch
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 
-PATTERNS = ["dense", "causal", "sliding-window", "document", "alibi", "softcap"]
+PATTERNS = ["dense", "causal", "sliding-window", "document", "alibi", "softcap", "gqa-causal",
+            "decode"]
+DECODE_BATCH = 16  # "decode": one query per sequence, this many sequences
 WINDOW = 1023  # bench/specs/sliding-window-*.json: left = 1023
 CAP = 50.0
-HEADS = 16
 
 
 def alibi_slopes(n):
@@ -102,7 +104,7 @@ def flex_mods(pattern, doc, slopes):
     def causal(b, h, q, kv):
         return q >= kv
     mask_mod, score_mod = None, None
-    if pattern in ("causal", "alibi", "softcap"):
+    if pattern in ("causal", "alibi", "softcap", "gqa-causal"):
         mask_mod = causal
     elif pattern == "sliding-window":
         def mask_mod(b, h, q, kv):
@@ -136,15 +138,20 @@ def rel_err(a, b):
 
 
 def run_row(pattern, d, seq, args, attune, flex_compiled, create_block_mask, gen):
-    batch = max(1, args.tokens // seq)
-    q, k, v = (torch.randn(batch, HEADS, seq, d, dtype=torch.bfloat16, device="cuda", generator=None)
-               for _ in range(3))
-    doc = make_doc(batch, seq, gen) if pattern == "document" else torch.zeros(batch, 1, dtype=torch.int32, device="cuda")
-    slopes = torch.tensor(alibi_slopes(HEADS), device="cuda", dtype=torch.float32)
-    flops = 4.0 * HEADS * d * mask_pairs(pattern, doc, seq)
-    row = {"pattern": pattern, "head_dim": d, "seq": seq, "batch": batch, "heads": HEADS}
-
     kernel = attune.compile(os.path.join(args.bundles, f"{pattern}-d{d}"))
+    hq, hkv = kernel.heads_q, kernel.heads_kv
+    decode = pattern == "decode"
+    batch = DECODE_BATCH if decode else max(1, args.tokens // seq)
+    sq = 1 if decode else seq
+    q = torch.randn(batch, hq, sq, d, dtype=torch.bfloat16, device="cuda")
+    k, v = (torch.randn(batch, hkv, seq, d, dtype=torch.bfloat16, device="cuda") for _ in range(2))
+    doc = make_doc(batch, seq, gen) if pattern == "document" else torch.zeros(batch, 1, dtype=torch.int32, device="cuda")
+    slopes = torch.tensor(alibi_slopes(hq), device="cuda", dtype=torch.float32)
+    # A decoding query sees every key (bottom-right causal with Sq = 1).
+    pairs = batch * seq if decode else mask_pairs(pattern, doc, seq)
+    flops = 4.0 * hq * d * pairs
+    row = {"pattern": pattern, "head_dim": d, "seq": seq, "batch": batch, "heads": f"{hq}/{hkv}"}
+
     extra = {"doc": doc} if pattern == "document" else {}
     o_attune = kernel(q, k, v, **extra)  # tunes this shape bucket on first use
     row["attune_variant"] = kernel.selected_variant(q, k, v, **extra)
@@ -154,32 +161,42 @@ def run_row(pattern, d, seq, args, attune, flex_compiled, create_block_mask, gen
     row["default_ms"] = (row["attune_ms"] if default == row["attune_variant"] else
                          time_ms(lambda: kernel(q, k, v, variant=default, **extra)))
     row["tuned_speedup"] = row["default_ms"] / row["attune_ms"]
+    gqa = {"enable_gqa": True} if hq != hkv else {}
 
     mask_mod, score_mod = flex_mods(pattern, doc, slopes)
     try:
-        block_mask = (create_block_mask(mask_mod, batch if pattern == "document" else None, None, seq, seq)
+        block_mask = (create_block_mask(mask_mod, batch if pattern == "document" else None, None, sq, seq)
                       if mask_mod else None)
-        o_flex = flex_compiled(q, k, v, score_mod=score_mod, block_mask=block_mask)
-        row["flex_ms"] = time_ms(lambda: flex_compiled(q, k, v, score_mod=score_mod, block_mask=block_mask))
+        o_flex = flex_compiled(q, k, v, score_mod=score_mod, block_mask=block_mask, **gqa)
+        row["flex_ms"] = time_ms(lambda: flex_compiled(q, k, v, score_mod=score_mod,
+                                                       block_mask=block_mask, **gqa))
         row["flex_tflops"] = flops / row["flex_ms"] / 1e9
         row["err_vs_flex"] = rel_err(o_attune, o_flex)
     except Exception as e:  # noqa: BLE001 - reported in the table
         row["flex_error"] = str(e).splitlines()[0][:120]
 
-    if pattern in ("dense", "causal"):
+    if pattern in ("dense", "causal", "gqa-causal", "decode"):
         from torch.nn.attention import SDPBackend, sdpa_kernel
         import torch.nn.functional as F
-        causal = pattern == "causal"
+        causal = pattern in ("causal", "gqa-causal")
         for name, backend in (("sdpa_flash", SDPBackend.FLASH_ATTENTION),
                               ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
-            try:
-                with sdpa_kernel(backend):
-                    o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-                    row[name + "_ms"] = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
-                row[name + "_tflops"] = flops / row[name + "_ms"] / 1e9
-                row["err_vs_" + name] = rel_err(o_attune, o)
-            except Exception as e:  # noqa: BLE001
-                row[name + "_error"] = str(e).splitlines()[0][:120]
+            # GQA natively where the back end takes it, else on kv heads repeated.
+            tries = [(k, v, gqa)] + ([(k.repeat_interleave(hq // hkv, 1),
+                                       v.repeat_interleave(hq // hkv, 1), {})] if gqa else [])
+            for kk, vv, kw in tries:
+                try:
+                    with sdpa_kernel(backend):
+                        def sdpa():
+                            return F.scaled_dot_product_attention(q, kk, vv, is_causal=causal, **kw)
+                        o = sdpa()
+                        row[name + "_ms"] = time_ms(sdpa)
+                    row[name + "_tflops"] = flops / row[name + "_ms"] / 1e9
+                    row["err_vs_" + name] = rel_err(o_attune, o)
+                    row.pop(name + "_error", None)
+                    break
+                except Exception as e:  # noqa: BLE001
+                    row[name + "_error"] = str(e).splitlines()[0][:120]
     rivals = [row[k] for k in ("flex_tflops", "sdpa_flash_tflops", "sdpa_cudnn_tflops") if k in row]
     if rivals:
         row["ratio_vs_best"] = row["attune_tflops"] / max(rivals)
@@ -209,6 +226,8 @@ def main():
     rows = []
     for pattern in args.patterns.split(","):
         for d in map(int, args.dims.split(",")):
+            if not os.path.isdir(os.path.join(args.bundles, f"{pattern}-d{d}")):
+                continue  # gqa-causal and decode come in head_dim 128 only
             for seq in map(int, args.seqs.split(",")):
                 try:
                     row = run_row(pattern, d, seq, args, attune, flex_compiled, create_block_mask, gen)
@@ -216,19 +235,19 @@ def main():
                     row = {"pattern": pattern, "head_dim": d, "seq": seq, "error": str(e)[:200]}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    header = ("| pattern | D | seq | B | Attune TFLOP/s | SDPA flash | SDPA cuDNN | Flex | "
+    header = ("| pattern | D | seq | B | heads q/kv | Attune TFLOP/s | SDPA flash | SDPA cuDNN | Flex | "
               "Attune / best | err vs Flex | err vs SDPA | tuned variant | tuned / default |")
     lines = [f"# Attune vs PyTorch on {gpu} ({datetime.date.today()})", "",
-             f"bf16, {HEADS} heads, batch * seq = {args.tokens}; TFLOP/s count allowed pairs only "
-             "(4 * H * D * pairs); CUDA events, median of 20 samples (each ~2 ms of back-to-back "
-             "calls) after 5 warm-ups.", "", header,
-             "|" + "---|" * 13]
+             f"bf16, batch * seq = {args.tokens} (decode: {DECODE_BATCH} sequences of one query "
+             "against seq keys); TFLOP/s count allowed pairs only (4 * Hq * D * pairs); CUDA "
+             "events, median of 20 samples (each ~2 ms of back-to-back calls) after 5 warm-ups.",
+             "", header, "|" + "---|" * 14]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['pattern']} | {r['head_dim']} | {r['seq']} | | error: {r['error']} | | | | | | | | |")
+            lines.append(f"| {r['pattern']} | {r['head_dim']} | {r['seq']} | | | error: {r['error']} | | | | | | | | |")
             continue
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            r["pattern"], r["head_dim"], r["seq"], r["batch"], fmt(r.get("attune_tflops")),
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["pattern"], r["head_dim"], r["seq"], r["batch"], r["heads"], fmt(r.get("attune_tflops")),
             fmt(r.get("sdpa_flash_tflops")), fmt(r.get("sdpa_cudnn_tflops")), fmt(r.get("flex_tflops")),
             fmt(r.get("ratio_vs_best"), "{:.2f}"), fmt(r.get("err_vs_flex"), "{:.1e}"),
             fmt(r.get("err_vs_sdpa_flash"), "{:.1e}"), r.get("attune_variant", "-"),

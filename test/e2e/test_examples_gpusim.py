@@ -4,7 +4,6 @@ inputs: several tile configurations (GQA-packed ones among them), odd lengths,
 seq_q != seq_kv, offsets. The simulator models mma.sync/ldmatrix fragment layouts,
 cp.async groups and shared-memory races; bf16/fp16 tolerance 2e-2 of the output scale;
 NaN never passes."""
-import glob
 import os
 import sys
 
