@@ -6,6 +6,8 @@ demo and the benchmarks.
 """
 import json
 import math
+import os
+import subprocess
 
 import numpy as np
 
@@ -124,3 +126,26 @@ def round_to(arr, dtype):
 def load_spec(path):
     with open(path) as f:
         return json.load(f)
+
+
+def run_attnc(attnc, spec_path, backend, tmp, arrays, inputs, extra):
+    """`attnc run SPEC --backend BACKEND` on `arrays` (q, k, v and the extra inputs,
+    saved as .npy in `tmp`); returns (o, lse or None: lse when the spec outputs it)."""
+    files = {}
+    for name, arr in arrays.items():
+        files[name] = os.path.join(tmp, f"{name}.npy")
+        np.save(files[name], arr)
+    out = os.path.join(tmp, f"o-{backend}.npy")
+    lse = os.path.join(tmp, f"lse-{backend}.npy")
+    cmd = [attnc, "run", spec_path, "--backend", backend, "--q", files["q"], "--k", files["k"],
+           "--v", files["v"], "--out", out]
+    for name in inputs:
+        cmd += ["--input", f"{name}={files[name]}"]
+    want_lse = "lse" in load_spec(spec_path).get("outputs", [])
+    if want_lse:
+        cmd += ["--lse", lse]
+    cmd += extra
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}\n{r.stderr}")
+    return np.load(out), (np.load(lse) if want_lse else None)

@@ -5,14 +5,13 @@ fp32 tolerance: max |cpu - ref| <= 1e-5 * max |ref| for o, 1e-5 * max(1, |lse|) 
 lse; -inf where the reference has -inf; NaN never passes."""
 import glob
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from attune_inputs import load_spec, make_inputs  # noqa: E402
+from attune_inputs import load_spec, make_inputs, run_attnc  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ATTNC = os.environ.get("ATTNC", os.path.join(ROOT, "build", "tools", "attnc", "attnc"))
@@ -22,22 +21,7 @@ LONG = {"causal", "mistral-swa", "streaming-llm", "packed-causal", "document", "
 
 
 def run(spec_path, backend, tmp, arrays, inputs, extra):
-    files = {}
-    for name, arr in arrays.items():
-        files[name] = os.path.join(tmp, f"{name}.npy")
-        np.save(files[name], arr)
-    out = os.path.join(tmp, f"o-{backend}.npy")
-    lse = os.path.join(tmp, f"lse-{backend}.npy")
-    cmd = [ATTNC, "run", spec_path, "--backend", backend, "--q", files["q"], "--k", files["k"],
-           "--v", files["v"], "--out", out]
-    for name in inputs:
-        cmd += ["--input", f"{name}={files[name]}"]
-    if "lse" in load_spec(spec_path).get("outputs", []):
-        cmd += ["--lse", lse]
-    cmd += extra
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
-    return np.load(out), (np.load(lse) if os.path.exists(lse) else None)
+    return run_attnc(ATTNC, spec_path, backend, tmp, arrays, inputs, extra)
 
 
 def compare(ref, got, what):

@@ -26,6 +26,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "python"))
 import kit  # noqa: E402
+from attune_inputs import run_attnc  # noqa: E402 (kit put test/e2e on the path)
 
 
 def inputs_of(data):
@@ -79,24 +80,13 @@ class Simulator:
         config = next(x["config"] for x in manifest["variants"] if x["name"] == variant)
         spec = os.path.join(self.tmp, "spec.json")
         json.dump(manifest["spec"], open(spec, "w"))
-        files = {}
-        for name, arr in {"q": q, "k": k, "v": v, **inputs}.items():
-            files[name] = os.path.join(self.tmp, f"{name}.npy")
-            np.save(files[name], arr)
-        out, lse = os.path.join(self.tmp, "o.npy"), os.path.join(self.tmp, "lse.npy")
-        cmd = [self.attnc, "run", spec, "--backend", "gpu-sim", "--q", files["q"], "--k",
-               files["k"], "--v", files["v"], "--out", out, "--block-m",
-               str(config["block_m"]), "--block-n", str(config["block_n"])]
-        for name in inputs:
-            cmd += ["--input", f"{name}={files[name]}"]
+        extra = ["--block-m", str(config["block_m"]), "--block-n", str(config["block_n"])]
+        if config.get("pack_gqa"):
+            extra.append("--pack-gqa")
         if case["offsets"]:
-            cmd += ["--q-offset", str(case["offsets"][0]), "--kv-offset", str(case["offsets"][1])]
-        if case["lse"]:
-            cmd += ["--lse", lse]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(r.stderr.strip())
-        return np.load(out), (np.load(lse) if case["lse"] else None)
+            extra += ["--q-offset", str(case["offsets"][0]), "--kv-offset", str(case["offsets"][1])]
+        return run_attnc(self.attnc, spec, "gpu-sim", self.tmp, {"q": q, "k": k, "v": v, **inputs},
+                         inputs, extra)
 
 
 def errors(case, ref, o, lse):

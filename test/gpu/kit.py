@@ -16,8 +16,13 @@ Layout of a prepared directory:
                               its rounding is far inside the 2e-2 tolerance) and "lse"
 """
 import hashlib
+import os
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from attune_inputs import round_to  # noqa: E402
 
 FORMAT = "attune-gpu-checks/1"
 
@@ -48,16 +53,6 @@ def _splitmix64(x):
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return x ^ (x >> np.uint64(31))
-
-
-def round_to(a, dtype):
-    """float32 values rounded to bf16/fp16 (nearest even) and kept as float32."""
-    a = np.asarray(a, dtype=np.float32)
-    if dtype == "fp16":
-        return a.astype(np.float16).astype(np.float32)
-    u = a.view(np.uint32).astype(np.uint64)
-    u = (u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16) << np.uint64(16)
-    return u.astype(np.uint32).view(np.float32)
 
 
 def qkv_tensor(seed, stream, shape, dtype):

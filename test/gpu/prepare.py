@@ -21,7 +21,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
 import kit  # noqa: E402
-from attune_inputs import make_inputs  # noqa: E402
+from attune_inputs import make_inputs, run_attnc  # noqa: E402
 
 
 def attnc(exe, *args):
@@ -31,22 +31,13 @@ def attnc(exe, *args):
     return r.stdout
 
 
-def reference(exe, spec_path, tmp, q, k, v, inputs, offsets, want_lse):
-    files = {}
-    for name, arr in {"q": q, "k": k, "v": v, **inputs}.items():
-        files[name] = os.path.join(tmp, f"{name}.npy")
-        np.save(files[name], arr)
-    out, lse = os.path.join(tmp, "o.npy"), os.path.join(tmp, "lse.npy")
-    args = ["run", spec_path, "--backend", "reference", "--q", files["q"], "--k", files["k"],
-            "--v", files["v"], "--out", out]
-    for name in inputs:
-        args += ["--input", f"{name}={files[name]}"]
-    if offsets:
-        args += ["--q-offset", str(offsets[0]), "--kv-offset", str(offsets[1])]
-    if want_lse:
-        args += ["--lse", lse]
-    attnc(exe, *args)
-    return np.load(out), (np.load(lse) if want_lse else None)
+def reference(exe, spec_path, tmp, q, k, v, inputs, offsets):
+    extra = ["--q-offset", str(offsets[0]), "--kv-offset", str(offsets[1])] if offsets else []
+    try:
+        return run_attnc(exe, spec_path, "reference", tmp, {"q": q, "k": k, "v": v, **inputs},
+                         inputs, extra)
+    except RuntimeError as e:
+        sys.exit(str(e))
 
 
 def variants_of(spec, name):
@@ -97,7 +88,7 @@ def main():
                     seed = int(rng.integers(0, 1 << 20))
                     q, k, v = kit.qkv(seed, spec, batch, sq, skv, dtype)
                     _, _, _, inputs = make_inputs(spec, batch, sq, skv, rng)
-                    o, lse = reference(args.attnc, spec_path, tmp, q, k, v, inputs, offsets, want_lse)
+                    o, lse = reference(args.attnc, spec_path, tmp, q, k, v, inputs, offsets)
                     arrays = {f"input:{n}": a for n, a in inputs.items()}
                     arrays["o"] = o.astype(np.float16)
                     if lse is not None:
