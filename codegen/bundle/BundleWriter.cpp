@@ -170,7 +170,8 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
     variant["arch"] = v.config.arch;
     variant["config"] = {{"block_m", v.config.blockM}, {"block_n", v.config.blockN},
                          {"warps", v.config.warps()}, {"stages", 2},
-                         {"pack_gqa", v.config.packGqa}};
+                         {"pack_gqa", v.config.packGqa},
+                         {"mma", v.config.wgmma ? "wgmma" : "mma.sync"}};
     variant["default"] = v.isDefault;
     variant["ptx"] = ptxFile;
     variant["kernel"] = v.kernel.info.symbol;

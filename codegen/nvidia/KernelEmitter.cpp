@@ -27,7 +27,7 @@ std::string GpuConfig::name() const {
   std::string a = arch;
   a.erase(std::remove(a.begin(), a.end(), '_'), a.end());
   return a + "_bm" + std::to_string(blockM) + "_bn" + std::to_string(blockN) + "_w" +
-         std::to_string(warps()) + (packGqa ? "_g" : "");
+         std::to_string(warps()) + (packGqa ? "_g" : "") + (wgmma ? "_wgmma" : "");
 }
 
 bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
@@ -64,6 +64,22 @@ bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
     why = "unsupported arch '" + c.arch + "' (sm_80, sm_86, sm_89, sm_90, sm_90a)";
     return false;
   }
+  if (c.wgmma) {
+    if (c.arch != "sm_90a") {
+      why = "wgmma configurations need --arch sm_90a (got " + c.arch + ")";
+      return false;
+    }
+    if (c.blockM != 64 && c.blockM != 128) {
+      why = "wgmma configurations need block_m 64 or 128 (a warpgroup per 64 rows)";
+      return false;
+    }
+    // Tiles are slabs of 64 columns in the 128-byte swizzle.
+    if (op.getHeadDim() % 64 || op.getHeadDimV() % 64) {
+      why = "wgmma configurations need head dims that are multiples of 64 (head_dim " +
+            std::to_string(op.getHeadDim()) + ", head_dim_v " + std::to_string(op.getHeadDimV()) + ")";
+      return false;
+    }
+  }
   return true;
 }
 
@@ -72,8 +88,21 @@ namespace {
 constexpr double kTwoPi = 6.283185307179586476925286766559;
 
 /// Four f32 accumulator values of one m16n8 tile, per thread: (g, 2t), (g, 2t+1),
-/// (g+8, 2t), (g+8, 2t+1) where g = lane / 4, t = lane % 4.
+/// (g+8, 2t), (g+8, 2t+1) where g = lane / 4, t = lane % 4. wgmma's m64nN
+/// accumulators have the same layout per warp (warp w of a warpgroup holds its rows
+/// 16w..16w+15), so the softmax code serves both.
 using Acc = std::array<Value, 4>;
+
+/// How a tile lies in shared memory. Padded: rows of `stride` elements (the padding
+/// keeps ldmatrix conflict-free). Swizzled (wgmma): slabs of 64 columns, each
+/// `rows` x 128 bytes, row r at 128 r with its 16-byte chunks permuted by XOR with
+/// r mod 8: the 128-byte swizzle a wgmma descriptor names, conflict-free for the
+/// row-wise cp.async writes too.
+struct SmemTile {
+  int64_t stride = 0;
+  int64_t rows = 0;
+  bool swizzled = false;
+};
 
 class KernelEmitter {
 public:
@@ -91,12 +120,32 @@ public:
     Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
     fp16 = elt.isF16();
     eltType = elt;
+    wg = cfg.wgmma;
     qStride = std::max(d, dv) + 8;
     kStride = d + 8;
     vStride = dv + 8;
-    offK = bm * qStride * 2;
-    offV = offK + 2 * bn * kStride * 2;
-    smemBytes = offV + 2 * bn * vStride * 2;
+    if (wg) {
+      qTile = {0, bm, true};
+      kTile = {0, bn, true};
+      vTile = {0, bn, true};
+      qBytes = bm * d * 2;
+      kStageBytes = bn * d * 2;
+      vStageBytes = bn * dv * 2;
+    } else {
+      qTile = {qStride, bm, false};
+      kTile = {kStride, bn, false};
+      vTile = {vStride, bn, false};
+      qBytes = bm * qStride * 2;
+      kStageBytes = bn * kStride * 2;
+      vStageBytes = bn * vStride * 2;
+    }
+    // Slabs are multiples of 1024 bytes (8 rows of 128): every swizzled tile starts
+    // on a swizzle-pattern boundary of the 1024-aligned base.
+    offK = qBytes;
+    offV = offK + 2 * kStageBytes;
+    smemBytes = offV + 2 * vStageBytes;
+    // O is staged (padded rows) over the Q area and beyond once the loop is done.
+    smemBytes = std::max(smemBytes, bm * qStride * 2);
     // Regions with loops or index-list scans are evaluated once per element in a
     // loop over a staged copy of the score tile, not cloned per accumulator element.
     staged = isHeavy(op.getMask()) || isHeavy(op.getScore());
@@ -121,6 +170,8 @@ public:
   }
 
   void emit(gpu::GPUModuleOp module, GpuKernelInfo &info);
+  /// Dynamic shared memory the kernel asks for at launch.
+  int64_t sharedBytes() const { return smemBytes + (wg ? 1024 : 0); }
 
 private:
   // Constants and arithmetic.
@@ -179,6 +230,20 @@ private:
   }
   Value pack(Value lo, Value hi);
 
+  // Warpgroup-level building blocks (sm_90a).
+  Value descriptor(Value byteOffset, int64_t leadingBytes, int64_t strideBytes);
+  SmallVector<Acc> wgmma(SmallVector<Acc> acc, Value aDesc, ArrayRef<Value> aRegs, Value bDesc,
+                         bool accumulate, bool transposeB);
+  SmallVector<Acc> wgmmaScores(Value stage);
+  void wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage);
+  /// Makes this thread's shared-memory writes (st.shared, cp.async) visible to the
+  /// async proxy that wgmma reads through; a barrier must follow.
+  void asyncProxyFence() {
+    if (wg)
+      NVVM::FenceProxyOp::create(b, loc, NVVM::ProxyKind::async_shared,
+                                NVVM::SharedSpaceAttr::get(b.getContext(), NVVM::SharedSpace::shared_cta));
+  }
+
   // Pieces of the kernel.
   void readParams(Block *entry);
   Value memrefFromPointer(Value ptr, RankedTensorType type, ArrayRef<Value> dims);
@@ -186,10 +251,12 @@ private:
   /// pointer, and whether it exists (rows that do not are zero-filled).
   using RowSource = function_ref<std::pair<Value, Value>(Value row)>;
   void loadTileAsync(Value base, RowSource source, int64_t rows, int64_t width,
-                     Value smemOffset, int64_t smemStride);
+                     Value smemOffset, const SmemTile &tile);
   /// Rows [row0, row0 + validRows) of a tensor with row stride `rowStride` (elements).
   void loadRowsAsync(Value base, Value rowStride, Value row0, Value validRows, int64_t rows,
-                     int64_t width, Value smemOffset, int64_t smemStride);
+                     int64_t width, Value smemOffset, const SmemTile &tile);
+  /// Byte offset (i32) of element (row, col) (i32) of a tile at `base` (i32).
+  Value tileOffset(Value base, const SmemTile &tile, Value row, Value col);
   void loadQTile();
   /// The query index and the head of tile row `row` (i32), both i64.
   Value rowQuery(Value row) {
@@ -207,7 +274,7 @@ private:
       heads.push_back(add(mul(hkIdx, c64(group)), c64(g)));
     return heads;
   }
-  void rotateInShared(Value smemOffset, int64_t smemStride, int64_t rows, RopeAttr rope,
+  void rotateInShared(Value smemOffset, const SmemTile &tile, int64_t rows, RopeAttr rope,
                       function_ref<Value(Value)> position, StringRef tableName);
   SmallVector<std::array<Value, 4>> loadQFragments();
   Value classify(Value kvLo, Value kvHi);
@@ -240,7 +307,10 @@ private:
   int64_t qPerCta; // queries per CTA: bm, or bm / group when packed
   bool fp16;
   Type eltType;
+  bool wg = false; // wgmma (sm_90a)
   int64_t qStride, kStride, vStride, offK, offV, smemBytes;
+  SmemTile qTile, kTile, vTile;
+  int64_t qBytes = 0, kStageBytes = 0, vStageBytes = 0;
   bool staged = false;
   bool rawScores = false;
   int64_t offS = 0;
@@ -250,6 +320,7 @@ private:
   Value bIdx, hIdx, hkIdx;                  // i64 (no hIdx when packed)
   Value qLo, qRows, qHi;                    // i64
   Value smemBase;
+  Value smemAddress; // i32: smemBase in the shared window (wgmma descriptors)
   Value qPtr, kPtr, vPtr, oPtr, lsePtr;
   Value batch, seqQ, seqKv, qOffset, kvOffset;
   Value qStrides[3], kStrides[3], vStrides[3], oStrides[3];
@@ -323,6 +394,111 @@ Value KernelEmitter::pack(Value lo, Value hi) {
   return LLVM::BitcastOp::create(b, loc, b.getI32Type(), vec);
 }
 
+/// A wgmma shared-memory matrix descriptor of the 128-byte-swizzled tile at
+/// `byteOffset` from the aligned base: start address >> 4 in bits 0-13, leading and
+/// stride byte offsets >> 4 in bits 16-29 and 32-45, swizzle mode 1 (128 B) in bits
+/// 62-63, base offset 0 (every start lies in the first 128 bytes of an 8-row atom).
+Value KernelEmitter::descriptor(Value byteOffset, int64_t leadingBytes, int64_t strideBytes) {
+  Value addr = add(smemAddress, byteOffset);
+  Value start = andi(arith::ShRUIOp::create(b, loc, addr, c32(4)), c32(0x3fff));
+  uint64_t fixed = (uint64_t(leadingBytes >> 4) << 16) | (uint64_t(strideBytes >> 4) << 32) |
+                   (uint64_t(1) << 62);
+  return ori(arith::ExtUIOp::create(b, loc, b.getI64Type(), start), c64(int64_t(fixed)));
+}
+
+/// D = A B (+ D when `accumulate`) for the warpgroup's 64 rows: one
+/// wgmma.mma_async m64nNk16 with f32 accumulators (N = 8 acc.size()). A comes from a
+/// K-major descriptor or, as 4 registers per thread, in mma.sync's A layout per warp;
+/// B from a descriptor, K-major or (transposeB) MN-major. Inline PTX: MLIR's wgmma op
+/// has no register-A form. The caller fences, commits and waits.
+SmallVector<Acc> KernelEmitter::wgmma(SmallVector<Acc> acc, Value aDesc, ArrayRef<Value> aRegs,
+                                      Value bDesc, bool accumulate, bool transposeB) {
+  int64_t regs = int64_t(acc.size()) * 4;
+  std::string t = fp16 ? "f16" : "bf16";
+  auto ref = [](int64_t i) { return "$" + std::to_string(i); };
+  SmallVector<Value> operands;
+  std::string constraints, dList, aText;
+  for (int64_t i = 0; i < regs; ++i) {
+    constraints += (i ? ",=f" : "=f");
+    dList += (i ? ", " : "") + ref(i);
+  }
+  int64_t next = regs;
+  if (aRegs.empty()) {
+    operands.push_back(aDesc);
+    constraints += ",l";
+    aText = ref(next++);
+  } else {
+    aText = "{";
+    for (size_t i = 0; i < aRegs.size(); ++i) {
+      operands.push_back(aRegs[i]);
+      constraints += ",r";
+      aText += (i ? ", " : "") + ref(next++);
+    }
+    aText += "}";
+  }
+  operands.push_back(bDesc);
+  constraints += ",l";
+  std::string bText = ref(next++);
+  operands.push_back(c32(accumulate ? 1 : 0));
+  constraints += ",r";
+  std::string scaleText = ref(next++);
+  // The accumulators are read and written: inputs tied to the outputs.
+  Value undef = LLVM::UndefOp::create(b, loc, b.getF32Type());
+  for (int64_t i = 0; i < regs; ++i) {
+    operands.push_back(accumulate ? acc[size_t(i / 4)][size_t(i % 4)] : undef);
+    constraints += "," + std::to_string(i);
+  }
+  std::string text = "{\n.reg .pred p;\nsetp.ne.b32 p, " + scaleText + ", 0;\n" +
+                     "wgmma.mma_async.sync.aligned.m64n" + std::to_string(regs * 2) + "k16.f32." +
+                     t + "." + t + " {" + dList + "}, " + aText + ", " + bText + ", p, 1, 1, " +
+                     (aRegs.empty() ? "0, " : "") + (transposeB ? "1" : "0") + ";\n}";
+  SmallVector<Type> fields(size_t(regs), b.getF32Type());
+  Type resType = LLVM::LLVMStructType::getLiteral(b.getContext(), fields);
+  auto call = LLVM::InlineAsmOp::create(b, loc, resType, operands, text, constraints,
+                                        /*has_side_effects=*/true, /*is_align_stack=*/false,
+                                        LLVM::tailcallkind::TailCallKind::None,
+                                        /*asm_dialect=*/LLVM::AsmDialectAttr(),
+                                        /*operand_attrs=*/ArrayAttr());
+  SmallVector<Acc> out(acc.size());
+  for (int64_t i = 0; i < regs; ++i)
+    out[size_t(i / 4)][size_t(i % 4)] =
+        LLVM::ExtractValueOp::create(b, loc, call.getRes(), ArrayRef<int64_t>{i});
+  return out;
+}
+
+/// S = Q K^T for the warpgroup's 64 rows over the whole head dim: one wgmma per 16
+/// columns of d, both operands K-major. A 16-column step is 32 bytes into the
+/// slab's 128-byte rows; the hardware applies the swizzle to the computed address.
+SmallVector<Acc> KernelEmitter::wgmmaScores(Value stage) {
+  SmallVector<Acc> s(size_t(bn / 8));
+  Value qRowsOff = mul(divu(warp, c32(4)), c32(64 * 128));
+  Value kOff = add(c32(offK), mul(stage, c32(kStageBytes)));
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  for (int64_t kk = 0; kk < d / 16; ++kk) {
+    int64_t slab = kk / 4, within = (kk % 4) * 32;
+    Value aDesc = descriptor(add(qRowsOff, c32(slab * bm * 128 + within)), 16, 1024);
+    Value bDesc = descriptor(add(kOff, c32(slab * bn * 128 + within)), 16, 1024);
+    s = wgmma(s, aDesc, {}, bDesc, /*accumulate=*/kk > 0, /*transposeB=*/false);
+  }
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  return s;
+}
+
+/// O += P V: P from registers, V (keys by dv, dv contiguous) as an MN-major B:
+/// 8-key groups 1024 bytes apart (stride offset), 64-column slabs bn * 128 bytes
+/// apart (leading offset); a 16-key step is two groups.
+void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage) {
+  Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
+  NVVM::WgmmaFenceAlignedOp::create(b, loc);
+  for (int64_t kk = 0; kk < bn / 16; ++kk) {
+    Value bDesc = descriptor(add(vOff, c32(kk * 16 * 128)), bn * 128, 1024);
+    o = wgmma(o, Value(), pFrag[size_t(kk)], bDesc, /*accumulate=*/true, /*transposeB=*/true);
+  }
+  NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
+  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+}
+
 //===----------------------------------------------------------------------===//
 // Parameters
 //===----------------------------------------------------------------------===//
@@ -382,8 +558,17 @@ void KernelEmitter::readParams(Block *entry) {
 
 /// rows x width elements into shared memory, 16-byte cp.async chunks spread over the
 /// CTA; rows that `source` says do not exist are zero-filled.
+Value KernelEmitter::tileOffset(Value base, const SmemTile &tile, Value row, Value col) {
+  if (!tile.swizzled)
+    return add(base, mul(add(mul(row, c32(tile.stride)), col), c32(2)));
+  Value slab = divu(col, c32(64)), inSlab = remu(col, c32(64));
+  Value chunk = arith::XOrIOp::create(b, loc, divu(inSlab, c32(8)), remu(row, c32(8)));
+  Value off = add(mul(slab, c32(tile.rows * 128)), mul(row, c32(128)));
+  return add(base, add(off, add(mul(chunk, c32(16)), mul(remu(inSlab, c32(8)), c32(2)))));
+}
+
 void KernelEmitter::loadTileAsync(Value base, RowSource source, int64_t rows, int64_t width,
-                                  Value smemOffset, int64_t smemStride) {
+                                  Value smemOffset, const SmemTile &tile) {
   int64_t chunksPerRow = width / 8, chunks = rows * chunksPerRow;
   // When the CTA covers whole rows per step, every thread keeps one column and its
   // rows advance by a constant: addresses are linear in the (unrolled) step.
@@ -402,7 +587,7 @@ void KernelEmitter::loadTileAsync(Value base, RowSource source, int64_t rows, in
       Value srcOffset = sel(valid, offset, c64(0));
       Value src = LLVM::GEPOp::create(b, loc, ptrType(), b.getI8Type(), base, ValueRange{srcOffset});
       Value srcGlobal = LLVM::AddrSpaceCastOp::create(b, loc, ptrType(1), src);
-      Value dstOff = add(smemOffset, mul(add(mul(row, c32(smemStride)), col), c32(2)));
+      Value dstOff = tileOffset(smemOffset, tile, row, col);
       Value bytes = sel(valid, c32(16), c32(0));
       NVVM::CpAsyncOp::create(b, loc, smemAt(dstOff), srcGlobal, 16,
                               NVVM::LoadCacheModifierKind::CG, bytes);
@@ -420,7 +605,7 @@ void KernelEmitter::loadTileAsync(Value base, RowSource source, int64_t rows, in
 
 void KernelEmitter::loadRowsAsync(Value base, Value rowStride, Value row0, Value validRows,
                                   int64_t rows, int64_t width, Value smemOffset,
-                                  int64_t smemStride) {
+                                  const SmemTile &tile) {
   Value rowStrideBytes = mul(rowStride, c64(2));
   Value tileBase = elementPtr(base, eltType, mul(row0, rowStride));
   loadTileAsync(
@@ -428,7 +613,7 @@ void KernelEmitter::loadRowsAsync(Value base, Value rowStride, Value row0, Value
       [&](Value row) -> std::pair<Value, Value> {
         return {mul(row, rowStrideBytes), cmp(P::slt, row, validRows)};
       },
-      rows, width, smemOffset, smemStride);
+      rows, width, smemOffset, tile);
 }
 
 /// The CTA's Q rows into shared memory at offset 0: one head's consecutive queries, or
@@ -436,7 +621,7 @@ void KernelEmitter::loadRowsAsync(Value base, Value rowStride, Value row0, Value
 void KernelEmitter::loadQTile() {
   if (!packed) {
     Value qBase = elementPtr(qPtr, eltType, add(mul(bIdx, qStrides[0]), mul(hIdx, qStrides[1])));
-    loadRowsAsync(qBase, qStrides[2], qLo, qRows, bm, d, c32(0), qStride);
+    loadRowsAsync(qBase, qStrides[2], qLo, qRows, bm, d, c32(0), qTile);
     return;
   }
   Value base = elementPtr(qPtr, eltType, mul(bIdx, qStrides[0]));
@@ -448,7 +633,7 @@ void KernelEmitter::loadQTile() {
         Value elems = add(mul(head, qStrides[1]), mul(query, qStrides[2]));
         return {mul(elems, c64(2)), cmp(P::slt, query, seqQ)};
       },
-      bm, d, c32(0), qStride);
+      bm, d, c32(0), qTile);
 }
 
 void KernelEmitter::declareRopeTables(gpu::GPUModuleOp module) {
@@ -487,7 +672,7 @@ void KernelEmitter::declareRopeTables(gpu::GPUModuleOp module) {
 
 /// Rotates `rows` rows of a tile in shared memory, row r (i32) at position(r) (i64).
 /// The angle is reduced modulo 2 pi in double: positions can be large.
-void KernelEmitter::rotateInShared(Value smemOffset, int64_t smemStride, int64_t rows,
+void KernelEmitter::rotateInShared(Value smemOffset, const SmemTile &tile, int64_t rows,
                                    RopeAttr rope, function_ref<Value(Value)> position,
                                    StringRef tableName) {
   int64_t half = rope.getRotaryDim() / 2, work = rows * half;
@@ -500,9 +685,8 @@ void KernelEmitter::rotateInShared(Value smemOffset, int64_t smemStride, int64_t
       Value row = divu(p, c32(half)), m = remu(p, c32(half));
       Value i0 = interleaved ? mul(m, c32(2)) : m;
       Value i1 = interleaved ? add(i0, c32(1)) : add(m, c32(half));
-      Value rowOff = add(smemOffset, mul(mul(row, c32(smemStride)), c32(2)));
-      Value p0 = smemAt(add(rowOff, mul(i0, c32(2))));
-      Value p1 = smemAt(add(rowOff, mul(i1, c32(2))));
+      Value p0 = smemAt(tileOffset(smemOffset, tile, row, i0));
+      Value p1 = smemAt(tileOffset(smemOffset, tile, row, i1));
       Value x0 = arith::ExtFOp::create(b, loc, b.getF32Type(), LLVM::LoadOp::create(b, loc, eltType, p0).getResult());
       Value x1 = arith::ExtFOp::create(b, loc, b.getF32Type(), LLVM::LoadOp::create(b, loc, eltType, p1).getResult());
       Value freqPtr = LLVM::GEPOp::create(b, loc, ptrType(), b.getF64Type(), table, ValueRange{ext64(m)});
@@ -714,20 +898,20 @@ void KernelEmitter::prefetch(Value valid, Value kb, Value stage) {
   Value rows = sel(valid, mins(c64(bn), sub(seqKv, kvLo)), c64(0));
   Value kBase = elementPtr(kPtr, eltType, add(mul(bIdx, kStrides[0]), mul(hkIdx, kStrides[1])));
   Value vBase = elementPtr(vPtr, eltType, add(mul(bIdx, vStrides[0]), mul(hkIdx, vStrides[1])));
-  Value kOff = add(c32(offK), mul(stage, c32(bn * kStride * 2)));
-  Value vOff = add(c32(offV), mul(stage, c32(bn * vStride * 2)));
+  Value kOff = add(c32(offK), mul(stage, c32(kStageBytes)));
+  Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
   auto guard = scf::IfOp::create(b, loc, valid, false);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guard.thenBlock());
-    loadRowsAsync(kBase, kStrides[2], kvLo, rows, bn, d, kOff, kStride);
+    loadRowsAsync(kBase, kStrides[2], kvLo, rows, bn, d, kOff, kTile);
   }
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
   auto guardV = scf::IfOp::create(b, loc, valid, false);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guardV.thenBlock());
-    loadRowsAsync(vBase, vStrides[2], kvLo, rows, bn, dv, vOff, vStride);
+    loadRowsAsync(vBase, vStrides[2], kvLo, rows, bn, dv, vOff, vTile);
   }
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
 }
@@ -746,7 +930,7 @@ SmallVector<Acc> KernelEmitter::computeScores(SmallVector<std::array<Value, 4>> 
   Value mat = divu(lane, c32(8));
   Value keyInPair = add(mul(divu(mat, c32(2)), c32(8)), remu(lane, c32(8)));
   Value colInStep = mul(remu(mat, c32(2)), c32(8));
-  Value kOff = add(c32(offK), mul(stage, c32(bn * kStride * 2)));
+  Value kOff = add(c32(offK), mul(stage, c32(kStageBytes)));
   for (int64_t j = 0; j < bn / 8; j += 2)
     for (int64_t kk = 0; kk < d / 16; ++kk) {
       Value row = add(keyInPair, c32(8 * j));
@@ -1002,15 +1186,17 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     Value other = sub(c32(1), stage);
     prefetch(next.valid, next.kb, other);
     NVVM::CpAsyncWaitGroupOp::create(b, loc, 3);
+    asyncProxyFence();
     NVVM::Barrier0Op::create(b, loc);
     Value kvLo = mul(kb, c64(bn));
     if (RopeAttr rope = op.getKRopeAttr()) {
       Value first = add(kvLo, kvOffset);
-      rotateInShared(add(c32(offK), mul(stage, c32(bn * kStride * 2))), kStride, bn, rope,
+      rotateInShared(add(c32(offK), mul(stage, c32(kStageBytes))), kTile, bn, rope,
                      [&](Value row) { return add(first, ext64(row)); }, "attn_rope_k");
+      asyncProxyFence();
       NVVM::Barrier0Op::create(b, loc);
     }
-    SmallVector<Acc> s = computeScores(qFrag, stage);
+    SmallVector<Acc> s = wg ? wgmmaScores(stage) : computeScores(qFrag, stage);
 
     // FULL tiles that are whole skip the mask; others evaluate it.
     Value whole = cmp(P::sle, add(kvLo, c64(bn)), seqKv);
@@ -1077,6 +1263,7 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     // P (registers) times V (shared): the A fragment of k-step kk is two
     // accumulator tiles; ldmatrix.trans of V rows (k) by columns (n) gives B.
     NVVM::CpAsyncWaitGroupOp::create(b, loc, 2);
+    asyncProxyFence();
     NVVM::Barrier0Op::create(b, loc);
     SmallVector<std::array<Value, 4>> pFrag;
     for (int64_t kk = 0; kk < bn / 16; ++kk)
@@ -1086,8 +1273,10 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     Value mat = divu(lane, c32(8));
     Value keyInStep = add(mul(remu(mat, c32(2)), c32(8)), remu(lane, c32(8)));
     Value colInPair = mul(divu(mat, c32(2)), c32(8));
-    Value vOff = add(c32(offV), mul(stage, c32(bn * vStride * 2)));
-    for (int64_t jv = 0; jv < nO; jv += 2)
+    Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
+    if (wg)
+      wgmmaPv(o, pFrag, stage);
+    for (int64_t jv = 0; !wg && jv < nO; jv += 2)
       for (int64_t kk = 0; kk < bn / 16; ++kk) {
         Value row = add(keyInStep, c32(16 * kk));
         Value col = add(colInPair, c32(8 * jv));
@@ -1216,7 +1405,7 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   b.setInsertionPointToEnd(module.getBody());
   auto smem = LLVM::GlobalOp::create(b, loc, LLVM::LLVMArrayType::get(b.getI8Type(), 0),
                                      /*isConstant=*/false, LLVM::Linkage::External, "attn_smem",
-                                     Attribute(), /*alignment=*/16, /*addrSpace=*/3);
+                                     Attribute(), /*alignment=*/wg ? 1024 : 16, /*addrSpace=*/3);
   (void)smem;
   declareRopeTables(module);
   b.setInsertionPointToEnd(module.getBody());
@@ -1251,6 +1440,14 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   // Rows that exist: packed rows interleave the group's heads, query by query.
   qRows = packed ? mul(queries, c64(group)) : queries;
   smemBase = LLVM::AddressOfOp::create(b, loc, ptrType(3), "attn_smem");
+  if (wg) {
+    // Swizzled tiles need a 1024-byte-aligned base; the launch asks for 1 KiB more so
+    // that the kernel aligns it itself rather than trust the driver's placement.
+    Value addr = LLVM::PtrToIntOp::create(b, loc, b.getI32Type(), smemBase);
+    Value pad = andi(sub(c32(0), addr), c32(1023));
+    smemBase = smemAt(pad);
+    smemAddress = add(addr, pad);
+  }
   for (auto [i, in] : llvm::enumerate(op.getInputs()))
     tensors.map(in, memrefFromPointer(inputPtrs[i], cast<RankedTensorType>(in.getType()), inputDims[i]));
 
@@ -1258,13 +1455,18 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   loadQTile();
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
   NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
+  asyncProxyFence();
   NVVM::Barrier0Op::create(b, loc);
   if (RopeAttr rope = op.getQRopeAttr()) {
-    rotateInShared(c32(0), qStride, bm, rope,
+    rotateInShared(c32(0), qTile, bm, rope,
                    [&](Value row) { return add(rowQuery(row), qOffset); }, "attn_rope_q");
+    asyncProxyFence();
     NVVM::Barrier0Op::create(b, loc);
   }
-  SmallVector<std::array<Value, 4>> qFrag = loadQFragments();
+  // wgmma reads Q from shared memory on every tile; mma.sync keeps its fragments.
+  SmallVector<std::array<Value, 4>> qFrag;
+  if (!wg)
+    qFrag = loadQFragments();
 
   // The key schedule.
   auto listBlock = op.getKvListBlock();
@@ -1306,7 +1508,7 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   gpu::ReturnOp::create(b, loc);
 
   info.threads = threads;
-  info.smemBytes = smemBytes;
+  info.smemBytes = sharedBytes();
   info.gridX = "ceil_div(seq_q, " + std::to_string(qPerCta) + ")";
   info.gridY = packed ? "heads_kv" : "heads_q";
   info.gridZ = "batch";
@@ -1332,6 +1534,16 @@ bool emitNvidiaKernel(AttentionOp op, const GpuConfig &config, ModuleOp target,
   b.setInsertionPointToEnd(target.getBody());
   auto module = gpu::GPUModuleOp::create(b, op.getLoc(), "attn_kernels");
   KernelEmitter emitter(op, config, b);
+  // sm_90a runs only on Hopper, whose per-block limit is known; other archs' PTX runs
+  // on newer GPUs too, so the runtime checks their size against the device at load.
+  constexpr int64_t kHopperSmem = 232448;
+  if (config.arch == "sm_90a" && emitter.sharedBytes() > kHopperSmem) {
+    error = "the configuration needs " + std::to_string(emitter.sharedBytes()) +
+            " bytes of shared memory per CTA, over Hopper's " + std::to_string(kHopperSmem) +
+            " (smaller block_m or block_n)";
+    module.erase();
+    return false;
+  }
   emitter.emit(module, info);
   return true;
 }

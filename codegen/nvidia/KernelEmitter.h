@@ -14,7 +14,9 @@
 //     in flight while the current one is computed;
 //   - S = Q K^T and O += P V on tensor cores: mma.sync m16n8k16 (bf16 or fp16 in, f32
 //     accumulate), fragments read by ldmatrix (.trans for V); P stays in registers as
-//     the A operand of P V;
+//     the A operand of P V; or on sm_90a with `wgmma`, wgmma.mma_async m64nNk16 per
+//     warpgroup of 64 rows, Q and K (K-major) and V (MN-major) read from shared tiles
+//     in the 128-byte swizzle by matrix descriptors, P from registers;
 //   - the mask and score regions cloned per accumulator element with its (q, kv)
 //     coordinates; FULL tiles run no mask code; online softmax with row max and sum
 //     by quad shuffles (exp2, scale and log2(e) folded by attn-fuse);
@@ -47,6 +49,9 @@ struct GpuConfig {
   int64_t blockM = 64; // rows per CTA: 16 per warp
   int64_t blockN = 64; // keys per tile
   bool packGqa = false; // rows from all query heads of a kv head (blockM / G queries each)
+  /// sm_90a: both matmuls on wgmma (a warpgroup per 64 rows; Q, K and V read by the
+  /// tensor cores from 128-byte-swizzled shared tiles, P from registers).
+  bool wgmma = false;
   std::string arch = "sm_80";
   int64_t warps() const { return blockM / 16; }
   std::string name() const;

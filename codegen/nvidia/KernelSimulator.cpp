@@ -170,12 +170,30 @@ struct CopyOp {
   unsigned bytes, srcBytes;
 };
 
+/// Where the dynamic shared memory starts in the simulated shared window: 16-byte
+/// aligned and no more, the least the driver promises, so that a kernel relying on
+/// more alignment than it establishes itself fails here.
+constexpr uint64_t kSmemStart = 48;
+
+/// What the simulator reads from a wgmma inline-PTX call: the instruction's shape and
+/// which asm operand ($i) is which.
+struct WgmmaForm {
+  int64_t n = 0;
+  bool f16 = false;
+  bool aRegs = false;
+  bool transB = false;
+  int aDesc = -1, bDesc = -1, scale = -1; // operand indices
+  int a[4] = {-1, -1, -1, -1};
+  std::vector<int> tied; // per output: the operand index of its tied input
+};
+
 class Simulator {
 public:
   Simulator(ModuleOp module, int threads, int64_t smemBytes, std::array<int64_t, 3> ctaid)
-      : module(module), threads(threads), smem(size_t(smemBytes), 0xcd),
+      : module(module), threads(threads), smem(size_t(smemBytes) + kSmemStart, 0xcd),
         writer(smem.size(), -1), writeEpoch(smem.size(), -1), reader(smem.size(), -1),
-        readEpoch(smem.size(), -1), ctaid(ctaid), pending(threads), groups(threads) {}
+        readEpoch(smem.size(), -1), writeFence(smem.size(), 0), fences(threads, 0),
+        ctaid(ctaid), pending(threads), groups(threads) {}
 
   void run(gpu::GPUFuncOp func, const std::vector<SimArg> &args) {
     Block &entry = func.getBody().front();
@@ -212,8 +230,9 @@ private:
 
   // Memory.
   void checkShared(uint64_t off, unsigned n, int lane, bool write) {
-    if (off + n > smem.size())
-      throw Failure{"simulator: shared memory access out of bounds at " + std::to_string(off)};
+    if (off < kSmemStart || off + n > smem.size())
+      throw Failure{"simulator: shared memory access out of bounds at " +
+                    std::to_string(int64_t(off) - int64_t(kSmemStart))};
     for (unsigned k = 0; k < n; ++k) {
       size_t a = off + k;
       if (writeEpoch[a] == epoch && writer[a] != lane && writer[a] >= 0)
@@ -227,6 +246,7 @@ private:
       if (write) {
         writer[a] = lane;
         writeEpoch[a] = epoch;
+        writeFence[a] = fences[size_t(lane)];
       } else {
         reader[a] = readEpoch[a] == epoch && reader[a] != lane ? -2 : lane;
         readEpoch[a] = epoch;
@@ -322,12 +342,25 @@ private:
   void exec(Operation &op, const Mask &mask);
   void execScf(Operation &op, const Mask &mask);
   void execWarp(Operation &op, const Mask &mask);
+  void execWarpgroup(Operation &op, const Mask &mask);
+  void wgmma(LLVM::InlineAsmOp call, const Mask &mask);
+  const WgmmaForm &wgmmaForm(LLVM::InlineAsmOp call);
+  /// A 16-bit operand element that wgmma reads through the async proxy.
+  uint16_t asyncRead(uint64_t addr);
 
   ModuleOp module;
   int threads;
   std::vector<uint8_t> smem;
   std::vector<int> writer, writeEpoch, reader, readEpoch;
+  /// Per byte, its writer's fence.proxy.async count at the write; per thread, how many
+  /// it has executed: wgmma may read a byte only once its writer has fenced since.
+  std::vector<int64_t> writeFence, fences;
   int epoch = 0;
+  // wgmma: fenced since the last commit; accumulators in flight until wait_group.
+  bool wgmmaFenced = false;
+  llvm::DenseMap<Value, int64_t> inflight; // value -> its commit group
+  int64_t openGroup = 0;
+  llvm::DenseMap<Operation *, WgmmaForm> forms;
   std::array<int64_t, 3> ctaid;
   std::vector<std::vector<CopyOp>> pending;
   std::vector<std::deque<std::vector<CopyOp>>> groups;
@@ -530,11 +563,287 @@ void Simulator::execWarp(Operation &op, const Mask &mask) {
   }
 }
 
+//===----------------------------------------------------------------------===//
+// wgmma (sm_90a): warpgroups, descriptors, the async proxy
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// A cursor over the inline-PTX text of a wgmma call.
+struct AsmText {
+  StringRef rest;
+  bool eat(StringRef s) {
+    size_t at = rest.find(s);
+    if (at == StringRef::npos)
+      return false;
+    rest = rest.drop_front(at + s.size());
+    return true;
+  }
+  bool skip(StringRef s) {
+    rest = rest.ltrim();
+    if (!rest.starts_with(s))
+      return false;
+    rest = rest.drop_front(s.size());
+    return true;
+  }
+  int64_t number() {
+    rest = rest.ltrim();
+    size_t n = 0;
+    while (n < rest.size() && isdigit(static_cast<unsigned char>(rest[n])))
+      ++n;
+    int64_t v = -1;
+    if (n)
+      rest.take_front(n).getAsInteger(10, v);
+    rest = rest.drop_front(n);
+    return v;
+  }
+  int64_t operand() { return skip("$") ? number() : -1; }
+};
+} // namespace
+
+const WgmmaForm &Simulator::wgmmaForm(LLVM::InlineAsmOp call) {
+  auto it = forms.find(call);
+  if (it != forms.end())
+    return it->second;
+  auto bad = [&](const std::string &why) {
+    return Failure{"simulator: unmodelled inline PTX (" + why + "): " + call.getAsmString().str()};
+  };
+  WgmmaForm f;
+  auto structType = dyn_cast<LLVM::LLVMStructType>(call.getRes() ? call.getRes().getType() : Type());
+  int64_t outs = structType ? int64_t(structType.getBody().size()) : 0;
+  AsmText t{call.getAsmString()};
+  if (!t.eat("setp.ne.b32 p,"))
+    throw bad("no scale-d predicate");
+  int64_t scale = t.operand();
+  if (!t.eat("wgmma.mma_async.sync.aligned.m64n"))
+    throw bad("not a wgmma.mma_async");
+  f.n = t.number();
+  if (!t.skip("k16.f32."))
+    throw bad("shape");
+  if (t.skip("bf16.bf16"))
+    f.f16 = false;
+  else if (t.skip("f16.f16"))
+    f.f16 = true;
+  else
+    throw bad("operand types");
+  if (f.n <= 0 || f.n % 8 || f.n > 256 || outs != f.n / 2)
+    throw bad("N and the accumulator count disagree");
+  if (!t.skip("{"))
+    throw bad("accumulator list");
+  for (int64_t i = 0; i < outs; ++i)
+    if ((i && !t.skip(",")) || t.operand() != i)
+      throw bad("accumulators must be $0.. in order");
+  if (!t.skip("}") || !t.skip(","))
+    throw bad("accumulator list");
+  f.aRegs = t.skip("{");
+  if (f.aRegs) {
+    for (int i = 0; i < 4; ++i) {
+      if (i && !t.skip(","))
+        throw bad("A registers");
+      f.a[i] = int(t.operand() - outs);
+    }
+    if (!t.skip("}"))
+      throw bad("A registers");
+  } else {
+    f.aDesc = int(t.operand() - outs);
+  }
+  if (!t.skip(","))
+    throw bad("B descriptor");
+  f.bDesc = int(t.operand() - outs);
+  f.scale = int(scale - outs);
+  if (!t.skip(",") || !t.skip("p") || !t.skip(",") || t.number() != 1 || !t.skip(",") ||
+      t.number() != 1 || !t.skip(","))
+    throw bad("only scale-d p and unit input scales are modelled");
+  if (!f.aRegs && (t.number() != 0 || !t.skip(",")))
+    throw bad("only a K-major A descriptor is modelled");
+  int64_t transB = t.number();
+  if (transB != 0 && transB != 1)
+    throw bad("imm-trans-b");
+  f.transB = transB == 1;
+  // Tied inputs: the constraint of each operand, after the outputs'.
+  SmallVector<StringRef> cons;
+  call.getConstraints().split(cons, ',');
+  f.tied.assign(size_t(outs), -1);
+  for (size_t i = size_t(outs); i < cons.size(); ++i) {
+    int64_t out;
+    if (!cons[i].getAsInteger(10, out) && out >= 0 && out < outs)
+      f.tied[size_t(out)] = int(i - size_t(outs));
+  }
+  int64_t operands = int64_t(call.getOperands().size());
+  auto inRange = [&](int i) { return i >= 0 && i < operands; };
+  if (!inRange(f.bDesc) || !inRange(f.scale) || (!f.aRegs && !inRange(f.aDesc)) ||
+      (f.aRegs && !(inRange(f.a[0]) && inRange(f.a[1]) && inRange(f.a[2]) && inRange(f.a[3]))) ||
+      llvm::is_contained(f.tied, -1))
+    throw bad("operand numbering");
+  return forms[call] = f;
+}
+
+uint16_t Simulator::asyncRead(uint64_t addr) {
+  for (uint64_t a = addr; a < addr + 2; ++a) {
+    if (a < kSmemStart || a >= smem.size())
+      throw Failure{"simulator: wgmma reads shared memory out of bounds at " +
+                    std::to_string(int64_t(a) - int64_t(kSmemStart))};
+    int w = writer[a];
+    if (w < 0)
+      throw Failure{"simulator: wgmma reads shared byte " + std::to_string(a - kSmemStart) +
+                    " that nothing wrote"};
+    if (w < threads && fences[size_t(w)] <= writeFence[a])
+      throw Failure{"simulator: wgmma reads shared byte " + std::to_string(a - kSmemStart) +
+                    " written by thread " + std::to_string(w) +
+                    " with no fence.proxy.async since (generic-proxy writes are not visible "
+                    "to the async proxy without it)"};
+  }
+  // As a read by an agent that is no thread: a write since the barrier races with it.
+  checkShared(addr, 2, threads, false);
+  uint16_t v;
+  std::memcpy(&v, smem.data() + addr, 2);
+  return v;
+}
+
+void Simulator::execWarpgroup(Operation &op, const Mask &mask) {
+  auto partial = [&] {
+    return Failure{"simulator: " + op.getName().getStringRef().str() +
+                   " needs whole warpgroups of 128 threads"};
+  };
+  if (threads % 128)
+    throw partial();
+  for (int g = 0; g * 128 < threads; ++g) {
+    int active = 0;
+    for (int l = 0; l < 128; ++l)
+      active += mask[size_t(g * 128 + l)] ? 1 : 0;
+    if (active != 0 && active != 128)
+      throw partial();
+  }
+  llvm::TypeSwitch<Operation *>(&op)
+      .Case([&](NVVM::FenceProxyOp f) {
+        if (f.getKind() != NVVM::ProxyKind::async_shared)
+          throw Failure{"simulator: only fence.proxy.async.shared::cta is modelled"};
+        for (int l = 0; l < threads; ++l)
+          if (mask[size_t(l)])
+            ++fences[size_t(l)];
+      })
+      .Case([&](NVVM::WgmmaFenceAlignedOp) { wgmmaFenced = true; })
+      .Case([&](NVVM::WgmmaGroupSyncAlignedOp) {
+        ++openGroup;
+        wgmmaFenced = false;
+      })
+      .Case([&](NVVM::WgmmaWaitGroupSyncOp w) {
+        int64_t keep = int64_t(w.getGroup());
+        SmallVector<Value> done;
+        for (auto &[v, group] : inflight)
+          if (group < openGroup - keep)
+            done.push_back(v);
+        for (Value v : done)
+          inflight.erase(v);
+      })
+      .Case([&](LLVM::InlineAsmOp call) { wgmma(call, mask); });
+}
+
+/// K-major 128-byte swizzle: row r, byte `k` of the row's 32-byte k16 step. The
+/// hardware permutes 16-byte chunks by address bits 7-9 (the row within the atom).
+static uint64_t swizzle128(uint64_t logical) { return logical ^ (((logical >> 7) & 7) << 4); }
+
+void Simulator::wgmma(LLVM::InlineAsmOp call, const Mask &mask) {
+  const WgmmaForm &f = wgmmaForm(call);
+  if (!wgmmaFenced)
+    throw Failure{"simulator: wgmma.mma_async with no wgmma.fence since the last commit"};
+  auto operand = [&](int i) -> Col & { return get(call.getOperands()[size_t(i)]); };
+  Col out = make(call.getRes().getType());
+  int64_t regs = f.n / 2;
+  for (int g = 0; g * 128 < threads; ++g) {
+    int base = g * 128;
+    if (!mask[size_t(base)])
+      continue;
+    // Descriptors and scale-d are warpgroup-uniform.
+    auto uniform = [&](int i, const char *what) {
+      uint64_t v = operand(i).at(base);
+      for (int l = 1; l < 128; ++l)
+        if (operand(i).at(base + l) != v)
+          throw Failure{std::string("simulator: wgmma ") + what + " differs across the warpgroup"};
+      return v;
+    };
+    struct Desc {
+      uint64_t start, lbo, sbo;
+    };
+    auto decodeDesc = [&](uint64_t desc, bool mnMajor) {
+      Desc d{(desc & 0x3fff) << 4, ((desc >> 16) & 0x3fff) << 4, ((desc >> 32) & 0x3fff) << 4};
+      if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0)
+        throw Failure{"simulator: only the 128-byte swizzle with base offset 0 is modelled"};
+      // Starts inside the first row of an 8-row atom (K-major steps of 32 bytes), or on
+      // an atom (MN-major): the swizzle's row bits then come from the row alone.
+      if (mnMajor ? (d.start & 1023) != 0 : ((d.start >> 7) & 7) != 0 || (d.start & 127) > 96)
+        throw Failure{"simulator: wgmma descriptor start " + std::to_string(d.start) +
+                      " is not where a 128-byte-swizzled operand can start"};
+      if (d.sbo % 1024)
+        throw Failure{"simulator: wgmma stride byte offset not a multiple of the 1024-byte atom"};
+      return d;
+    };
+    auto toF = [&](uint16_t h) { return f.f16 ? fromF16(h) : fromBf16(h); };
+    auto kMajor = [&](const Desc &d, int64_t row, int64_t k) {
+      return asyncRead(swizzle128(d.start + (row % 8) * 128 + (row / 8) * d.sbo + k * 2));
+    };
+    auto mnMajor = [&](const Desc &d, int64_t k, int64_t n) {
+      return asyncRead(swizzle128(d.start + (n % 64) * 2 + (n / 64) * d.lbo + (k % 8) * 128 +
+                                  (k / 8) * d.sbo));
+    };
+    std::vector<float> A(64 * 16), B(16 * size_t(f.n));
+    if (f.aRegs) {
+      for (int l = 0; l < 128; ++l) {
+        int w = l / 32, gq = (l % 32) / 4, tq = l % 4;
+        for (int r = 0; r < 4; ++r) {
+          uint32_t bits = uint32_t(operand(f.a[r]).at(base + l));
+          int row = 16 * w + gq + 8 * (r % 2), col = 2 * tq + 8 * (r / 2);
+          A[size_t(row * 16 + col)] = toF(uint16_t(bits));
+          A[size_t(row * 16 + col + 1)] = toF(uint16_t(bits >> 16));
+        }
+      }
+    } else {
+      Desc a = decodeDesc(uniform(f.aDesc, "A descriptor"), false);
+      for (int64_t m = 0; m < 64; ++m)
+        for (int64_t k = 0; k < 16; ++k)
+          A[size_t(m * 16 + k)] = toF(kMajor(a, m, k));
+    }
+    Desc bd = decodeDesc(uniform(f.bDesc, "B descriptor"), f.transB);
+    for (int64_t k = 0; k < 16; ++k)
+      for (int64_t n = 0; n < f.n; ++n)
+        B[size_t(k * f.n + n)] = toF(f.transB ? mnMajor(bd, k, n) : kMajor(bd, n, k));
+    bool accumulate = uniform(f.scale, "scale-d") != 0;
+    for (int l = 0; l < 128; ++l) {
+      int w = l / 32, gq = (l % 32) / 4, tq = l % 4;
+      for (int64_t i = 0; i < regs; ++i) {
+        int64_t e = i % 4, row = 16 * w + gq + 8 * (e / 2), col = 8 * (i / 4) + 2 * tq + (e % 2);
+        float acc = accumulate ? bitsf(operand(f.tied[size_t(i)]).at(base + l)) : 0.0f;
+        for (int64_t k = 0; k < 16; ++k)
+          acc += A[size_t(row * 16 + k)] * B[size_t(k * f.n + col)];
+        out.at(base + l, unsigned(i)) = fbits(acc);
+      }
+    }
+  }
+  vals[call.getRes()] = std::move(out);
+  inflight[call.getRes()] = openGroup;
+}
+
 void Simulator::exec(Operation &op, const Mask &mask) {
   if (isa<scf::IfOp, scf::ForOp, scf::WhileOp>(op))
     return execScf(op, mask);
   if (isa<NVVM::LdMatrixOp, NVVM::MmaOp, NVVM::ShflOp>(op))
     return execWarp(op, mask);
+  if (isa<LLVM::InlineAsmOp, NVVM::FenceProxyOp, NVVM::WgmmaFenceAlignedOp,
+          NVVM::WgmmaGroupSyncAlignedOp, NVVM::WgmmaWaitGroupSyncOp>(op))
+    return execWarpgroup(op, mask);
+  int64_t inflightGroup = -1;
+  if (!inflight.empty()) {
+    for (Value v : op.getOperands()) {
+      auto it = inflight.find(v);
+      if (it == inflight.end())
+        continue;
+      // Naming a field of the accumulators is no read (it stays in flight); anything
+      // else is.
+      if (!isa<LLVM::ExtractValueOp>(op))
+        throw Failure{"simulator: " + op.getName().getStringRef().str() +
+                      " reads a wgmma accumulator before wgmma.wait_group retires it"};
+      inflightGroup = it->second;
+    }
+  }
 
   // Everything else is lane-wise.
   SmallVector<Col> outs;
@@ -633,6 +942,16 @@ void Simulator::exec(Operation &op, const Mask &mask) {
       .Case([&](arith::MaxSIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return std::max(a, b); }); })
       .Case([&](arith::MinUIOp) { intBinary([&](int64_t a, int64_t b, unsigned w) { return umask(a, w) < umask(b, w) ? a : b; }); })
       .Case([&](arith::MaxUIOp) { intBinary([&](int64_t a, int64_t b, unsigned w) { return umask(a, w) > umask(b, w) ? a : b; }); })
+      .Case([&](arith::ShRUIOp) {
+        intBinary([&](int64_t a, int64_t b, unsigned w) {
+          return b >= int64_t(w) ? int64_t(0) : int64_t(umask(a, w) >> b);
+        });
+      })
+      .Case([&](arith::ShLIOp) {
+        intBinary([&](int64_t a, int64_t b, unsigned w) {
+          return b >= int64_t(w) ? int64_t(0) : int64_t(uint64_t(a) << b);
+        });
+      })
       .Case([&](arith::AndIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return a & b; }); })
       .Case([&](arith::OrIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return a | b; }); })
       .Case([&](arith::XOrIOp) { intBinary([](int64_t a, int64_t b, unsigned) { return a ^ b; }); })
@@ -854,7 +1173,7 @@ void Simulator::exec(Operation &op, const Mask &mask) {
       .Case([&](LLVM::ZeroOp) {})
       .Case([&](LLVM::AddressOfOp a) {
         std::string name = a.getGlobalName().str();
-        uint64_t addr = 0;
+        uint64_t addr = kSmemStart;
         if (name != "attn_smem") {
           auto global = module.lookupSymbol<LLVM::GlobalOp>(name);
           if (!global) {
@@ -898,6 +1217,11 @@ void Simulator::exec(Operation &op, const Mask &mask) {
           }
           outs[0].at(l) = base.at(l) + uint64_t(idx * int64_t(size));
         }
+      })
+      .Case([&](LLVM::PtrToIntOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            outs[0].at(l) = uint64_t(wrap(int64_t(in(0).at(l)), widthOf(resultType)));
       })
       .Case([&](LLVM::AddrSpaceCastOp) {
         for (int l = 0; l < threads; ++l)
@@ -1000,6 +1324,8 @@ void Simulator::exec(Operation &op, const Mask &mask) {
     throw Failure{"simulator: unsupported op " + op.getName().getStringRef().str()};
   for (auto [r, c] : llvm::zip(op.getResults(), outs))
     vals[r] = std::move(c);
+  if (inflightGroup >= 0)
+    inflight[op.getResult(0)] = inflightGroup;
 }
 
 } // namespace

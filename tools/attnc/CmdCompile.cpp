@@ -33,10 +33,12 @@ std::vector<std::string> splitList(const std::string &s) {
   return out;
 }
 
-/// A tile configuration: BM x BN, packed (all query heads of a kv head per CTA) or not.
+/// A tile configuration: BM x BN, packed (all query heads of a kv head per CTA) or not,
+/// on mma.sync or (sm_90a) wgmma.
 struct TileConfig {
   int64_t blockM, blockN;
   bool packGqa = false;
+  bool wgmma = false;
 };
 
 /// Default tile configurations per head dim: the first is the default variant.
@@ -58,21 +60,29 @@ static std::vector<TileConfig> defaultConfigs(const SpecInfo &info) {
   return configs;
 }
 
-/// "64x64,128x64g": BMxBN pairs, a trailing g for pack_gqa.
+/// "64x64,128x64g,128x128w": BMxBN pairs; suffixes g for pack_gqa, w for wgmma.
 static std::vector<TileConfig> parseConfigs(const std::string &list) {
   std::vector<TileConfig> configs;
   for (const std::string &c : splitList(list)) {
-    bool packed = !c.empty() && c.back() == 'g';
-    std::string pair = packed ? c.substr(0, c.size() - 1) : c;
+    std::string pair = c;
+    bool packed = false, wgmma = false;
+    while (!pair.empty() && (pair.back() == 'g' || pair.back() == 'w')) {
+      bool &flag = pair.back() == 'g' ? packed : wgmma;
+      if (flag)
+        pair.clear(); // a repeated suffix is malformed
+      else
+        flag = true, pair.pop_back();
+    }
     auto x = pair.find('x');
     char *end = nullptr;
     long long m = x == std::string::npos ? 0 : std::strtoll(pair.c_str(), &end, 10);
     long long n = x == std::string::npos ? 0 : std::strtoll(pair.c_str() + x + 1, &end, 10);
     if (m <= 0 || n <= 0 || !end || *end)
-      throw Failure{"--configs takes BMxBN pairs like 64x64,128x64 (a trailing g packs the "
-                    "query heads of each kv head: 64x64g); got '" + c + "'",
+      throw Failure{"--configs takes BMxBN pairs like 64x64,128x64 (suffix g packs the "
+                    "query heads of each kv head: 64x64g; w runs the matmuls on sm_90a's "
+                    "wgmma: 128x128w); got '" + c + "'",
                     2};
-    configs.push_back({m, n, packed});
+    configs.push_back({m, n, packed, wgmma});
   }
   if (configs.empty())
     throw Failure{"--configs lists no configuration", 2};
@@ -117,6 +127,7 @@ void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_
       v.config.blockM = c.blockM;
       v.config.blockN = c.blockN;
       v.config.packGqa = c.packGqa;
+      v.config.wgmma = c.wgmma;
       v.config.arch = arch;
       std::string error;
       if (!compileToPtx(*spec.module, v.config, v.kernel, error))
@@ -189,6 +200,7 @@ static int emitOne(const CompileRequest &req, const std::string &what) {
   v.config.blockM = configs.front().blockM;
   v.config.blockN = configs.front().blockN;
   v.config.packGqa = configs.front().packGqa;
+  v.config.wgmma = configs.front().wgmma;
   v.config.arch = req.archs.front();
   std::string error;
   if (!compileToPtx(*spec.module, v.config, v.kernel, error, /*keepGpuIr=*/what == "gpu-ir"))

@@ -43,7 +43,7 @@ int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
                 "block-m", "block-n", "bundle", "arch", "configs", "variant"},
-               {"timing", "pack-gqa"}, {"input"});
+               {"timing", "pack-gqa", "wgmma"}, {"input"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
   std::string backend = opts.require("backend");
@@ -88,6 +88,10 @@ int cmdRun(int argc, char **argv) {
     config.blockM = blockM;
     config.blockN = blockN;
     config.packGqa = opts.flag("pack-gqa");
+    // The simulator models sm_90a's wgmma as well as mma.sync.
+    config.wgmma = opts.flag("wgmma");
+    if (config.wgmma)
+      config.arch = "sm_90a";
     if (!runGpuSimulation(*spec.module, config, args, result, error))
       throw Failure{error};
   } else {
