@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prepares the GPU checks on a machine with attnc: every example spec compiled to a
-bundle (all default tile configs, for the GPU's arch), and for each case its extra
+bundle (all default tile configs, for the GPU's arch, and on sm_90a the wgmma ones), and for each case its extra
 inputs and the float64 reference's answer. See kit.py for the layout; check.py runs it.
 
   /usr/bin/python3 test/gpu/prepare.py --out .carry/gpu-checks [--arch sm_90a]
@@ -18,6 +18,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+WGMMA_CONFIGS = "128x64w,64x64w,128x128w"
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "test", "e2e"))
 import kit  # noqa: E402
@@ -79,8 +80,10 @@ def main():
                 spec_path = os.path.join(tmp, f"{label}.json")
                 json.dump(spec, open(spec_path, "w"))
                 bundle = os.path.join(label, "bundle")
+                # The wgmma variants too (sm_90a only; they are not among the defaults
+                # until these checks have passed on a GPU).
                 attnc(args.attnc, "compile", spec_path, "-o", os.path.join(args.out, bundle),
-                      "--arch", args.arch)
+                      "--arch", args.arch, "--configs", "default," + WGMMA_CONFIGS)
                 want_lse = "lse" in spec.get("outputs", [])
                 long = not args.no_long and label.split(".")[0] in kit.LONG
                 shapes = kit.CASES + ([kit.LONG_CASE] if long else [])

@@ -60,10 +60,17 @@ static std::vector<TileConfig> defaultConfigs(const SpecInfo &info) {
   return configs;
 }
 
-/// "64x64,128x64g,128x128w": BMxBN pairs; suffixes g for pack_gqa, w for wgmma.
-static std::vector<TileConfig> parseConfigs(const std::string &list) {
+/// "64x64,128x64g,128x128w": BMxBN pairs; suffixes g for pack_gqa, w for wgmma;
+/// `default` stands for the default list. Without `info` only the syntax is checked.
+static std::vector<TileConfig> parseConfigs(const std::string &list, const SpecInfo *info) {
   std::vector<TileConfig> configs;
   for (const std::string &c : splitList(list)) {
+    if (c == "default") {
+      if (info)
+        for (const TileConfig &d : defaultConfigs(*info))
+          configs.push_back(d);
+      continue;
+    }
     std::string pair = c;
     bool packed = false, wgmma = false;
     while (!pair.empty() && (pair.back() == 'g' || pair.back() == 'w')) {
@@ -80,13 +87,28 @@ static std::vector<TileConfig> parseConfigs(const std::string &list) {
     if (m <= 0 || n <= 0 || !end || *end)
       throw Failure{"--configs takes BMxBN pairs like 64x64,128x64 (suffix g packs the "
                     "query heads of each kv head: 64x64g; w runs the matmuls on sm_90a's "
-                    "wgmma: 128x128w); got '" + c + "'",
+                    "wgmma: 128x128w; `default` adds the default list); got '" + c + "'",
                     2};
     configs.push_back({m, n, packed, wgmma});
   }
-  if (configs.empty())
+  if (configs.empty() && list.find("default") == std::string::npos)
     throw Failure{"--configs lists no configuration", 2};
   return configs;
+}
+
+/// The configurations that `arch` can run: wgmma ones are for sm_90a only, so one
+/// list serves a bundle for several archs.
+static std::vector<TileConfig> configsFor(const CompileRequest &req, const SpecInfo &info,
+                                          const std::string &arch) {
+  std::vector<TileConfig> all = req.configs ? parseConfigs(*req.configs, &info) : defaultConfigs(info);
+  std::vector<TileConfig> out;
+  for (const TileConfig &c : all)
+    if (!c.wgmma || arch == "sm_90a")
+      out.push_back(c);
+  if (out.empty())
+    throw Failure{"no tile configuration for " + arch +
+                  ": wgmma configurations (suffix w) need sm_90a", 2};
+  return out;
 }
 
 CompileRequest CompileRequest::fromOptions(const Options &opts, const std::string &specPath,
@@ -98,7 +120,7 @@ CompileRequest CompileRequest::fromOptions(const Options &opts, const std::strin
     throw Failure{"--arch lists no architecture", 2};
   req.configs = opts.get("configs");
   if (req.configs)
-    parseConfigs(*req.configs); // reject a bad list before any work
+    parseConfigs(*req.configs, nullptr); // reject a bad list before any work
   return req;
 }
 
@@ -118,11 +140,10 @@ void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_
   mlir::MLIRContext context;
   nlohmann::json json;
   LoadedSpec spec = loadJsonSpec(context, req.specPath, json);
-  auto configs = req.configs ? parseConfigs(*req.configs) : defaultConfigs(spec.info);
   std::vector<BundleVariant> variants;
   for (const std::string &arch : req.archs) {
     bool first = true;
-    for (const TileConfig &c : configs) {
+    for (const TileConfig &c : configsFor(req, spec.info, arch)) {
       BundleVariant v;
       v.config.blockM = c.blockM;
       v.config.blockN = c.blockN;
@@ -195,7 +216,7 @@ static void copyBundle(const std::string &from, const std::string &to) {
 static int emitOne(const CompileRequest &req, const std::string &what) {
   mlir::MLIRContext context;
   LoadedSpec spec = loadSpec(context, req.specPath);
-  auto configs = req.configs ? parseConfigs(*req.configs) : defaultConfigs(spec.info);
+  auto configs = configsFor(req, spec.info, req.archs.front());
   BundleVariant v;
   v.config.blockM = configs.front().blockM;
   v.config.blockN = configs.front().blockN;
