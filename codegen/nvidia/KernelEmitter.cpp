@@ -170,6 +170,8 @@ public:
   }
 
   void emit(gpu::GPUModuleOp module, GpuKernelInfo &info);
+  /// attn_combine: the splits' partial outputs into o and lse.
+  void emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info);
   /// Dynamic shared memory the kernel asks for at launch.
   int64_t sharedBytes() const { return smemBytes + (wg ? 1024 : 0); }
 
@@ -290,6 +292,10 @@ private:
   SmallVector<Acc> stagedEpilogue(SmallVector<Acc> s, Value kvLo, bool masked);
   void emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag);
   void storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1);
+  /// With several splits: O / l and lse of this split in f32 into the scratch buffers,
+  /// for attn_combine.
+  void storePartials(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1);
+  void splitSchedule();
   /// Factor c with p = exp2(c (s - m)) for the scores the loop keeps: log2(e) unless
   /// attn-fuse moved them to base 2, times scale when they are kept unscaled.
   double exp2Factor() {
@@ -330,6 +336,11 @@ private:
   SmallVector<Value> blockLo, blockHi; // key-block ranges
   bool listMode = false;
   Value listRow, listEntries, listMemref, kvBlocks;
+  // Split-KV: this CTA visits positions [splitBegin, splitEnd) of the key schedule
+  // (the ranges end to end, or the list), split `split` of numSplits.
+  Value numSplits, split, oPartial, lsePartial;
+  SmallVector<Value> rangeStart; // position of each range's first block (+ the total)
+  Value splitEnd, startA, startB;
 };
 
 //===----------------------------------------------------------------------===//
@@ -550,6 +561,9 @@ void KernelEmitter::readParams(Block *entry) {
       dims.push_back(entry->getArgument(a++));
     inputDims.push_back(dims);
   }
+  numSplits = entry->getArgument(a++);
+  oPartial = entry->getArgument(a++);
+  lsePartial = entry->getArgument(a++);
 }
 
 //===----------------------------------------------------------------------===//
@@ -821,6 +835,10 @@ KernelEmitter::Visit KernelEmitter::advance(Value a0, Value b0) {
     } else {
       exhausted = cmp(P::sge, a, c64(int64_t(blockHi.size())));
       kb = kbState;
+      // This CTA's share of the key splits ends at position splitEnd of the ranges
+      // laid end to end.
+      Value position = add(rangeBound(rangeStart, a), sub(kb, rangeBound(blockLo, a)));
+      exhausted = ori(exhausted, cmp(P::sge, position, splitEnd));
       inRange = andi(noti(exhausted), cmp(P::slt, kb, rangeBound(blockHi, a)));
     }
     // Class of the candidate, unless it is out of range or seen before.
@@ -1153,7 +1171,7 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
   bool softmax = op.getNormalizer() == Normalizer::softmax;
   Type f32 = b.getF32Type(), i64 = b.getI64Type(), i32 = b.getI32Type(), i1 = b.getI1Type();
   Value negInf = cf(-std::numeric_limits<double>::infinity());
-  Visit first = listMode ? advance(c64(0), c64(0)) : advance(c64(0), blockLo[0]);
+  Visit first = advance(startA, startB);
   prefetch(first.valid, first.kb, c32(0));
 
   // Loop state: (valid, a, b, kb, cls, stage, m0, m1, l0, l1, O...).
@@ -1300,7 +1318,15 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
   // Outstanding (empty) groups are drained before shared memory is reused.
   NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
   NVVM::Barrier0Op::create(b, loc);
-  storeOutputs(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
+  // One split writes the outputs; several write partials for attn_combine.
+  auto single = scf::IfOp::create(b, loc, cmp(P::eq, numSplits, c64(1)), true);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(single.thenBlock());
+    storeOutputs(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
+    b.setInsertionPointToStart(single.elseBlock());
+    storePartials(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
+  }
   (void)i64;
   (void)i32;
   (void)i1;
@@ -1373,6 +1399,77 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
   }
 }
 
+void KernelEmitter::storePartials(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1) {
+  bool softmax = op.getNormalizer() == Normalizer::softmax;
+  Value m[2] = {m0, m1}, l[2] = {l0, l1};
+  Value rowBase = add(mul(warp, c32(16)), gq);
+  Type f32 = b.getF32Type();
+  auto v2 = VectorType::get({2}, f32);
+  for (int half = 0; half < 2; ++half) {
+    Value row = half ? add(rowBase, c32(8)) : rowBase;
+    // Shuffles first: every lane takes part.
+    Value sum = softmax ? quadSum(l[half]) : cf(1);
+    Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, sum, cf(0));
+    Value inv = softmax ? sel(zero, cf(0), arith::DivFOp::create(b, loc, cf(1), sum)) : cf(1);
+    auto guard = scf::IfOp::create(b, loc, cmp(P::slt, ext64(row), qRows), false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    // Partials are [split, B, Hq, Sq] rows of dv floats.
+    Value index = add(mul(add(mul(add(mul(split, batch), bIdx), c64(op.getHeadsQ())), rowHead(row)),
+                          seqQ),
+                      rowQuery(row));
+    for (int64_t j = 0; j < int64_t(o.size()); ++j) {
+      Value col = ext64(add(c32(8 * j), mul(tq, c32(2))));
+      Value pair = LLVM::UndefOp::create(b, loc, v2);
+      pair = LLVM::InsertElementOp::create(b, loc, pair, mulf(o[j][2 * half], inv), c32(0));
+      pair = LLVM::InsertElementOp::create(b, loc, pair, mulf(o[j][2 * half + 1], inv), c32(1));
+      Value dst = elementPtr(oPartial, f32, add(mul(index, c64(dv)), col));
+      LLVM::StoreOp::create(b, loc, pair, dst, 8);
+    }
+    if (!softmax)
+      continue;
+    auto first = scf::IfOp::create(b, loc, cmp(P::eq, tq, c32(0)), false);
+    b.setInsertionPointToStart(first.thenBlock());
+    Value logL = math::Log2Op::create(b, loc, sum);
+    Value lse = mulf(addf(mulf(m[half], cf(exp2Factor())), logL), cf(0.69314718055994531));
+    lse = sel(zero, cf(-std::numeric_limits<double>::infinity()), lse);
+    LLVM::StoreOp::create(b, loc, lse, elementPtr(lsePartial, f32, index));
+  }
+}
+
+/// The key schedule's positions for this CTA's split: the ranges (or the list) laid
+/// end to end are cut into numSplits equal runs. A block that several ranges share is
+/// visited at its first position only, by whichever split holds it.
+void KernelEmitter::splitSchedule() {
+  Value total;
+  if (listMode) {
+    total = listEntries;
+  } else {
+    rangeStart = {c64(0)};
+    for (size_t r = 0; r < blockHi.size(); ++r)
+      rangeStart.push_back(add(rangeStart.back(), sub(blockHi[r], blockLo[r])));
+    total = rangeStart.back();
+  }
+  Value chunk = arith::CeilDivSIOp::create(b, loc, total, numSplits);
+  Value begin = mul(split, chunk);
+  splitEnd = mins(total, add(begin, chunk));
+  if (listMode) {
+    startA = begin;
+    startB = c64(0);
+    listEntries = splitEnd;
+    return;
+  }
+  // The range holding position `begin`: the first r with begin < rangeStart[r + 1].
+  int64_t ranges = int64_t(blockHi.size());
+  startA = c64(ranges);
+  startB = c64(0);
+  for (int64_t r = ranges - 1; r >= 0; --r) {
+    Value here = cmp(P::slt, begin, rangeStart[size_t(r + 1)]);
+    startA = sel(here, c64(r), startA);
+    startB = sel(here, add(blockLo[size_t(r)], sub(begin, rangeStart[size_t(r)])), startB);
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // The kernel
 //===----------------------------------------------------------------------===//
@@ -1401,6 +1498,9 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   for (auto [i, in] : llvm::enumerate(op.getInputs()))
     for (int64_t dIdx = 0; dIdx < cast<RankedTensorType>(in.getType()).getRank(); ++dIdx)
       param("input:" + names[i] + ":dim" + std::to_string(dIdx), false);
+  param("num_splits", false);
+  param("scratch:o_partial", true);
+  param("scratch:lse_partial", true);
 
   b.setInsertionPointToEnd(module.getBody());
   auto smem = LLVM::GlobalOp::create(b, loc, LLVM::LLVMArrayType::get(b.getI8Type(), 0),
@@ -1427,7 +1527,10 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   tq = remu(lane, c32(4));
   Value qb = ext64(NVVM::BlockIdXOp::create(b, loc, b.getI32Type()));
   Value head = ext64(NVVM::BlockIdYOp::create(b, loc, b.getI32Type()));
-  bIdx = ext64(NVVM::BlockIdZOp::create(b, loc, b.getI32Type()));
+  // z = split * batch + b.
+  Value z = ext64(NVVM::BlockIdZOp::create(b, loc, b.getI32Type()));
+  bIdx = arith::RemUIOp::create(b, loc, z, batch);
+  split = arith::DivUIOp::create(b, loc, z, batch);
   if (packed) {
     hkIdx = head;
   } else {
@@ -1504,6 +1607,7 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     // blockLo[R]: where "range R" (past the last) starts; never visited.
     blockLo.push_back(c64(0));
   }
+  splitSchedule();
   emitMainLoop(qFrag);
   gpu::ReturnOp::create(b, loc);
 
@@ -1511,9 +1615,117 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   info.smemBytes = sharedBytes();
   info.gridX = "ceil_div(seq_q, " + std::to_string(qPerCta) + ")";
   info.gridY = packed ? "heads_kv" : "heads_q";
-  info.gridZ = "batch";
+  info.gridZ = "batch * num_splits";
   info.queriesPerCta = qPerCta;
   info.perKvHead = packed;
+}
+
+/// One warp per output row (b, h, q): with softmax, lse = log sum_s exp(lse_s) and
+/// o = sum_s exp(lse_s - lse) o_s (o_s normalised by its own l); a row no split saw
+/// gets o = 0 and lse = -inf. Other normalisers are sums already: o = sum_s o_s.
+void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
+  MLIRContext *ctx = b.getContext();
+  Type i64 = b.getI64Type(), f32 = b.getF32Type();
+  bool softmax = op.getNormalizer() == Normalizer::softmax;
+  constexpr int64_t kRowsPerCta = 4;
+  SmallVector<Type> argTypes;
+  info.combineParams.clear();
+  auto param = [&](const std::string &name, bool pointer) {
+    info.combineParams.push_back({name, pointer ? "ptr" : "i64"});
+    argTypes.push_back(pointer ? ptrType() : i64);
+  };
+  for (const char *n : {"scratch:o_partial", "scratch:lse_partial", "o", "lse"})
+    param(n, true);
+  for (const char *n : {"batch", "seq_q", "num_splits", "o_stride_b", "o_stride_h", "o_stride_s"})
+    param(n, false);
+  b.setInsertionPointToEnd(module.getBody());
+  auto func = gpu::GPUFuncOp::create(b, loc, "attn_combine", b.getFunctionType(argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
+  func->setAttr("nvvm.maxntid", b.getDenseI32ArrayAttr({int32_t(32 * kRowsPerCta), 1, 1}));
+  Block *entry = &func.getBody().front();
+  b.setInsertionPointToStart(entry);
+  Value oPart = entry->getArgument(0), lsePart = entry->getArgument(1), out = entry->getArgument(2),
+        lseOut = entry->getArgument(3), nBatch = entry->getArgument(4), nQ = entry->getArgument(5),
+        splits = entry->getArgument(6), sB = entry->getArgument(7), sH = entry->getArgument(8),
+        sS = entry->getArgument(9);
+  Value t = NVVM::ThreadIdXOp::create(b, loc, b.getI32Type());
+  Value l = remu(t, c32(32)), w = divu(t, c32(32));
+  Value cta = ext64(NVVM::BlockIdXOp::create(b, loc, b.getI32Type()));
+  Value row = add(mul(cta, c64(kRowsPerCta)), ext64(w));
+  Value rows = mul(mul(nBatch, c64(op.getHeadsQ())), nQ);
+  auto guard = scf::IfOp::create(b, loc, cmp(P::slt, row, rows), false);
+  b.setInsertionPointToStart(guard.thenBlock());
+  Value q = arith::RemUIOp::create(b, loc, row, nQ);
+  Value bh = arith::DivUIOp::create(b, loc, row, nQ);
+  Value h = arith::RemUIOp::create(b, loc, bh, c64(op.getHeadsQ()));
+  Value bi = arith::DivUIOp::create(b, loc, bh, c64(op.getHeadsQ()));
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0), one = arith::ConstantIndexOp::create(b, loc, 1);
+  Value splitsIdx = arith::IndexCastOp::create(b, loc, b.getIndexType(), splits);
+  auto partRow = [&](Value s) { return add(mul(ext64(arith::IndexCastOp::create(b, loc, b.getI32Type(), s)), rows), row); };
+  auto lseOf = [&](Value s) { return LLVM::LoadOp::create(b, loc, f32, elementPtr(lsePart, f32, partRow(s))).getResult(); };
+  const double log2e = 1.4426950408889634, ln2 = 0.69314718055994531;
+  Value negInf = cf(-std::numeric_limits<double>::infinity());
+  Value total, dead;
+  if (softmax) {
+    auto maxLoop = scf::ForOp::create(b, loc, zero, splitsIdx, one, ValueRange{negInf});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(maxLoop.getBody());
+      scf::YieldOp::create(b, loc, ValueRange{maxnum(maxLoop.getRegionIterArgs()[0], lseOf(maxLoop.getInductionVar()))});
+    }
+    Value m = maxLoop.getResult(0);
+    dead = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, m, negInf);
+    Value base = sel(dead, cf(0), m);
+    auto sumLoop = scf::ForOp::create(b, loc, zero, splitsIdx, one, ValueRange{cf(0)});
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(sumLoop.getBody());
+      Value e = exp2(mulf(subf(lseOf(sumLoop.getInductionVar()), base), cf(log2e)));
+      scf::YieldOp::create(b, loc, ValueRange{addf(sumLoop.getRegionIterArgs()[0], e)});
+    }
+    total = addf(base, mulf(math::Log2Op::create(b, loc, sumLoop.getResult(0)), cf(ln2)));
+    total = sel(dead, negInf, total);
+  }
+  Value oBase = elementPtr(out, eltType, add(add(mul(bi, sB), mul(h, sH)), mul(q, sS)));
+  for (int64_t c0 = 0; c0 < dv; c0 += 32) {
+    Value col = add(ext64(l), c64(c0));
+    OpBuilder::InsertionGuard g(b);
+    if (dv - c0 < 32) {
+      auto inside = scf::IfOp::create(b, loc, cmp(P::slt, col, c64(dv)), false);
+      b.setInsertionPointToStart(inside.thenBlock());
+    }
+    auto acc = scf::ForOp::create(b, loc, zero, splitsIdx, one, ValueRange{cf(0)});
+    {
+      OpBuilder::InsertionGuard g2(b);
+      b.setInsertionPointToStart(acc.getBody());
+      Value s = acc.getInductionVar();
+      Value x = LLVM::LoadOp::create(b, loc, f32, elementPtr(oPart, f32, add(mul(partRow(s), c64(dv)), col)));
+      if (softmax) {
+        // A split that saw no key has lse_s = -inf: weight 0 (and o_s = 0).
+        Value wgt = exp2(mulf(subf(lseOf(s), sel(dead, cf(0), total)), cf(log2e)));
+        x = mulf(sel(dead, cf(0), wgt), x);
+      }
+      scf::YieldOp::create(b, loc, ValueRange{addf(acc.getRegionIterArgs()[0], x)});
+    }
+    Value v = arith::TruncFOp::create(b, loc, eltType, acc.getResult(0));
+    LLVM::StoreOp::create(b, loc, v, elementPtr(oBase, eltType, col));
+  }
+  if (softmax && op.getLse()) {
+    Value nullPtr = LLVM::ZeroOp::create(b, loc, ptrType());
+    Value has = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne, lseOut, nullPtr);
+    auto store = scf::IfOp::create(b, loc, andi(has, cmp(P::eq, l, c32(0))), false);
+    b.setInsertionPointToStart(store.thenBlock());
+    LLVM::StoreOp::create(b, loc, total, elementPtr(lseOut, f32, row));
+  }
+  b.setInsertionPointToEnd(entry);
+  gpu::ReturnOp::create(b, loc);
+
+  info.combineSymbol = "attn_combine";
+  info.combineThreads = 32 * kRowsPerCta;
+  info.combineGridX = "ceil_div(batch * heads_q * seq_q, " + std::to_string(kRowsPerCta) + ")";
+  // f32 partials: o [splits, B, Hq, Sq, Dv] and lse [splits, B, Hq, Sq].
+  info.scratch = {{"o_partial", "num_splits * batch * heads_q * seq_q * " + std::to_string(dv * 4)},
+                  {"lse_partial", "num_splits * batch * heads_q * seq_q * 4"}};
 }
 
 } // namespace
@@ -1545,6 +1757,7 @@ bool emitNvidiaKernel(AttentionOp op, const GpuConfig &config, ModuleOp target,
     return false;
   }
   emitter.emit(module, info);
+  emitter.emitCombine(module, info);
   return true;
 }
 

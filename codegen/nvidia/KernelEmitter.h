@@ -72,6 +72,14 @@ struct GpuKernelInfo {
   /// perKvHead else heads_q, z = batch.
   int64_t queriesPerCta = 0;
   bool perKvHead = false;
+  /// Split-KV: grid z is batch * num_splits; with num_splits > 1 each CTA writes f32
+  /// partials into the scratch buffers (name -> byte-size expression) and
+  /// `combineSymbol` (grid x = combineGridX, y = z = 1) reduces them into o and lse.
+  std::string combineSymbol;
+  int64_t combineThreads = 0;
+  std::vector<KernelParam> combineParams;
+  std::string combineGridX;
+  std::vector<std::pair<std::string, std::string>> scratch;
 };
 
 /// Whether the configuration can run this attention; else the reason.

@@ -1361,7 +1361,11 @@ bool simulateKernel(ModuleOp module, const std::string &symbol, std::array<int64
 }
 
 bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs &args,
-                      AttentionResult &result, std::string &error) {
+                      AttentionResult &result, std::string &error, int64_t numSplits) {
+  if (numSplits < 1) {
+    error = "num_splits must be at least 1 (got " + std::to_string(numSplits) + ")";
+    return false;
+  }
   attn::AttentionOp op;
   l1.walk([&](attn::AttentionOp a) { op = a; });
   if (!op) {
@@ -1433,19 +1437,44 @@ bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs 
     for (size_t d = 0; d < call.inputs[i]->shape.size(); ++d)
       named["input:" + name + ":dim" + std::to_string(d)] = val(call.inputs[i]->shape[d]);
   }
-  std::vector<SimArg> simArgs;
-  for (const KernelParam &p : info.params) {
-    auto it = named.find(p.name);
-    if (it == named.end()) {
-      error = "simulator: no value for kernel parameter '" + p.name + "'";
-      return false;
-    }
-    simArgs.push_back(it->second);
+  // Split-KV partials, NaN-filled so that a row no split wrote shows.
+  int64_t rows = call.batch * call.headsQ * call.seqQ;
+  std::vector<float> oPartial, lsePartial;
+  if (numSplits > 1) {
+    oPartial.assign(size_t(numSplits * rows * call.headDimV), NAN);
+    lsePartial.assign(size_t(numSplits * rows), NAN);
   }
+  named["num_splits"] = val(numSplits);
+  named["scratch:o_partial"] = ptr(oPartial.empty() ? nullptr : oPartial.data());
+  named["scratch:lse_partial"] = ptr(lsePartial.empty() ? nullptr : lsePartial.data());
+  auto argsFor = [&](const std::vector<KernelParam> &params, std::vector<SimArg> &out) {
+    for (const KernelParam &p : params) {
+      auto it = named.find(p.name);
+      if (it == named.end()) {
+        error = "simulator: no value for kernel parameter '" + p.name + "'";
+        return false;
+      }
+      out.push_back(it->second);
+    }
+    return true;
+  };
+  std::vector<SimArg> simArgs;
+  if (!argsFor(info.params, simArgs))
+    return false;
   std::array<int64_t, 3> grid = {(call.seqQ + info.queriesPerCta - 1) / info.queriesPerCta,
-                                 info.perKvHead ? call.headsKv : call.headsQ, call.batch};
+                                 info.perKvHead ? call.headsKv : call.headsQ,
+                                 call.batch * numSplits};
   if (!simulateKernel(*kernel, info.symbol, grid, info.threads, info.smemBytes, simArgs, error))
     return false;
+  if (numSplits > 1) {
+    std::vector<SimArg> combineArgs;
+    if (!argsFor(info.combineParams, combineArgs))
+      return false;
+    int64_t perCta = info.combineThreads / 32;
+    if (!simulateKernel(*kernel, info.combineSymbol, {(rows + perCta - 1) / perCta, 1, 1},
+                        info.combineThreads, 0, combineArgs, error))
+      return false;
+  }
   result.o = HostTensor::zeros({call.batch, call.headsQ, call.seqQ, call.headDimV});
   for (size_t i = 0; i < o.size(); ++i)
     result.o.data[i] = f16 ? fromF16(o[i]) : fromBf16(o[i]);

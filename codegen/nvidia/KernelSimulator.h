@@ -40,9 +40,10 @@ bool simulateKernel(mlir::ModuleOp module, const std::string &symbol,
 
 /// The NVIDIA back end end to end on the simulator: builds the kernel for `config`
 /// from the L1 module (imported with the GPU dtype), rounds q/k/v to that dtype,
-/// launches as the runtime would and returns o (as floats) and lse.
+/// launches as the runtime would and returns o (as floats) and lse. With numSplits > 1
+/// the keys are split over that many CTAs per query block and attn_combine runs after.
 bool runGpuSimulation(mlir::ModuleOp l1, const GpuConfig &config, const AttentionArgs &args,
-                      AttentionResult &result, std::string &error);
+                      AttentionResult &result, std::string &error, int64_t numSplits = 1);
 
 } // namespace attune
 

@@ -42,7 +42,7 @@ std::map<std::string, HostTensor> readInputs(const Options &opts) {
 int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
-                "block-m", "block-n", "bundle", "arch", "configs", "variant"},
+                "block-m", "block-n", "bundle", "arch", "configs", "variant", "num-splits"},
                {"timing", "pack-gqa", "wgmma"}, {"input"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
@@ -92,7 +92,8 @@ int cmdRun(int argc, char **argv) {
     config.wgmma = opts.flag("wgmma");
     if (config.wgmma)
       config.arch = "sm_90a";
-    if (!runGpuSimulation(*spec.module, config, args, result, error))
+    int64_t splits = opts.getInt("num-splits", 1, 1024).value_or(1);
+    if (!runGpuSimulation(*spec.module, config, args, result, error, splits))
       throw Failure{error};
   } else {
     HostCompileOptions options;

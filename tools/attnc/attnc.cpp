@@ -29,7 +29,7 @@ commands:
       print the spec as attn L1 IR
   run SPEC --backend reference|cpu|gpu-sim|gpu --q Q.npy --k K.npy --v V.npy --out O.npy
           [--input NAME=FILE.npy ...] [--q-offset N] [--kv-offset N] [--lse LSE.npy]
-          [--block-m N --block-n N [--pack-gqa] [--wgmma]] [--timing]
+          [--block-m N --block-n N [--pack-gqa] [--wgmma] [--num-splits N]] [--timing]
           [--bundle DIR | --arch A --configs BMxBN,...] [--variant NAME]   (gpu)
       run SPEC on float32 .npy tensors (int32 for integer inputs): `reference` is
       the float64 oracle, `cpu` the tiled program JIT-compiled for this machine,
