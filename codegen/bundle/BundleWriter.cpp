@@ -183,6 +183,20 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
     for (const KernelParam &p : v.kernel.info.params)
       params.push_back({{"name", p.name}, {"type", p.type}});
     variant["params"] = params;
+    if (!v.kernel.info.combineSymbol.empty()) {
+      const GpuKernelInfo &k = v.kernel.info;
+      json combineParams = json::array();
+      for (const KernelParam &p : k.combineParams)
+        combineParams.push_back({{"name", p.name}, {"type", p.type}});
+      json scratch = json::object();
+      for (const auto &[name, bytes] : k.scratch)
+        scratch[name] = bytes;
+      variant["split_kv"] = {{"scratch", scratch},
+                             {"combine", {{"kernel", k.combineSymbol},
+                                          {"threads", k.combineThreads},
+                                          {"grid", {{"x", k.combineGridX}, {"y", "1"}, {"z", "1"}}},
+                                          {"params", combineParams}}}};
+    }
     variant["compile_seconds"] = v.kernel.seconds;
     if (v.ptxas) {
       const PtxasReport &report = *v.ptxas;

@@ -58,6 +58,7 @@ class Call(ctypes.Structure):
         ("kv_offset", ctypes.c_int64),
         ("stream", ctypes.c_void_p),
         ("variant", ctypes.c_char_p),
+        ("num_splits", ctypes.c_int32),
     ]
 
 

@@ -113,6 +113,7 @@ class Kernel:
         kv_offset=None,
         variant=None,
         tune=None,
+        num_splits=None,
         **tensors,
     ):
         """Attention of q [B, Hq, Sq, D] over k [B, Hkv, Skv, D], v [B, Hkv, Skv, Dv].
@@ -127,11 +128,21 @@ class Kernel:
         tunes the bundle's variants unless the tuning database already has a choice;
         ``tune=False`` (or ``ATTUNE_NO_TUNE=1``) uses the tuned or default variant
         without tuning, ``tune=True`` re-tunes, ``variant="name"`` forces one variant.
-        ``ATTUNE_VERBOSE=1`` prints the tuner's table on stderr.
+        ``ATTUNE_VERBOSE=1`` prints the tuner's table on stderr. ``num_splits``: split
+        the keys over that many CTAs per query block (split-KV, merged by lse); the
+        default lets the runtime split when the grid would leave SMs idle (decoding).
         """
+        if num_splits is not None and (
+            isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
+        ):
+            raise AttuneError(
+                f"attune: num_splits={num_splits!r}; expected a positive int, or None for "
+                "the runtime's choice"
+            )
         call, o, lse, _keep = self._checked_call(
             q, k, v, return_lse, q_offset, kv_offset, variant, tensors
         )
+        call.num_splits = num_splits or 0
         # The runtime uses the driver context current on this thread; entering q's device
         # makes that PyTorch's primary context of q's device (the runtime would otherwise
         # retain the same primary context itself).

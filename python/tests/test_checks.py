@@ -42,6 +42,13 @@ def test_correct_cpu_arguments_are_refused_only_for_the_device(copy_kernel):
     refused(copy_kernel, DEVICE_MESSAGE, **args(), variant="copy_sm80_b", tune=False)
 
 
+def test_num_splits_must_be_a_positive_int(copy_kernel):
+    for bad in (0, -2, 1.5, True, "4"):
+        refused(copy_kernel, f"attune: num_splits={bad!r}; expected a positive int", **args(),
+                num_splits=bad)
+    refused(copy_kernel, DEVICE_MESSAGE, **args(), num_splits=3)
+
+
 def test_selected_variant_checks_like_a_call(copy_kernel):
     with pytest.raises(attune.AttuneError, match="q is on cpu"):
         copy_kernel.selected_variant(**args())

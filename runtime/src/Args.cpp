@@ -1,6 +1,7 @@
 //===- Args.cpp - checking a call's arguments and packing kernel parameters ===//
 #include "Args.h"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -334,30 +335,57 @@ CheckedCall checkCall(const Manifest &m, const attn_call &call, const char *fn) 
   return Checker(m, call, fn).run();
 }
 
-void evalGrid(const Variant &v, const CheckedCall &c, const char *fn, unsigned grid[3]) {
+void evalGrid(const Expr expr[3], const std::string &what, const CheckedCall &c, const char *fn,
+              unsigned grid[3]) {
   const char *axes[] = {"x", "y", "z"};
   for (int a = 0; a < 3; ++a) {
     int64_t value;
     try {
-      value = v.grid[a].eval(c.names);
+      value = expr[a].eval(c.names);
     } catch (const ExprError &e) {
-      throw ArgError(std::string(fn) + ": variant " + v.name + ": grid." + axes[a] + ": " + e.what());
+      throw ArgError(std::string(fn) + ": " + what + ": grid." + axes[a] + ": " + e.what());
     }
     int64_t max = a == 0 ? int64_t(std::numeric_limits<int32_t>::max()) : 65535;
     if (value < 1 || value > max)
-      throw ArgError(std::string(fn) + ": variant " + v.name + ": grid." + axes[a] + " = '" +
-                     v.grid[a].text() + "' = " + std::to_string(value) +
+      throw ArgError(std::string(fn) + ": " + what + ": grid." + axes[a] + " = '" +
+                     expr[a].text() + "' = " + std::to_string(value) +
                      " is outside [1, " + std::to_string(max) + "]");
     grid[a] = unsigned(value);
   }
 }
 
+void evalGrid(const Variant &v, const CheckedCall &c, const char *fn, unsigned grid[3]) {
+  evalGrid(v.grid, "variant " + v.name, c, fn, grid);
+}
+
+int64_t chooseSplits(int64_t requested, int64_t ctas, int64_t smCount, int64_t kvBlocks) {
+  if (requested >= 1)
+    return requested;
+  // A grid of 80% of the SMs or more gains little from splitting and pays the combine.
+  if (ctas <= 0 || smCount <= 0 || ctas * 5 >= smCount * 4)
+    return 1;
+  int64_t splits = (smCount + ctas - 1) / ctas;
+  splits = std::min({splits, std::max<int64_t>(1, kvBlocks / 2), int64_t(128)});
+  return std::max<int64_t>(1, splits);
+}
+
 std::vector<uint64_t> packParams(const Variant &v, const CheckedCall &c, const char *fn) {
+  return packParams(v.params, "variant " + v.name, c, {}, fn);
+}
+
+std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::string &what,
+                                 const CheckedCall &c, const std::vector<uint64_t> &scratch,
+                                 const char *fn) {
   std::vector<uint64_t> slots;
   const attn_tensor *tensors[] = {&c.q, &c.k, &c.v, &c.o, &c.lse};
-  for (const Param &p : v.params) {
+  for (const Param &p : params) {
     uint64_t slot = 0;
     if (p.type == ParamType::Ptr) {
+      if (p.source.kind == ParamSource::Scratch) {
+        slot = size_t(p.source.input) < scratch.size() ? scratch[size_t(p.source.input)] : 0;
+        slots.push_back(slot);
+        continue;
+      }
       const void *ptr = p.source.kind == ParamSource::TensorPtr
                             ? tensors[p.source.tensor]->data
                             : c.inputs[size_t(p.source.input)].data;
@@ -367,12 +395,15 @@ std::vector<uint64_t> packParams(const Variant &v, const CheckedCall &c, const c
       switch (p.source.kind) {
       case ParamSource::Size:
       case ParamSource::Offset:
-        if (p.name == "q_offset")
+        if (p.name == "q_offset") {
           value = c.qOffset;
-        else if (p.name == "kv_offset")
+        } else if (p.name == "kv_offset") {
           value = c.kvOffset;
-        else
-          value = c.names.at(p.name);
+        } else {
+          auto it = c.names.find(p.name);
+          // num_splits is bound at launch; a check-only caller sees one split.
+          value = it != c.names.end() ? it->second : p.name == "num_splits" ? 1 : c.names.at(p.name);
+        }
         break;
       case ParamSource::Stride:
         value = tensors[p.source.tensor]->strides[p.source.dim];
@@ -386,7 +417,7 @@ std::vector<uint64_t> packParams(const Variant &v, const CheckedCall &c, const c
       }
       if (p.type == ParamType::I32) {
         if (value < std::numeric_limits<int32_t>::min() || value > std::numeric_limits<int32_t>::max())
-          throw ArgError(std::string(fn) + ": variant " + v.name + ": parameter " + p.name +
+          throw ArgError(std::string(fn) + ": " + what + ": parameter " + p.name +
                          " (i32) = " + std::to_string(value) + " does not fit in 32 bits");
         int32_t narrow = int32_t(value);
         std::memcpy(&slot, &narrow, sizeof narrow);

@@ -44,11 +44,26 @@ CheckedCall checkCall(const Manifest &m, const attn_call &call, const char *fn);
 /// The grid of variant `v` for the call; throws ArgError when an expression fails or
 /// evaluates outside [1, 2^31 - 1] (x) / [1, 65535] (y, z).
 void evalGrid(const Variant &v, const CheckedCall &c, const char *fn, unsigned grid[3]);
+/// The same for any grid (`what` names it in messages: "variant X" or "variant X's
+/// combine kernel").
+void evalGrid(const Expr expr[3], const std::string &what, const CheckedCall &c, const char *fn,
+              unsigned grid[3]);
 
 /// One 8-byte slot per parameter of `v`, in order (i32/f32 values in the low bytes),
 /// ready for cuLaunchKernel's kernelParams. Throws ArgError when an i32 parameter's
 /// value does not fit.
 std::vector<uint64_t> packParams(const Variant &v, const CheckedCall &c, const char *fn);
+/// The same for any parameter list; `scratch` holds the device pointers of the
+/// variant's scratch buffers (in split_kv.scratch order), or is empty when none exist
+/// (scratch parameters are then null).
+std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::string &what,
+                                 const CheckedCall &c, const std::vector<uint64_t> &scratch,
+                                 const char *fn);
+
+/// How many splits of the keys to launch: `requested` when >= 1, else automatic: one
+/// when the unsplit grid (`ctas` CTAs) already fills most of the `smCount` SMs, else
+/// enough to fill them, at most one per two key blocks (`kvBlocks`) and 128.
+int64_t chooseSplits(int64_t requested, int64_t ctas, int64_t smCount, int64_t kvBlocks);
 
 /// "[2, 8, 1000, 128]"
 std::string shapeText(const int64_t *shape, int ndim);

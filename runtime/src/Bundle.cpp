@@ -387,25 +387,115 @@ CUfunction Bundle::function(int i, const DeviceInfo &dev) {
   return fn;
 }
 
-void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, void *stream,
-                           const char *fn) {
+CUfunction Bundle::combineFunction(int i, const DeviceInfo &dev) {
   const Variant &v = m_.variants[size_t(i)];
-  unsigned grid[3];
-  evalGrid(v, c, fn, grid);
-  std::vector<uint64_t> slots = packParams(v, c, fn);
-  std::string problem = resourceProblem(v, dev, grid);
-  if (!problem.empty())
-    throw CudaError(std::string(fn) + ": variant " + v.name + ": " + problem);
-  CUfunction f = function(i, dev);
+  function(i, dev); // the module, loaded into this context
+  CUcontext ctx = nullptr;
+  cu::check(driver().cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Loaded &l : loaded_[size_t(i)]) {
+    if (l.ctx != ctx)
+      continue;
+    if (!l.combine) {
+      CUresult r = driver().cuModuleGetFunction(&l.combine, l.module, v.splitKv->kernel.c_str());
+      if (r != CUDA_SUCCESS)
+        throw CudaError("variant " + v.name + ": no combine kernel '" + v.splitKv->kernel +
+                            "' in " + v.ptx + ": " + describe(r, "cuModuleGetFunction"),
+                        r);
+    }
+    return l.combine;
+  }
+  throw CudaError("variant " + v.name + ": internal error: module not loaded");
+}
+
+namespace {
+void launchOne(CUfunction f, const unsigned grid[3], int64_t threads, int64_t smem, void *stream,
+               std::vector<uint64_t> &slots, const std::string &what) {
   std::vector<void *> args;
   for (uint64_t &s : slots)
     args.push_back(&s);
-  CUresult r = driver().cuLaunchKernel(f, grid[0], grid[1], grid[2], unsigned(v.threads), 1, 1,
-                                       unsigned(v.smemBytes), static_cast<CUstream>(stream),
+  CUresult r = driver().cuLaunchKernel(f, grid[0], grid[1], grid[2], unsigned(threads), 1, 1,
+                                       unsigned(smem), static_cast<CUstream>(stream),
                                        args.empty() ? nullptr : args.data(), nullptr);
   if (r != CUDA_SUCCESS)
-    throw CudaError(std::string(fn) + ": variant " + v.name + ": " + describe(r, "cuLaunchKernel"),
-                    r);
+    throw CudaError(what + ": " + describe(r, "cuLaunchKernel"), r);
+}
+
+/// Key blocks of the call for variant `v` (its config's block_n), for the split heuristic.
+int64_t kvBlocksOf(const Variant &v, const CheckedCall &c) {
+  const Json *bn = v.config.find("block_n");
+  int64_t n = bn && bn->isInteger() ? bn->asInt() : 0;
+  return n > 0 ? (c.seqKv + n - 1) / n : 0;
+}
+} // namespace
+
+void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, void *stream,
+                           const char *fn, int64_t requestedSplits) {
+  const Variant &v = m_.variants[size_t(i)];
+  std::string what = std::string(fn) + ": variant " + v.name;
+  if (requestedSplits < 0)
+    throw ArgError(std::string(fn) + ": num_splits = " + std::to_string(requestedSplits) +
+                   ": expected 0 (the runtime's choice), 1 (no split) or more");
+  if (!v.splitKv && requestedSplits > 1)
+    throw ArgError(what + " cannot split the keys (num_splits = " +
+                   std::to_string(requestedSplits) + "): its bundle has no split_kv");
+  CheckedCall call = c;
+  call.names["num_splits"] = 1;
+  unsigned grid[3];
+  evalGrid(v, call, fn, grid);
+  int64_t splits = 1;
+  if (v.splitKv)
+    splits = chooseSplits(requestedSplits, int64_t(grid[0]) * grid[1] * grid[2], dev.smCount,
+                          kvBlocksOf(v, call));
+  if (splits > 1) {
+    call.names["num_splits"] = splits;
+    evalGrid(v, call, fn, grid);
+  }
+  std::string problem = resourceProblem(v, dev, grid);
+  if (!problem.empty())
+    throw CudaError(what + ": " + problem);
+  CUfunction f = function(i, dev);
+  if (splits == 1) {
+    std::vector<uint64_t> slots = packParams(v.params, "variant " + v.name, call, {}, fn);
+    launchOne(f, grid, v.threads, v.smemBytes, stream, slots, what);
+    return;
+  }
+  // Split-KV: scratch from the stream-ordered pool, freed in stream order after the
+  // combine, so concurrent streams never share it.
+  const SplitKv &split = *v.splitKv;
+  unsigned combineGrid[3];
+  evalGrid(split.grid, "variant " + v.name + "'s combine kernel", call, fn, combineGrid);
+  CUfunction combine = combineFunction(i, dev);
+  const Driver &d = driver();
+  if (!d.cuMemAllocAsync || !d.cuMemFreeAsync)
+    throw CudaError(what + ": split-KV needs cuMemAllocAsync (CUDA 11.2 or newer driver)");
+  std::vector<uint64_t> scratch;
+  auto release = [&] {
+    for (uint64_t p : scratch)
+      d.cuMemFreeAsync(CUdeviceptr(p), static_cast<CUstream>(stream));
+  };
+  try {
+    for (size_t k = 0; k < split.scratchBytes.size(); ++k) {
+      int64_t bytes = split.scratchBytes[k].eval(call.names);
+      CUdeviceptr p = 0;
+      CUresult r = d.cuMemAllocAsync(&p, size_t(std::max<int64_t>(bytes, 1)), static_cast<CUstream>(stream));
+      if (r != CUDA_SUCCESS)
+        throw CudaError(what + ": scratch '" + split.scratchNames[k] + "' (" + std::to_string(bytes) +
+                            " bytes for " + std::to_string(splits) + " splits): " +
+                            describe(r, "cuMemAllocAsync"),
+                        r);
+      scratch.push_back(uint64_t(p));
+    }
+    std::vector<uint64_t> slots = packParams(v.params, "variant " + v.name, call, scratch, fn);
+    launchOne(f, grid, v.threads, v.smemBytes, stream, slots, what);
+    std::vector<uint64_t> combineSlots =
+        packParams(split.params, "variant " + v.name + "'s combine kernel", call, scratch, fn);
+    launchOne(combine, combineGrid, split.threads, 0, stream, combineSlots, what + " (combine)");
+  } catch (...) {
+    release();
+    throw;
+  }
+  release();
 }
 
 int Bundle::choose(const attn_call &call, const CheckedCall &c, const DeviceInfo &dev,
@@ -422,7 +512,7 @@ void Bundle::launch(const attn_call &call) {
     return;
   const DeviceInfo &dev = device(c);
   checkDeviceMemory(m_, c, dev, fn);
-  launchVariant(choose(call, c, dev, fn), dev, c, call.stream, fn);
+  launchVariant(choose(call, c, dev, fn), dev, c, call.stream, fn, call.num_splits);
 }
 
 std::string Bundle::selected(const attn_call &call) {
@@ -516,7 +606,7 @@ void Bundle::tune(const attn_call &call, int repeats, bool verbose) {
     std::string why;
     try {
       for (int r = 0; r < warmup; ++r)
-        launchVariant(i, dev, rotation[size_t(r) % rotation.size()], stream, fn);
+        launchVariant(i, dev, rotation[size_t(r) % rotation.size()], stream, fn, call.num_splits);
     } catch (const std::exception &e) {
       why = e.what();
     }
@@ -543,7 +633,8 @@ void Bundle::tune(const attn_call &call, int repeats, bool verbose) {
     }
     cu::check(d.cuEventRecord(events[0], stream), "cuEventRecord");
     for (int rep = 0; rep < repeats; ++rep) {
-      launchVariant(i, dev, rotation[size_t(rep + warmup) % rotation.size()], stream, fn);
+      launchVariant(i, dev, rotation[size_t(rep + warmup) % rotation.size()], stream, fn,
+                    call.num_splits);
       cu::check(d.cuEventRecord(events[size_t(rep) + 1], stream), "cuEventRecord");
     }
     r = d.cuEventSynchronize(events[size_t(repeats)]);
@@ -612,7 +703,7 @@ void Bundle::tune(const attn_call &call, int repeats, bool verbose) {
   }
 
   // Leave the winner's result in the caller's outputs.
-  launchVariant(best.first, dev, c, stream, fn);
+  launchVariant(best.first, dev, c, stream, fn, call.num_splits);
 }
 
 } // namespace attune::rt

@@ -64,6 +64,7 @@ private:
     cu::CUcontext ctx = nullptr;
     cu::CUmodule module = nullptr;
     cu::CUfunction fn = nullptr;
+    cu::CUfunction combine = nullptr; // split_kv's, looked up on first use
   };
 
   /// The device context for the call (made current) and its properties.
@@ -75,11 +76,16 @@ private:
   /// Loads variant `i` into the current context (once per context) and returns its
   /// function, with the dynamic shared-memory limit raised as needed.
   cu::CUfunction function(int i, const cu::DeviceInfo &dev);
+  /// The variant's split_kv combine kernel, from the same module.
+  cu::CUfunction combineFunction(int i, const cu::DeviceInfo &dev);
   /// Checks `v` against the device's limits; "" if it fits, else why not.
   std::string resourceProblem(const Variant &v, const cu::DeviceInfo &dev,
                               const unsigned grid[3]) const;
+  /// Launches variant `i`: with split_kv, num_splits from `requestedSplits` (0: the
+  /// runtime's choice) and, when above one, the scratch buffers (stream-ordered) and
+  /// the combine kernel after the main one.
   void launchVariant(int i, const cu::DeviceInfo &dev, const CheckedCall &c, void *stream,
-                     const char *fn);
+                     const char *fn, int64_t requestedSplits);
   int choose(const attn_call &call, const CheckedCall &c, const cu::DeviceInfo &dev,
              const char *fn);
 

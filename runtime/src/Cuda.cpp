@@ -67,6 +67,8 @@ Driver loadDriver(const std::string &path) {
   need(bind(h, d.cuStreamSynchronize, {"cuStreamSynchronize"}), "cuStreamSynchronize");
   need(bind(h, d.cuMemAlloc, {"cuMemAlloc_v2"}), "cuMemAlloc_v2");
   need(bind(h, d.cuMemFree, {"cuMemFree_v2"}), "cuMemFree_v2");
+  bind(h, d.cuMemAllocAsync, {"cuMemAllocAsync"});
+  bind(h, d.cuMemFreeAsync, {"cuMemFreeAsync"});
   need(bind(h, d.cuMemGetInfo, {"cuMemGetInfo_v2"}), "cuMemGetInfo_v2");
   need(bind(h, d.cuMemcpyDtoD, {"cuMemcpyDtoD_v2"}), "cuMemcpyDtoD_v2");
   need(bind(h, d.cuMemcpyHtoD, {"cuMemcpyHtoD_v2"}), "cuMemcpyHtoD_v2");

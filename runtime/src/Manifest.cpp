@@ -250,7 +250,7 @@ std::vector<InputDecl> readInputs(const Reader &r, const Json &doc) {
 }
 
 /// Resolves a parameter name to where its value comes from; "" when valid, else why not.
-std::string resolveParam(const Manifest &m, Param &p) {
+std::string resolveParam(const Manifest &m, Param &p, const std::vector<std::string> &scratch) {
   static const char *tensors[] = {"q", "k", "v", "o", "lse"};
   for (int t = 0; t < 5; ++t)
     if (p.name == tensors[t]) {
@@ -263,7 +263,7 @@ std::string resolveParam(const Manifest &m, Param &p) {
                ? ""
                : "an integer parameter must have type i64 or i32";
   };
-  for (const char *s : {"batch", "seq_q", "seq_kv", "heads_q", "heads_kv"})
+  for (const char *s : {"batch", "seq_q", "seq_kv", "heads_q", "heads_kv", "num_splits"})
     if (p.name == s) {
       p.source.kind = ParamSource::Size;
       return scalarType();
@@ -306,9 +306,109 @@ std::string resolveParam(const Manifest &m, Param &p) {
     p.source.dim = k;
     return scalarType();
   }
-  if (p.name.compare(0, 8, "scratch:") == 0)
-    return "scratch buffers are reserved and not supported by this runtime";
+  if (p.name.compare(0, 8, "scratch:") == 0) {
+    std::string name = p.name.substr(8);
+    for (size_t i = 0; i < scratch.size(); ++i)
+      if (scratch[i] == name) {
+        p.source.kind = ParamSource::Scratch;
+        p.source.input = int(i);
+        return p.type == ParamType::Ptr ? "" : "a scratch buffer parameter must have type ptr";
+      }
+    return scratch.empty() ? "the variant declares no scratch buffers (split_kv.scratch)"
+                           : "names no scratch buffer of split_kv.scratch";
+  }
   return "unknown parameter (docs/bundle-and-abi.md section 2 lists the names)";
+}
+
+/// An integer expression over the grid names at `path`.
+Expr readExpr(const Reader &r, const std::string &text, const std::string &path,
+              const std::vector<std::string> &gridNames) {
+  Expr e;
+  try {
+    e = Expr::parse(text);
+  } catch (const ExprError &err) {
+    r.fail(path, err.what());
+  }
+  for (const std::string &name : e.names()) {
+    bool known = false;
+    for (const std::string &g : gridNames)
+      known |= g == name;
+    if (!known) {
+      std::string list;
+      for (const std::string &g : gridNames)
+        list += (list.empty() ? "" : ", ") + g;
+      r.fail(path, "expression '" + text + "' uses unknown name '" + name + "' (known: " + list + ")");
+    }
+  }
+  return e;
+}
+
+void readGrid(const Reader &r, const Json &v, const std::string &path,
+              const std::vector<std::string> &gridNames, Expr grid[3]) {
+  const Json &g = r.object(v, path, "grid");
+  const char *axes[] = {"x", "y", "z"};
+  for (int a = 0; a < 3; ++a)
+    grid[a] = readExpr(r, r.string(g, path + "/grid", axes[a]), path + "/grid/" + axes[a], gridNames);
+}
+
+std::vector<Param> readParams(const Reader &r, const Manifest &m, const Json &v,
+                              const std::string &path, const std::vector<std::string> &scratch) {
+  const Json &params = r.array(v, path, "params");
+  std::vector<Param> out;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < params.size(); ++i) {
+    std::string ppath = path + "/params/" + std::to_string(i);
+    if (!params[i].isObject())
+      r.fail(ppath, "expected an object");
+    Param p;
+    p.name = r.string(params[i], ppath, "name");
+    std::string type = r.string(params[i], ppath, "type");
+    if (type == "ptr")
+      p.type = ParamType::Ptr;
+    else if (type == "i64")
+      p.type = ParamType::I64;
+    else if (type == "i32")
+      p.type = ParamType::I32;
+    else if (type == "f32")
+      p.type = ParamType::F32;
+    else
+      r.fail(ppath + "/type", "expected \"ptr\", \"i64\", \"i32\" or \"f32\", got \"" + type + "\"");
+    if (!seen.insert(p.name).second)
+      r.fail(ppath + "/name", "duplicate parameter '" + p.name + "'");
+    std::string why = resolveParam(m, p, scratch);
+    if (!why.empty())
+      r.fail(ppath, "parameter '" + p.name + "' (" + type + "): " + why);
+    out.push_back(p);
+  }
+  return out;
+}
+
+SplitKv readSplitKv(const Reader &r, const Manifest &m, const Json &v, const std::string &path,
+                    const std::vector<std::string> &gridNames) {
+  if (!v.isObject())
+    r.fail(path, "expected an object");
+  SplitKv out;
+  const Json &scratch = r.object(v, path, "scratch");
+  for (const JsonMember &member : scratch.members()) {
+    const std::string &name = member.key;
+    const Json &bytes = member.value;
+    std::string spath = path + "/scratch/" + name;
+    if (!bytes.isString())
+      r.fail(spath, "expected a byte-size expression");
+    out.scratchNames.push_back(name);
+    out.scratchBytes.push_back(readExpr(r, bytes.asString(), spath, gridNames));
+  }
+  const Json &combine = r.object(v, path, "combine");
+  std::string cpath = path + "/combine";
+  out.kernel = r.string(combine, cpath, "kernel");
+  if (out.kernel.empty())
+    r.fail(cpath + "/kernel", "expected the combine kernel's entry symbol, got \"\"");
+  out.threads = r.integer(combine, cpath, "threads", 1);
+  if (out.threads > 1024)
+    r.fail(cpath + "/threads", "expected at most 1024 threads, got " + std::to_string(out.threads));
+  readGrid(r, combine, cpath, gridNames, out.grid);
+  out.params = readParams(r, m, combine, cpath, out.scratchNames);
+  return out;
 }
 
 Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std::string &path,
@@ -344,56 +444,11 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
     r.fail(path + "/threads", "expected at most 1024 threads, got " + std::to_string(out.threads));
   out.smemBytes = r.integer(v, path, "smem_bytes", 0);
 
-  const Json &grid = r.object(v, path, "grid");
-  const char *axes[] = {"x", "y", "z"};
-  for (int a = 0; a < 3; ++a) {
-    std::string text = r.string(grid, path + "/grid", axes[a]);
-    std::string gpath = path + "/grid/" + axes[a];
-    try {
-      out.grid[a] = Expr::parse(text);
-    } catch (const ExprError &e) {
-      r.fail(gpath, e.what());
-    }
-    for (const std::string &name : out.grid[a].names()) {
-      bool known = false;
-      for (const std::string &g : gridNames)
-        known |= g == name;
-      if (!known) {
-        std::string list;
-        for (const std::string &g : gridNames)
-          list += (list.empty() ? "" : ", ") + g;
-        r.fail(gpath, "expression '" + text + "' uses unknown name '" + name + "' (known: " +
-                          list + ")");
-      }
-    }
-  }
-
-  const Json &params = r.array(v, path, "params");
-  std::set<std::string> seen;
-  for (size_t i = 0; i < params.size(); ++i) {
-    std::string ppath = path + "/params/" + std::to_string(i);
-    if (!params[i].isObject())
-      r.fail(ppath, "expected an object");
-    Param p;
-    p.name = r.string(params[i], ppath, "name");
-    std::string type = r.string(params[i], ppath, "type");
-    if (type == "ptr")
-      p.type = ParamType::Ptr;
-    else if (type == "i64")
-      p.type = ParamType::I64;
-    else if (type == "i32")
-      p.type = ParamType::I32;
-    else if (type == "f32")
-      p.type = ParamType::F32;
-    else
-      r.fail(ppath + "/type", "expected \"ptr\", \"i64\", \"i32\" or \"f32\", got \"" + type + "\"");
-    if (!seen.insert(p.name).second)
-      r.fail(ppath + "/name", "duplicate parameter '" + p.name + "'");
-    std::string why = resolveParam(m, p);
-    if (!why.empty())
-      r.fail(ppath, "parameter '" + p.name + "' (" + type + "): " + why);
-    out.params.push_back(p);
-  }
+  readGrid(r, v, path, gridNames, out.grid);
+  if (const Json *split = v.find("split_kv"); split && !split->isNull())
+    out.splitKv = readSplitKv(r, m, *split, path + "/split_kv", gridNames);
+  out.params = readParams(r, m, v, path, out.splitKv ? out.splitKv->scratchNames
+                                                     : std::vector<std::string>{});
 
   if (const Json *ptxas = v.find("ptxas"); ptxas && !ptxas->isNull()) {
     std::string ppath = path + "/ptxas";
@@ -470,8 +525,8 @@ Manifest parseManifest(const Json &doc, const std::string &where) {
 
   m.inputs = readInputs(r, doc);
 
-  std::vector<std::string> gridNames = {"batch",    "seq_q",    "seq_kv",    "heads_q",
-                                        "heads_kv", "head_dim", "head_dim_v"};
+  std::vector<std::string> gridNames = {"batch",    "seq_q",    "seq_kv",     "heads_q",
+                                        "heads_kv", "head_dim", "head_dim_v", "num_splits"};
   for (const std::string &s : m.freeSymbols())
     gridNames.push_back(s);
 

@@ -57,6 +57,7 @@ struct ParamSource {
     Offset,      // q_offset, kv_offset: `name`
     Stride,      // <t>_stride_{b,h,s}: `tensor` (0..3 = q, k, v, o), `dim` (0..2)
     InputDim,    // input:<name>:dim<k>: `input`, `dim`
+    Scratch,     // scratch:<name>: `input` indexes SplitKv::scratchNames
   } kind = Size;
   int tensor = 0, input = 0, dim = 0;
 };
@@ -71,6 +72,18 @@ struct PtxasReport {
   int64_t registers = 0, spillStores = 0, spillLoads = 0, smemStatic = 0;
 };
 
+/// Split-KV (docs/bundle-and-abi.md section 2): the variant's kernel takes num_splits;
+/// with more than one, the runtime allocates the scratch buffers, launches the kernel
+/// with grid z over batch * num_splits, then `kernel` (same PTX module) to combine.
+struct SplitKv {
+  std::string kernel;
+  int64_t threads = 0;
+  Expr grid[3];
+  std::vector<Param> params;
+  std::vector<std::string> scratchNames;
+  std::vector<Expr> scratchBytes; // byte sizes, over the grid names and num_splits
+};
+
 struct Variant {
   std::string name, arch, ptx, kernel;
   std::optional<std::string> cubin;
@@ -80,6 +93,7 @@ struct Variant {
   Expr grid[3];
   std::vector<Param> params;
   std::optional<PtxasReport> ptxas;
+  std::optional<SplitKv> splitKv;
   /// Compute capability the arch needs: sm_80 -> 80; `exact` for arch-specific
   /// targets (sm_90a) that run only on that capability.
   int archCapability = 0;

@@ -351,6 +351,43 @@ TEST_F(Args, I32ParametersMustFit) {
   }
 }
 
+TEST_F(Args, ScratchAndNumSplitsParameters) {
+  Param splits, scratch;
+  splits.name = "num_splits";
+  splits.source.kind = ParamSource::Size;
+  scratch.name = "scratch:lse_partial";
+  scratch.type = ParamType::Ptr;
+  scratch.source.kind = ParamSource::Scratch;
+  scratch.source.input = 1;
+  CheckedCall c = checkCall(m, t.call, "attn_launch");
+  // Checked but not launched: one split, no scratch (null).
+  std::vector<uint64_t> slots = packParams({splits, scratch}, "variant x", c, {}, "attn_check");
+  EXPECT_EQ(slots[0], 1u);
+  EXPECT_EQ(slots[1], 0u);
+  c.names["num_splits"] = 7;
+  slots = packParams({splits, scratch}, "variant x", c, {0x1000, 0x2000}, "attn_launch");
+  EXPECT_EQ(slots[0], 7u);
+  EXPECT_EQ(slots[1], 0x2000u);
+}
+
+TEST(ArgsUtil, ChooseSplits) {
+  // Asked for: as asked.
+  EXPECT_EQ(chooseSplits(5, 1000, 132, 2), 5);
+  EXPECT_EQ(chooseSplits(1, 8, 132, 1000), 1);
+  // A grid that fills 80% of the SMs or more: no split.
+  EXPECT_EQ(chooseSplits(0, 106, 132, 1000), 1);
+  EXPECT_EQ(chooseSplits(0, 264, 132, 1000), 1);
+  // Decoding, 8 CTAs on 132 SMs over 2048 key blocks: 17 splits fill the GPU.
+  EXPECT_EQ(chooseSplits(0, 8, 132, 2048), 17);
+  // ... but at least two key blocks per split, and at most 128 splits.
+  EXPECT_EQ(chooseSplits(0, 8, 132, 9), 4);
+  EXPECT_EQ(chooseSplits(0, 1, 132, 1000), 128);
+  EXPECT_EQ(chooseSplits(0, 1, 132, 1), 1);
+  // Nothing known: no split.
+  EXPECT_EQ(chooseSplits(0, 8, 0, 100), 1);
+  EXPECT_EQ(chooseSplits(0, 8, 132, 0), 1);
+}
+
 TEST(ArgsUtil, SpanBytes) {
   EXPECT_EQ(spanBytes(tensor(nullptr, ATTN_BF16, {2, 3, 4})), 48u);
   EXPECT_EQ(spanBytes(tensor(nullptr, ATTN_F32, {2, 3}, {10, 1})), (10u + 2 + 1) * 4);

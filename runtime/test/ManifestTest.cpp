@@ -217,7 +217,7 @@ TEST(Manifest, BadGridExpressions) {
             "an operand at the end");
   EXPECT_EQ(errorWith("/variants/0/grid/y", "heads"),
             "manifest.json: /variants/0/grid/y: expression 'heads' uses unknown name 'heads' "
-            "(known: batch, seq_q, seq_kv, heads_q, heads_kv, head_dim, head_dim_v, Nv)");
+            "(known: batch, seq_q, seq_kv, heads_q, heads_kv, head_dim, head_dim_v, num_splits, Nv)");
   // Free symbols of the inputs are allowed.
   EXPECT_EQ(errorWith("/variants/0/grid/z", "batch * Nv"), "");
 }
@@ -254,8 +254,8 @@ TEST(Manifest, BadParams) {
             "manifest.json: /variants/0/params/27: parameter 'input:idx:d1' (i32): expected "
             "input:<name>:dim<k>");
   EXPECT_EQ(errorWith("/variants/0/params/27", param("scratch:buf", "ptr")),
-            "manifest.json: /variants/0/params/27: parameter 'scratch:buf' (ptr): scratch buffers "
-            "are reserved and not supported by this runtime");
+            "manifest.json: /variants/0/params/27: parameter 'scratch:buf' (ptr): the variant "
+            "declares no scratch buffers (split_kv.scratch)");
   EXPECT_EQ(errorWith("/variants/0/params/1", param("q", "ptr")),
             "manifest.json: /variants/0/params/1/name: duplicate parameter 'q'");
 }
@@ -313,4 +313,98 @@ TEST(Manifest, TheCopyTestBundleIsValid) {
   Manifest m = loadManifest(std::string(ATTUNE_RT_TEST_DATA) + "/copy_bundle");
   EXPECT_EQ(m.specName, "copy-test");
   EXPECT_EQ(m.variants.size(), 6u);
+}
+
+namespace {
+/// The baseline's first variant made split-capable: num_splits and two scratch
+/// pointers, grid z over the splits, and a combine kernel.
+Json withSplitKv() {
+  Json doc = baseline();
+  Json &v = at(doc, "/variants/0");
+  auto param = [](const char *name, const char *type) {
+    Json p = Json::object();
+    p.set("name", name);
+    p.set("type", type);
+    return p;
+  };
+  Json &params = at(doc, "/variants/0/params");
+  params.push_back(param("num_splits", "i64"));
+  params.push_back(param("scratch:o_partial", "ptr"));
+  params.push_back(param("scratch:lse_partial", "ptr"));
+  setAt(doc, "/variants/0/grid/z", "batch * num_splits");
+  Json scratch = Json::object();
+  scratch.set("o_partial", "num_splits * batch * heads_q * seq_q * head_dim_v * 4");
+  scratch.set("lse_partial", "num_splits * batch * heads_q * seq_q * 4");
+  Json combine = Json::object();
+  combine.set("kernel", "attn_combine");
+  combine.set("threads", int64_t(128));
+  Json grid = Json::object();
+  grid.set("x", "ceil_div(batch * heads_q * seq_q, 4)");
+  grid.set("y", "1");
+  grid.set("z", "1");
+  combine.set("grid", grid);
+  Json cparams = Json::array();
+  for (const char *n : {"scratch:o_partial", "scratch:lse_partial", "o", "lse"})
+    cparams.push_back(param(n, "ptr"));
+  for (const char *n : {"batch", "seq_q", "num_splits", "o_stride_b", "o_stride_h", "o_stride_s"})
+    cparams.push_back(param(n, "i64"));
+  combine.set("params", cparams);
+  Json split = Json::object();
+  split.set("scratch", scratch);
+  split.set("combine", combine);
+  v.set("split_kv", split);
+  return doc;
+}
+} // namespace
+
+TEST(Manifest, SplitKv) {
+  Manifest m = parseManifest(withSplitKv());
+  const Variant &v = m.variants[0];
+  ASSERT_TRUE(v.splitKv.has_value());
+  EXPECT_FALSE(m.variants[1].splitKv.has_value());
+  EXPECT_EQ(v.splitKv->kernel, "attn_combine");
+  EXPECT_EQ(v.splitKv->threads, 128);
+  ASSERT_EQ(v.splitKv->scratchNames.size(), 2u);
+  EXPECT_EQ(v.splitKv->scratchNames[1], "lse_partial");
+  EXPECT_EQ(v.splitKv->scratchBytes[0].eval({{"num_splits", 3}, {"batch", 2}, {"heads_q", 8},
+                                             {"seq_q", 5}, {"head_dim_v", 64}}),
+            3 * 2 * 8 * 5 * 64 * 4);
+  const Param &last = v.params.back();
+  EXPECT_EQ(last.source.kind, ParamSource::Scratch);
+  EXPECT_EQ(last.source.input, 1);
+  EXPECT_EQ(v.splitKv->params[0].source.kind, ParamSource::Scratch);
+  EXPECT_EQ(v.splitKv->params[6].source.kind, ParamSource::Size); // num_splits
+}
+
+TEST(Manifest, BadSplitKv) {
+  auto with = [](const std::string &pointer, Json value) {
+    Json doc = withSplitKv();
+    setAt(doc, pointer, std::move(value));
+    return errorOf(doc);
+  };
+  auto without = [](const std::string &pointer) {
+    Json doc = withSplitKv();
+    removeAt(doc, pointer);
+    return errorOf(doc);
+  };
+  EXPECT_EQ(with("/variants/0/split_kv/scratch/o_partial", "num_splits * rows"),
+            "manifest.json: /variants/0/split_kv/scratch/o_partial: expression 'num_splits * "
+            "rows' uses unknown name 'rows' (known: batch, seq_q, seq_kv, heads_q, heads_kv, "
+            "head_dim, head_dim_v, num_splits, Nv)");
+  EXPECT_EQ(with("/variants/0/split_kv/scratch/o_partial", int64_t(4)),
+            "manifest.json: /variants/0/split_kv/scratch/o_partial: expected a byte-size "
+            "expression");
+  EXPECT_EQ(with("/variants/0/split_kv/combine/kernel", ""),
+            "manifest.json: /variants/0/split_kv/combine/kernel: expected the combine kernel's "
+            "entry symbol, got \"\"");
+  EXPECT_EQ(without("/variants/0/split_kv/combine/grid"),
+            "manifest.json: /variants/0/split_kv/combine/grid: missing");
+  Json bad = Json::object();
+  bad.set("name", "scratch:nope");
+  bad.set("type", "ptr");
+  EXPECT_EQ(with("/variants/0/split_kv/combine/params/0", bad),
+            "manifest.json: /variants/0/split_kv/combine/params/0: parameter 'scratch:nope' "
+            "(ptr): names no scratch buffer of split_kv.scratch");
+  EXPECT_EQ(with("/variants/0/split_kv", "yes"),
+            "manifest.json: /variants/0/split_kv: expected an object");
 }

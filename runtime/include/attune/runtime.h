@@ -65,6 +65,8 @@ typedef struct {
   int64_t kv_offset;
   void *stream;       /* CUstream; NULL = the default stream */
   const char *variant; /* NULL: the tuned choice, else the default; a name forces one */
+  int32_t num_splits;  /* split-KV: 0 = the runtime's choice (split when the grid would
+                          leave SMs idle: decoding, short chunks), 1 = never, N = N */
 } attn_call;
 
 /* Loads and validates <dir>/manifest.json ([ABI 1]); the PTX/cubin files are read
