@@ -23,7 +23,10 @@
 //   - the key blocks visited are those of the kv_ranges (or block list) that
 //     tile_class does not call EMPTY, the same schedule as attn-tile's L2 loops;
 //   - O normalised once, staged through shared memory and stored in 16-byte chunks;
-//     LSE per row.
+//     LSE per row;
+//   - split-KV: grid z = batch x num_splits; with several splits, split s visits run s
+//     of the key schedule and writes f32 partials (O / l, lse) to scratch buffers that
+//     a second kernel, attn_combine, merges by lse.
 //
 // It starts from the analysed L1 op and the tile sizes, the inputs attn-tile takes,
 // rather than from L2 loops, because it re-schedules the key loop for prefetching.
