@@ -34,8 +34,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "python"))
 
 PATTERNS = ["dense", "causal", "sliding-window", "document", "alibi", "softcap", "gqa-causal",
-            "decode"]
-DECODE_BATCH = 16  # "decode": one query per sequence, this many sequences
+            "decode", "decode-1"]
+# "decode": one query per sequence, this many sequences; "decode-1": one sequence (long
+# context, few CTAs: where split-KV matters). Both use bench/specs/decode-d128.json.
+DECODE_BATCH = {"decode": 16, "decode-1": 1}
 WINDOW = 1023  # bench/specs/sliding-window-*.json: left = 1023
 CAP = 50.0
 
@@ -132,16 +134,20 @@ def default_variant(kernel):
     return max(defaults, key=lambda v: int(v["arch"][3:].rstrip("a")))["name"]
 
 
+def bundle_name(pattern):
+    return "decode" if pattern in DECODE_BATCH else pattern
+
+
 def rel_err(a, b):
     a, b = a.float(), b.float()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-6))
 
 
 def run_row(pattern, d, seq, args, attune, flex_compiled, create_block_mask, gen):
-    kernel = attune.compile(os.path.join(args.bundles, f"{pattern}-d{d}"))
+    kernel = attune.compile(os.path.join(args.bundles, f"{bundle_name(pattern)}-d{d}"))
     hq, hkv = kernel.heads_q, kernel.heads_kv
-    decode = pattern == "decode"
-    batch = DECODE_BATCH if decode else max(1, args.tokens // seq)
+    decode = pattern in DECODE_BATCH
+    batch = DECODE_BATCH[pattern] if decode else max(1, args.tokens // seq)
     sq = 1 if decode else seq
     q = torch.randn(batch, hq, sq, d, dtype=torch.bfloat16, device="cuda")
     k, v = (torch.randn(batch, hkv, seq, d, dtype=torch.bfloat16, device="cuda") for _ in range(2))
@@ -175,7 +181,7 @@ def run_row(pattern, d, seq, args, attune, flex_compiled, create_block_mask, gen
     except Exception as e:  # noqa: BLE001 - reported in the table
         row["flex_error"] = str(e).splitlines()[0][:120]
 
-    if pattern in ("dense", "causal", "gqa-causal", "decode"):
+    if pattern in ("dense", "causal", "gqa-causal") or decode:
         from torch.nn.attention import SDPBackend, sdpa_kernel
         import torch.nn.functional as F
         causal = pattern in ("causal", "gqa-causal")
@@ -226,7 +232,7 @@ def main():
     rows = []
     for pattern in args.patterns.split(","):
         for d in map(int, args.dims.split(",")):
-            if not os.path.isdir(os.path.join(args.bundles, f"{pattern}-d{d}")):
+            if not os.path.isdir(os.path.join(args.bundles, f"{bundle_name(pattern)}-d{d}")):
                 continue  # gqa-causal and decode come in head_dim 128 only
             for seq in map(int, args.seqs.split(",")):
                 try:
@@ -238,8 +244,8 @@ def main():
     header = ("| pattern | D | seq | B | heads q/kv | Attune TFLOP/s | SDPA flash | SDPA cuDNN | Flex | "
               "Attune / best | err vs Flex | err vs SDPA | tuned variant | tuned / default |")
     lines = [f"# Attune vs PyTorch on {gpu} ({datetime.date.today()})", "",
-             f"bf16, batch * seq = {args.tokens} (decode: {DECODE_BATCH} sequences of one query "
-             "against seq keys); TFLOP/s count allowed pairs only (4 * Hq * D * pairs); CUDA "
+             f"bf16, batch * seq = {args.tokens} (decode / decode-1: {DECODE_BATCH['decode']} / 1 "
+             "sequences of one query against seq keys); TFLOP/s count allowed pairs only (4 * Hq * D * pairs); CUDA "
              "events, median of 20 samples (each ~2 ms of back-to-back calls) after 5 warm-ups.",
              "", header, "|" + "---|" * 14]
     for r in rows:

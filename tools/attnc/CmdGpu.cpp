@@ -204,6 +204,7 @@ public:
   }
 
   const attn_call &call() const { return call_; }
+  void setNumSplits(int64_t n) { call_.num_splits = int32_t(n); }
 
   HostTensor downloadO() const { return download(call_.o, oShape_); }
   HostTensor downloadLse() const {
@@ -259,6 +260,8 @@ void runOnGpu(const Options &opts, const std::string &specPath, const AttentionA
   gpu.setInputs(args.inputs);
   gpu.setOffsets(args.qOffset, args.kvOffset);
   gpu.forceVariant(opts.get("variant"));
+  if (auto splits = opts.getInt("num-splits", 1, 1024))
+    gpu.setNumSplits(*splits);
   check(attn_check(gpu.bundle(), &gpu.call()));
   check(attn_launch(gpu.bundle(), &gpu.call()));
   cu::check(cu::driver().cuCtxSynchronize(), "cuCtxSynchronize");

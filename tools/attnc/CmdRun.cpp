@@ -51,6 +51,9 @@ int cmdRun(int argc, char **argv) {
     throw Failure{"unknown backend '" + backend + "' (available: reference, cpu, gpu-sim, gpu)", 2};
   int64_t blockM = opts.getInt("block-m", 1, 1024).value_or(64);
   int64_t blockN = opts.getInt("block-n", 1, 1024).value_or(64);
+  std::optional<int64_t> splits = opts.getInt("num-splits", 1, 1024);
+  if (splits && backend != "gpu" && backend != "gpu-sim")
+    throw Failure{"--num-splits is for the gpu and gpu-sim backends (split-KV)", 2};
 
   AttentionArgs args;
   const int64_t kLimit = int64_t(1) << 40;
@@ -92,8 +95,7 @@ int cmdRun(int argc, char **argv) {
     config.wgmma = opts.flag("wgmma");
     if (config.wgmma)
       config.arch = "sm_90a";
-    int64_t splits = opts.getInt("num-splits", 1, 1024).value_or(1);
-    if (!runGpuSimulation(*spec.module, config, args, result, error, splits))
+    if (!runGpuSimulation(*spec.module, config, args, result, error, splits.value_or(1)))
       throw Failure{error};
   } else {
     HostCompileOptions options;
