@@ -383,6 +383,17 @@ std::vector<Param> readParams(const Reader &r, const Manifest &m, const Json &v,
   return out;
 }
 
+/// A kernel's entry symbol and block size at `path`.
+void readLaunch(const Reader &r, const Json &v, const std::string &path, const char *what,
+                std::string &kernel, int64_t &threads) {
+  kernel = r.string(v, path, "kernel");
+  if (kernel.empty())
+    r.fail(path + "/kernel", std::string("expected the ") + what + "'s entry symbol, got \"\"");
+  threads = r.integer(v, path, "threads", 1);
+  if (threads > 1024)
+    r.fail(path + "/threads", "expected at most 1024 threads, got " + std::to_string(threads));
+}
+
 SplitKv readSplitKv(const Reader &r, const Manifest &m, const Json &v, const std::string &path,
                     const std::vector<std::string> &gridNames) {
   if (!v.isObject())
@@ -400,12 +411,7 @@ SplitKv readSplitKv(const Reader &r, const Manifest &m, const Json &v, const std
   }
   const Json &combine = r.object(v, path, "combine");
   std::string cpath = path + "/combine";
-  out.kernel = r.string(combine, cpath, "kernel");
-  if (out.kernel.empty())
-    r.fail(cpath + "/kernel", "expected the combine kernel's entry symbol, got \"\"");
-  out.threads = r.integer(combine, cpath, "threads", 1);
-  if (out.threads > 1024)
-    r.fail(cpath + "/threads", "expected at most 1024 threads, got " + std::to_string(out.threads));
+  readLaunch(r, combine, cpath, "combine kernel", out.kernel, out.threads);
   readGrid(r, combine, cpath, gridNames, out.grid);
   out.params = readParams(r, m, combine, cpath, out.scratchNames);
   return out;
@@ -436,12 +442,7 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
                                   cubin->asString() + "'");
     out.cubin = cubin->asString();
   }
-  out.kernel = r.string(v, path, "kernel");
-  if (out.kernel.empty())
-    r.fail(path + "/kernel", "expected the kernel's entry symbol, got \"\"");
-  out.threads = r.integer(v, path, "threads", 1);
-  if (out.threads > 1024)
-    r.fail(path + "/threads", "expected at most 1024 threads, got " + std::to_string(out.threads));
+  readLaunch(r, v, path, "kernel", out.kernel, out.threads);
   out.smemBytes = r.integer(v, path, "smem_bytes", 0);
 
   readGrid(r, v, path, gridNames, out.grid);

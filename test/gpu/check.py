@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Runs prepared GPU checks (prepare.py) on the GPU through the Python package: every
-variant of every bundle on every case, against the float64 reference; bf16/fp16
+variant of every bundle on every case (and the first variant, and the first wgmma one,
+again with the keys split over 3 CTAs: split-KV), against the float64 reference; bf16/fp16
 tolerance 2e-2 of max |o_ref|, lse within 1e-2, -inf rows exactly where the reference
 has them, NaN never passes. Prints a table and, with --results, writes it there as
 gpu-checks-<gpu>-<date>.{md,json}. Exit code 0 when all pass, 1 when any fails, 77 when
@@ -48,14 +49,15 @@ class Gpu:
             self.kernels[bundle] = self.attune.load(bundle)
         return self.kernels[bundle].variants
 
-    def run(self, bundle, variant, case, q, k, v, inputs):
+    def run(self, bundle, variant, case, q, k, v, inputs, splits=None):
         torch = self.torch
         kernel = self.kernels[bundle]
         dev = lambda a, dt=kernel.dtype: torch.from_numpy(a).to("cuda", dt)  # noqa: E731
         extra = {n: torch.from_numpy(a).cuda() for n, a in inputs.items()}
         offsets = case["offsets"] or (None, None)
         out = kernel(dev(q), dev(k), dev(v), variant=variant, return_lse=case["lse"],
-                     q_offset=offsets[0], kv_offset=offsets[1], **extra)
+                     q_offset=offsets[0], kv_offset=offsets[1], num_splits=splits, tune=False,
+                     **extra)
         o, lse = out if case["lse"] else (out, None)
         torch.cuda.synchronize()
         return o.float().cpu().numpy(), None if lse is None else lse.cpu().numpy()
@@ -75,7 +77,7 @@ class Simulator:
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         return [v["name"] for v in manifest["variants"]]
 
-    def run(self, bundle, variant, case, q, k, v, inputs):
+    def run(self, bundle, variant, case, q, k, v, inputs, splits=None):
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         config = next(x["config"] for x in manifest["variants"] if x["name"] == variant)
         spec = os.path.join(self.tmp, "spec.json")
@@ -83,6 +85,10 @@ class Simulator:
         extra = ["--block-m", str(config["block_m"]), "--block-n", str(config["block_n"])]
         if config.get("pack_gqa"):
             extra.append("--pack-gqa")
+        if config.get("mma") == "wgmma":
+            extra.append("--wgmma")
+        if splits:
+            extra += ["--num-splits", str(splits)]
         if case["offsets"]:
             extra += ["--q-offset", str(case["offsets"][0]), "--kv-offset", str(case["offsets"][1])]
         return run_attnc(self.attnc, spec, "gpu-sim", self.tmp, {"q": q, "k": k, "v": v, **inputs},
@@ -167,10 +173,13 @@ def main():
             continue
         ref = np.load(os.path.join(args.dir, case["data"]))
         inputs = inputs_of(ref)
-        for variant in runner.variants(bundle):
+        variants = runner.variants(bundle)
+        runs = [(name, None) for name in variants]
+        runs += [(name, 3) for name in [variants[0]] + [n for n in variants if n.endswith("_wgmma")][:1]]
+        for variant, splits in runs:
             row["runs"] += 1
             try:
-                o, lse = runner.run(bundle, variant, case, q, k, v, inputs)
+                o, lse = runner.run(bundle, variant, case, q, k, v, inputs, splits)
                 err, lse_err, problem = errors(case, ref, o, lse)
             except Exception as e:  # noqa: BLE001 - a launch failure is a failed check
                 err, lse_err, problem = None, None, f"{type(e).__name__}: {e}"
@@ -180,7 +189,7 @@ def main():
                 row["lse_err"] = max(row["lse_err"] or 0.0, lse_err)
             if problem:
                 row["failures"] += 1
-                failures.append(f"{what} {variant}: {problem}")
+                failures.append(f"{what} {variant}{f' num_splits={splits}' if splits else ''}: {problem}")
         print(f"{what}: {'ok' if not row['failures'] else 'FAILED'}", flush=True)
 
     lines = [f"# Attune GPU checks on {runner.name} ({datetime.date.today()})", "",
