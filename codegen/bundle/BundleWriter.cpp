@@ -20,7 +20,7 @@ using json = nlohmann::json;
 namespace attune {
 
 #ifndef ATTUNE_VERSION_STRING
-#define ATTUNE_VERSION_STRING "0.1.0"
+#define ATTUNE_VERSION_STRING "0.2.0"
 #endif
 
 std::string findPtxas() {

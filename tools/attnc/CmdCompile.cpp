@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #ifndef ATTUNE_VERSION_STRING
-#define ATTUNE_VERSION_STRING "0.1.0"
+#define ATTUNE_VERSION_STRING "0.2.0"
 #endif
 
 namespace fs = std::filesystem;

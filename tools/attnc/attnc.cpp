@@ -15,7 +15,7 @@
 #include <exception>
 
 #ifndef ATTUNE_VERSION_STRING
-#define ATTUNE_VERSION_STRING "0.1.0"
+#define ATTUNE_VERSION_STRING "0.2.0"
 #endif
 
 using namespace attune::attnc;

@@ -93,7 +93,7 @@ ATTN_API const char *attn_last_error(void);
 
 /* ---- additions ------------------------------------------------------------- */
 
-/* The runtime's version, the project version ("0.1.0"); the same number the compiler
+/* The runtime's version, the project version ("0.2.0"); the same number the compiler
  * writes as "compiler_version" when built from the same tree. */
 ATTN_API const char *attn_version(void);
 
