@@ -291,6 +291,22 @@ private:
   SmallVector<Acc> unrolledEpilogue(SmallVector<Acc> s, Value kvLo, bool masked);
   SmallVector<Acc> stagedEpilogue(SmallVector<Acc> s, Value kvLo, bool masked);
   void emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag);
+  /// wgmma: S of the next tile on the tensor cores while this tile's softmax runs.
+  void emitPipelinedLoop();
+  /// The score epilogue of tile kvLo (class cls): FULL tiles that are whole skip the
+  /// mask, others evaluate it.
+  SmallVector<Acc> scoreTile(SmallVector<Acc> s, Value kvLo, Value cls);
+  /// The normaliser's weights of a scored tile, in place: softmax updates the running
+  /// max m and sum l per row half and says by what O must be rescaled.
+  struct Weights {
+    Value m[2], l[2], alpha[2];
+  };
+  Weights weigh(SmallVector<Acc> &s, Value m[2], Value l[2]);
+  void rescale(SmallVector<Acc> &o, const Weights &w);
+  /// P as the A operand of P V: k-step kk is accumulator tiles 2 kk and 2 kk + 1.
+  SmallVector<std::array<Value, 4>> pFragments(SmallVector<Acc> &p);
+  /// The end of the key loop: drain the copies, write o and lse (or partials).
+  void finish(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1);
   void storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1);
   /// With several splits: O / l and lse of this split in f32 into the scratch buffers,
   /// for attn_combine.
@@ -1167,6 +1183,89 @@ SmallVector<Acc> KernelEmitter::stagedEpilogue(SmallVector<Acc> s, Value kvLo, b
 // The main loop
 //===----------------------------------------------------------------------===//
 
+SmallVector<Acc> KernelEmitter::scoreTile(SmallVector<Acc> s, Value kvLo, Value cls) {
+  Value whole = cmp(P::sle, add(kvLo, c64(bn)), seqKv);
+  Value full = andi(whole, cmp(P::eq, cls, c32(kFull)));
+  SmallVector<Type> sTypes(size_t(bn / 2), b.getF32Type());
+  auto branch = scf::IfOp::create(b, loc, sTypes, full, true);
+  for (int masked = 0; masked < 2; ++masked) {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(masked ? branch.elseBlock() : branch.thenBlock());
+    SmallVector<Acc> r = epilogue(s, kvLo, masked);
+    SmallVector<Value> flat;
+    for (Acc &x : r)
+      flat.append(x.begin(), x.end());
+    scf::YieldOp::create(b, loc, flat);
+  }
+  for (int64_t j = 0; j < bn / 8; ++j)
+    for (int e = 0; e < 4; ++e)
+      s[size_t(j)][size_t(e)] = branch.getResult(unsigned(4 * j + e));
+  return s;
+}
+
+KernelEmitter::Weights KernelEmitter::weigh(SmallVector<Acc> &s, Value m[2], Value l[2]) {
+  Type f32 = b.getF32Type();
+  Value negInf = cf(-std::numeric_limits<double>::infinity());
+  Weights w{{m[0], m[1]}, {l[0], l[1]}, {Value(), Value()}};
+  if (op.getNormalizer() == Normalizer::softmax) {
+    // Per row (g and g + 8) the quad holds the whole row.
+    Value c = cf(exp2Factor());
+    for (int half = 0; half < 2; ++half) {
+      Value rowMax = negInf;
+      for (int64_t j = 0; j < bn / 8; ++j)
+        for (int e = 2 * half; e < 2 * half + 2; ++e)
+          rowMax = maxnum(rowMax, s[size_t(j)][size_t(e)]);
+      rowMax = quadMax(rowMax);
+      Value mNew = maxnum(m[half], rowMax);
+      Value dead = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mNew, negInf);
+      Value base = sel(dead, cf(0), mNew);
+      Value alpha = sel(dead, cf(1), exp2(mulf(subf(m[half], base), c)));
+      // p = exp2(c s - c m): one fma per element.
+      Value offset = arith::NegFOp::create(b, loc, mulf(base, c));
+      Value sum = cf(0);
+      for (int64_t j = 0; j < bn / 8; ++j)
+        for (int e = 2 * half; e < 2 * half + 2; ++e) {
+          Value &x = s[size_t(j)][size_t(e)];
+          x = exp2(math::FmaOp::create(b, loc, x, c, offset));
+          sum = addf(sum, x);
+        }
+      // l stays a per-thread partial sum: alpha is uniform over the quad.
+      w.l[half] = addf(mulf(l[half], alpha), sum);
+      w.m[half] = mNew;
+      w.alpha[half] = alpha;
+    }
+    return w;
+  }
+  bool sigmoid = op.getNormalizer() == Normalizer::sigmoid;
+  Value beta = op.getSigmoidBeta() ? cf(op.getSigmoidBeta()->convertToDouble())
+                                   : Value(arith::NegFOp::create(b, loc, math::LogOp::create(
+                                         b, loc, arith::SIToFPOp::create(b, loc, f32, seqKv))));
+  Value n = arith::SIToFPOp::create(b, loc, f32, seqKv);
+  for (Acc &tile : s)
+    for (Value &x : tile)
+      x = sigmoid ? Value(arith::DivFOp::create(b, loc, cf(1), addf(cf(1), math::ExpOp::create(
+                        b, loc, arith::NegFOp::create(b, loc, addf(x, beta))))))
+                  : Value(arith::DivFOp::create(b, loc, maxf(x, cf(0)), n));
+  return w;
+}
+
+void KernelEmitter::rescale(SmallVector<Acc> &o, const Weights &w) {
+  if (!w.alpha[0])
+    return;
+  for (Acc &tile : o)
+    for (int e = 0; e < 4; ++e)
+      tile[size_t(e)] = mulf(tile[size_t(e)], w.alpha[e / 2]);
+}
+
+SmallVector<std::array<Value, 4>> KernelEmitter::pFragments(SmallVector<Acc> &p) {
+  SmallVector<std::array<Value, 4>> frags;
+  for (int64_t kk = 0; kk < bn / 16; ++kk) {
+    Acc &lo = p[size_t(2 * kk)], &hi = p[size_t(2 * kk + 1)];
+    frags.push_back({pack(lo[0], lo[1]), pack(lo[2], lo[3]), pack(hi[0], hi[1]), pack(hi[2], hi[3])});
+  }
+  return frags;
+}
+
 void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
   bool softmax = op.getNormalizer() == Normalizer::softmax;
   Type f32 = b.getF32Type(), i64 = b.getI64Type(), i32 = b.getI32Type(), i1 = b.getI1Type();
@@ -1215,79 +1314,18 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
       NVVM::Barrier0Op::create(b, loc);
     }
     SmallVector<Acc> s = wg ? wgmmaScores(stage) : computeScores(qFrag, stage);
+    s = scoreTile(s, kvLo, cls);
 
-    // FULL tiles that are whole skip the mask; others evaluate it.
-    Value whole = cmp(P::sle, add(kvLo, c64(bn)), seqKv);
-    Value full = andi(whole, cmp(P::eq, cls, c32(kFull)));
-    SmallVector<Type> sTypes(bn / 2, f32);
-    auto branch = scf::IfOp::create(b, loc, sTypes, full, true);
-    for (int masked = 0; masked < 2; ++masked) {
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(masked ? branch.elseBlock() : branch.thenBlock());
-      SmallVector<Acc> r = epilogue(s, kvLo, masked);
-      SmallVector<Value> flat;
-      for (Acc &x : r)
-        flat.append(x.begin(), x.end());
-      scf::YieldOp::create(b, loc, flat);
-    }
-    for (int64_t j = 0; j < bn / 8; ++j)
-      for (int e = 0; e < 4; ++e)
-        s[j][e] = branch.getResult(4 * j + e);
-
-    // Weights. Softmax: per row (g and g+8), the quad holds the whole row.
-    Value newM[2] = {m[0], m[1]}, newL[2] = {l[0], l[1]};
-    if (softmax) {
-      Value c = cf(exp2Factor());
-      for (int half = 0; half < 2; ++half) {
-        Value rowMax = negInf;
-        for (int64_t j = 0; j < bn / 8; ++j)
-          for (int e = 2 * half; e < 2 * half + 2; ++e)
-            rowMax = maxnum(rowMax, s[j][e]);
-        rowMax = quadMax(rowMax);
-        Value mNew = maxnum(m[half], rowMax);
-        Value dead = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, mNew, negInf);
-        Value base = sel(dead, cf(0), mNew);
-        Value alpha = sel(dead, cf(1), exp2(mulf(subf(m[half], base), c)));
-        // p = exp2(c s - c m): one fma per element.
-        Value offset = arith::NegFOp::create(b, loc, mulf(base, c));
-        Value sum = cf(0);
-        for (int64_t j = 0; j < bn / 8; ++j)
-          for (int e = 2 * half; e < 2 * half + 2; ++e) {
-            s[j][e] = exp2(math::FmaOp::create(b, loc, s[j][e], c, offset));
-            sum = addf(sum, s[j][e]);
-          }
-        // l stays a per-thread partial sum: alpha is uniform over the quad.
-        newL[half] = addf(mulf(l[half], alpha), sum);
-        newM[half] = mNew;
-        for (int64_t j = 0; j < nO; ++j)
-          for (int e = 2 * half; e < 2 * half + 2; ++e)
-            o[j][e] = mulf(o[j][e], alpha);
-      }
-    } else {
-      bool sigmoid = op.getNormalizer() == Normalizer::sigmoid;
-      Value beta = op.getSigmoidBeta() ? cf(op.getSigmoidBeta()->convertToDouble())
-                                       : Value(arith::NegFOp::create(b, loc, math::LogOp::create(
-                                             b, loc, arith::SIToFPOp::create(b, loc, f32, seqKv))));
-      Value n = arith::SIToFPOp::create(b, loc, f32, seqKv);
-      for (int64_t j = 0; j < bn / 8; ++j)
-        for (int e = 0; e < 4; ++e) {
-          Value x = s[j][e];
-          s[j][e] = sigmoid ? Value(arith::DivFOp::create(b, loc, cf(1), addf(cf(1), math::ExpOp::create(
-                                  b, loc, arith::NegFOp::create(b, loc, addf(x, beta))))))
-                            : Value(arith::DivFOp::create(b, loc, maxf(x, cf(0)), n));
-        }
-    }
+    Weights w = weigh(s, m, l);
+    rescale(o, w);
+    Value newM[2] = {w.m[0], w.m[1]}, newL[2] = {w.l[0], w.l[1]};
 
     // P (registers) times V (shared): the A fragment of k-step kk is two
     // accumulator tiles; ldmatrix.trans of V rows (k) by columns (n) gives B.
     NVVM::CpAsyncWaitGroupOp::create(b, loc, 2);
     asyncProxyFence();
     NVVM::Barrier0Op::create(b, loc);
-    SmallVector<std::array<Value, 4>> pFrag;
-    for (int64_t kk = 0; kk < bn / 16; ++kk)
-      pFrag.push_back({pack(s[2 * kk][0], s[2 * kk][1]), pack(s[2 * kk][2], s[2 * kk][3]),
-                       pack(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                       pack(s[2 * kk + 1][2], s[2 * kk + 1][3])});
+    SmallVector<std::array<Value, 4>> pFrag = pFragments(s);
     Value mat = divu(lane, c32(8));
     Value keyInStep = add(mul(remu(mat, c32(2)), c32(8)), remu(lane, c32(8)));
     Value colInPair = mul(divu(mat, c32(2)), c32(8));
@@ -1315,21 +1353,23 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
   for (int64_t j = 0; j < nO; ++j)
     for (int e = 0; e < 4; ++e)
       o[j][e] = loop.getResult(10 + 4 * j + e);
+  finish(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
+  (void)i64;
+  (void)i32;
+  (void)i1;
+}
+
+void KernelEmitter::finish(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1) {
   // Outstanding (empty) groups are drained before shared memory is reused.
   NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
   NVVM::Barrier0Op::create(b, loc);
   // One split writes the outputs; several write partials for attn_combine.
   auto single = scf::IfOp::create(b, loc, cmp(P::eq, numSplits, c64(1)), true);
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(single.thenBlock());
-    storeOutputs(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
-    b.setInsertionPointToStart(single.elseBlock());
-    storePartials(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
-  }
-  (void)i64;
-  (void)i32;
-  (void)i1;
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(single.thenBlock());
+  storeOutputs(o, m0, m1, l0, l1);
+  b.setInsertionPointToStart(single.elseBlock());
+  storePartials(o, m0, m1, l0, l1);
 }
 
 //===----------------------------------------------------------------------===//

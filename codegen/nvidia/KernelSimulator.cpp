@@ -193,6 +193,7 @@ public:
       : module(module), threads(threads), smem(size_t(smemBytes) + kSmemStart, 0xcd),
         writer(smem.size(), -1), writeEpoch(smem.size(), -1), reader(smem.size(), -1),
         readEpoch(smem.size(), -1), writeFence(smem.size(), 0), fences(threads, 0),
+        asyncReadGroup(smem.size(), -1),
         ctaid(ctaid), pending(threads), groups(threads) {}
 
   void run(gpu::GPUFuncOp func, const std::vector<SimArg> &args) {
@@ -247,6 +248,10 @@ private:
         writer[a] = lane;
         writeEpoch[a] = epoch;
         writeFence[a] = fences[size_t(lane)];
+        if (asyncReadGroup[a] >= retiredGroups)
+          throw Failure{"simulator: thread " + std::to_string(lane) + " overwrites shared byte " +
+                        std::to_string(a - kSmemStart) +
+                        " that a wgmma still in flight reads (no wgmma.wait_group retired it)"};
       } else {
         reader[a] = readEpoch[a] == epoch && reader[a] != lane ? -2 : lane;
         readEpoch[a] = epoch;
@@ -355,6 +360,10 @@ private:
   /// Per byte, its writer's fence.proxy.async count at the write; per thread, how many
   /// it has executed: wgmma may read a byte only once its writer has fenced since.
   std::vector<int64_t> writeFence, fences;
+  /// Per byte, the commit group of the last wgmma that read it; groups below
+  /// retiredGroups have been waited for.
+  std::vector<int64_t> asyncReadGroup;
+  int64_t retiredGroups = 0;
   int epoch = 0;
   // wgmma: fenced since the last commit; accumulators in flight until wait_group.
   bool wgmmaFenced = false;
@@ -694,6 +703,7 @@ uint16_t Simulator::asyncRead(uint64_t addr) {
   }
   // As a read by an agent that is no thread: a write since the barrier races with it.
   checkShared(addr, 2, threads, false);
+  asyncReadGroup[addr] = asyncReadGroup[addr + 1] = openGroup;
   uint16_t v;
   std::memcpy(&v, smem.data() + addr, 2);
   return v;
@@ -734,6 +744,7 @@ void Simulator::execWarpgroup(Operation &op, const Mask &mask) {
             done.push_back(v);
         for (Value v : done)
           inflight.erase(v);
+        retiredGroups = std::max(retiredGroups, openGroup - keep);
       })
       .Case([&](LLVM::InlineAsmOp call) { wgmma(call, mask); });
 }
