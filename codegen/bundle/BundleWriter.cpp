@@ -39,7 +39,8 @@ std::string findPtxas() {
 }
 
 bool runPtxas(const std::string &ptxas, const std::string &ptx, const std::string &arch,
-              const std::string &cubinPath, PtxasReport &report, std::string &error) {
+              const std::string &cubinPath, const std::string &kernel, PtxasReport &report,
+              std::string &error) {
   char tmpl[] = "/tmp/attune-ptx-XXXXXX";
   char *dir = mkdtemp(tmpl);
   if (!dir) {
@@ -74,15 +75,24 @@ bool runPtxas(const std::string &ptxas, const std::string &ptx, const std::strin
     error = "ptxas rejected the PTX for " + arch + ":\n" + report.log;
     return false;
   }
+  // The module also holds attn_combine: read the section of `kernel` only.
+  std::string section = report.log;
+  size_t at = section.find("Compiling entry function '" + kernel + "'");
+  if (at != std::string::npos) {
+    section = section.substr(at);
+    size_t next = section.find("Compiling entry function", 1);
+    if (next != std::string::npos)
+      section = section.substr(0, next);
+  }
   std::smatch m;
-  if (std::regex_search(report.log, m, std::regex(R"(Used (\d+) registers)")))
+  if (std::regex_search(section, m, std::regex(R"(Used (\d+) registers)")))
     report.registers = std::stoi(m[1]);
-  if (std::regex_search(report.log, m, std::regex(R"((\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads)"))) {
+  if (std::regex_search(section, m, std::regex(R"((\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads)"))) {
     report.stackFrame = std::stoi(m[1]);
     report.spillStores = std::stoi(m[2]);
     report.spillLoads = std::stoi(m[3]);
   }
-  if (std::regex_search(report.log, m, std::regex(R"((\d+) bytes smem)")))
+  if (std::regex_search(section, m, std::regex(R"((\d+) bytes smem)")))
     report.smemStatic = std::stoi(m[1]);
   return true;
 }
@@ -133,8 +143,8 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
     for (BundleVariant &v : variants) {
       PtxasReport report;
       std::string cubin = v.config.name() + ".cubin";
-      if (!runPtxas(ptxas, v.kernel.ptx, v.config.arch, (fs::path(dir) / cubin).string(), report,
-                    error))
+      if (!runPtxas(ptxas, v.kernel.ptx, v.config.arch, (fs::path(dir) / cubin).string(),
+                    v.kernel.info.symbol, report, error))
         return false;
       v.ptxas = report;
       v.hasCubin = true;
@@ -171,7 +181,8 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
     variant["config"] = {{"block_m", v.config.blockM}, {"block_n", v.config.blockN},
                          {"warps", v.config.warps()}, {"stages", 2},
                          {"pack_gqa", v.config.packGqa},
-                         {"mma", v.config.wgmma ? "wgmma" : "mma.sync"}};
+                         {"mma", v.config.wgmma ? "wgmma" : "mma.sync"},
+                         {"pipelined", v.config.pipelined()}};
     variant["default"] = v.isDefault;
     variant["ptx"] = ptxFile;
     variant["kernel"] = v.kernel.info.symbol;

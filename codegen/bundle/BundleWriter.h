@@ -30,9 +30,11 @@ struct PtxasReport {
 /// The ptxas executable, or "" when there is none.
 std::string findPtxas();
 
-/// Assembles `ptx` for `arch` into `cubinPath` (may be ""), parsing `ptxas -v`.
+/// Assembles `ptx` for `arch` into `cubinPath` (may be ""), parsing `ptxas -v` for the
+/// entry `kernel` (the module holds attn_combine too).
 bool runPtxas(const std::string &ptxas, const std::string &ptx, const std::string &arch,
-              const std::string &cubinPath, PtxasReport &report, std::string &error);
+              const std::string &cubinPath, const std::string &kernel, PtxasReport &report,
+              std::string &error);
 
 struct BundleVariant {
   GpuConfig config;

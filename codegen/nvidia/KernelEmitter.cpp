@@ -236,8 +236,10 @@ private:
   Value descriptor(Value byteOffset, int64_t leadingBytes, int64_t strideBytes);
   SmallVector<Acc> wgmma(SmallVector<Acc> acc, Value aDesc, ArrayRef<Value> aRegs, Value bDesc,
                          bool accumulate, bool transposeB);
-  SmallVector<Acc> wgmmaScores(Value stage);
-  void wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage);
+  /// Issue and commit; with `wait` also wait for the group (else the caller does).
+  SmallVector<Acc> wgmmaScores(Value stage, bool wait = true);
+  void wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage,
+               bool wait = true);
   /// Makes this thread's shared-memory writes (st.shared, cp.async) visible to the
   /// async proxy that wgmma reads through; a barrier must follow.
   void asyncProxyFence() {
@@ -286,6 +288,11 @@ private:
   Visit advance(Value a, Value bState);
   Value rangeBound(ArrayRef<Value> values, Value r);
   void prefetch(Value valid, Value kb, Value stage);
+  /// The K (or V) tile of key block kb into buffer `stage`: one commit group, empty
+  /// when there is nothing to load, so that group counting stays uniform.
+  void prefetchTile(Value valid, Value kb, Value stage, bool values);
+  /// RoPE on the K tile of key block kb in buffer `stage`, then fence and barrier.
+  void rotateKeys(Value kb, Value stage);
   SmallVector<Acc> computeScores(SmallVector<std::array<Value, 4>> &qFrag, Value stage);
   SmallVector<Acc> epilogue(SmallVector<Acc> s, Value kvLo, bool masked);
   SmallVector<Acc> unrolledEpilogue(SmallVector<Acc> s, Value kvLo, bool masked);
@@ -496,7 +503,7 @@ SmallVector<Acc> KernelEmitter::wgmma(SmallVector<Acc> acc, Value aDesc, ArrayRe
 /// S = Q K^T for the warpgroup's 64 rows over the whole head dim: one wgmma per 16
 /// columns of d, both operands K-major. A 16-column step is 32 bytes into the
 /// slab's 128-byte rows; the hardware applies the swizzle to the computed address.
-SmallVector<Acc> KernelEmitter::wgmmaScores(Value stage) {
+SmallVector<Acc> KernelEmitter::wgmmaScores(Value stage, bool wait) {
   SmallVector<Acc> s(size_t(bn / 8));
   Value qRowsOff = mul(divu(warp, c32(4)), c32(64 * 128));
   Value kOff = add(c32(offK), mul(stage, c32(kStageBytes)));
@@ -508,14 +515,16 @@ SmallVector<Acc> KernelEmitter::wgmmaScores(Value stage) {
     s = wgmma(s, aDesc, {}, bDesc, /*accumulate=*/kk > 0, /*transposeB=*/false);
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
-  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  if (wait)
+    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
   return s;
 }
 
 /// O += P V: P from registers, V (keys by dv, dv contiguous) as an MN-major B:
 /// 8-key groups 1024 bytes apart (stride offset), 64-column slabs bn * 128 bytes
 /// apart (leading offset); a 16-key step is two groups.
-void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage) {
+void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage,
+                            bool wait) {
   Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
   for (int64_t kk = 0; kk < bn / 16; ++kk) {
@@ -523,7 +532,8 @@ void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> 
     o = wgmma(o, Value(), pFrag[size_t(kk)], bDesc, /*accumulate=*/true, /*transposeB=*/true);
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
-  NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+  if (wait)
+    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
 }
 
 //===----------------------------------------------------------------------===//
@@ -928,24 +938,23 @@ KernelEmitter::Visit KernelEmitter::advance(Value a0, Value b0) {
 /// cp.async of the K and V tiles of key block kb into buffer `stage`: two commit
 /// groups, empty when there is nothing to load, so that group counting stays uniform.
 void KernelEmitter::prefetch(Value valid, Value kb, Value stage) {
+  prefetchTile(valid, kb, stage, /*values=*/false);
+  prefetchTile(valid, kb, stage, /*values=*/true);
+}
+
+void KernelEmitter::prefetchTile(Value valid, Value kb, Value stage, bool values) {
   Value kvLo = mul(kb, c64(bn));
   Value rows = sel(valid, mins(c64(bn), sub(seqKv, kvLo)), c64(0));
-  Value kBase = elementPtr(kPtr, eltType, add(mul(bIdx, kStrides[0]), mul(hkIdx, kStrides[1])));
-  Value vBase = elementPtr(vPtr, eltType, add(mul(bIdx, vStrides[0]), mul(hkIdx, vStrides[1])));
-  Value kOff = add(c32(offK), mul(stage, c32(kStageBytes)));
-  Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
+  Value *strides = values ? vStrides : kStrides;
+  Value base = elementPtr(values ? vPtr : kPtr, eltType,
+                          add(mul(bIdx, strides[0]), mul(hkIdx, strides[1])));
+  Value off = values ? add(c32(offV), mul(stage, c32(vStageBytes)))
+                     : add(c32(offK), mul(stage, c32(kStageBytes)));
   auto guard = scf::IfOp::create(b, loc, valid, false);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guard.thenBlock());
-    loadRowsAsync(kBase, kStrides[2], kvLo, rows, bn, d, kOff, kTile);
-  }
-  NVVM::CpAsyncCommitGroupOp::create(b, loc);
-  auto guardV = scf::IfOp::create(b, loc, valid, false);
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPointToStart(guardV.thenBlock());
-    loadRowsAsync(vBase, vStrides[2], kvLo, rows, bn, dv, vOff, vTile);
+    loadRowsAsync(base, strides[2], kvLo, rows, bn, values ? dv : d, off, values ? vTile : kTile);
   }
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
 }
@@ -1266,6 +1275,125 @@ SmallVector<std::array<Value, 4>> KernelEmitter::pFragments(SmallVector<Acc> &p)
   return frags;
 }
 
+void KernelEmitter::rotateKeys(Value kb, Value stage) {
+  RopeAttr rope = op.getKRopeAttr();
+  if (!rope)
+    return;
+  Value first = add(mul(kb, c64(bn)), kvOffset);
+  rotateInShared(add(c32(offK), mul(stage, c32(kStageBytes))), kTile, bn, rope,
+                 [&](Value row) { return add(first, ext64(row)); }, "attn_rope_k");
+  asyncProxyFence();
+  NVVM::Barrier0Op::create(b, loc);
+}
+
+/// The wgmma key loop, pipelined one tile deep: at tile j the tensor cores compute
+/// S(j+1) = Q K(j+1)^T while the warps mask, score and exponentiate S(j), then
+/// O += P(j) V(j); both groups are waited for before the loop goes on, so no
+/// accumulator is in flight across iterations. K runs two tiles ahead of P V and V one:
+/// at tile j the copies of K(j+2) (into K(j)'s buffer, read last by S(j) one tile
+/// before) and V(j+1) (into V(j-1)'s) are issued, then K(j+1) and V(j) are waited for.
+void KernelEmitter::emitPipelinedLoop() {
+  Type f32 = b.getF32Type();
+  Value negInf = cf(-std::numeric_limits<double>::infinity());
+  auto after = [&](const Visit &v) {
+    return listMode ? advance(add(v.a, c64(1)), v.b) : advance(v.a, add(v.b, c64(1)));
+  };
+  Visit first = advance(startA, startB), second = after(first);
+  prefetchTile(first.valid, first.kb, c32(0), false);
+  prefetchTile(first.valid, first.kb, c32(0), true);
+  prefetchTile(second.valid, second.kb, c32(1), false);
+  // K(0) has landed when at most V(0) and K(1) are pending.
+  NVVM::CpAsyncWaitGroupOp::create(b, loc, 2);
+  asyncProxyFence();
+  NVVM::Barrier0Op::create(b, loc);
+  int64_t nS = bn / 8, nO = dv / 8;
+  SmallVector<Type> sTypes(size_t(4 * nS), f32);
+  auto s0 = scf::IfOp::create(b, loc, sTypes, first.valid, true);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(s0.thenBlock());
+    rotateKeys(first.kb, c32(0));
+    SmallVector<Value> flat;
+    for (Acc &x : wgmmaScores(c32(0)))
+      flat.append(x.begin(), x.end());
+    scf::YieldOp::create(b, loc, flat);
+    b.setInsertionPointToStart(s0.elseBlock());
+    scf::YieldOp::create(b, loc, SmallVector<Value>(size_t(4 * nS), cf(0)));
+  }
+  // Every warpgroup has read K(0) before K(2) may overwrite it.
+  NVVM::Barrier0Op::create(b, loc);
+
+  // Loop state: (valid, kb, cls) of tiles j and j+1, the schedule (a, b) at j+1,
+  // j's buffer parity, m0, m1, l0, l1, S(j)..., O...
+  SmallVector<Value> init{first.valid, first.kb, first.cls, second.valid, second.kb, second.cls,
+                          second.a, second.b, c32(0), negInf, negInf, cf(0), cf(0)};
+  constexpr unsigned kS = 13;
+  init.append(s0.getResults().begin(), s0.getResults().end());
+  for (int64_t i = 0; i < nO * 4; ++i)
+    init.push_back(cf(0));
+  unsigned kO = kS + unsigned(4 * nS);
+  SmallVector<Type> types;
+  for (Value v : init)
+    types.push_back(v.getType());
+  SmallVector<Location> locs(types.size(), loc);
+  auto loop = scf::WhileOp::create(b, loc, types, init);
+  Block *before = b.createBlock(&loop.getBefore(), {}, types, locs);
+  scf::ConditionOp::create(b, loc, before->getArgument(0), before->getArguments());
+  Block *body = b.createBlock(&loop.getAfter(), {}, types, locs);
+  {
+    auto arg = [&](unsigned i) { return body->getArgument(i); };
+    Value kb = arg(1), cls = arg(2), valid1 = arg(3), kb1 = arg(4), cls1 = arg(5);
+    Visit scheduled{valid1, arg(6), arg(7), kb1, cls1};
+    Value parity = arg(8), other = sub(c32(1), parity);
+    Value m[2] = {arg(9), arg(10)}, l[2] = {arg(11), arg(12)};
+    SmallVector<Acc> s(nS), o(nO);
+    for (int64_t j = 0; j < nS; ++j)
+      for (int e = 0; e < 4; ++e)
+        s[size_t(j)][size_t(e)] = arg(kS + unsigned(4 * j + e));
+    for (int64_t j = 0; j < nO; ++j)
+      for (int e = 0; e < 4; ++e)
+        o[size_t(j)][size_t(e)] = arg(kO + unsigned(4 * j + e));
+
+    Visit third = after(scheduled);
+    prefetchTile(third.valid, third.kb, parity, false);
+    prefetchTile(valid1, kb1, other, true);
+    NVVM::CpAsyncWaitGroupOp::create(b, loc, 2);
+    asyncProxyFence();
+    NVVM::Barrier0Op::create(b, loc);
+    auto rope = scf::IfOp::create(b, loc, valid1, false);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(rope.thenBlock());
+      rotateKeys(kb1, other);
+    }
+    // Without a next tile the descriptors read this tile's K (landed, fenced) and the
+    // result is dropped: the wgmma stays unconditional and warpgroup-uniform.
+    SmallVector<Acc> sNext = wgmmaScores(sel(valid1, other, parity), /*wait=*/false);
+
+    s = scoreTile(s, mul(kb, c64(bn)), cls);
+    Weights w = weigh(s, m, l);
+    rescale(o, w);
+    SmallVector<std::array<Value, 4>> pFrag = pFragments(s);
+    wgmmaPv(o, pFrag, parity, /*wait=*/false);
+    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+    // Every warpgroup is done with K(j+1) and V(j) before the next tile's copies.
+    NVVM::Barrier0Op::create(b, loc);
+    SmallVector<Value> yield{valid1, kb1, cls1, third.valid, third.kb, third.cls, third.a,
+                             third.b, other, w.m[0], w.m[1], w.l[0], w.l[1]};
+    for (Acc &x : sNext)
+      yield.append(x.begin(), x.end());
+    for (Acc &x : o)
+      yield.append(x.begin(), x.end());
+    scf::YieldOp::create(b, loc, yield);
+  }
+  b.setInsertionPointAfter(loop);
+  SmallVector<Acc> o(nO);
+  for (int64_t j = 0; j < nO; ++j)
+    for (int e = 0; e < 4; ++e)
+      o[size_t(j)][size_t(e)] = loop.getResult(kO + unsigned(4 * j + e));
+  finish(o, loop.getResult(9), loop.getResult(10), loop.getResult(11), loop.getResult(12));
+}
+
 void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
   bool softmax = op.getNormalizer() == Normalizer::softmax;
   Type f32 = b.getF32Type(), i64 = b.getI64Type(), i32 = b.getI32Type(), i1 = b.getI1Type();
@@ -1306,13 +1434,7 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     asyncProxyFence();
     NVVM::Barrier0Op::create(b, loc);
     Value kvLo = mul(kb, c64(bn));
-    if (RopeAttr rope = op.getKRopeAttr()) {
-      Value first = add(kvLo, kvOffset);
-      rotateInShared(add(c32(offK), mul(stage, c32(kStageBytes))), kTile, bn, rope,
-                     [&](Value row) { return add(first, ext64(row)); }, "attn_rope_k");
-      asyncProxyFence();
-      NVVM::Barrier0Op::create(b, loc);
-    }
+    rotateKeys(kb, stage);
     SmallVector<Acc> s = wg ? wgmmaScores(stage) : computeScores(qFrag, stage);
     s = scoreTile(s, kvLo, cls);
 
@@ -1648,7 +1770,12 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     blockLo.push_back(c64(0));
   }
   splitSchedule();
-  emitMainLoop(qFrag);
+  // The pipelined loop keeps a second S tile live (block_n / 2 registers per thread):
+  // wider tiles have no room for it and run the plain loop.
+  if (cfg.pipelined())
+    emitPipelinedLoop();
+  else
+    emitMainLoop(qFrag);
   gpu::ReturnOp::create(b, loc);
 
   info.threads = threads;

@@ -55,6 +55,10 @@ struct GpuConfig {
   /// sm_90a: both matmuls on wgmma (a warpgroup per 64 rows; Q, K and V read by the
   /// tensor cores from 128-byte-swizzled shared tiles, P from registers).
   bool wgmma = false;
+  /// wgmma with block_n <= 64: compute S of the next tile on the tensor cores while
+  /// this tile's softmax runs (a second S tile live: block_n / 2 more registers).
+  bool pipeline = true;
+  bool pipelined() const { return wgmma && pipeline && blockN <= 64; }
   std::string arch = "sm_80";
   int64_t warps() const { return blockM / 16; }
   std::string name() const;

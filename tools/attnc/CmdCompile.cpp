@@ -136,6 +136,23 @@ static LoadedSpec loadJsonSpec(mlir::MLIRContext &context, const std::string &pa
   return spec;
 }
 
+/// A pipelined wgmma kernel that spills where the plain loop would not is rebuilt
+/// without the pipeline: a second S tile in registers is not worth local memory.
+static void unpipelineIfSpilling(mlir::ModuleOp module, BundleVariant &v) {
+  std::string ptxas = findPtxas(), error;
+  auto spills = [&](const PtxResult &k) {
+    PtxasReport r;
+    return runPtxas(ptxas, k.ptx, v.config.arch, "", k.info.symbol, r, error) &&
+           (r.spillStores > 0 || r.spillLoads > 0);
+  };
+  if (ptxas.empty() || !spills(v.kernel))
+    return;
+  BundleVariant plain = v;
+  plain.config.pipeline = false;
+  if (compileToPtx(module, plain.config, plain.kernel, error) && !spills(plain.kernel))
+    v = std::move(plain);
+}
+
 void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_ostream *log) {
   mlir::MLIRContext context;
   nlohmann::json json;
@@ -153,6 +170,8 @@ void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_
       std::string error;
       if (!compileToPtx(*spec.module, v.config, v.kernel, error))
         throw Failure{"variant " + v.config.name() + ": " + error};
+      if (v.config.pipelined() && req.ptxas)
+        unpipelineIfSpilling(*spec.module, v);
       v.isDefault = first;
       first = false;
       if (req.verbose)
