@@ -240,6 +240,7 @@ private:
   SmallVector<Acc> wgmmaScores(Value stage, bool wait = true);
   void wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage,
                bool wait = true);
+  void mmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage);
   /// Makes this thread's shared-memory writes (st.shared, cp.async) visible to the
   /// async proxy that wgmma reads through; a barrier must follow.
   void asyncProxyFence() {
@@ -300,6 +301,7 @@ private:
   void emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag);
   /// wgmma: S of the next tile on the tensor cores while this tile's softmax runs.
   void emitPipelinedLoop();
+  scf::WhileOp whileValid(ArrayRef<Value> init, Block *&body);
   /// The score epilogue of tile kvLo (class cls): FULL tiles that are whole skip the
   /// mask, others evaluate it.
   SmallVector<Acc> scoreTile(SmallVector<Acc> s, Value kvLo, Value cls);
@@ -1286,6 +1288,20 @@ void KernelEmitter::rotateKeys(Value kb, Value stage) {
   NVVM::Barrier0Op::create(b, loc);
 }
 
+/// An scf.while over the state `init` that runs while its first value (the visit's
+/// validity) holds; `body` is set to the after-block, whose arguments are the state.
+scf::WhileOp KernelEmitter::whileValid(ArrayRef<Value> init, Block *&body) {
+  SmallVector<Type> types;
+  for (Value v : init)
+    types.push_back(v.getType());
+  SmallVector<Location> locs(types.size(), loc);
+  auto loop = scf::WhileOp::create(b, loc, types, init);
+  Block *before = b.createBlock(&loop.getBefore(), {}, types, locs);
+  scf::ConditionOp::create(b, loc, before->getArgument(0), before->getArguments());
+  body = b.createBlock(&loop.getAfter(), {}, types, locs);
+  return loop;
+}
+
 /// The wgmma key loop, pipelined one tile deep: at tile j the tensor cores compute
 /// S(j+1) = Q K(j+1)^T while the warps mask, score and exponentiate S(j), then
 /// O += P(j) V(j); both groups are waited for before the loop goes on, so no
@@ -1332,14 +1348,8 @@ void KernelEmitter::emitPipelinedLoop() {
   for (int64_t i = 0; i < nO * 4; ++i)
     init.push_back(cf(0));
   unsigned kO = kS + unsigned(4 * nS);
-  SmallVector<Type> types;
-  for (Value v : init)
-    types.push_back(v.getType());
-  SmallVector<Location> locs(types.size(), loc);
-  auto loop = scf::WhileOp::create(b, loc, types, init);
-  Block *before = b.createBlock(&loop.getBefore(), {}, types, locs);
-  scf::ConditionOp::create(b, loc, before->getArgument(0), before->getArguments());
-  Block *body = b.createBlock(&loop.getAfter(), {}, types, locs);
+  Block *body;
+  scf::WhileOp loop = whileValid(init, body);
   {
     auto arg = [&](unsigned i) { return body->getArgument(i); };
     Value kb = arg(1), cls = arg(2), valid1 = arg(3), kb1 = arg(4), cls1 = arg(5);
@@ -1394,9 +1404,23 @@ void KernelEmitter::emitPipelinedLoop() {
   finish(o, loop.getResult(9), loop.getResult(10), loop.getResult(11), loop.getResult(12));
 }
 
+/// O += P V on mma.sync: ldmatrix.trans of V rows (k) by columns (n) gives B.
+void KernelEmitter::mmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage) {
+  Value mat = divu(lane, c32(8));
+  Value keyInStep = add(mul(remu(mat, c32(2)), c32(8)), remu(lane, c32(8)));
+  Value colInPair = mul(divu(mat, c32(2)), c32(8));
+  Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
+  for (int64_t jv = 0; jv < int64_t(o.size()); jv += 2)
+    for (int64_t kk = 0; kk < bn / 16; ++kk) {
+      Value row = add(keyInStep, c32(16 * kk));
+      Value col = add(colInPair, c32(8 * jv));
+      auto frag = ldmatrixX4(smemAt(add(vOff, mul(add(mul(row, c32(vStride)), col), c32(2)))), true);
+      o[jv] = mma(pFrag[kk], frag[0], frag[1], o[jv]);
+      o[jv + 1] = mma(pFrag[kk], frag[2], frag[3], o[jv + 1]);
+    }
+}
+
 void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
-  bool softmax = op.getNormalizer() == Normalizer::softmax;
-  Type f32 = b.getF32Type(), i64 = b.getI64Type(), i32 = b.getI32Type(), i1 = b.getI1Type();
   Value negInf = cf(-std::numeric_limits<double>::infinity());
   Visit first = advance(startA, startB);
   prefetch(first.valid, first.kb, c32(0));
@@ -1407,14 +1431,8 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
   int64_t nO = dv / 8;
   for (int64_t i = 0; i < nO * 4; ++i)
     init.push_back(cf(0));
-  SmallVector<Type> types;
-  for (Value v : init)
-    types.push_back(v.getType());
-  SmallVector<Location> locs(types.size(), loc);
-  auto loop = scf::WhileOp::create(b, loc, types, init);
-  Block *before = b.createBlock(&loop.getBefore(), {}, types, locs);
-  scf::ConditionOp::create(b, loc, before->getArgument(0), before->getArguments());
-  Block *after = b.createBlock(&loop.getAfter(), {}, types, locs);
+  Block *after;
+  scf::WhileOp loop = whileValid(init, after);
   {
     Value a = after->getArgument(1), bs = after->getArgument(2), kb = after->getArgument(3),
           cls = after->getArgument(4), stage = after->getArgument(5);
@@ -1448,20 +1466,10 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     asyncProxyFence();
     NVVM::Barrier0Op::create(b, loc);
     SmallVector<std::array<Value, 4>> pFrag = pFragments(s);
-    Value mat = divu(lane, c32(8));
-    Value keyInStep = add(mul(remu(mat, c32(2)), c32(8)), remu(lane, c32(8)));
-    Value colInPair = mul(divu(mat, c32(2)), c32(8));
-    Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
     if (wg)
       wgmmaPv(o, pFrag, stage);
-    for (int64_t jv = 0; !wg && jv < nO; jv += 2)
-      for (int64_t kk = 0; kk < bn / 16; ++kk) {
-        Value row = add(keyInStep, c32(16 * kk));
-        Value col = add(colInPair, c32(8 * jv));
-        auto frag = ldmatrixX4(smemAt(add(vOff, mul(add(mul(row, c32(vStride)), col), c32(2)))), true);
-        o[jv] = mma(pFrag[kk], frag[0], frag[1], o[jv]);
-        o[jv + 1] = mma(pFrag[kk], frag[2], frag[3], o[jv + 1]);
-      }
+    else
+      mmaPv(o, pFrag, stage);
     // Every warp is done with this buffer before the next iteration refills it.
     NVVM::Barrier0Op::create(b, loc);
     SmallVector<Value> yield{next.valid, next.a, next.b, next.kb, next.cls, other,
@@ -1476,9 +1484,6 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     for (int e = 0; e < 4; ++e)
       o[j][e] = loop.getResult(10 + 4 * j + e);
   finish(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
-  (void)i64;
-  (void)i32;
-  (void)i1;
 }
 
 void KernelEmitter::finish(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1) {

@@ -20,55 +20,61 @@ def find_ptxas():
     return None
 
 
-def compile_bundle(path, out):
-    r = subprocess.run([ATTNC, "compile", path, "-o", out, "--arch", "sm_80,sm_90a"],
-                       capture_output=True, text=True)
-    return path, r
+def compile_examples(tmp, args):
+    """Every example compiled to a bundle with `args`, in parallel:
+    [(file name, bundle dir, manifest or None, failure or None)]."""
+    def one(path):
+        out = os.path.join(tmp, os.path.basename(path)[:-5])
+        r = subprocess.run([ATTNC, "compile", path, "-o", out, *args], capture_output=True,
+                           text=True)
+        if r.returncode != 0:
+            return os.path.basename(path), out, None, f"attnc compile failed: {r.stderr.strip()}"
+        return os.path.basename(path), out, json.load(open(os.path.join(out, "manifest.json"))), None
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(one, EXAMPLES))
+
+
+def check_variant(name, out, v, present, absent, failures):
+    """A cubin and a ptxas report, and the PTX with every needle of `present`, none of
+    `absent`."""
+    if "ptxas" not in v or not os.path.exists(os.path.join(out, v["cubin"])):
+        failures.append(f"{name}/{v['name']}: no cubin or ptxas report")
+        return
+    ptx = open(os.path.join(out, v["ptx"])).read()
+    failures += [f"{name}/{v['name']}: no {n} in the PTX" for n in present if n not in ptx]
+    failures += [f"{name}/{v['name']}: {n} in the PTX" for n in absent if n in ptx]
+
+
+def spills(name, v, failures, what):
+    p = v["ptxas"]
+    if p["spill_stores"] or p["spill_loads"]:
+        failures.append(f"{name}: {what} {v['name']} spills {p['spill_stores']}/{p['spill_loads']} bytes")
 
 
 @pytest.mark.skipif(find_ptxas() is None, reason="ptxas not found (no CUDA toolkit here)")
 def test_every_example_assembles_without_spills():
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(p, os.path.join(tmp, os.path.basename(p)[:-5])) for p in EXAMPLES]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            results = list(pool.map(lambda j: compile_bundle(*j), jobs))
-        for (path, r), (_, out) in zip(results, jobs):
-            name = os.path.basename(path)
-            if r.returncode != 0:
-                failures.append(f"{name}: attnc compile failed: {r.stderr.strip()}")
+        for name, out, manifest, failure in compile_examples(tmp, ["--arch", "sm_80,sm_90a"]):
+            if failure:
+                failures.append(f"{name}: {failure}")
                 continue
-            manifest = json.load(open(os.path.join(out, "manifest.json")))
             archs = {v["arch"] for v in manifest["variants"]}
             if archs != {"sm_80", "sm_90a"}:
                 failures.append(f"{name}: variants for {sorted(archs)}")
             for v in manifest["variants"]:
-                if "ptxas" not in v or not os.path.exists(os.path.join(out, v["cubin"])):
-                    failures.append(f"{name}/{v['name']}: no cubin or ptxas report")
-                    continue
-                ptx = open(os.path.join(out, v["ptx"])).read()
-                for needle in ("mma.sync.aligned.m16n8k16", "ldmatrix.sync", "cp.async"):
-                    if needle not in ptx:
-                        failures.append(f"{name}/{v['name']}: no {needle} in the PTX")
+                check_variant(name, out, v, ("mma.sync.aligned.m16n8k16", "ldmatrix.sync", "cp.async"),
+                              (), failures)
             for arch in ("sm_80", "sm_90a"):
                 defaults = [v for v in manifest["variants"] if v["arch"] == arch and v["default"]]
                 if len(defaults) != 1:
                     failures.append(f"{name}: {len(defaults)} default variants for {arch}")
-                    continue
-                p = defaults[0]["ptxas"]
-                if p["spill_stores"] or p["spill_loads"]:
-                    failures.append(f"{name}: default {defaults[0]['name']} spills "
-                                    f"{p['spill_stores']}/{p['spill_loads']} bytes")
+                elif "ptxas" in defaults[0]:
+                    spills(name, defaults[0], failures, "default")
     assert not failures, "\n".join(failures)
 
 
 WGMMA_CONFIGS = "128x64w,64x64w,128x128w"
-
-
-def compile_wgmma(path, out):
-    r = subprocess.run([ATTNC, "compile", path, "-o", out, "--arch", "sm_90a",
-                        "--configs", WGMMA_CONFIGS], capture_output=True, text=True)
-    return path, r
 
 
 @pytest.mark.skipif(find_ptxas() is None, reason="ptxas not found (no CUDA toolkit here)")
@@ -78,32 +84,19 @@ def test_every_example_assembles_on_wgmma():
     does not spill."""
     failures = []
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(p, os.path.join(tmp, os.path.basename(p)[:-5])) for p in EXAMPLES]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            results = list(pool.map(lambda j: compile_wgmma(*j), jobs))
-        for (path, r), (_, out) in zip(results, jobs):
-            name = os.path.basename(path)
-            if r.returncode != 0:
-                failures.append(f"{name}: attnc compile failed: {r.stderr.strip()}")
+        args = ["--arch", "sm_90a", "--configs", WGMMA_CONFIGS]
+        for name, out, manifest, failure in compile_examples(tmp, args):
+            if failure:
+                failures.append(f"{name}: {failure}")
                 continue
-            manifest = json.load(open(os.path.join(out, "manifest.json")))
             variants = manifest["variants"]
             if [v["config"]["mma"] for v in variants] != ["wgmma"] * 3:
                 failures.append(f"{name}: variants {[v['name'] for v in variants]}")
             for v in variants:
-                if "ptxas" not in v or not os.path.exists(os.path.join(out, v["cubin"])):
-                    failures.append(f"{name}/{v['name']}: no cubin or ptxas report")
-                    continue
-                ptx = open(os.path.join(out, v["ptx"])).read()
-                for needle in ("wgmma.mma_async.sync.aligned.m64n", "fence.proxy.async.shared::cta",
-                               "wgmma.wait_group.sync.aligned"):
-                    if needle not in ptx:
-                        failures.append(f"{name}/{v['name']}: no {needle} in the PTX")
-                for needle in ("mma.sync", "ldmatrix"):
-                    if needle in ptx:
-                        failures.append(f"{name}/{v['name']}: {needle} in a wgmma kernel")
-            first = variants[0].get("ptxas", {})
-            if first.get("spill_stores") or first.get("spill_loads"):
-                failures.append(f"{name}: {variants[0]['name']} spills "
-                                f"{first['spill_stores']}/{first['spill_loads']} bytes")
+                check_variant(name, out, v, ("wgmma.mma_async.sync.aligned.m64n",
+                                             "fence.proxy.async.shared::cta",
+                                             "wgmma.wait_group.sync.aligned"),
+                              ("mma.sync", "ldmatrix"), failures)
+            if "ptxas" in variants[0]:
+                spills(name, variants[0], failures, "first")
     assert not failures, "\n".join(failures)
