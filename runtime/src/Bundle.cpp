@@ -429,6 +429,18 @@ int64_t kvBlocksOf(const Variant &v, const CheckedCall &c) {
 }
 } // namespace
 
+int64_t Bundle::splitsFor(const Variant &v, const DeviceInfo &dev, const CheckedCall &c,
+                          int64_t requestedSplits, const char *fn) const {
+  if (!v.splitKv)
+    return 1;
+  CheckedCall one = c;
+  one.names["num_splits"] = 1;
+  unsigned grid[3];
+  evalGrid(v, one, fn, grid);
+  return chooseSplits(requestedSplits, int64_t(grid[0]) * grid[1] * grid[2], dev.smCount,
+                      kvBlocksOf(v, c));
+}
+
 void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, void *stream,
                            const char *fn, int64_t requestedSplits) {
   const Variant &v = m_.variants[size_t(i)];
@@ -440,17 +452,10 @@ void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, v
     throw ArgError(what + " cannot split the keys (num_splits = " +
                    std::to_string(requestedSplits) + "): its bundle has no split_kv");
   CheckedCall call = c;
-  call.names["num_splits"] = 1;
+  int64_t splits = splitsFor(v, dev, c, requestedSplits, fn);
+  call.names["num_splits"] = splits;
   unsigned grid[3];
   evalGrid(v, call, fn, grid);
-  int64_t splits = 1;
-  if (v.splitKv)
-    splits = chooseSplits(requestedSplits, int64_t(grid[0]) * grid[1] * grid[2], dev.smCount,
-                          kvBlocksOf(v, call));
-  if (splits > 1) {
-    call.names["num_splits"] = splits;
-    evalGrid(v, call, fn, grid);
-  }
   std::string problem = resourceProblem(v, dev, grid);
   if (!problem.empty())
     throw CudaError(what + ": " + problem);
@@ -672,12 +677,14 @@ void Bundle::tune(const attn_call &call, int repeats, bool verbose) {
   entry.when = isoTimeNow();
 
   if (verbose) {
-    std::fprintf(stderr, "attune: %-30s %-7s %-40s %10s %12s\n", "variant", "arch", "config",
-                 "median ms", "TFLOP/s*");
+    std::fprintf(stderr, "attune: %-30s %-7s %-40s %6s %10s %12s\n", "variant", "arch", "config",
+                 "splits", "median ms", "TFLOP/s*");
     for (const auto &[i, ms] : timed) {
       const Variant &v = m_.variants[size_t(i)];
-      std::fprintf(stderr, "attune: %-30s %-7s %-40s %10.4f %12.1f%s\n", v.name.c_str(),
-                   v.arch.c_str(), v.configSummary().c_str(), ms, flops / (ms * 1e-3) / 1e12,
+      int64_t splits = splitsFor(v, dev, c, call.num_splits, fn);
+      std::fprintf(stderr, "attune: %-30s %-7s %-40s %6lld %10.4f %12.1f%s\n", v.name.c_str(),
+                   v.arch.c_str(), v.configSummary().c_str(), static_cast<long long>(splits), ms,
+                   flops / (ms * 1e-3) / 1e12,
                    i == best.first ? "  <- fastest" : "");
     }
     for (const auto &[name, why] : entry.rejected)

@@ -81,6 +81,9 @@ private:
   /// Checks `v` against the device's limits; "" if it fits, else why not.
   std::string resourceProblem(const Variant &v, const cu::DeviceInfo &dev,
                               const unsigned grid[3]) const;
+  /// How many splits variant `v` launches for the call (1 without split_kv).
+  int64_t splitsFor(const Variant &v, const cu::DeviceInfo &dev, const CheckedCall &c,
+                    int64_t requestedSplits, const char *fn) const;
   /// Launches variant `i`: with split_kv, num_splits from `requestedSplits` (0: the
   /// runtime's choice) and, when above one, the scratch buffers (stream-ordered) and
   /// the combine kernel after the main one.
