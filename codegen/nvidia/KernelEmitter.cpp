@@ -1288,6 +1288,20 @@ void KernelEmitter::rotateKeys(Value kb, Value stage) {
   NVVM::Barrier0Op::create(b, loc);
 }
 
+/// Loop state holds accumulator tiles as runs of 4 values.
+static void appendTiles(SmallVector<Value> &state, ArrayRef<Acc> tiles) {
+  for (const Acc &x : tiles)
+    state.append(x.begin(), x.end());
+}
+template <typename Range>
+static SmallVector<Acc> tilesAt(Range values, unsigned first, int64_t n) {
+  SmallVector<Acc> tiles(n);
+  for (int64_t j = 0; j < n; ++j)
+    for (int e = 0; e < 4; ++e)
+      tiles[size_t(j)][size_t(e)] = values[first + unsigned(4 * j + e)];
+  return tiles;
+}
+
 /// An scf.while over the state `init` that runs while its first value (the visit's
 /// validity) holds; `body` is set to the after-block, whose arguments are the state.
 scf::WhileOp KernelEmitter::whileValid(ArrayRef<Value> init, Block *&body) {
@@ -1356,13 +1370,8 @@ void KernelEmitter::emitPipelinedLoop() {
     Visit scheduled{valid1, arg(6), arg(7), kb1, cls1};
     Value parity = arg(8), other = sub(c32(1), parity);
     Value m[2] = {arg(9), arg(10)}, l[2] = {arg(11), arg(12)};
-    SmallVector<Acc> s(nS), o(nO);
-    for (int64_t j = 0; j < nS; ++j)
-      for (int e = 0; e < 4; ++e)
-        s[size_t(j)][size_t(e)] = arg(kS + unsigned(4 * j + e));
-    for (int64_t j = 0; j < nO; ++j)
-      for (int e = 0; e < 4; ++e)
-        o[size_t(j)][size_t(e)] = arg(kO + unsigned(4 * j + e));
+    SmallVector<Acc> s = tilesAt(body->getArguments(), kS, nS);
+    SmallVector<Acc> o = tilesAt(body->getArguments(), kO, nO);
 
     Visit third = after(scheduled);
     prefetchTile(third.valid, third.kb, parity, false);
@@ -1390,17 +1399,12 @@ void KernelEmitter::emitPipelinedLoop() {
     NVVM::Barrier0Op::create(b, loc);
     SmallVector<Value> yield{valid1, kb1, cls1, third.valid, third.kb, third.cls, third.a,
                              third.b, other, w.m[0], w.m[1], w.l[0], w.l[1]};
-    for (Acc &x : sNext)
-      yield.append(x.begin(), x.end());
-    for (Acc &x : o)
-      yield.append(x.begin(), x.end());
+    appendTiles(yield, sNext);
+    appendTiles(yield, o);
     scf::YieldOp::create(b, loc, yield);
   }
   b.setInsertionPointAfter(loop);
-  SmallVector<Acc> o(nO);
-  for (int64_t j = 0; j < nO; ++j)
-    for (int e = 0; e < 4; ++e)
-      o[size_t(j)][size_t(e)] = loop.getResult(kO + unsigned(4 * j + e));
+  SmallVector<Acc> o = tilesAt(loop.getResults(), kO, nO);
   finish(o, loop.getResult(9), loop.getResult(10), loop.getResult(11), loop.getResult(12));
 }
 
@@ -1438,10 +1442,7 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
           cls = after->getArgument(4), stage = after->getArgument(5);
     Value m[2] = {after->getArgument(6), after->getArgument(7)};
     Value l[2] = {after->getArgument(8), after->getArgument(9)};
-    SmallVector<Acc> o(nO);
-    for (int64_t j = 0; j < nO; ++j)
-      for (int e = 0; e < 4; ++e)
-        o[j][e] = after->getArgument(10 + 4 * j + e);
+    SmallVector<Acc> o = tilesAt(after->getArguments(), 10, nO);
 
     // Issue the next visited tile's loads into the other buffer, then wait for this
     // tile's K (its group is the oldest of four in flight).
@@ -1474,15 +1475,11 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     NVVM::Barrier0Op::create(b, loc);
     SmallVector<Value> yield{next.valid, next.a, next.b, next.kb, next.cls, other,
                              newM[0], newM[1], newL[0], newL[1]};
-    for (Acc &x : o)
-      yield.append(x.begin(), x.end());
+    appendTiles(yield, o);
     scf::YieldOp::create(b, loc, yield);
   }
   b.setInsertionPointAfter(loop);
-  SmallVector<Acc> o(nO);
-  for (int64_t j = 0; j < nO; ++j)
-    for (int e = 0; e < 4; ++e)
-      o[j][e] = loop.getResult(10 + 4 * j + e);
+  SmallVector<Acc> o = tilesAt(loop.getResults(), 10, nO);
   finish(o, loop.getResult(6), loop.getResult(7), loop.getResult(8), loop.getResult(9));
 }
 
