@@ -73,9 +73,9 @@ bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
       why = "wgmma configurations need block_m 64 or 128 (a warpgroup per 64 rows)";
       return false;
     }
-    // Tiles are slabs of 64 columns in the 128-byte swizzle.
-    if (op.getHeadDim() % 64 || op.getHeadDimV() % 64) {
-      why = "wgmma configurations need head dims that are multiples of 64 (head_dim " +
+    // Tiles are slabs of 64 (or 32) columns in the 128- (or 64-) byte swizzle.
+    if (op.getHeadDim() % 32 || op.getHeadDimV() % 32) {
+      why = "wgmma configurations need head dims that are multiples of 32 (head_dim " +
             std::to_string(op.getHeadDim()) + ", head_dim_v " + std::to_string(op.getHeadDimV()) + ")";
       return false;
     }
@@ -94,14 +94,16 @@ constexpr double kTwoPi = 6.283185307179586476925286766559;
 using Acc = std::array<Value, 4>;
 
 /// How a tile lies in shared memory. Padded: rows of `stride` elements (the padding
-/// keeps ldmatrix conflict-free). Swizzled (wgmma): slabs of 64 columns, each
-/// `rows` x 128 bytes, row r at 128 r with its 16-byte chunks permuted by XOR with
-/// r mod 8: the 128-byte swizzle a wgmma descriptor names, conflict-free for the
-/// row-wise cp.async writes too.
+/// keeps ldmatrix conflict-free). Swizzled (wgmma): slabs of rowBytes / 2 columns,
+/// each `rows` x rowBytes, row r at rowBytes r with its 16-byte chunks permuted by
+/// XOR with the address bits 7 and up (r mod 8 for 128-byte rows, r / 2 mod 4 for
+/// 64-byte rows): the 128- or 64-byte swizzle a wgmma descriptor names, conflict-free
+/// for the row-wise cp.async writes too.
 struct SmemTile {
   int64_t stride = 0;
   int64_t rows = 0;
   bool swizzled = false;
+  int64_t rowBytes = 128;
 };
 
 class KernelEmitter {
@@ -125,9 +127,11 @@ public:
     kStride = d + 8;
     vStride = dv + 8;
     if (wg) {
-      qTile = {0, bm, true};
-      kTile = {0, bn, true};
-      vTile = {0, bn, true};
+      // 128-byte rows when both head dims allow (fewer, wider wgmma steps), else 64.
+      rowBytes = d % 64 == 0 && dv % 64 == 0 ? 128 : 64;
+      qTile = {0, bm, true, rowBytes};
+      kTile = {0, bn, true, rowBytes};
+      vTile = {0, bn, true, rowBytes};
       qBytes = bm * d * 2;
       kStageBytes = bn * d * 2;
       vStageBytes = bn * dv * 2;
@@ -139,8 +143,8 @@ public:
       kStageBytes = bn * kStride * 2;
       vStageBytes = bn * vStride * 2;
     }
-    // Slabs are multiples of 1024 bytes (8 rows of 128): every swizzled tile starts
-    // on a swizzle-pattern boundary of the 1024-aligned base.
+    // Slabs are whole swizzle atoms (8 rows): every swizzled tile starts on a
+    // swizzle-pattern boundary of the 1024-aligned base.
     offK = qBytes;
     offV = offK + 2 * kStageBytes;
     smemBytes = offV + 2 * vStageBytes;
@@ -338,7 +342,8 @@ private:
   int64_t qPerCta; // queries per CTA: bm, or bm / group when packed
   bool fp16;
   Type eltType;
-  bool wg = false; // wgmma (sm_90a)
+  bool wg = false;       // wgmma (sm_90a)
+  int64_t rowBytes = 128; // wgmma: the swizzle's row width (slabs of rowBytes / 2 columns)
   int64_t qStride, kStride, vStride, offK, offV, smemBytes;
   SmemTile qTile, kTile, vTile;
   int64_t qBytes = 0, kStageBytes = 0, vStageBytes = 0;
@@ -430,15 +435,16 @@ Value KernelEmitter::pack(Value lo, Value hi) {
   return LLVM::BitcastOp::create(b, loc, b.getI32Type(), vec);
 }
 
-/// A wgmma shared-memory matrix descriptor of the 128-byte-swizzled tile at
-/// `byteOffset` from the aligned base: start address >> 4 in bits 0-13, leading and
-/// stride byte offsets >> 4 in bits 16-29 and 32-45, swizzle mode 1 (128 B) in bits
-/// 62-63, base offset 0 (every start lies in the first 128 bytes of an 8-row atom).
+/// A wgmma shared-memory matrix descriptor of the swizzled tile at `byteOffset` from
+/// the aligned base: start address >> 4 in bits 0-13, leading and stride byte offsets
+/// >> 4 in bits 16-29 and 32-45, swizzle mode in bits 62-63 (1: 128 B, 2: 64 B), base
+/// offset 0 (every start lies in the first row of an 8-row atom).
 Value KernelEmitter::descriptor(Value byteOffset, int64_t leadingBytes, int64_t strideBytes) {
   Value addr = add(smemAddress, byteOffset);
   Value start = andi(arith::ShRUIOp::create(b, loc, addr, c32(4)), c32(0x3fff));
+  uint64_t mode = rowBytes == 128 ? 1 : 2;
   uint64_t fixed = (uint64_t(leadingBytes >> 4) << 16) | (uint64_t(strideBytes >> 4) << 32) |
-                   (uint64_t(1) << 62);
+                   (mode << 62);
   return ori(arith::ExtUIOp::create(b, loc, b.getI64Type(), start), c64(int64_t(fixed)));
 }
 
@@ -504,16 +510,17 @@ SmallVector<Acc> KernelEmitter::wgmma(SmallVector<Acc> acc, Value aDesc, ArrayRe
 
 /// S = Q K^T for the warpgroup's 64 rows over the whole head dim: one wgmma per 16
 /// columns of d, both operands K-major. A 16-column step is 32 bytes into the
-/// slab's 128-byte rows; the hardware applies the swizzle to the computed address.
+/// slab's rows; the hardware applies the swizzle to the computed address.
 SmallVector<Acc> KernelEmitter::wgmmaScores(Value stage, bool wait) {
   SmallVector<Acc> s(size_t(bn / 8));
-  Value qRowsOff = mul(divu(warp, c32(4)), c32(64 * 128));
+  int64_t steps = rowBytes / 32, atom = 8 * rowBytes; // 16-column steps per slab
+  Value qRowsOff = mul(divu(warp, c32(4)), c32(64 * rowBytes));
   Value kOff = add(c32(offK), mul(stage, c32(kStageBytes)));
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
   for (int64_t kk = 0; kk < d / 16; ++kk) {
-    int64_t slab = kk / 4, within = (kk % 4) * 32;
-    Value aDesc = descriptor(add(qRowsOff, c32(slab * bm * 128 + within)), 16, 1024);
-    Value bDesc = descriptor(add(kOff, c32(slab * bn * 128 + within)), 16, 1024);
+    int64_t slab = kk / steps, within = (kk % steps) * 32;
+    Value aDesc = descriptor(add(qRowsOff, c32(slab * bm * rowBytes + within)), 16, atom);
+    Value bDesc = descriptor(add(kOff, c32(slab * bn * rowBytes + within)), 16, atom);
     s = wgmma(s, aDesc, {}, bDesc, /*accumulate=*/kk > 0, /*transposeB=*/false);
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
@@ -523,14 +530,14 @@ SmallVector<Acc> KernelEmitter::wgmmaScores(Value stage, bool wait) {
 }
 
 /// O += P V: P from registers, V (keys by dv, dv contiguous) as an MN-major B:
-/// 8-key groups 1024 bytes apart (stride offset), 64-column slabs bn * 128 bytes
-/// apart (leading offset); a 16-key step is two groups.
+/// 8-key groups one atom (8 rows) apart (stride offset), slabs bn rows apart
+/// (leading offset); a 16-key step is two groups.
 void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage,
                             bool wait) {
   Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
   for (int64_t kk = 0; kk < bn / 16; ++kk) {
-    Value bDesc = descriptor(add(vOff, c32(kk * 16 * 128)), bn * 128, 1024);
+    Value bDesc = descriptor(add(vOff, c32(kk * 16 * rowBytes)), bn * rowBytes, 8 * rowBytes);
     o = wgmma(o, Value(), pFrag[size_t(kk)], bDesc, /*accumulate=*/true, /*transposeB=*/true);
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
@@ -603,9 +610,12 @@ void KernelEmitter::readParams(Block *entry) {
 Value KernelEmitter::tileOffset(Value base, const SmemTile &tile, Value row, Value col) {
   if (!tile.swizzled)
     return add(base, mul(add(mul(row, c32(tile.stride)), col), c32(2)));
-  Value slab = divu(col, c32(64)), inSlab = remu(col, c32(64));
-  Value chunk = arith::XOrIOp::create(b, loc, divu(inSlab, c32(8)), remu(row, c32(8)));
-  Value off = add(mul(slab, c32(tile.rows * 128)), mul(row, c32(128)));
+  int64_t cols = tile.rowBytes / 2;
+  Value slab = divu(col, c32(cols)), inSlab = remu(col, c32(cols));
+  // The chunk index XOR address bits 7 and up of the row's start.
+  Value rowBits = tile.rowBytes == 128 ? remu(row, c32(8)) : remu(divu(row, c32(2)), c32(4));
+  Value chunk = arith::XOrIOp::create(b, loc, divu(inSlab, c32(8)), rowBits);
+  Value off = add(mul(slab, c32(tile.rows * tile.rowBytes)), mul(row, c32(tile.rowBytes)));
   return add(base, add(off, add(mul(chunk, c32(16)), mul(remu(inSlab, c32(8)), c32(2)))));
 }
 

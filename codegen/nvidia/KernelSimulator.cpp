@@ -749,9 +749,12 @@ void Simulator::execWarpgroup(Operation &op, const Mask &mask) {
       .Case([&](LLVM::InlineAsmOp call) { wgmma(call, mask); });
 }
 
-/// K-major 128-byte swizzle: row r, byte `k` of the row's 32-byte k16 step. The
-/// hardware permutes 16-byte chunks by address bits 7-9 (the row within the atom).
-static uint64_t swizzle128(uint64_t logical) { return logical ^ (((logical >> 7) & 7) << 4); }
+/// The 128- and 64-byte swizzles: 16-byte chunks (address bits 4 and up) permuted by
+/// XOR with address bits 7-9 (128 B) or 7-8 (64 B), the row within the atom.
+static uint64_t swizzle(uint64_t logical, uint64_t rowBytes) {
+  uint64_t rowBits = rowBytes == 128 ? 7 : 3;
+  return logical ^ (((logical >> 7) & rowBits) << 4);
+}
 
 void Simulator::wgmma(LLVM::InlineAsmOp call, const Mask &mask) {
   const WgmmaForm &f = wgmmaForm(call);
@@ -773,28 +776,37 @@ void Simulator::wgmma(LLVM::InlineAsmOp call, const Mask &mask) {
       return v;
     };
     struct Desc {
-      uint64_t start, lbo, sbo;
+      uint64_t start, lbo, sbo, rowBytes;
     };
     auto decodeDesc = [&](uint64_t desc, bool mnMajor) {
-      Desc d{(desc & 0x3fff) << 4, ((desc >> 16) & 0x3fff) << 4, ((desc >> 32) & 0x3fff) << 4};
-      if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0)
-        throw Failure{"simulator: only the 128-byte swizzle with base offset 0 is modelled"};
+      uint64_t mode = desc >> 62;
+      Desc d{(desc & 0x3fff) << 4, ((desc >> 16) & 0x3fff) << 4, ((desc >> 32) & 0x3fff) << 4,
+             mode == 1 ? 128u : 64u};
+      if ((mode != 1 && mode != 2) || ((desc >> 49) & 7) != 0)
+        throw Failure{"simulator: only the 128- and 64-byte swizzles with base offset 0 are "
+                      "modelled"};
       // Starts inside the first row of an 8-row atom (K-major steps of 32 bytes), or on
       // an atom (MN-major): the swizzle's row bits then come from the row alone.
-      if (mnMajor ? (d.start & 1023) != 0 : ((d.start >> 7) & 7) != 0 || (d.start & 127) > 96)
+      uint64_t atom = 8 * d.rowBytes;
+      if (mnMajor ? (d.start % atom) != 0 : (d.start % atom) > d.rowBytes - 32)
         throw Failure{"simulator: wgmma descriptor start " + std::to_string(d.start) +
-                      " is not where a 128-byte-swizzled operand can start"};
-      if (d.sbo % 1024)
-        throw Failure{"simulator: wgmma stride byte offset not a multiple of the 1024-byte atom"};
+                      " is not where a " + std::to_string(d.rowBytes) +
+                      "-byte-swizzled operand can start"};
+      if (d.sbo % atom)
+        throw Failure{"simulator: wgmma stride byte offset not a multiple of the " +
+                      std::to_string(atom) + "-byte atom"};
       return d;
     };
     auto toF = [&](uint16_t h) { return f.f16 ? fromF16(h) : fromBf16(h); };
     auto kMajor = [&](const Desc &d, int64_t row, int64_t k) {
-      return asyncRead(swizzle128(d.start + (row % 8) * 128 + (row / 8) * d.sbo + k * 2));
+      uint64_t r = d.rowBytes;
+      return asyncRead(swizzle(d.start + uint64_t(row % 8) * r + uint64_t(row / 8) * d.sbo +
+                                   uint64_t(k) * 2, r));
     };
     auto mnMajor = [&](const Desc &d, int64_t k, int64_t n) {
-      return asyncRead(swizzle128(d.start + (n % 64) * 2 + (n / 64) * d.lbo + (k % 8) * 128 +
-                                  (k / 8) * d.sbo));
+      uint64_t r = d.rowBytes, cols = r / 2;
+      return asyncRead(swizzle(d.start + (uint64_t(n) % cols) * 2 + (uint64_t(n) / cols) * d.lbo +
+                                   uint64_t(k % 8) * r + uint64_t(k / 8) * d.sbo, r));
     };
     std::vector<float> A(64 * 16), B(16 * size_t(f.n));
     if (f.aRegs) {
@@ -1224,7 +1236,7 @@ void Simulator::exec(Operation &op, const Mask &mask) {
             if (auto v = llvm::dyn_cast_if_present<Value>(i))
               idx = int64_t(dyn[d++]->at(l));
             else
-              idx = cast<IntegerAttr>(i.get<IntegerAttr>()).getInt();
+              idx = cast<IntegerAttr>(i).getInt();
           }
           outs[0].at(l) = base.at(l) + uint64_t(idx * int64_t(size));
         }
