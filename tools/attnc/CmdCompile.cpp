@@ -136,20 +136,26 @@ static LoadedSpec loadJsonSpec(mlir::MLIRContext &context, const std::string &pa
   return spec;
 }
 
-/// A pipelined wgmma kernel that spills where the plain loop would not is rebuilt
-/// without the pipeline: a second S tile in registers is not worth local memory.
+/// A pipelined wgmma kernel that spills is rebuilt without the pipeline, and the one
+/// that spills less is kept: a second S tile in registers is not worth local memory.
 static void unpipelineIfSpilling(mlir::ModuleOp module, BundleVariant &v) {
   std::string ptxas = findPtxas(), error;
-  auto spills = [&](const PtxResult &k) {
+  // Spilled bytes (stores + loads), or -1 when ptxas fails (the bundle writer reports it).
+  auto spilled = [&](const PtxResult &k) -> int64_t {
     PtxasReport r;
-    return runPtxas(ptxas, k.ptx, v.config.arch, "", k.info.symbol, r, error) &&
-           (r.spillStores > 0 || r.spillLoads > 0);
+    if (!runPtxas(ptxas, k.ptx, v.config.arch, "", k.info.symbol, r, error))
+      return -1;
+    return r.spillStores + r.spillLoads;
   };
-  if (ptxas.empty() || !spills(v.kernel))
+  int64_t pipelined = ptxas.empty() ? 0 : spilled(v.kernel);
+  if (pipelined <= 0)
     return;
   BundleVariant plain = v;
   plain.config.pipeline = false;
-  if (compileToPtx(module, plain.config, plain.kernel, error) && !spills(plain.kernel))
+  if (!compileToPtx(module, plain.config, plain.kernel, error))
+    return;
+  int64_t plainSpill = spilled(plain.kernel);
+  if (plainSpill >= 0 && plainSpill < pipelined)
     v = std::move(plain);
 }
 
