@@ -44,7 +44,9 @@ commands:
       bundle lives in the user's cache ($ATTUNE_CACHE_DIR, $XDG_CACHE_HOME/attune or
       ~/.cache/attune) and a second call for the same spec compiles nothing;
       a config is BMxBN (query rows x keys per tile), with a trailing g for one CTA
-      per kv head holding the rows of all its query heads (GQA packing)
+      per kv head holding the rows of all its query heads (GQA packing) and w for
+      sm_90a's wgmma (block_m 64 or 128; sm_90a only, dropped for other archs);
+      `default` in the list stands for the default configs (default,128x64w)
   compile SPEC --emit gpu-ir|ptx [--arch A] [--configs BMxBN]
       print the first variant's kernel IR (before LLVM) or PTX
   tune SPEC --seq-q N [--seq-kv N] [--batch N] [--input NAME=FILE.npy ...]
