@@ -111,7 +111,7 @@ public:
 
     c.names = {{"batch", B},           {"seq_q", Sq},           {"seq_kv", Skv},
                {"heads_q", c.headsQ},  {"heads_kv", c.headsKv}, {"head_dim", c.headDim},
-               {"head_dim_v", c.headDimV}};
+               {"head_dim_v", c.headDimV}, {"num_splits", 1}}; // a launch may split
     for (const std::string &s : m_.freeSymbols())
       c.names[s] = symbols_.at(s);
     c.empty = B == 0 || c.headsQ == 0 || Sq == 0;
@@ -400,9 +400,7 @@ std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::st
         } else if (p.name == "kv_offset") {
           value = c.kvOffset;
         } else {
-          auto it = c.names.find(p.name);
-          // num_splits is bound at launch; a check-only caller sees one split.
-          value = it != c.names.end() ? it->second : p.name == "num_splits" ? 1 : c.names.at(p.name);
+          value = c.names.at(p.name);
         }
         break;
       case ParamSource::Stride:

@@ -28,7 +28,8 @@ public:
 struct CheckedCall {
   int64_t batch = 0, seqQ = 0, seqKv = 0, headsQ = 0, headsKv = 0, headDim = 0, headDimV = 0;
   int64_t qOffset = 0, kvOffset = 0;
-  /// batch, seq_q, ... and the free symbols: the names grid expressions use.
+  /// batch, seq_q, ..., num_splits (1 until a launch splits) and the free symbols: the
+  /// names grid expressions use.
   std::map<std::string, int64_t> names;
   attn_tensor q{}, k{}, v{}, o{}, lse{};
   /// The extra inputs in manifest order.

@@ -433,10 +433,8 @@ int64_t Bundle::splitsFor(const Variant &v, const DeviceInfo &dev, const Checked
                           int64_t requestedSplits, const char *fn) const {
   if (!v.splitKv)
     return 1;
-  CheckedCall one = c;
-  one.names["num_splits"] = 1;
   unsigned grid[3];
-  evalGrid(v, one, fn, grid);
+  evalGrid(v, c, fn, grid); // c binds num_splits = 1: the unsplit grid
   return chooseSplits(requestedSplits, int64_t(grid[0]) * grid[1] * grid[2], dev.smCount,
                       kvBlocksOf(v, c));
 }
@@ -451,9 +449,14 @@ void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, v
   if (!v.splitKv && requestedSplits > 1)
     throw ArgError(what + " cannot split the keys (num_splits = " +
                    std::to_string(requestedSplits) + "): its bundle has no split_kv");
-  CheckedCall call = c;
   int64_t splits = splitsFor(v, dev, c, requestedSplits, fn);
-  call.names["num_splits"] = splits;
+  // c binds num_splits = 1; only a split launch pays for a copy that rebinds it.
+  CheckedCall rebound;
+  if (splits > 1) {
+    rebound = c;
+    rebound.names["num_splits"] = splits;
+  }
+  const CheckedCall &call = splits > 1 ? rebound : c;
   unsigned grid[3];
   evalGrid(v, call, fn, grid);
   std::string problem = resourceProblem(v, dev, grid);
