@@ -112,6 +112,12 @@ def Attn_WeightsTileOp : Attn_Op<"weights_tile"> {
 
 def Attn_PvTileOp : Attn_Op<"pv_tile"> {
   let summary = "acc = alpha * acc + p v (alpha per row; absent means 1)";
+  let description = [{
+    acc[r, d] = alpha[r] acc[r, d] + sum over c with p[r, c] != 0 of p[r, c] v[c, d]:
+    a pair of weight 0 (masked, or a weight that underflowed float32) contributes
+    nothing, even where v[c, d] is NaN or infinite (PATTERNS.md: a masked pair
+    contributes nothing; 0 * NaN would make the row NaN).
+  }];
   let arguments = (ins Attn_Tile2D:$p, Attn_Tile2D:$v, Attn_Tile2D:$acc,
                        Optional<Attn_Tile1D>:$alpha);
   let assemblyFormat = [{

@@ -270,7 +270,13 @@ void lowerPv(PvTileOp op) {
     e.loop(e.idx(0), e.idx(dimOf(op.getAcc(), 1)), [&](Value d) {
       Value sum = e.loop(e.idx(0), e.idx(dimOf(op.getP(), 1)), {e.f32(0.0)},
                          [&](Value c, ValueRange acc) -> SmallVector<Value> {
-                           return {e.addf(acc[0], e.mulf(e.load(op.getP(), {r, c}), e.load(op.getV(), {c, d})))};
+                           // A pair of weight 0 (masked) contributes nothing, even
+                           // where v is NaN or infinite (0 * NaN would be NaN).
+                           Value p = e.load(op.getP(), {r, c});
+                           Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                                              p, e.f32(0.0));
+                           Value term = e.select(zero, e.f32(0.0), e.mulf(p, e.load(op.getV(), {c, d})));
+                           return {e.addf(acc[0], term)};
                          })[0];
       e.store(e.addf(e.mulf(e.load(op.getAcc(), {r, d}), alpha), sum), op.getAcc(), {r, d});
     });

@@ -131,7 +131,9 @@ struct RowEvaluator {
       args[0].f = dot * scale;
       score.run(args, call.inputs, scratch, &out);
       scores[j] = out.f;
-      rowMax = std::max(rowMax, out.f);
+      // A NaN score of an allowed pair makes the row NaN (std::max would drop it and
+      // could call a row of NaN scores fully masked).
+      rowMax = std::isnan(out.f) || std::isnan(rowMax) ? out.f + rowMax : std::max(rowMax, out.f);
     }
     // Weights over allowed keys.
     double lse = -std::numeric_limits<double>::infinity();
