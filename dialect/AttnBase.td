@@ -98,6 +98,12 @@ def Attn_RopeAttr : Attn_Attr<"Rope", "rope"> {
                         "::mlir::FloatAttr":$beta_fast, "::mlir::FloatAttr":$beta_slow,
                         "::mlir::FloatAttr":$mscale);
   let assemblyFormat = "`<` struct(params) `>`";
+  let extraClassDeclaration = [{
+    /// The rotation frequency of each feature pair m in [0, rotary_dim / 2), after
+    /// scaling, in double (attn.rope's definition, ropeFrequencies in
+    /// AttnSemantics.h): what every back end rotates by.
+    ::llvm::SmallVector<double> getFrequencies() const;
+  }];
 }
 
 #endif // ATTN_BASE_TD

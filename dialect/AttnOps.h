@@ -23,6 +23,13 @@ enum TileClass : int32_t { kEmpty = 0, kPartial = 1, kFull = 2 };
 /// hoists constants out of non-isolated regions). Before a region is cloned
 /// elsewhere, this clones those constants at `b`'s insertion point into `mapping`.
 void cloneConstantsUsedIn(Region &region, OpBuilder &b, IRMapping &mapping);
+
+/// Clones the single block of `region` at `b`'s insertion point with its arguments
+/// bound to `args` (and the values it captures mapped by `mapping`); returns the
+/// values its attn.yield yields. The one way every pass and back end inlines an attn
+/// region (mask, score, kv_ranges, tile_class).
+SmallVector<Value> inlineRegion(OpBuilder &b, Region &region, ValueRange args,
+                                IRMapping mapping);
 } // namespace attn
 } // namespace mlir
 

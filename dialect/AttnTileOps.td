@@ -33,6 +33,51 @@ def Attn_GridOp : Attn_Op<"grid", [
   let hasRegionVerifier = 1;
 }
 
+def Attn_ForKvBlocksOp : Attn_Op<"for_kv_blocks", [AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
+  let summary = "the key-block schedule of one query block, and the loop over it";
+  let description = [{
+    Runs `body(kb, cls)` for every key block kb (of `block_n` keys) that the query
+    rows [q_lo, q_hi) of batch `batch` visit, in schedule order, with cls its tile
+    class (attn.tile_class: EMPTY 0, PARTIAL 1, FULL 2; EMPTY blocks are never
+    visited). This op is the one definition of the schedule: every back end lowers it
+    through `mlir::attn::KvSchedule` (passes/KvSchedule.h), the host to an scf.while,
+    the NVIDIA lowering to its prefetching key loop.
+
+    Without `list`: for each head h of `heads` in order, `ranges(batch, h, q_lo, q_hi,
+    q_offset, kv_offset, seq_q, seq_kv)` yields key intervals [lo_r, hi_r); interval r
+    covers the blocks [floor(lo_r / BN), ceil(hi_r / BN)) (none when hi_r <= lo_r).
+    The positions of all intervals laid end to end form the schedule; a block that an
+    earlier interval covered is not visited again. With `list` (i32 [B, H, R, K],
+    -1 padded): the schedule is the entries of list[batch, heads[0], q_lo / list_rows]
+    (no entries when that row is outside the list), entries outside
+    [0, ceil(seq_kv / BN)) and repeats of earlier entries skipped.
+
+    The class of block kb is `tile_class(batch, h, q_lo, q_hi, kb BN, min(kb BN + BN,
+    seq_kv), q_offset, kv_offset, seq_q, seq_kv)` when it is the same for every head
+    of `heads`, else PARTIAL (a CTA holding the rows of several heads: GQA packing).
+
+    With `split(s of n)`, only the positions [s c, min((s + 1) c, total)) of the
+    schedule are visited, c = ceil(total / n): the splits of split-KV share the work
+    evenly whatever the mask, and every block is visited by exactly one split.
+  }];
+  let arguments = (ins I64:$batch, Variadic<I64>:$heads, I64:$q_lo, I64:$q_hi,
+                       I64:$q_offset, I64:$kv_offset, I64:$seq_q, I64:$seq_kv,
+                       Optional<AnyMemRef>:$list, Optional<I64>:$split,
+                       Optional<I64>:$num_splits, I64Attr:$block_n,
+                       OptionalAttr<I64Attr>:$list_rows);
+  let regions = (region MaxSizedRegion<1>:$ranges, SizedRegion<1>:$tile_class,
+                        SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    `batch` `(` $batch `)` `heads` `(` $heads `)` `queries` `(` $q_lo `,` $q_hi `)`
+    `offsets` `(` $q_offset `,` $kv_offset `)` `sizes` `(` $seq_q `,` $seq_kv `)`
+    (`list` `(` $list^ `:` type($list) `)`)? (`split` `(` $split^ `of` $num_splits `)`)?
+    `block_n` $block_n attr-dict-with-keyword `ranges` $ranges `classes` $tile_class
+    `do` $body
+  }];
+  let hasRegionVerifier = 1;
+}
+
 def Attn_FillTileOp : Attn_Op<"fill_tile"> {
   let summary = "sets every element of a tile buffer";
   let arguments = (ins AnyTypeOf<[Attn_Tile2D, Attn_Tile1D]>:$tile, F32Attr:$value);

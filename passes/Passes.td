@@ -1,7 +1,8 @@
 //===- Passes.td - the attn compiler passes ----------------*- tablegen -*-===//
 //
 // The pipeline, in order: attn-expand-patterns, attn-fuse, attn-analyze-blocks,
-// attn-tile (L1 -> L2). Back ends lower L2 (codegen/).
+// attn-tile (L1 -> L2). Back ends lower L2 (codegen/); attn-lower-kv-schedule turns
+// L2's key-block schedule into loops for those without a key loop of their own.
 //
 //===----------------------------------------------------------------------===//
 
@@ -62,6 +63,20 @@ def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::func::FuncDialect"];
+}
+
+def AttnLowerKvSchedule : Pass<"attn-lower-kv-schedule", "::mlir::ModuleOp"> {
+  let summary = "Lower attn.for_kv_blocks (the key-block schedule) to an scf.while";
+  let description = [{
+    For back ends without a key loop of their own (the host): every
+    attn.for_kv_blocks becomes an scf.while that steps through its schedule with
+    `mlir::attn::KvSchedule` (passes/KvSchedule.h), the same walker the NVIDIA
+    lowering uses: intervals of the ranges region end to end (or the list's entries),
+    blocks visited once, EMPTY tiles skipped, the split's share only. The body runs
+    once per visited block with its index and tile class.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::memref::MemRefDialect"];
 }
 
 #endif // ATTN_PASSES_TD

@@ -6,9 +6,10 @@
 //     attn.grid B, Hq, ceil(Sq / BM) {                          // (b, h, qb)
 //       q tile <- q[b, h, qb*BM ...]  (rotated when q_rope)
 //       m = -inf, l = 0, acc = 0
-//       for each key range [lo, hi) of kv_ranges(q block):       // closed form
-//         for kb in [lo / BN, ceil(hi / BN)):
-//           skip kb if an earlier range had it, or tile_class == EMPTY
+//       attn.for_kv_blocks (kb, cls) ranges {kv_ranges} classes {tile_class}:
+//         (the schedule: each key range [lo, hi) of kv_ranges(q block) in closed
+//          form, blocks [lo / BN, ceil(hi / BN)) that an earlier range did not
+//          have and whose tile_class is not EMPTY)
 //           k, v tiles <- k[b, h / G, kb*BN ...], v[...]
 //           s = scale * q k^T
 //           FULL tile and whole: s = score(s)      (no mask code)
@@ -17,7 +18,8 @@
 //       o <- acc / l, lse <- m + log l
 //
 // With a block list (kv_list_*) whose blocks the tiles match, the key blocks are the
-// listed ones instead of the ranges.
+// listed ones instead of the ranges. Back ends lower attn.for_kv_blocks through
+// passes/KvSchedule.h, the one implementation of the schedule.
 //
 //===----------------------------------------------------------------------===//
 #include "passes/Passes.h"
@@ -55,22 +57,6 @@ MemRefType contiguousType(RankedTensorType t) {
   return MemRefType::get(t.getShape(), t.getElementType());
 }
 
-/// Clones the single block of `region` inline, with its arguments bound to `args`;
-/// returns the values it yields.
-SmallVector<Value> inlineRegion(OpBuilder &b, Region &region, ValueRange args,
-                                IRMapping mapping) {
-  Block &block = region.front();
-  cloneConstantsUsedIn(region, b, mapping);
-  for (auto [arg, v] : llvm::zip(block.getArguments(), args))
-    mapping.map(arg, v);
-  for (Operation &op : block.without_terminator())
-    b.clone(op, mapping);
-  SmallVector<Value> results;
-  for (Value v : cast<YieldOp>(block.getTerminator()).getValues())
-    results.push_back(mapping.lookupOrDefault(v));
-  return results;
-}
-
 class KernelBuilder {
 public:
   KernelBuilder(AttentionOp op, int64_t bm, int64_t bn)
@@ -89,8 +75,7 @@ private:
 
   void buildGridBody(Block *body);
   void processTile(Value kb, Value cls);
-  void rangeLoops();
-  void listLoop();
+  void schedule(bool useList);
 
   AttentionOp op;
   int64_t bm, bn;
@@ -195,10 +180,7 @@ void KernelBuilder::buildGridBody(Block *body) {
   auto listBlock = op.getKvListBlock();
   bool useList = op.getKvListInput() && listBlock && listBlock->size() == 2 &&
                  (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
-  if (useList)
-    listLoop();
-  else
-    rangeLoops();
+  schedule(useList);
 
   if (op.getNormalizer() == Normalizer::softmax) {
     StoreTileOp::create(b, loc, acc, l, o, bIdx, hIdx, qLo, qRows);
@@ -219,12 +201,13 @@ void KernelBuilder::processTile(Value kb, Value cls) {
   LoadTileOp::create(b, loc, v, bIdx, hkIdx, kvLo, kvRows, vt, Value(), RopeAttr());
   QkTileOp::create(b, loc, qt, kt, s, op.getScaleAttr());
 
+  Value kvLo64 = toI64(kvLo);
   Value whole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kvRows, idx(bn));
   Value full = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls,
                                      arith::ConstantIntOp::create(b, loc, kFull, 32));
   Value unmasked = arith::AndIOp::create(b, loc, whole, full);
   auto epilogue = [&](bool masked) {
-    auto score = ScoreTileOp::create(b, loc, s, b64, h64, qLo64, toI64(kvLo), qOffset,
+    auto score = ScoreTileOp::create(b, loc, s, b64, h64, qLo64, kvLo64, qOffset,
                                      kvOffset, seqQ64, seqKv64, inputBuffers, masked);
     IRMapping mapping = inputs;
     {
@@ -265,102 +248,31 @@ void KernelBuilder::processTile(Value kb, Value cls) {
   }
 }
 
-/// The tile class of key block kb, from the attention's tile_class region.
-static Value classOf(OpBuilder &b, Location loc, AttentionOp op, IRMapping &inputs,
-                     ArrayRef<Value> args) {
-  return inlineRegion(b, op.getTileClass(), args, inputs)[0];
-}
-
-void KernelBuilder::rangeLoops() {
-  SmallVector<Value> bounds =
-      inlineRegion(b, op.getKvRanges(),
-                   {b64, h64, qLo64, qHi64, qOffset, kvOffset, seqQ64, seqKv64}, inputs);
-  SmallVector<std::pair<Value, Value>> blockRanges;
-  for (size_t r = 0; r + 1 < bounds.size(); r += 2) {
-    Value lo = toIndex(bounds[r]), hi = toIndex(bounds[r + 1]);
-    Value blo = arith::DivUIOp::create(b, loc, lo, idx(bn));
-    Value bhi = arith::MaxUIOp::create(b, loc, arith::CeilDivUIOp::create(b, loc, hi, idx(bn)), blo);
-    // An empty key range visits nothing.
-    Value empty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ule, hi, lo);
-    bhi = arith::SelectOp::create(b, loc, empty, blo, bhi);
-    auto loop = scf::ForOp::create(b, loc, blo, bhi, idx(1));
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(loop.getBody());
-    Value kb = loop.getInductionVar();
-    // Key blocks an earlier range already covered are not visited twice.
-    Value seen = arith::ConstantIntOp::create(b, loc, 0, 1);
-    for (auto [plo, phi] : blockRanges) {
-      Value inside = arith::AndIOp::create(
-          b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::uge, kb, plo),
-          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, kb, phi));
-      seen = arith::OrIOp::create(b, loc, seen, inside);
-    }
-    Value kvLo64 = toI64(arith::MulIOp::create(b, loc, kb, idx(bn)));
-    Value kvHi64 = arith::MinSIOp::create(b, loc, arith::AddIOp::create(b, loc, kvLo64, i64(bn)), seqKv64);
-    Value cls = classOf(b, loc, op, inputs,
-                        {b64, h64, qLo64, qHi64, kvLo64, kvHi64, qOffset, kvOffset, seqQ64, seqKv64});
-    Value nonEmpty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
-                                           arith::ConstantIntOp::create(b, loc, kEmpty, 32));
-    Value fresh = arith::XOrIOp::create(b, loc, seen, arith::ConstantIntOp::create(b, loc, 1, 1));
-    auto ifVisit = scf::IfOp::create(b, loc, arith::AndIOp::create(b, loc, nonEmpty, fresh),
-                                     /*withElseRegion=*/false);
-    b.setInsertionPointToStart(ifVisit.thenBlock());
-    processTile(kb, cls);
-    blockRanges.push_back({blo, bhi});
-  }
-}
-
-/// Iterates the key blocks listed for this query block (deduplicated, -1 padding and
-/// out-of-range entries skipped).
-void KernelBuilder::listLoop() {
-  Value list = inputBuffers[*op.getKvListInput()];
-  int64_t listBm = (*op.getKvListBlock())[0];
-  Value row = arith::DivUIOp::create(b, loc, qLo, idx(listBm));
-  Value kvBlocks = arith::CeilDivUIOp::create(b, loc, seqKv, idx(bn));
-  // The list row exists only when (b, h, row) is inside the list tensor.
-  auto dimOk = [&](Value i, int64_t dim) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, i,
-                                 memref::DimOp::create(b, loc, list, dim));
-  };
-  Value rowOk = arith::AndIOp::create(b, loc, dimOk(bIdx, 0),
-                                      arith::AndIOp::create(b, loc, dimOk(hIdx, 1), dimOk(row, 2)));
-  Value entries = arith::SelectOp::create(b, loc, rowOk, memref::DimOp::create(b, loc, list, 3), idx(0));
-  auto loop = scf::ForOp::create(b, loc, idx(0), entries, idx(1));
+/// The key loop: attn.for_kv_blocks over the attention's kv_ranges (or its block
+/// list) and tile_class, with processTile as its body.
+void KernelBuilder::schedule(bool useList) {
+  Value list = useList ? inputBuffers[*op.getKvListInput()] : Value();
+  auto loop = ForKvBlocksOp::create(
+      b, loc, b64, ValueRange{h64}, qLo64, qHi64, qOffset, kvOffset, seqQ64, seqKv64, list,
+      /*split=*/Value(), /*num_splits=*/Value(), b.getI64IntegerAttr(bn),
+      useList ? b.getI64IntegerAttr((*op.getKvListBlock())[0]) : IntegerAttr());
   OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(loop.getBody());
-  Value t = loop.getInductionVar();
-  auto entryAt = [&](Value pos) {
-    Value e = memref::LoadOp::create(b, loc, list, ValueRange{bIdx, hIdx, row, pos});
-    return arith::ExtSIOp::create(b, loc, b.getI64Type(), e).getResult();
-  };
-  Value entry = entryAt(t);
-  Value valid = arith::AndIOp::create(
-      b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, entry, i64(0)),
-      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, entry, toI64(kvBlocks)));
-  auto dup = scf::ForOp::create(b, loc, idx(0), t, idx(1),
-                                ValueRange{arith::ConstantIntOp::create(b, loc, 0, 1)},
-                                [&](OpBuilder &nb, Location l, Value u, ValueRange acc) {
-                                  OpBuilder::InsertionGuard g(b);
-                                  b.setInsertionPointToEnd(nb.getInsertionBlock());
-                                  Value same = arith::CmpIOp::create(
-                                      b, l, arith::CmpIPredicate::eq, entryAt(u), entry);
-                                  scf::YieldOp::create(b, l, ValueRange{
-                                      arith::OrIOp::create(b, l, acc[0], same).getResult()});
-                                });
-  Value fresh = arith::XOrIOp::create(b, loc, dup.getResult(0),
-                                      arith::ConstantIntOp::create(b, loc, 1, 1));
-  auto ifVisit = scf::IfOp::create(b, loc, arith::AndIOp::create(b, loc, valid, fresh), false);
-  b.setInsertionPointToStart(ifVisit.thenBlock());
-  Value kb = toIndex(entry);
-  Value kvLo64 = arith::MulIOp::create(b, loc, entry, i64(bn));
-  Value kvHi64 = arith::MinSIOp::create(b, loc, arith::AddIOp::create(b, loc, kvLo64, i64(bn)), seqKv64);
-  Value cls = classOf(b, loc, op, inputs,
-                      {b64, h64, qLo64, qHi64, kvLo64, kvHi64, qOffset, kvOffset, seqQ64, seqKv64});
-  Value nonEmpty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls,
-                                         arith::ConstantIntOp::create(b, loc, kEmpty, 32));
-  auto ifNonEmpty = scf::IfOp::create(b, loc, nonEmpty, false);
-  b.setInsertionPointToStart(ifNonEmpty.thenBlock());
-  processTile(kb, cls);
+  if (!useList) {
+    b.setInsertionPoint(loop);
+    IRMapping mapping = inputs;
+    cloneConstantsUsedIn(op.getKvRanges(), b, mapping);
+    op.getKvRanges().cloneInto(&loop.getRanges(), mapping);
+  }
+  {
+    b.setInsertionPoint(loop);
+    IRMapping mapping = inputs;
+    cloneConstantsUsedIn(op.getTileClass(), b, mapping);
+    op.getTileClass().cloneInto(&loop.getTileClass(), mapping);
+  }
+  Block *body = b.createBlock(&loop.getBody(), {}, {b.getI64Type(), b.getI32Type()}, {loc, loc});
+  b.setInsertionPointToStart(body);
+  processTile(toIndex(body->getArgument(0)), body->getArgument(1));
+  YieldOp::create(b, loc);
 }
 
 struct TilePass : public mlir::attn::impl::AttnTileBase<TilePass> {

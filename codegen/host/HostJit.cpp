@@ -104,6 +104,7 @@ std::unique_ptr<HostKernel> HostKernel::compile(ModuleOp l1, const HostCompileOp
       f->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(), UnitAttr::get(ctx));
   });
   PassManager lower(ctx);
+  lower.addPass(attn::createAttnLowerKvSchedule());
   lower.addPass(attn::createAttnLowerTilesToLoops());
   lower.addPass(createCanonicalizerPass());
   lower.addPass(createLoopInvariantCodeMotionPass());
@@ -113,9 +114,13 @@ std::unique_ptr<HostKernel> HostKernel::compile(ModuleOp l1, const HostCompileOp
   lower.addPass(createConvertMathToLLVMPass());
   lower.addPass(createConvertMathToLibmPass());
   lower.addPass(createSCFToControlFlowPass());
+  // memref before arith/index: memref.dim with a constant index then lowers to a
+  // field of the descriptor; after them its index is a cast, not a constant, and the
+  // lowering indexes a stack copy of the sizes (an alloca per evaluation: inside a
+  // key loop, a stack overflow at long sequences).
+  lower.addPass(createFinalizeMemRefToLLVMConversionPass());
   lower.addPass(createArithToLLVMConversionPass());
   lower.addPass(createConvertIndexToLLVMPass());
-  lower.addPass(createFinalizeMemRefToLLVMConversionPass());
   lower.addPass(createConvertFuncToLLVMPass());
   lower.addPass(createConvertControlFlowToLLVMPass());
   lower.addPass(createReconcileUnrealizedCastsPass());

@@ -83,29 +83,6 @@ void lowerFill(FillTileOp op) {
   op.erase();
 }
 
-/// Per-pair frequencies of a fused rotary embedding (same rule as attn.rope).
-SmallVector<double> ropeFrequencies(RopeAttr r) {
-  const double kPi = 3.14159265358979323846;
-  int64_t dim = r.getRotaryDim();
-  double theta = r.getTheta().getValueAsDouble(), factor = r.getFactor().getValueAsDouble();
-  if (r.getScaling() == RopeScaling::ntk)
-    theta *= std::pow(factor, double(dim) / double(dim - 2));
-  SmallVector<double> freqs;
-  for (int64_t m = 0; m < dim / 2; ++m) {
-    double f = std::pow(theta, -2.0 * double(m) / double(dim));
-    if (r.getScaling() == RopeScaling::linear) {
-      f /= factor;
-    } else if (r.getScaling() == RopeScaling::yarn) {
-      double ratio = double(r.getOriginalMaxPosition()) / (2.0 * kPi / f);
-      double lo = r.getBetaSlow().getValueAsDouble(), hi = r.getBetaFast().getValueAsDouble();
-      double gamma = std::clamp((ratio - lo) / (hi - lo), 0.0, 1.0);
-      f = (1.0 - gamma) * f / factor + gamma * f;
-    }
-    freqs.push_back(f);
-  }
-  return freqs;
-}
-
 void lowerLoad(LoadTileOp op) {
   OpBuilder b(op);
   Emit e{b, op.getLoc()};
@@ -123,7 +100,7 @@ void lowerLoad(LoadTileOp op) {
     });
     if (RopeAttr rope = op.getRopeAttr()) {
       // Angles in double: positions can be large and f32 angles lose whole radians.
-      SmallVector<double> freqs = ropeFrequencies(rope);
+      SmallVector<double> freqs = rope.getFrequencies();
       int64_t half = rope.getRotaryDim() / 2;
       bool interleaved = rope.getStyle() == RopeStyle::interleaved;
       double mscale = rope.getScaling() == RopeScaling::yarn ? rope.getMscale().getValueAsDouble() : 1.0;
@@ -169,15 +146,9 @@ void lowerQk(QkTileOp op) {
   op.erase();
 }
 
-/// Clones a region's single block with its arguments bound; returns the yield.
+/// The value a mask or score region yields for `args` (dialect/AttnOps.h).
 Value inlineRegion(OpBuilder &b, Region &region, ValueRange args) {
-  IRMapping mapping;
-  Block &block = region.front();
-  for (auto [arg, v] : llvm::zip(block.getArguments(), args))
-    mapping.map(arg, v);
-  for (Operation &inner : block.without_terminator())
-    b.clone(inner, mapping);
-  return mapping.lookupOrDefault(cast<YieldOp>(block.getTerminator()).getValues()[0]);
+  return attn::inlineRegion(b, region, args, IRMapping())[0];
 }
 
 void lowerScore(ScoreTileOp op) {

@@ -2,6 +2,7 @@
 #include "codegen/nvidia/KernelEmitter.h"
 
 #include "dialect/AttnOps.h"
+#include "passes/KvSchedule.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -16,6 +17,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 
 using namespace mlir;
 using namespace mlir::attn;
@@ -286,12 +288,7 @@ private:
   void rotateInShared(Value smemOffset, const SmemTile &tile, int64_t rows, RopeAttr rope,
                       function_ref<Value(Value)> position, StringRef tableName);
   SmallVector<std::array<Value, 4>> loadQFragments();
-  Value classify(Value kvLo, Value kvHi);
-  struct Visit {
-    Value valid, a, b, kb, cls;
-  };
-  Visit advance(Value a, Value bState);
-  Value rangeBound(ArrayRef<Value> values, Value r);
+  using Visit = KvSchedule::Visit;
   void prefetch(Value valid, Value kb, Value stage);
   /// The K (or V) tile of key block kb into buffer `stage`: one commit group, empty
   /// when there is nothing to load, so that group counting stays uniform.
@@ -324,7 +321,9 @@ private:
   /// With several splits: O / l and lse of this split in f32 into the scratch buffers,
   /// for attn_combine.
   void storePartials(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1);
-  void splitSchedule();
+  /// The key schedule of this CTA's rows (passes/KvSchedule.h, shared with every
+  /// back end): the ranges of its heads (or its block list), tile classes, its split.
+  void buildSchedule();
   /// Factor c with p = exp2(c (s - m)) for the scores the loop keeps: log2(e) unless
   /// attn-fuse moved them to base 2, times scale when they are kept unscaled.
   double exp2Factor() {
@@ -363,14 +362,9 @@ private:
   SmallVector<Value> inputPtrs;
   SmallVector<SmallVector<Value>> inputDims;
   IRMapping tensors; // L1 tensors -> memrefs over kernel pointers
-  SmallVector<Value> blockLo, blockHi; // key-block ranges
-  bool listMode = false;
-  Value listRow, listEntries, listMemref, kvBlocks;
-  // Split-KV: this CTA visits positions [splitBegin, splitEnd) of the key schedule
-  // (the ranges end to end, or the list), split `split` of numSplits.
+  std::unique_ptr<KvSchedule> schedule;
+  // Split-KV: this CTA visits split `split` of numSplits of the key schedule.
   Value numSplits, split, oPartial, lsePartial;
-  SmallVector<Value> rangeStart; // position of each range's first block (+ the total)
-  Value splitEnd, startA, startB;
 };
 
 //===----------------------------------------------------------------------===//
@@ -693,24 +687,7 @@ void KernelEmitter::declareRopeTables(gpu::GPUModuleOp module) {
     if (!rope)
       return;
     // Per-pair frequencies after scaling, in double (attn.rope's definition).
-    const double kPi = 3.14159265358979323846;
-    int64_t r = rope.getRotaryDim();
-    double theta = rope.getTheta().getValueAsDouble(), f = rope.getFactor().getValueAsDouble();
-    if (rope.getScaling() == RopeScaling::ntk)
-      theta *= std::pow(f, double(r) / double(r - 2));
-    SmallVector<double> freqs;
-    for (int64_t m = 0; m < r / 2; ++m) {
-      double w = std::pow(theta, -2.0 * double(m) / double(r));
-      if (rope.getScaling() == RopeScaling::linear) {
-        w /= f;
-      } else if (rope.getScaling() == RopeScaling::yarn) {
-        double ratio = double(rope.getOriginalMaxPosition()) / (2.0 * kPi / w);
-        double lo = rope.getBetaSlow().getValueAsDouble(), hi = rope.getBetaFast().getValueAsDouble();
-        double gamma = std::clamp((ratio - lo) / (hi - lo), 0.0, 1.0);
-        w = (1.0 - gamma) * w / f + gamma * w;
-      }
-      freqs.push_back(w);
-    }
+    SmallVector<double> freqs = rope.getFrequencies();
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(module.getBody());
     auto type = LLVM::LLVMArrayType::get(b.getF64Type(), freqs.size());
@@ -799,153 +776,6 @@ SmallVector<std::array<Value, 4>> KernelEmitter::loadQFragments() {
 //===----------------------------------------------------------------------===//
 // The key schedule: ranges (or a block list), tile classes
 //===----------------------------------------------------------------------===//
-
-/// Clones `region`'s block with its arguments bound; returns the yielded values.
-static SmallVector<Value> inlineRegion(OpBuilder &b, Region &region, ValueRange args,
-                                       IRMapping mapping) {
-  cloneConstantsUsedIn(region, b, mapping);
-  Block &block = region.front();
-  for (auto [arg, v] : llvm::zip(block.getArguments(), args))
-    mapping.map(arg, v);
-  for (Operation &inner : block.without_terminator())
-    b.clone(inner, mapping);
-  SmallVector<Value> out;
-  for (Value v : cast<YieldOp>(block.getTerminator()).getValues())
-    out.push_back(mapping.lookupOrDefault(v));
-  return out;
-}
-
-/// The tile's class for every row of the CTA: with pack_gqa and a head-dependent
-/// mask, EMPTY or FULL only when it is so for every head of the group.
-Value KernelEmitter::classify(Value kvLo, Value kvHi) {
-  Region &region = op.getTileClass();
-  SmallVector<Value> heads = ctaHeads();
-  if (region.front().getArgument(1).use_empty())
-    heads.resize(1);
-  Value first, same = cbool(true);
-  for (Value h : heads) {
-    Value cls = inlineRegion(b, region, {bIdx, h, qLo, qHi, kvLo, kvHi, qOffset, kvOffset, seqQ, seqKv},
-                             tensors)[0];
-    if (!first)
-      first = cls;
-    else
-      same = andi(same, cmp(P::eq, cls, first));
-  }
-  return heads.size() == 1 ? first : sel(same, first, c32(kPartial));
-}
-
-/// values[r] for a run-time r (a select chain; there are at most a few ranges).
-Value KernelEmitter::rangeBound(ArrayRef<Value> values, Value r) {
-  Value out = values.back();
-  for (int64_t i = int64_t(values.size()) - 2; i >= 0; --i)
-    out = sel(cmp(P::eq, r, c64(i)), values[i], out);
-  return out;
-}
-
-/// From candidate state (a, b), the next tile to visit: in range mode a is the
-/// range index and b the key block; in list mode a is the list position.
-KernelEmitter::Visit KernelEmitter::advance(Value a0, Value b0) {
-  Type i64 = b.getI64Type(), i32 = b.getI32Type(), i1 = b.getI1Type();
-  auto loop = scf::WhileOp::create(b, loc, TypeRange{i64, i64, i64, i32, i1}, ValueRange{a0, b0});
-  Block *before = b.createBlock(&loop.getBefore(), {}, {i64, i64}, {loc, loc});
-  {
-    Value a = before->getArgument(0), kbState = before->getArgument(1);
-    Value exhausted, inRange, kb;
-    if (listMode) {
-      exhausted = cmp(P::sge, a, listEntries);
-      inRange = noti(exhausted);
-      // The entry at a (0 when exhausted: never used).
-      auto read = scf::IfOp::create(b, loc, TypeRange{i64}, inRange, true);
-      {
-        OpBuilder::InsertionGuard g(b);
-        b.setInsertionPointToStart(read.thenBlock());
-        Value e = memref::LoadOp::create(b, loc, listMemref,
-                                         ValueRange{arith::IndexCastOp::create(b, loc, b.getIndexType(), bIdx),
-                                                    arith::IndexCastOp::create(b, loc, b.getIndexType(), hIdx),
-                                                    arith::IndexCastOp::create(b, loc, b.getIndexType(), listRow),
-                                                    arith::IndexCastOp::create(b, loc, b.getIndexType(), a)});
-        scf::YieldOp::create(b, loc, ValueRange{ext64(e)});
-        b.setInsertionPointToStart(read.elseBlock());
-        scf::YieldOp::create(b, loc, ValueRange{c64(0)});
-      }
-      kb = read.getResult(0);
-      inRange = andi(inRange, andi(cmp(P::sge, kb, c64(0)), cmp(P::slt, kb, kvBlocks)));
-    } else {
-      exhausted = cmp(P::sge, a, c64(int64_t(blockHi.size())));
-      kb = kbState;
-      // This CTA's share of the key splits ends at position splitEnd of the ranges
-      // laid end to end.
-      Value position = add(rangeBound(rangeStart, a), sub(kb, rangeBound(blockLo, a)));
-      exhausted = ori(exhausted, cmp(P::sge, position, splitEnd));
-      inRange = andi(noti(exhausted), cmp(P::slt, kb, rangeBound(blockHi, a)));
-    }
-    // Class of the candidate, unless it is out of range or seen before.
-    auto check = scf::IfOp::create(b, loc, TypeRange{i32}, inRange, true);
-    {
-      OpBuilder::InsertionGuard g(b);
-      b.setInsertionPointToStart(check.thenBlock());
-      Value seen = cbool(false);
-      if (listMode) {
-        auto dup = scf::ForOp::create(
-            b, loc, arith::ConstantIndexOp::create(b, loc, 0),
-            arith::IndexCastOp::create(b, loc, b.getIndexType(), a),
-            arith::ConstantIndexOp::create(b, loc, 1), ValueRange{cbool(false)});
-        {
-          OpBuilder::InsertionGuard g2(b);
-          b.setInsertionPointToStart(dup.getBody());
-          Value e = memref::LoadOp::create(b, loc, listMemref,
-                                           ValueRange{arith::IndexCastOp::create(b, loc, b.getIndexType(), bIdx),
-                                                      arith::IndexCastOp::create(b, loc, b.getIndexType(), hIdx),
-                                                      arith::IndexCastOp::create(b, loc, b.getIndexType(), listRow),
-                                                      dup.getInductionVar()});
-          Value same = cmp(P::eq, ext64(e), kb);
-          scf::YieldOp::create(b, loc, ValueRange{ori(dup.getRegionIterArgs()[0], same)});
-        }
-        seen = dup.getResult(0);
-      } else {
-        // Covered by an earlier range r' < a.
-        for (size_t r = 0; r < blockHi.size(); ++r) {
-          Value earlier = cmp(P::slt, c64(int64_t(r)), a);
-          Value inside = andi(cmp(P::sge, kb, blockLo[r]), cmp(P::slt, kb, blockHi[r]));
-          seen = ori(seen, andi(earlier, inside));
-        }
-      }
-      auto cls = scf::IfOp::create(b, loc, TypeRange{i32}, noti(seen), true);
-      {
-        OpBuilder::InsertionGuard g2(b);
-        b.setInsertionPointToStart(cls.thenBlock());
-        Value kvLo = mul(kb, c64(bn));
-        Value kvHi = mins(add(kvLo, c64(bn)), seqKv);
-        scf::YieldOp::create(b, loc, ValueRange{classify(kvLo, kvHi)});
-        b.setInsertionPointToStart(cls.elseBlock());
-        scf::YieldOp::create(b, loc, ValueRange{c32(kEmpty)});
-      }
-      scf::YieldOp::create(b, loc, ValueRange{cls.getResult(0)});
-      b.setInsertionPointToStart(check.elseBlock());
-      scf::YieldOp::create(b, loc, ValueRange{c32(kEmpty)});
-    }
-    Value cls = check.getResult(0);
-    Value hit = andi(inRange, cmp(P::ne, cls, c32(kEmpty)));
-    Value stop = ori(exhausted, hit);
-    scf::ConditionOp::create(b, loc, noti(stop), ValueRange{a, kbState, kb, cls, hit});
-  }
-  Block *after = b.createBlock(&loop.getAfter(), {}, {i64, i64, i64, i32, i1},
-                               {loc, loc, loc, loc, loc});
-  {
-    Value a = after->getArgument(0), kbState = after->getArgument(1);
-    if (listMode) {
-      scf::YieldOp::create(b, loc, ValueRange{add(a, c64(1)), kbState});
-    } else {
-      Value next = add(kbState, c64(1));
-      Value stay = cmp(P::slt, next, rangeBound(blockHi, a));
-      Value nextRange = add(a, c64(1));
-      Value nextStart = rangeBound(blockLo, nextRange);
-      scf::YieldOp::create(b, loc, ValueRange{sel(stay, a, nextRange), sel(stay, next, nextStart)});
-    }
-  }
-  b.setInsertionPointAfter(loop);
-  return {loop.getResult(4), loop.getResult(0), loop.getResult(1), loop.getResult(2), loop.getResult(3)};
-}
 
 /// cp.async of the K and V tiles of key block kb into buffer `stage`: two commit
 /// groups, empty when there is nothing to load, so that group counting stays uniform.
@@ -1335,10 +1165,8 @@ scf::WhileOp KernelEmitter::whileValid(ArrayRef<Value> init, Block *&body) {
 void KernelEmitter::emitPipelinedLoop() {
   Type f32 = b.getF32Type();
   Value negInf = cf(-std::numeric_limits<double>::infinity());
-  auto after = [&](const Visit &v) {
-    return listMode ? advance(add(v.a, c64(1)), v.b) : advance(v.a, add(v.b, c64(1)));
-  };
-  Visit first = advance(startA, startB), second = after(first);
+  auto after = [&](const Visit &v) { return schedule->next(v); };
+  Visit first = schedule->first(), second = after(first);
   prefetchTile(first.valid, first.kb, c32(0), false);
   prefetchTile(first.valid, first.kb, c32(0), true);
   prefetchTile(second.valid, second.kb, c32(1), false);
@@ -1436,7 +1264,7 @@ void KernelEmitter::mmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pF
 
 void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
   Value negInf = cf(-std::numeric_limits<double>::infinity());
-  Visit first = advance(startA, startB);
+  Visit first = schedule->first();
   prefetch(first.valid, first.kb, c32(0));
 
   // Loop state: (valid, a, b, kb, cls, stage, m0, m1, l0, l1, O...).
@@ -1456,7 +1284,7 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
 
     // Issue the next visited tile's loads into the other buffer, then wait for this
     // tile's K (its group is the oldest of four in flight).
-    Visit next = listMode ? advance(add(a, c64(1)), bs) : advance(a, add(bs, c64(1)));
+    Visit next = schedule->next({Value(), a, bs, kb, cls});
     Value other = sub(c32(1), stage);
     prefetch(next.valid, next.kb, other);
     NVVM::CpAsyncWaitGroupOp::create(b, loc, 3);
@@ -1611,37 +1439,32 @@ void KernelEmitter::storePartials(SmallVector<Acc> &o, Value m0, Value m1, Value
   }
 }
 
-/// The key schedule's positions for this CTA's split: the ranges (or the list) laid
-/// end to end are cut into numSplits equal runs. A block that several ranges share is
-/// visited at its first position only, by whichever split holds it.
-void KernelEmitter::splitSchedule() {
-  Value total;
+void KernelEmitter::buildSchedule() {
+  KvScheduleSource src;
+  auto listBlock = op.getKvListBlock();
+  // Lists are per head: a packed CTA classifies its tiles through the ranges instead.
+  bool listMode = !packed && op.getKvListInput() && listBlock && listBlock->size() == 2 &&
+                  (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
   if (listMode) {
-    total = listEntries;
+    src.list = tensors.lookup(op.getInputs()[*op.getKvListInput()]);
+    src.listRows = (*listBlock)[0];
   } else {
-    rangeStart = {c64(0)};
-    for (size_t r = 0; r < blockHi.size(); ++r)
-      rangeStart.push_back(add(rangeStart.back(), sub(blockHi[r], blockLo[r])));
-    total = rangeStart.back();
+    src.ranges = &op.getKvRanges();
   }
-  Value chunk = arith::CeilDivSIOp::create(b, loc, total, numSplits);
-  Value begin = mul(split, chunk);
-  splitEnd = mins(total, add(begin, chunk));
-  if (listMode) {
-    startA = begin;
-    startB = c64(0);
-    listEntries = splitEnd;
-    return;
-  }
-  // The range holding position `begin`: the first r with begin < rangeStart[r + 1].
-  int64_t ranges = int64_t(blockHi.size());
-  startA = c64(ranges);
-  startB = c64(0);
-  for (int64_t r = ranges - 1; r >= 0; --r) {
-    Value here = cmp(P::slt, begin, rangeStart[size_t(r + 1)]);
-    startA = sel(here, c64(r), startA);
-    startB = sel(here, add(blockLo[size_t(r)], sub(begin, rangeStart[size_t(r)])), startB);
-  }
+  src.tileClass = &op.getTileClass();
+  src.batch = bIdx;
+  src.heads = ctaHeads();
+  src.qLo = qLo;
+  src.qHi = qHi;
+  src.qOffset = qOffset;
+  src.kvOffset = kvOffset;
+  src.seqQ = seqQ;
+  src.seqKv = seqKv;
+  src.split = split;
+  src.numSplits = numSplits;
+  src.blockN = bn;
+  src.captured = tensors;
+  schedule = std::make_unique<KvSchedule>(b, loc, std::move(src));
 }
 
 //===----------------------------------------------------------------------===//
@@ -1746,42 +1569,7 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     qFrag = loadQFragments();
 
   // The key schedule.
-  auto listBlock = op.getKvListBlock();
-  // Lists are per head: a packed CTA classifies its tiles through the ranges instead.
-  listMode = !packed && op.getKvListInput() && listBlock && listBlock->size() == 2 &&
-             (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
-  if (listMode) {
-    int64_t input = *op.getKvListInput();
-    listMemref = tensors.lookup(op.getInputs()[input]);
-    listRow = arith::DivSIOp::create(b, loc, qLo, c64((*listBlock)[0]));
-    auto &dims = inputDims[input];
-    Value rowOk = andi(andi(cmp(P::slt, bIdx, dims[0]), cmp(P::slt, hIdx, dims[1])),
-                       cmp(P::slt, listRow, dims[2]));
-    listEntries = sel(rowOk, dims[3], c64(0));
-    kvBlocks = arith::CeilDivSIOp::create(b, loc, seqKv, c64(bn));
-  } else {
-    // The ranges of every head of the CTA one after another: a block in several is
-    // visited once (advance skips blocks an earlier range covered).
-    Region &ranges = op.getKvRanges();
-    SmallVector<Value> heads = ctaHeads();
-    if (ranges.front().getArgument(1).use_empty())
-      heads.resize(1);
-    SmallVector<Value> bounds;
-    for (Value h : heads)
-      llvm::append_range(bounds, inlineRegion(b, ranges, {bIdx, h, qLo, qHi, qOffset, kvOffset,
-                                                          seqQ, seqKv}, tensors));
-    for (size_t r = 0; r + 1 < bounds.size(); r += 2) {
-      Value lo = bounds[r], hi = bounds[r + 1];
-      Value blo = arith::DivSIOp::create(b, loc, lo, c64(bn));
-      Value bhi = arith::CeilDivSIOp::create(b, loc, hi, c64(bn));
-      bhi = sel(cmp(P::sle, hi, lo), blo, maxs(bhi, blo));
-      blockLo.push_back(blo);
-      blockHi.push_back(bhi);
-    }
-    // blockLo[R]: where "range R" (past the last) starts; never visited.
-    blockLo.push_back(c64(0));
-  }
-  splitSchedule();
+  buildSchedule();
   // The pipelined loop keeps a second S tile live (block_n / 2 registers per thread):
   // wider tiles have no room for it and run the plain loop.
   if (cfg.pipelined())

@@ -1,4 +1,4 @@
-// RUN: %attn-opt %s -attn-analyze-blocks -attn-tile="block-m=32 block-n=16" -attn-lower-tiles-to-loops -canonicalize -cse | FileCheck %s
+// RUN: %attn-opt %s -attn-analyze-blocks -attn-tile="block-m=32 block-n=16" -attn-lower-kv-schedule -attn-lower-tiles-to-loops -canonicalize -cse | FileCheck %s
 
 // L2 -> L3cpu: the grid becomes a loop nest, every tile op scalar loops over the
 // tile buffers, and the buffers move to the function entry.

@@ -15,21 +15,22 @@
 // CHECK: attn.load_tile %[[Q]][%b, %h, %{{.*}}] valid(%{{.*}}) into %[[QT:.*]] :
 // CHECK: attn.fill_tile %[[ACC:.*]], 0.000000e+00
 // CHECK: attn.fill_tile %[[M:.*]], 0xFF800000
-// The causal key range ends at the last query row's position: the loop's upper
-// bound is ceil(min(q_hi - 1 + q_offset - kv_offset + 1, seq_kv) / 16).
-// CHECK: %[[LAST:.*]] = arith.subi %{{.*}}, %c1_i64 : i64
-// CHECK: %[[POS:.*]] = arith.addi %[[LAST]], %[[QOFF]] : i64
-// CHECK: %[[KV:.*]] = arith.subi %[[POS]], %[[KOFF]] : i64
+// The key loop is the schedule op: the causal key range in closed form (it ends at
+// the last query row's position, min(q_hi - 1 + q_offset - kv_offset + 1, seq_kv)),
+// and the tile classifier; the loop body runs once per visited, non-EMPTY block.
+// CHECK: attn.for_kv_blocks batch(%{{.*}}) heads(%{{.*}}) queries(%{{.*}}, %{{.*}}) offsets(%[[QOFF]], %[[KOFF]]) sizes(%{{.*}}, %{{.*}}) block_n 16 ranges {
+// CHECK-NEXT: ^bb0(%{{.*}}: i64, %{{.*}}: i64, %q_lo: i64, %q_hi: i64, %q_offset: i64, %kv_offset: i64, %seq_q: i64, %seq_kv: i64):
+// CHECK: %[[LAST:.*]] = arith.subi %q_hi, %c1_i64 : i64
+// CHECK: %[[POS:.*]] = arith.addi %[[LAST]], %q_offset : i64
+// CHECK: %[[KV:.*]] = arith.subi %[[POS]], %kv_offset : i64
 // CHECK: %[[END:.*]] = arith.addi %[[KV]], %c1_i64 : i64
-// CHECK: %[[HI:.*]] = arith.minsi %[[END]], %{{.*}} : i64
-// CHECK: %[[HIMAX:.*]] = arith.maxsi %[[HI]], %{{.*}} : i64
-// CHECK: %[[HIX:.*]] = arith.index_cast %[[HIMAX]] : i64 to index
-// CHECK: %[[BHI:.*]] = arith.ceildivui %[[HIX]], %c16 : index
-// CHECK: scf.for %[[KB:.*]] = %{{.*}} to %{{.*}} step %c1 {
-// Each visited tile is classified; EMPTY ones are skipped before any load.
-// CHECK: %[[CLS:.*]] = arith.trunci %{{.*}} : i64 to i32
-// CHECK: %[[NONEMPTY:.*]] = arith.cmpi ne, %[[CLS]], %c0_i32 : i32
-// CHECK: scf.if %{{.*}} {
+// CHECK: %[[HI:.*]] = arith.minsi %[[END]], %seq_kv : i64
+// CHECK: attn.yield %{{.*}}, %{{.*}} : i64, i64
+// CHECK: } classes {
+// CHECK: %[[C:.*]] = arith.trunci %{{.*}} : i64 to i32
+// CHECK-NEXT: attn.yield %[[C]] : i32
+// CHECK: } do {
+// CHECK-NEXT: ^bb0(%kb: i64, %[[CLS:.*]]: i32):
 // CHECK: attn.load_tile %[[K]][%b, %[[HK]], %{{.*}}] valid(%{{.*}}) into %[[KT:.*]] :
 // CHECK: attn.load_tile %[[V]][%b, %[[HK]], %{{.*}}] valid(%{{.*}}) into %[[VT:.*]] :
 // CHECK: attn.qk_tile %[[QT]], %[[KT]] into %[[S:.*]] {scale = 2.500000e-01 : f64}
@@ -95,14 +96,14 @@ func.func @sigmoid(%q: tensor<?x4x?x16xf32>, %k: tensor<?x2x?x16xf32>, %qo: i64,
 
 // -----
 
-// A block list whose blocks match the tiles: the key loop walks the list entries,
-// skipping -1 padding, out-of-range blocks and duplicates.
-// CHECK-LABEL: func.func @block_list
-// CHECK: %[[ROW:.*]] = arith.divui %{{.*}}, %c64 : index
-// CHECK: scf.for %[[T:.*]] = %c0 to %{{.*}} step %c1 {
-// CHECK: %[[E:.*]] = memref.load %{{.*}}[%b, %h, %[[ROW]], %[[T]]] : memref<?x4x?x?xi32>
-// CHECK: %[[DUP:.*]] = scf.for
-// CHECK: scf.if
+// A block list whose blocks match the tiles: the schedule is the list's row for
+// the query block (list_rows 64 query rows per row), no ranges region; the classes
+// region still classifies each listed block.
+// CHECK-LABEL: func.func @block_list(
+// CHECK-SAME: %[[LIST:[^:]*]]: memref<?x4x?x?xi32>
+// CHECK: attn.for_kv_blocks {{.*}} list(%[[LIST]] : memref<?x4x?x?xi32>) block_n 16 attributes {list_rows = 64 : i64} ranges {
+// CHECK-NEXT: } classes {
+// CHECK: } do {
 // CHECK: attn.load_tile
 func.func @block_list(%q: tensor<?x4x?x16xf32>, %k: tensor<?x2x?x16xf32>, %list: tensor<?x4x?x?xi32>, %qo: i64, %ko: i64) -> tensor<?x4x?x16xf32> {
   %o = attn.attention q(%q : tensor<?x4x?x16xf32>) k(%k : tensor<?x2x?x16xf32>) v(%k : tensor<?x2x?x16xf32>) inputs(%list : tensor<?x4x?x?xi32>) offsets(%qo, %ko)
