@@ -37,7 +37,7 @@ struct Emit {
 
 KvScheduleSource KvScheduleSource::of(ForKvBlocksOp op) {
   KvScheduleSource s;
-  s.ranges = op.getRanges().empty() ? nullptr : &op.getRanges();
+  s.ranges = &op.getRanges();
   s.tileClass = &op.getTileClass();
   s.batch = op.getBatch();
   s.heads.assign(op.getHeads().begin(), op.getHeads().end());

@@ -27,7 +27,7 @@ namespace mlir::attn {
 /// or the same taken from elsewhere (values at the use site; `captured` maps what the
 /// regions capture to values at the use site).
 struct KvScheduleSource {
-  Region *ranges = nullptr; // null with a list
+  Region *ranges = nullptr; // always; the list, when given, takes its place
   Region *tileClass = nullptr;
   Value batch;                // i64
   SmallVector<Value> heads;   // i64, one or more

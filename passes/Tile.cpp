@@ -110,6 +110,8 @@ LogicalResult KernelBuilder::build(func::FuncOp oldFunc) {
                                    b.getFunctionType(argTypes, {}));
   func->setAttr("attn.kernel", b.getUnitAttr());
   func->setAttr("attn.block", b.getDenseI64ArrayAttr({bm, bn}));
+  // Back ends name the inputs in their ABI (the NVIDIA kernel's "input:<name>").
+  func->setAttr("attn.input_names", op.getInputNamesAttr());
   Block *entry = func.addEntryBlock();
   b.setInsertionPointToStart(entry);
   unsigned a = 0;
@@ -257,7 +259,7 @@ void KernelBuilder::schedule(bool useList) {
       /*split=*/Value(), /*num_splits=*/Value(), b.getI64IntegerAttr(bn),
       useList ? b.getI64IntegerAttr((*op.getKvListBlock())[0]) : IntegerAttr());
   OpBuilder::InsertionGuard guard(b);
-  if (!useList) {
+  {
     b.setInsertionPoint(loop);
     IRMapping mapping = inputs;
     cloneConstantsUsedIn(op.getKvRanges(), b, mapping);

@@ -1,6 +1,7 @@
 //===- KernelEmitter.cpp - analysed attention -> an sm_80+ kernel ---------===//
 #include "codegen/nvidia/KernelEmitter.h"
 
+#include "codegen/nvidia/KernelPlan.h"
 #include "dialect/AttnOps.h"
 #include "passes/KvSchedule.h"
 
@@ -32,17 +33,17 @@ std::string GpuConfig::name() const {
          std::to_string(warps()) + (packGqa ? "_g" : "") + (wgmma ? "_wgmma" : "");
 }
 
-bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
-  Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
+bool checkGpuConfig(const KernelPlan &plan, const GpuConfig &c, std::string &why) {
+  Type elt = plan.elementType;
   if (!elt.isBF16() && !elt.isF16()) {
     why = "the NVIDIA back end needs bf16 or fp16 q/k/v (the spec's dtype is f32)";
     return false;
   }
-  if (op.getHeadDim() % 16 || op.getHeadDimV() % 16) {
+  if (plan.headDim % 16 || plan.headDimV % 16) {
     why = "the NVIDIA back end needs head_dim and head_dim_v multiples of 16";
     return false;
   }
-  if (op.getHeadDim() > 256 || op.getHeadDimV() > 256) {
+  if (plan.headDim > 256 || plan.headDimV > 256) {
     why = "the NVIDIA back end supports head dims up to 256";
     return false;
   }
@@ -54,7 +55,7 @@ bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
     why = "block_n must be a multiple of 16 in [16, 128]";
     return false;
   }
-  int64_t group = op.getHeadsQ() / op.getHeadsKv();
+  int64_t group = plan.headsQ / plan.headsKv;
   if (c.packGqa && (group < 2 || c.blockM % group)) {
     why = "pack_gqa needs query heads grouped on kv heads (heads_q / heads_kv = " +
           std::to_string(group) + ") in a number that divides block_m (" +
@@ -76,9 +77,9 @@ bool checkGpuConfig(AttentionOp op, const GpuConfig &c, std::string &why) {
       return false;
     }
     // Tiles are slabs of 64 (or 32) columns in the 128- (or 64-) byte swizzle.
-    if (op.getHeadDim() % 32 || op.getHeadDimV() % 32) {
+    if (plan.headDim % 32 || plan.headDimV % 32) {
       why = "wgmma configurations need head dims that are multiples of 32 (head_dim " +
-            std::to_string(op.getHeadDim()) + ", head_dim_v " + std::to_string(op.getHeadDimV()) + ")";
+            std::to_string(plan.headDim) + ", head_dim_v " + std::to_string(plan.headDimV) + ")";
       return false;
     }
   }
@@ -110,18 +111,18 @@ struct SmemTile {
 
 class KernelEmitter {
 public:
-  KernelEmitter(AttentionOp op, const GpuConfig &cfg, OpBuilder &b)
-      : op(op), cfg(cfg), b(b), loc(op.getLoc()) {
+  KernelEmitter(KernelPlan &plan, const GpuConfig &cfg, OpBuilder &b)
+      : plan(plan), cfg(cfg), b(b), loc(plan.loc()) {
     bm = cfg.blockM;
     bn = cfg.blockN;
-    d = op.getHeadDim();
-    dv = op.getHeadDimV();
+    d = plan.headDim;
+    dv = plan.headDimV;
     warps = cfg.warps();
     threads = 32 * warps;
-    group = op.getHeadsQ() / op.getHeadsKv();
+    group = plan.headsQ / plan.headsKv;
     packed = cfg.packGqa;
     qPerCta = packed ? bm / group : bm;
-    Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
+    Type elt = plan.elementType;
     fp16 = elt.isF16();
     eltType = elt;
     wg = cfg.wgmma;
@@ -154,11 +155,11 @@ public:
     smemBytes = std::max(smemBytes, bm * qStride * 2);
     // Regions with loops or index-list scans are evaluated once per element in a
     // loop over a staged copy of the score tile, not cloned per accumulator element.
-    staged = isHeavy(op.getMask()) || isHeavy(op.getScore());
+    staged = isHeavy(plan.mask()) || isHeavy(plan.score());
     // With an identity score and softmax, scores stay unscaled until the exp2
     // argument, where scale joins the subtraction in one fma.
-    rawScores = op.getNormalizer() == Normalizer::softmax && op.hasIdentityScore() &&
-                op.getScale().convertToDouble() > 0;
+    rawScores = plan.normalizer == Normalizer::softmax && plan.identityScore &&
+                plan.scale > 0;
     offS = smemBytes;
     if (staged)
       smemBytes += bm * (bn + 1) * 4;
@@ -257,7 +258,7 @@ private:
 
   // Pieces of the kernel.
   void readParams(Block *entry);
-  Value memrefFromPointer(Value ptr, RankedTensorType type, ArrayRef<Value> dims);
+  Value memrefFromPointer(Value ptr, ShapedType type, ArrayRef<Value> dims);
   /// Where tile row `row` (i64) is read from: its byte offset from the tile's base
   /// pointer, and whether it exists (rows that do not are zero-filled).
   using RowSource = function_ref<std::pair<Value, Value>(Value row)>;
@@ -327,12 +328,12 @@ private:
   /// Factor c with p = exp2(c (s - m)) for the scores the loop keeps: log2(e) unless
   /// attn-fuse moved them to base 2, times scale when they are kept unscaled.
   double exp2Factor() {
-    double toLog2 = op.getSoftmaxBase2() ? 1.0 : 1.4426950408889634;
-    return (rawScores ? op.getScale().convertToDouble() : 1.0) * toLog2;
+    double toLog2 = plan.softmaxBase2 ? 1.0 : 1.4426950408889634;
+    return (rawScores ? plan.scale : 1.0) * toLog2;
   }
   void declareRopeTables(gpu::GPUModuleOp module);
 
-  AttentionOp op;
+  KernelPlan &plan;
   GpuConfig cfg;
   OpBuilder &b;
   Location loc;
@@ -543,7 +544,7 @@ void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> 
 // Parameters
 //===----------------------------------------------------------------------===//
 
-Value KernelEmitter::memrefFromPointer(Value ptr, RankedTensorType type, ArrayRef<Value> dims) {
+Value KernelEmitter::memrefFromPointer(Value ptr, ShapedType type, ArrayRef<Value> dims) {
   // A row-major descriptor {ptr, ptr, 0, sizes, strides} seen as a memref, so that
   // the shared lowering of tensor reads applies unchanged.
   MLIRContext *ctx = b.getContext();
@@ -573,7 +574,7 @@ void KernelEmitter::readParams(Block *entry) {
   vPtr = entry->getArgument(a++);
   oPtr = entry->getArgument(a++);
   lsePtr = entry->getArgument(a++);
-  for (size_t i = 0; i < op.getInputs().size(); ++i)
+  for (size_t i = 0; i < plan.inputs.size(); ++i)
     inputPtrs.push_back(entry->getArgument(a++));
   batch = entry->getArgument(a++);
   seqQ = entry->getArgument(a++);
@@ -583,8 +584,8 @@ void KernelEmitter::readParams(Block *entry) {
   for (Value *s : {qStrides, kStrides, vStrides, oStrides})
     for (int i = 0; i < 3; ++i)
       s[i] = entry->getArgument(a++);
-  for (Value in : op.getInputs()) {
-    auto type = cast<RankedTensorType>(in.getType());
+  for (Value in : plan.inputs) {
+    auto type = cast<ShapedType>(in.getType());
     SmallVector<Value> dims;
     for (int64_t i = 0; i < type.getRank(); ++i)
       dims.push_back(entry->getArgument(a++));
@@ -695,8 +696,8 @@ void KernelEmitter::declareRopeTables(gpu::GPUModuleOp module) {
     LLVM::GlobalOp::create(b, loc, type, /*isConstant=*/true, LLVM::Linkage::Internal, name,
                            DenseElementsAttr::get(tensorType, ArrayRef<double>(freqs)));
   };
-  declare(op.getQRopeAttr(), "attn_rope_q");
-  declare(op.getKRopeAttr(), "attn_rope_k");
+  declare(plan.qRope, "attn_rope_q");
+  declare(plan.kRope, "attn_rope_k");
 }
 
 /// Rotates `rows` rows of a tile in shared memory, row r (i32) at position(r) (i64).
@@ -860,7 +861,7 @@ DenseMap<Operation *, unsigned> dependences(Region &region, ArrayRef<unsigned> a
 /// ends), cloned per accumulator element; what depends only on the row (2 per
 /// thread) or only on the column (BN/4 per thread) is computed once for it.
 SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo, bool masked) {
-  double scale = op.getScale().convertToDouble();
+  double scale = plan.scale;
   Value negInf = cf(-std::numeric_limits<double>::infinity());
   Value rowBase = add(mul(warp, c32(16)), gq);
   int64_t cols = bn / 4;
@@ -869,7 +870,7 @@ SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo,
   // the bounds need them: a FULL tile with an identity score computes none).
   Value rowI[2], rowH[2], rowPos[2], rowInside[2];
   SmallVector<Value> colJ(cols), colPos(cols), colInside(cols);
-  if (masked || !op.hasIdentityScore()) {
+  if (masked || !plan.identityScore) {
     for (int r = 0; r < 2; ++r) {
       Value row = r ? add(rowBase, c32(8)) : rowBase;
       rowI[r] = rowQuery(row);
@@ -954,16 +955,16 @@ SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo,
   auto scaled = [&](int64_t j, int e) {
     return rawScores ? s[j][e] : mulf(s[j][e], cf(scale));
   };
-  if (op.hasIdentityScore()) {
+  if (plan.identityScore) {
     for (int64_t j = 0; j < bn / 8; ++j)
       for (int e = 0; e < 4; ++e)
         scored.push_back(scaled(j, e));
   } else {
-    scored = evaluate(op.getScore(), /*withScore=*/true, scaled);
+    scored = evaluate(plan.score(), /*withScore=*/true, scaled);
   }
   SmallVector<Value> allowed;
   if (masked)
-    allowed = evaluate(op.getMask(), /*withScore=*/false, {});
+    allowed = evaluate(plan.mask(), /*withScore=*/false, {});
   for (int64_t j = 0; j < bn / 8; ++j)
     for (int e = 0; e < 4; ++e) {
       Value v = scored[4 * j + e];
@@ -980,7 +981,7 @@ SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo,
 /// the regions for BM * BN / threads elements in a loop (one clone of each region),
 /// and the results are read back. For regions with loops or list scans.
 SmallVector<Acc> KernelEmitter::stagedEpilogue(SmallVector<Acc> s, Value kvLo, bool masked) {
-  double scale = op.getScale().convertToDouble();
+  double scale = plan.scale;
   Value negInf = cf(-std::numeric_limits<double>::infinity());
   Value rowBase = add(mul(warp, c32(16)), gq);
   int64_t stride = bn + 1;
@@ -1009,11 +1010,11 @@ SmallVector<Acc> KernelEmitter::stagedEpilogue(SmallVector<Acc> s, Value kvLo, b
     Value v = LLVM::LoadOp::create(b, loc, b.getF32Type(), ptr);
     if (!rawScores)
       v = mulf(v, cf(scale));
-    if (!op.hasIdentityScore())
-      v = inlineRegion(b, op.getScore(), {v, bIdx, h, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
+    if (!plan.identityScore)
+      v = inlineRegion(b, plan.score(), {v, bIdx, h, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
     if (masked) {
       Value inside = andi(cmp(P::slt, i, seqQ), cmp(P::slt, jj, seqKv));
-      Value allowed = inlineRegion(b, op.getMask(), {bIdx, h, i, jj, qPos, kvPos, seqQ, seqKv},
+      Value allowed = inlineRegion(b, plan.mask(), {bIdx, h, i, jj, qPos, kvPos, seqQ, seqKv},
                                    tensors)[0];
       v = sel(andi(inside, allowed), v, negInf);
     }
@@ -1058,7 +1059,7 @@ KernelEmitter::Weights KernelEmitter::weigh(SmallVector<Acc> &s, Value m[2], Val
   Type f32 = b.getF32Type();
   Value negInf = cf(-std::numeric_limits<double>::infinity());
   Weights w{{m[0], m[1]}, {l[0], l[1]}, {Value(), Value()}};
-  if (op.getNormalizer() == Normalizer::softmax) {
+  if (plan.normalizer == Normalizer::softmax) {
     // Per row (g and g + 8) the quad holds the whole row.
     Value c = cf(exp2Factor());
     for (int half = 0; half < 2; ++half) {
@@ -1087,8 +1088,8 @@ KernelEmitter::Weights KernelEmitter::weigh(SmallVector<Acc> &s, Value m[2], Val
     }
     return w;
   }
-  bool sigmoid = op.getNormalizer() == Normalizer::sigmoid;
-  Value beta = op.getSigmoidBeta() ? cf(op.getSigmoidBeta()->convertToDouble())
+  bool sigmoid = plan.normalizer == Normalizer::sigmoid;
+  Value beta = plan.sigmoidBeta ? cf(*plan.sigmoidBeta)
                                    : Value(arith::NegFOp::create(b, loc, math::LogOp::create(
                                          b, loc, arith::SIToFPOp::create(b, loc, f32, seqKv))));
   Value n = arith::SIToFPOp::create(b, loc, f32, seqKv);
@@ -1118,7 +1119,7 @@ SmallVector<std::array<Value, 4>> KernelEmitter::pFragments(SmallVector<Acc> &p)
 }
 
 void KernelEmitter::rotateKeys(Value kb, Value stage) {
-  RopeAttr rope = op.getKRopeAttr();
+  RopeAttr rope = plan.kRope;
   if (!rope)
     return;
   Value first = add(mul(kb, c64(bn)), kvOffset);
@@ -1339,7 +1340,7 @@ void KernelEmitter::finish(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Va
 //===----------------------------------------------------------------------===//
 
 void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1) {
-  bool softmax = op.getNormalizer() == Normalizer::softmax;
+  bool softmax = plan.normalizer == Normalizer::softmax;
   Value m[2] = {m0, m1}, l[2] = {l0, l1}, inv[2];
   Value rowBase = add(mul(warp, c32(16)), gq);
   for (int half = 0; half < 2; ++half) {
@@ -1379,7 +1380,7 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
     Value dst = elementPtr(oBase, eltType, add(rowOffset, ext64(col)));
     LLVM::StoreOp::create(b, loc, data, dst, 16);
   }
-  if (!softmax || !op.getLse())
+  if (!softmax || !plan.lse)
     return;
   // lse = (m + log2 l) ln 2, -inf for rows with no allowed key; the quad's first lane.
   Value nullPtr = LLVM::ZeroOp::create(b, loc, ptrType());
@@ -1396,13 +1397,13 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
     Value lse = mulf(addf(mulf(m[half], cf(exp2Factor())), logL), cf(0.69314718055994531));
     Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l[half], cf(0));
     lse = sel(zero, cf(-std::numeric_limits<double>::infinity()), lse);
-    Value index = add(mul(add(mul(bIdx, c64(op.getHeadsQ())), rowHead(row)), seqQ), rowQuery(row));
+    Value index = add(mul(add(mul(bIdx, c64(plan.headsQ)), rowHead(row)), seqQ), rowQuery(row));
     LLVM::StoreOp::create(b, loc, lse, elementPtr(lsePtr, b.getF32Type(), index));
   }
 }
 
 void KernelEmitter::storePartials(SmallVector<Acc> &o, Value m0, Value m1, Value l0, Value l1) {
-  bool softmax = op.getNormalizer() == Normalizer::softmax;
+  bool softmax = plan.normalizer == Normalizer::softmax;
   Value m[2] = {m0, m1}, l[2] = {l0, l1};
   Value rowBase = add(mul(warp, c32(16)), gq);
   Type f32 = b.getF32Type();
@@ -1417,7 +1418,7 @@ void KernelEmitter::storePartials(SmallVector<Acc> &o, Value m0, Value m1, Value
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guard.thenBlock());
     // Partials are [split, B, Hq, Sq] rows of dv floats.
-    Value index = add(mul(add(mul(add(mul(split, batch), bIdx), c64(op.getHeadsQ())), rowHead(row)),
+    Value index = add(mul(add(mul(add(mul(split, batch), bIdx), c64(plan.headsQ)), rowHead(row)),
                           seqQ),
                       rowQuery(row));
     for (int64_t j = 0; j < int64_t(o.size()); ++j) {
@@ -1441,17 +1442,13 @@ void KernelEmitter::storePartials(SmallVector<Acc> &o, Value m0, Value m1, Value
 
 void KernelEmitter::buildSchedule() {
   KvScheduleSource src;
-  auto listBlock = op.getKvListBlock();
-  // Lists are per head: a packed CTA classifies its tiles through the ranges instead.
-  bool listMode = !packed && op.getKvListInput() && listBlock && listBlock->size() == 2 &&
-                  (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
-  if (listMode) {
-    src.list = tensors.lookup(op.getInputs()[*op.getKvListInput()]);
-    src.listRows = (*listBlock)[0];
-  } else {
-    src.ranges = &op.getKvRanges();
+  // Lists are per head: a packed CTA walks the ranges instead (the same blocks).
+  if (!packed && plan.listInput) {
+    src.list = tensors.lookup(plan.inputs[*plan.listInput]);
+    src.listRows = plan.listRows;
   }
-  src.tileClass = &op.getTileClass();
+  src.ranges = &plan.ranges();
+  src.tileClass = &plan.tileClass();
   src.batch = bIdx;
   src.heads = ctaHeads();
   src.qLo = qLo;
@@ -1483,8 +1480,8 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   for (const char *n : {"q", "k", "v", "o", "lse"})
     param(n, true);
   SmallVector<std::string> names;
-  for (Attribute a : op.getInputNames())
-    names.push_back(cast<StringAttr>(a).getValue().str());
+  for (const std::string &n : plan.inputNames)
+    names.push_back(n);
   for (const std::string &n : names)
     param("input:" + n, true);
   for (const char *n : {"batch", "seq_q", "seq_kv", "q_offset", "kv_offset"})
@@ -1492,8 +1489,8 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   for (const char *t : {"q", "k", "v", "o"})
     for (const char *s : {"b", "h", "s"})
       param(std::string(t) + "_stride_" + s, false);
-  for (auto [i, in] : llvm::enumerate(op.getInputs()))
-    for (int64_t dIdx = 0; dIdx < cast<RankedTensorType>(in.getType()).getRank(); ++dIdx)
+  for (auto [i, in] : llvm::enumerate(plan.inputs))
+    for (int64_t dIdx = 0; dIdx < cast<ShapedType>(in.getType()).getRank(); ++dIdx)
       param("input:" + names[i] + ":dim" + std::to_string(dIdx), false);
   param("num_splits", false);
   param("scratch:o_partial", true);
@@ -1548,8 +1545,8 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     smemBase = smemAt(pad);
     smemAddress = add(addr, pad);
   }
-  for (auto [i, in] : llvm::enumerate(op.getInputs()))
-    tensors.map(in, memrefFromPointer(inputPtrs[i], cast<RankedTensorType>(in.getType()), inputDims[i]));
+  for (auto [i, in] : llvm::enumerate(plan.inputs))
+    tensors.map(in, memrefFromPointer(inputPtrs[i], cast<ShapedType>(in.getType()), inputDims[i]));
 
   // Q: staged through shared memory (rotated there), then kept as A fragments.
   loadQTile();
@@ -1557,7 +1554,7 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   NVVM::CpAsyncWaitGroupOp::create(b, loc, 0);
   asyncProxyFence();
   NVVM::Barrier0Op::create(b, loc);
-  if (RopeAttr rope = op.getQRopeAttr()) {
+  if (RopeAttr rope = plan.qRope) {
     rotateInShared(c32(0), qTile, bm, rope,
                    [&](Value row) { return add(rowQuery(row), qOffset); }, "attn_rope_q");
     asyncProxyFence();
@@ -1593,7 +1590,7 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
 void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   MLIRContext *ctx = b.getContext();
   Type i64 = b.getI64Type(), f32 = b.getF32Type();
-  bool softmax = op.getNormalizer() == Normalizer::softmax;
+  bool softmax = plan.normalizer == Normalizer::softmax;
   constexpr int64_t kRowsPerCta = 4;
   SmallVector<Type> argTypes;
   info.combineParams.clear();
@@ -1619,13 +1616,13 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   Value l = remu(t, c32(32)), w = divu(t, c32(32));
   Value cta = ext64(NVVM::BlockIdXOp::create(b, loc, b.getI32Type()));
   Value row = add(mul(cta, c64(kRowsPerCta)), ext64(w));
-  Value rows = mul(mul(nBatch, c64(op.getHeadsQ())), nQ);
+  Value rows = mul(mul(nBatch, c64(plan.headsQ)), nQ);
   auto guard = scf::IfOp::create(b, loc, cmp(P::slt, row, rows), false);
   b.setInsertionPointToStart(guard.thenBlock());
   Value q = arith::RemUIOp::create(b, loc, row, nQ);
   Value bh = arith::DivUIOp::create(b, loc, row, nQ);
-  Value h = arith::RemUIOp::create(b, loc, bh, c64(op.getHeadsQ()));
-  Value bi = arith::DivUIOp::create(b, loc, bh, c64(op.getHeadsQ()));
+  Value h = arith::RemUIOp::create(b, loc, bh, c64(plan.headsQ));
+  Value bi = arith::DivUIOp::create(b, loc, bh, c64(plan.headsQ));
   Value zero = arith::ConstantIndexOp::create(b, loc, 0), one = arith::ConstantIndexOp::create(b, loc, 1);
   Value splitsIdx = arith::IndexCastOp::create(b, loc, b.getIndexType(), splits);
   auto partRow = [&](Value s) { return add(mul(ext64(arith::IndexCastOp::create(b, loc, b.getI32Type(), s)), rows), row); };
@@ -1677,7 +1674,7 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     Value v = arith::TruncFOp::create(b, loc, eltType, acc.getResult(0));
     LLVM::StoreOp::create(b, loc, v, elementPtr(oBase, eltType, col));
   }
-  if (softmax && op.getLse()) {
+  if (softmax && plan.lse) {
     Value nullPtr = LLVM::ZeroOp::create(b, loc, ptrType());
     Value has = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne, lseOut, nullPtr);
     auto store = scf::IfOp::create(b, loc, andi(has, cmp(P::eq, l, c32(0))), false);
@@ -1697,22 +1694,23 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
 
 } // namespace
 
-bool emitNvidiaKernel(AttentionOp op, const GpuConfig &config, ModuleOp target,
+bool emitNvidiaKernel(KernelPlan &plan, const GpuConfig &config, ModuleOp target,
                       GpuKernelInfo &info, std::string &error) {
-  if (!checkGpuConfig(op, config, error))
+  if (!checkGpuConfig(plan, config, error))
     return false;
-  if (!op.hasBlockAnalysis()) {
-    error = "the attention has no block analysis (run attn-analyze-blocks first)";
+  if (config.blockM != plan.blockM || config.blockN != plan.blockN) {
+    error = "the tiled program's blocks (" + std::to_string(plan.blockM) + "x" +
+            std::to_string(plan.blockN) + ") differ from the configuration's";
     return false;
   }
-  MLIRContext *ctx = op.getContext();
+  MLIRContext *ctx = plan.kernel.getContext();
   ctx->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, LLVM::LLVMDialect, memref::MemRefDialect,
                    scf::SCFDialect, math::MathDialect>();
   target->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), UnitAttr::get(ctx));
   OpBuilder b(ctx);
   b.setInsertionPointToEnd(target.getBody());
-  auto module = gpu::GPUModuleOp::create(b, op.getLoc(), "attn_kernels");
-  KernelEmitter emitter(op, config, b);
+  auto module = gpu::GPUModuleOp::create(b, plan.loc(), "attn_kernels");
+  KernelEmitter emitter(plan, config, b);
   // sm_90a runs only on Hopper, whose per-block limit is known; other archs' PTX runs
   // on newer GPUs too, so the runtime checks their size against the device at load.
   constexpr int64_t kHopperSmem = 232448;

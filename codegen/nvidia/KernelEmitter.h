@@ -28,8 +28,9 @@
 //     of the key schedule and writes f32 partials (O / l, lse) to scratch buffers that
 //     a second kernel, attn_combine, merges by lse.
 //
-// It starts from the analysed L1 op and the tile sizes, the inputs attn-tile takes,
-// rather than from L2 loops, because it re-schedules the key loop for prefetching.
+// It starts from the tiled program (L2, see KernelPlan.h): the tile ops say what each
+// step computes, attn.for_kv_blocks which key blocks are visited (walked through
+// passes/KvSchedule.h one tile ahead, for prefetching).
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTUNE_CODEGEN_NVIDIA_KERNELEMITTER_H
@@ -41,12 +42,11 @@
 
 namespace mlir {
 class ModuleOp;
-namespace attn {
-class AttentionOp;
-}
 } // namespace mlir
 
 namespace attune {
+
+struct KernelPlan;
 
 struct GpuConfig {
   int64_t blockM = 64; // rows per CTA: 16 per warp
@@ -90,12 +90,12 @@ struct GpuKernelInfo {
 };
 
 /// Whether the configuration can run this attention; else the reason.
-bool checkGpuConfig(mlir::attn::AttentionOp op, const GpuConfig &config, std::string &why);
+bool checkGpuConfig(const KernelPlan &plan, const GpuConfig &config, std::string &why);
 
-/// Adds `gpu.module @attn_kernels` with the kernel to `target` (a module marked
-/// gpu.container_module). `op` must carry its block analysis.
-bool emitNvidiaKernel(mlir::attn::AttentionOp op, const GpuConfig &config,
-                      mlir::ModuleOp target, GpuKernelInfo &info, std::string &error);
+/// Adds `gpu.module @attn_kernels` with the kernel of the L2 program `plan` to
+/// `target` (a module marked gpu.container_module).
+bool emitNvidiaKernel(KernelPlan &plan, const GpuConfig &config, mlir::ModuleOp target,
+                      GpuKernelInfo &info, std::string &error);
 
 } // namespace attune
 

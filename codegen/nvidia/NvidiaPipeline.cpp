@@ -1,5 +1,6 @@
 //===- NvidiaPipeline.cpp - spec -> PTX through LLVM's NVPTX back end -----===//
 #include "codegen/nvidia/NvidiaPipeline.h"
+#include "codegen/nvidia/KernelPlan.h"
 
 #include "codegen/TensorReads.h"
 #include "dialect/AttnOps.h"
@@ -132,21 +133,35 @@ OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, Gp
   registerNvidiaTranslations(ctx);
   Diagnostics diags(ctx);
   OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
-  PassManager analysis(ctx);
-  attn::buildAnalysisPipeline(analysis);
-  if (failed(analysis.run(*module))) {
-    error = "block analysis failed:\n" + diags.text;
+  // L1 -> L2 with this configuration's tiles (no clean-ups after attn-tile: the
+  // lowering reads the tile ops as attn-tile wrote them).
+  PassManager tile(ctx);
+  attn::buildAnalysisPipeline(tile);
+  attn::AttnTileOptions tileOptions;
+  tileOptions.blockM = config.blockM;
+  tileOptions.blockN = config.blockN;
+  tile.addPass(attn::createAttnTile(tileOptions));
+  if (failed(tile.run(*module))) {
+    error = "tiling failed:\n" + diags.text;
     return nullptr;
   }
-  attn::AttentionOp op;
-  module->walk([&](attn::AttentionOp a) { op = a; });
-  if (!op) {
+  func::FuncOp kernel;
+  module->walk([&](func::FuncOp f) {
+    if (f->hasAttr("attn.kernel"))
+      kernel = f;
+  });
+  if (!kernel) {
     error = "the module holds no attn.attention";
     return nullptr;
   }
-  // The kernel goes into a fresh container module; the L1 function stays behind.
-  OwningOpRef<ModuleOp> container = ModuleOp::create(op.getLoc());
-  if (!emitNvidiaKernel(op, config, *container, info, error))
+  FailureOr<KernelPlan> plan = KernelPlan::of(kernel);
+  if (failed(plan)) {
+    error = "the tiled program does not fit the NVIDIA lowering:\n" + diags.text;
+    return nullptr;
+  }
+  // The kernel goes into a fresh container module; the L2 function stays behind.
+  OwningOpRef<ModuleOp> container = ModuleOp::create(kernel.getLoc());
+  if (!emitNvidiaKernel(*plan, config, *container, info, error))
     return nullptr;
   lowerTensorReads(*container);
   if (failed(verify(*container))) {

@@ -2,22 +2,6 @@
 
 // The schedule op's structural rules (attn.for_kv_blocks).
 
-func.func @no_ranges(%x: i64) {
-  // expected-error @+1 {{needs a ranges region (or a list)}}
-  attn.for_kv_blocks batch(%x) heads(%x) queries(%x, %x) offsets(%x, %x) sizes(%x, %x) block_n 16 ranges {
-  } classes {
-  ^bb0(%b0: i64, %h0: i64, %lo: i64, %hi: i64, %klo: i64, %khi: i64, %qoff: i64, %kvoff: i64, %s0: i64, %s1: i64):
-    %p = arith.constant 1 : i32
-    attn.yield %p : i32
-  } do {
-  ^bb0(%kb: i64, %cls: i32):
-    attn.yield
-  }
-  return
-}
-
-// -----
-
 func.func @odd_bounds(%x: i64) {
   // expected-error @+1 {{region 'ranges' must yield pairs of i64 (lo, hi)}}
   attn.for_kv_blocks batch(%x) heads(%x) queries(%x, %x) offsets(%x, %x) sizes(%x, %x) block_n 16 ranges {
@@ -74,6 +58,8 @@ func.func @body_args(%x: i64) {
 func.func @list_needs_rows(%x: i64, %l: memref<?x?x?x?xi32>) {
   // expected-error @+1 {{a list needs list_rows, the query rows per list row}}
   attn.for_kv_blocks batch(%x) heads(%x) queries(%x, %x) offsets(%x, %x) sizes(%x, %x) list(%l : memref<?x?x?x?xi32>) block_n 16 ranges {
+  ^bb0(%b0: i64, %h0: i64, %lo: i64, %hi: i64, %qoff: i64, %kvoff: i64, %s0: i64, %s1: i64):
+    attn.yield %lo, %hi : i64, i64
   } classes {
   ^bb0(%b0: i64, %h0: i64, %lo: i64, %hi: i64, %klo: i64, %khi: i64, %qoff: i64, %kvoff: i64, %s0: i64, %s1: i64):
     %p = arith.constant 1 : i32
@@ -90,6 +76,8 @@ func.func @list_needs_rows(%x: i64, %l: memref<?x?x?x?xi32>) {
 func.func @list_one_head(%x: i64, %l: memref<?x?x?x?xi32>) {
   // expected-error @+1 {{a block list is per head: exactly one head with a list}}
   attn.for_kv_blocks batch(%x) heads(%x, %x) queries(%x, %x) offsets(%x, %x) sizes(%x, %x) list(%l : memref<?x?x?x?xi32>) block_n 16 attributes {list_rows = 64 : i64} ranges {
+  ^bb0(%b0: i64, %h0: i64, %lo: i64, %hi: i64, %qoff: i64, %kvoff: i64, %s0: i64, %s1: i64):
+    attn.yield %lo, %hi : i64, i64
   } classes {
   ^bb0(%b0: i64, %h0: i64, %lo: i64, %hi: i64, %klo: i64, %khi: i64, %qoff: i64, %kvoff: i64, %s0: i64, %s1: i64):
     %p = arith.constant 1 : i32

@@ -111,9 +111,11 @@ func.func @split(%b: i64, %h: i64, %qlo: i64, %qhi: i64, %qo: i64, %ko: i64, %sq
 // CHECK: memref.load %[[L]]
 // ROUND-LABEL: func.func @list
 // ROUND: list(%{{.*}} : memref<?x?x?x?xi32>) block_n 16 attributes {list_rows = 32 : i64} ranges {
-// ROUND-NEXT: } classes {
 func.func @list(%b: i64, %h: i64, %qlo: i64, %qhi: i64, %qo: i64, %ko: i64, %sq: i64, %skv: i64, %l: memref<?x?x?x?xi32>) {
   attn.for_kv_blocks batch(%b) heads(%h) queries(%qlo, %qhi) offsets(%qo, %ko) sizes(%sq, %skv) list(%l : memref<?x?x?x?xi32>) block_n 16 attributes {list_rows = 32 : i64} ranges {
+  ^bb0(%b0: i64, %h0: i64, %lo: i64, %hi: i64, %qoff: i64, %kvoff: i64, %s0: i64, %s1: i64):
+    %c0 = arith.constant 0 : i64
+    attn.yield %c0, %s1 : i64, i64
   } classes {
   ^bb0(%b0: i64, %h0: i64, %lo: i64, %hi: i64, %klo: i64, %khi: i64, %qoff: i64, %kvoff: i64, %s0: i64, %s1: i64):
     %p = arith.constant 1 : i32

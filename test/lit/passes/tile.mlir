@@ -4,7 +4,7 @@
 // CHECK-LABEL: func.func @causal_gqa(
 // The kernel takes buffers (strided q/k/v/o as the caller lays them out) and offsets.
 // CHECK-SAME: %[[Q:.*]]: memref<?x4x?x16xf32, strided<[?, ?, ?, 1], offset: ?>>, %[[K:.*]]: memref<?x2x?x16xf32, strided<[?, ?, ?, 1], offset: ?>>, %[[V:.*]]: memref<?x2x?x16xf32, strided<[?, ?, ?, 1], offset: ?>>, %[[O:.*]]: memref<?x4x?x16xf32, strided<[?, ?, ?, 1], offset: ?>>, %[[QOFF:.*]]: i64, %[[KOFF:.*]]: i64)
-// CHECK-SAME: attributes {attn.block = array<i64: 32, 16>, attn.kernel}
+// CHECK-SAME: attributes {attn.block = array<i64: 32, 16>, attn.input_names = [], attn.kernel}
 // One grid item per (batch, query head, block of 32 query rows).
 // CHECK: %[[NQB:.*]] = arith.ceildivui %{{.*}}, %c32 : index
 // CHECK: attn.grid %{{.*}}, %c4, %[[NQB]] attributes {block_m = 32 : i64, block_n = 16 : i64} {
@@ -97,12 +97,13 @@ func.func @sigmoid(%q: tensor<?x4x?x16xf32>, %k: tensor<?x2x?x16xf32>, %qo: i64,
 // -----
 
 // A block list whose blocks match the tiles: the schedule is the list's row for
-// the query block (list_rows 64 query rows per row), no ranges region; the classes
-// region still classifies each listed block.
+// the query block (list_rows 64 query rows per row); the ranges stay for lowerings
+// that pack several heads into a block, and the classes region still classifies
+// each listed block.
 // CHECK-LABEL: func.func @block_list(
 // CHECK-SAME: %[[LIST:[^:]*]]: memref<?x4x?x?xi32>
 // CHECK: attn.for_kv_blocks {{.*}} list(%[[LIST]] : memref<?x4x?x?xi32>) block_n 16 attributes {list_rows = 64 : i64} ranges {
-// CHECK-NEXT: } classes {
+// CHECK: } classes {
 // CHECK: } do {
 // CHECK: attn.load_tile
 func.func @block_list(%q: tensor<?x4x?x16xf32>, %k: tensor<?x2x?x16xf32>, %list: tensor<?x4x?x?xi32>, %qo: i64, %ko: i64) -> tensor<?x4x?x16xf32> {

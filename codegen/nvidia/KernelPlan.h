@@ -1,0 +1,64 @@
+//===- KernelPlan.h - what the NVIDIA lowering reads off the L2 program -*- C++ -*-===//
+//
+// The NVIDIA lowering starts from the tiled program (L2) that attn-tile builds: one
+// kernel function holding an attn.grid whose body loads the q tile, walks the key
+// schedule (attn.for_kv_blocks) and scores, weighs and accumulates each tile. A
+// KernelPlan collects what the lowering needs from it: shapes and element type from
+// the buffer types, the scale (attn.qk_tile), the mask and score regions (the masked
+// attn.score_tile), the normaliser (attn.softmax_tile / attn.weights_tile), RoPE
+// (attn.load_tile), the inputs and their names, lse, and the schedule op. Anything
+// the lowering does not understand is an error at the op, never a guess.
+//
+//===----------------------------------------------------------------------===//
+#ifndef ATTUNE_CODEGEN_NVIDIA_KERNELPLAN_H
+#define ATTUNE_CODEGEN_NVIDIA_KERNELPLAN_H
+
+#include "dialect/AttnOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+#include <optional>
+#include <string>
+
+namespace attune {
+
+struct KernelPlan {
+  mlir::func::FuncOp kernel;
+  mlir::attn::GridOp grid;
+  mlir::attn::ForKvBlocksOp schedule;
+  /// The PARTIAL-tile epilogue: its mask and score regions are the attention's.
+  mlir::attn::ScoreTileOp scoreTile;
+
+  int64_t blockM = 0, blockN = 0;
+  int64_t headsQ = 0, headsKv = 0, headDim = 0, headDimV = 0;
+  mlir::Type elementType; // of q, k, v (and o)
+  double scale = 1.0;
+  mlir::attn::Normalizer normalizer = mlir::attn::Normalizer::softmax;
+  std::optional<double> sigmoidBeta;
+  bool softmaxBase2 = false;
+  bool identityScore = false;
+  bool lse = false;
+  mlir::attn::RopeAttr qRope, kRope;
+
+  /// The kernel's tensor inputs (function arguments, in order) and their names.
+  llvm::SmallVector<mlir::Value> inputs;
+  llvm::SmallVector<std::string> inputNames;
+  /// With a block list: the position of the list among the inputs, and the query
+  /// rows per list row.
+  std::optional<unsigned> listInput;
+  int64_t listRows = 0;
+
+  mlir::Region &mask() { return scoreTile.getMask(); }
+  mlir::Region &score() { return scoreTile.getScore(); }
+  mlir::Region &ranges() { return schedule.getRanges(); }
+  mlir::Region &tileClass() { return schedule.getTileClass(); }
+  mlir::Location loc() { return grid.getLoc(); }
+
+  /// The plan of `kernel` (an L2 function marked attn.kernel); on failure an error
+  /// has been emitted at the op that does not fit.
+  static mlir::FailureOr<KernelPlan> of(mlir::func::FuncOp kernel);
+};
+
+} // namespace attune
+
+#endif
