@@ -1,6 +1,9 @@
 //===- Expr.cpp - parser and type checker of the expression language ------===//
 #include "specs/Expr.h"
 
+#include "Json.h" // rt::kMaxJsonDepth, the one nesting limit of a spec
+
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -54,7 +57,10 @@ struct Token {
 };
 
 constexpr size_t kMaxLength = 16384;
-constexpr int kMaxDepth = 200;
+// Parentheses, unary operators and the height of the tree (a + b + c + ... nests to
+// the left without any parenthesis) are held to the nesting limit of the JSON the
+// expression sits in: the checker, the printer and the emitter recurse over the tree.
+constexpr int kMaxDepth = attune::rt::kMaxJsonDepth;
 
 class Lexer {
 public:
@@ -201,6 +207,18 @@ private:
     return n;
   }
 
+  /// Sets `n`'s height from its arguments; null (an error) when it exceeds kMaxDepth.
+  std::unique_ptr<Node> sized(std::unique_ptr<Node> n) {
+    int h = 0;
+    for (const auto &arg : n->args)
+      h = std::max(h, arg->height);
+    n->height = h + 1;
+    if (n->height > kMaxDepth)
+      return fail(n->column, "expression nested too deeply (more than " +
+                                 std::to_string(kMaxDepth) + " levels of operations)");
+    return n;
+  }
+
   struct DepthGuard {
     int &d;
     explicit DepthGuard(int &depth) : d(depth) { ++d; }
@@ -226,7 +244,7 @@ private:
       n->op = found;
       n->args.push_back(std::move(lhs));
       n->args.push_back(std::move(rhs));
-      lhs = std::move(n);
+      lhs = sized(std::move(n));
     }
     return lhs;
   }
@@ -238,7 +256,8 @@ private:
     if (isOp("!")) {
       DepthGuard g(depth);
       if (depth > kMaxDepth)
-        return fail(peek().column, "expression nested too deeply");
+        return fail(peek().column, "expression nested too deeply (more than " +
+                                       std::to_string(kMaxDepth) + " levels)");
       int column = peek().column;
       ++pos;
       auto operand = parseNot();
@@ -246,7 +265,7 @@ private:
         return nullptr;
       auto n = make(Node::Kind::Not, column);
       n->args.push_back(std::move(operand));
-      return n;
+      return sized(std::move(n));
     }
     return parseCompare();
   }
@@ -275,7 +294,7 @@ private:
         return nullptr;
       chain->args.push_back(std::move(rhs));
     }
-    return chain ? std::move(chain) : std::move(first);
+    return chain ? sized(std::move(chain)) : std::move(first);
   }
 
   std::unique_ptr<Node> parseSum() { return binaryChain(&Parser::parseTerm, {"+", "-"}); }
@@ -286,7 +305,8 @@ private:
   std::unique_ptr<Node> parseUnary() {
     DepthGuard g(depth);
     if (depth > kMaxDepth)
-      return fail(peek().column, "expression nested too deeply");
+      return fail(peek().column, "expression nested too deeply (more than " +
+                                     std::to_string(kMaxDepth) + " levels)");
     if (isOp("-") || isOp("+")) {
       bool neg = isOp("-");
       int column = peek().column;
@@ -296,7 +316,7 @@ private:
         return operand;
       auto n = make(Node::Kind::Neg, column);
       n->args.push_back(std::move(operand));
-      return n;
+      return sized(std::move(n));
     }
     if (isOp("!"))
       return fail(peek().column, "'!' applies to a whole comparison here; "
@@ -328,10 +348,7 @@ private:
     }
     if (isOp("(")) {
       int column = t.column;
-      ++pos;
-      DepthGuard g(depth);
-      if (depth > kMaxDepth)
-        return fail(column, "expression nested too deeply");
+      ++pos; // parseUnary has counted this level
       auto inner = parseOr();
       if (!inner)
         return nullptr;
@@ -381,7 +398,7 @@ private:
                                      "' to close the one at column " +
                                      std::to_string(open));
     ++pos;
-    return n;
+    return sized(std::move(n));
   }
 
   std::vector<Token> tokens;

@@ -25,6 +25,7 @@ struct Node {
   enum class Kind { IntLit, FloatLit, BoolLit, Name, Neg, Not, Binary, Compare, Call, Index };
   Kind kind;
   int column = 0;              // 1-based column in the source string
+  int height = 1;              // 1 + the largest height of args (at most the nesting limit)
   int64_t intValue = 0;
   double floatValue = 0.0;
   bool boolValue = false;

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 #include "specs/Importer.h"
 
+#include "Json.h" // the runtime's JSON reader (runtime/src)
 #include "dialect/AttnOps.h"
 #include "specs/Expr.h"
 #include "specs/ExprEmitter.h"
@@ -29,7 +30,7 @@ using json = nlohmann::json;
 namespace attune {
 
 //===----------------------------------------------------------------------===//
-// Parsing JSON text (with duplicate-key detection)
+// Parsing JSON text
 //===----------------------------------------------------------------------===//
 
 namespace {
@@ -37,7 +38,12 @@ constexpr int64_t kMaxHeads = 4096;
 constexpr int64_t kMaxHeadDim = 512;
 constexpr int64_t kMaxPosition = int64_t(1) << 40; // positions, windows, counts
 constexpr int64_t kMaxInputDim = int64_t(1) << 31;
-constexpr int kMaxNesting = 64;
+// Elements of an input as far as its declared sizes go: the product of four dimensions
+// of up to 2^31 would overflow every element or byte count computed from the type.
+constexpr int64_t kMaxInputElements = int64_t(1) << 40;
+// Masks nest at most as deep as a JSON document may (a tree handed to importSpec
+// directly, not read from text, is held to the same limit).
+constexpr int kMaxNesting = rt::kMaxJsonDepth;
 constexpr size_t kMaxTokens = 65536;               // explicit token lists
 
 std::string escapePointer(const std::string &key) {
@@ -91,45 +97,50 @@ const char *kindOf(const json &j) {
     return "a value";
   }
 }
+
+/// The runtime's value as nlohmann's: the same integers (int64, uint64) and doubles.
+/// The reader bounds the depth (rt::kMaxJsonDepth), so the recursion is bounded too.
+json fromRuntime(const rt::Json &j) {
+  switch (j.kind()) {
+  case rt::Json::Kind::Null:
+    return nullptr;
+  case rt::Json::Kind::Bool:
+    return j.asBool();
+  case rt::Json::Kind::Int:
+    return j.asInt();
+  case rt::Json::Kind::UInt:
+    return j.asUInt();
+  case rt::Json::Kind::Double:
+    return j.asDouble();
+  case rt::Json::Kind::String:
+    return j.asString();
+  case rt::Json::Kind::Array: {
+    json out = json::array();
+    for (const rt::Json &item : j.items())
+      out.push_back(fromRuntime(item));
+    return out;
+  }
+  case rt::Json::Kind::Object: {
+    json out = json::object();
+    for (const rt::JsonMember &m : j.members())
+      out[m.key] = fromRuntime(m.value);
+    return out;
+  }
+  }
+  return nullptr;
+}
 } // namespace
 
 bool parseSpecText(const std::string &text, json &out, SpecError &error) {
-  // Track keys per open object to reject duplicates, which nlohmann keeps silently.
-  std::vector<std::set<std::string>> keys;
-  std::vector<std::string> pathStack;
-  std::string duplicate;
-  auto callback = [&](int, json::parse_event_t event, json &parsed) {
-    switch (event) {
-    case json::parse_event_t::object_start:
-      keys.emplace_back();
-      break;
-    case json::parse_event_t::object_end:
-      if (!keys.empty())
-        keys.pop_back();
-      break;
-    case json::parse_event_t::key: {
-      std::string k = parsed.get<std::string>();
-      if (!keys.empty() && !keys.back().insert(k).second && duplicate.empty())
-        duplicate = k;
-      break;
-    }
-    default:
-      break;
-    }
-    return true;
-  };
+  // The runtime's reader, not nlohmann's: attnc and the runtime (attune-rt, the Python
+  // package) must accept exactly the same documents and read the same numbers. It
+  // refuses what nlohmann lets through: text after the document (nlohmann stops at a
+  // NUL byte), duplicate keys, integers outside 64 bits (nlohmann reads them as
+  // doubles), and nesting deeper than rt::kMaxJsonDepth.
   try {
-    out = json::parse(text, callback, /*allow_exceptions=*/true,
-                      /*ignore_comments=*/false);
-  } catch (const json::parse_error &e) {
-    std::string what = e.what();
-    // "[json.exception.parse_error.101] parse error at line 1, column 5: ..."
-    auto pos = what.find("parse error");
-    error = {"", "not valid JSON: " + (pos == std::string::npos ? what : what.substr(pos))};
-    return false;
-  }
-  if (!duplicate.empty()) {
-    error = {"", "duplicate key '" + duplicate + "' in an object"};
+    out = fromRuntime(rt::Json::parse(text, /*rejectDuplicateKeys=*/true));
+  } catch (const rt::JsonError &e) {
+    error = {"", std::string("not valid JSON: ") + e.what()};
     return false;
   }
   return true;
@@ -232,10 +243,12 @@ private:
 
   int64_t integer(const json &j, const std::string &path, int64_t lo, int64_t hi) {
     int64_t v;
-    if (j.is_number_integer()) {
-      v = j.get<int64_t>();
-    } else if (j.is_number_unsigned()) {
+    // is_number_unsigned first: nlohmann's is_number_integer() is true for uint64 as
+    // well, and get<int64_t>() of one above INT64_MAX wraps to a negative number.
+    if (j.is_number_unsigned() && j.get<uint64_t>() > uint64_t(INT64_MAX)) {
       fail(path, "must be at most " + std::to_string(hi) + ", got " + j.dump());
+    } else if (j.is_number_integer()) {
+      v = j.get<int64_t>();
     } else {
       fail(path, std::string("must be an integer, got ") + kindOf(j) +
                      (j.is_number() ? " (" + j.dump() + ")" : ""));
@@ -314,6 +327,8 @@ private:
               {"$schema", "name", "description", "heads_q", "heads_kv", "head_dim",
                "head_dim_v", "dtype", "scale", "align", "q_offset", "kv_offset",
                "inputs", "params", "mask", "score", "normalizer", "rope", "outputs"});
+    if (const json *s = find(root, "$schema"))
+      string(*s, "/$schema");
     info.name = find(root, "name") ? string(root["name"], "/name") : "attention";
     if (info.name.empty() || info.name.size() > 128)
       fail("/name", "must be 1 to 128 characters");
@@ -385,8 +400,32 @@ private:
           d.shape.push_back(integer(dim, child(spath, i), 1, kMaxInputDim));
         }
       }
+      // The sizes known now (numbers, and Hq, Hkv, D, Dv), multiplied without overflow:
+      // each factor is at most 2^31 and the product so far at most 2^40.
+      int64_t elements = 1;
+      for (const Dim &dim : d.shape) {
+        int64_t n = staticDim(dim);
+        if (n == ShapedType::kDynamic)
+          continue;
+        if (elements > kMaxInputElements / n)
+          fail(spath, "declares more than 2^40 elements (" + shapeText(d.shape) + ")");
+        elements *= n;
+      }
       info.inputs.push_back(std::move(d));
     }
+  }
+
+  static std::string dimText(const Dim &dim) {
+    if (auto *n = std::get_if<int64_t>(&dim))
+      return std::to_string(*n);
+    return std::get<std::string>(dim);
+  }
+
+  static std::string shapeText(const std::vector<Dim> &shape) {
+    std::string out = "[";
+    for (size_t i = 0; i < shape.size(); ++i)
+      out += (i ? ", " : "") + dimText(shape[i]);
+    return out + "]";
   }
 
   bool isReservedName(const std::string &n) {
@@ -888,8 +927,10 @@ private:
       std::string src = string(v, p);
       auto tree = parseChecked(src, p, /*score=*/false);
       if (tree->type != expr::Type::Bool)
-        fail(p, std::string("a mask expression must be boolean, this one is an ") +
-                    expr::typeName(tree->type));
+        fail(p, "column " + std::to_string(tree->column) +
+                    ": a mask expression must be boolean, this one is " +
+                    (tree->type == expr::Type::Int ? "an integer" : "a float") +
+                    " (compare it, e.g. q - kv < 8)");
       summary = "expr(" + expr::print(*tree) + ")";
       return emitExpr(*tree, vars, inBounds, loc);
     }
@@ -1034,8 +1075,19 @@ private:
         for (int64_t h = info.headsQ / 2; h < info.headsQ; ++h)
           heads.push_back(h);
       } else if (sh->is_array()) {
-        for (size_t i = 0; i < sh->size(); ++i)
-          heads.push_back(integer((*sh)[i], child(sp, i), 0, info.headsQ - 1));
+        // Each head at most once, so at most heads_q entries: checked before anything
+        // is allocated for them.
+        if (int64_t(sh->size()) > info.headsQ)
+          fail(sp, "lists " + std::to_string(sh->size()) + " heads but the spec has " +
+                       std::to_string(info.headsQ) + " query heads");
+        std::vector<bool> seen(size_t(info.headsQ), false);
+        for (size_t i = 0; i < sh->size(); ++i) {
+          int64_t h = integer((*sh)[i], child(sp, i), 0, info.headsQ - 1);
+          if (seen[size_t(h)])
+            fail(child(sp, i), "head " + std::to_string(h) + " is listed twice");
+          seen[size_t(h)] = true;
+          heads.push_back(h);
+        }
       } else {
         fail(sp, "must be \"second_half\" or an array of head indices");
       }
@@ -1089,8 +1141,16 @@ private:
     if (key == "expr") {
       std::string src = string(v, p);
       auto tree = parseChecked(src, p, /*score=*/true);
-      if (tree->type == expr::Type::Bool)
-        fail(p, "a score expression must be a float, this one is a boolean");
+      // PATTERNS.md: a score expression is a float. An integer one ("1", "q - kv") is
+      // refused rather than converted: the score is a float, and a user who wrote an
+      // integer most likely forgot `s` or a float literal.
+      if (tree->type != expr::Type::Float)
+        fail(p, "column " + std::to_string(tree->column) +
+                    ": a score expression must be a float, this one is " +
+                    (tree->type == expr::Type::Bool ? "a boolean"
+                                                    : "an integer (mix in a float, e.g. "
+                                                      "s + 0.5 * (q - kv), or write 1.0 "
+                                                      "for 1)"));
       summary = "expr(" + expr::print(*tree) + ")";
       return expr::toFloat(builder, loc, emitExpr(*tree, vars, inBounds, loc));
     }
@@ -1142,6 +1202,21 @@ private:
       Value b2 = tensorParam(params, p, "b2", "f32", 1, "[Hq]");
       checkStaticDim(w2, 0, info.headsQ, child(p, "w2"), "Hq");
       checkStaticDim(b2, 0, info.headsQ, child(p, "b2"), "Hq");
+      // One hidden size: w1[Hid], b1[Hid], w2[Hq, Hid] (the lowering loops over w1's
+      // size and reads b1 and w2 at the same index).
+      const Dim &hid = declOf(w1).shape[0];
+      auto sameHidden = [&](Value t, size_t dim, const char *key) {
+        const Dim &other = declOf(t).shape[dim];
+        int64_t x = staticDim(hid), y = staticDim(other);
+        bool same = x != ShapedType::kDynamic && y != ShapedType::kDynamic ? x == y
+                                                                              : other == hid;
+        if (!same)
+          fail(child(p, key), "input '" + declOf(t).name + "' dimension " +
+                                  std::to_string(dim) + " must be w1's hidden size (" + dimText(hid) + "), got " +
+                                  dimText(other));
+      };
+      sameHidden(b1, 0, "b1");
+      sameHidden(w2, 1, "w2");
       double c = positive(require(params, p, "c"), child(p, "c"));
       double l = positive(require(params, p, "L"), child(p, "L"));
       summary = "fire(c=" + fmt(c) + ", L=" + fmt(l) + ")";

@@ -66,7 +66,10 @@ struct ImportOptions {
   std::optional<std::string> dtypeOverride;
 };
 
-/// Parses JSON text; a syntax error or a duplicated key is an error with its place.
+/// Parses JSON text with the runtime's reader (runtime/src/Json.h), the one attune-rt and
+/// the Python package use: a syntax error, anything after the document (a NUL byte
+/// included), a duplicated key, an integer outside 64 bits or nesting deeper than
+/// rt::kMaxJsonDepth (512) is an error with its line and column.
 bool parseSpecText(const std::string &text, nlohmann::json &out, SpecError &error);
 /// Reads and parses a spec file.
 bool loadSpecFile(const std::string &path, nlohmann::json &out, SpecError &error);

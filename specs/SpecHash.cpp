@@ -1,85 +1,64 @@
 //===- SpecHash.cpp - the content hash bundles and caches are keyed by ----===//
+//
+// No canonical writer or SHA-256 of its own: a second one would have to print every
+// double exactly as the runtime does, and nlohmann's dump() does not (Grisu2 is not
+// always the shortest or the nearest of the shortest digits).
+//
+//===----------------------------------------------------------------------===//
 #include "specs/SpecHash.h"
+
+#include "Json.h"
+#include "Sha256.h"
 
 #include <nlohmann/json.hpp>
 
-#include <array>
-#include <cstdint>
-#include <cstdio>
+#include <stdexcept>
 
 namespace attune {
 
 namespace {
 
-constexpr std::array<uint32_t, 64> kRound = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-    0xc67178f2};
-
-inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+rt::Json toRuntime(const nlohmann::json &j, int depth) {
+  using T = nlohmann::json::value_t;
+  switch (j.type()) {
+  case T::null:
+  case T::discarded:
+    return rt::Json(nullptr);
+  case T::boolean:
+    return rt::Json(j.get<bool>());
+  case T::number_integer:
+    return rt::Json(j.get<int64_t>());
+  case T::number_unsigned:
+    return rt::Json(j.get<uint64_t>());
+  case T::number_float:
+    return rt::Json(j.get<double>());
+  case T::string:
+    return rt::Json(j.get<std::string>());
+  case T::binary:
+    throw std::invalid_argument("a spec holds no binary values");
+  case T::array:
+  case T::object:
+    break;
+  }
+  if (depth >= rt::kMaxJsonDepth)
+    throw std::invalid_argument("the spec nests arrays and objects deeper than " +
+                                std::to_string(rt::kMaxJsonDepth) + " levels");
+  if (j.is_array()) {
+    rt::Json out = rt::Json::array();
+    for (const nlohmann::json &item : j)
+      out.push_back(toRuntime(item, depth + 1));
+    return out;
+  }
+  rt::Json out = rt::Json::object();
+  for (auto it = j.begin(); it != j.end(); ++it) // nlohmann's keys are unique
+    out.append(it.key(), toRuntime(it.value(), depth + 1));
+  return out;
+}
 
 } // namespace
 
-std::string sha256Hex(const std::string &data) {
-  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  std::string msg = data;
-  uint64_t bits = uint64_t(data.size()) * 8;
-  msg.push_back(char(0x80));
-  while (msg.size() % 64 != 56)
-    msg.push_back('\0');
-  for (int i = 7; i >= 0; --i)
-    msg.push_back(char((bits >> (8 * i)) & 0xff));
-  for (size_t chunk = 0; chunk < msg.size(); chunk += 64) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i)
-      w[i] = (uint32_t(uint8_t(msg[chunk + 4 * i])) << 24) |
-             (uint32_t(uint8_t(msg[chunk + 4 * i + 1])) << 16) |
-             (uint32_t(uint8_t(msg[chunk + 4 * i + 2])) << 8) | uint32_t(uint8_t(msg[chunk + 4 * i + 3]));
-    for (int i = 16; i < 64; ++i) {
-      uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
-    for (int i = 0; i < 64; ++i) {
-      uint32_t S1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25);
-      uint32_t ch = (e & f) ^ (~e & g);
-      uint32_t t1 = k + S1 + ch + kRound[i] + w[i];
-      uint32_t S0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22);
-      uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
-      uint32_t t2 = S0 + maj;
-      k = g;
-      g = f;
-      f = e;
-      e = d + t1;
-      d = c;
-      c = b;
-      b = a;
-      a = t1 + t2;
-    }
-    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
-  }
-  char out[65];
-  for (int i = 0; i < 8; ++i)
-    std::snprintf(out + 8 * i, 9, "%08x", h[i]);
-  return std::string(out, 64);
+std::string specHash(const nlohmann::json &spec) {
+  return rt::sha256Hex(toRuntime(spec, 0).canonical());
 }
-
-std::string canonicalJson(const nlohmann::json &spec) {
-  // nlohmann's object_t is a std::map: keys come out sorted by their bytes; dump()
-  // prints no whitespace and the shortest round-trip form of each number.
-  return spec.dump(-1, ' ', /*ensure_ascii=*/false,
-                   nlohmann::json::error_handler_t::replace);
-}
-
-std::string specHash(const nlohmann::json &spec) { return sha256Hex(canonicalJson(spec)); }
 
 } // namespace attune

@@ -8,14 +8,12 @@
 
 namespace attune {
 
-/// SHA-256 of `data`, lower-case hex.
-std::string sha256Hex(const std::string &data);
-
-/// The canonical text of a spec (docs/bundle-and-abi.md section 5): keys sorted, no
-/// whitespace, shortest round-trip numbers, UTF-8 kept.
-std::string canonicalJson(const nlohmann::json &spec);
-
-/// sha256Hex(canonicalJson(spec)).
+/// The spec hash of docs/bundle-and-abi.md section 5: sha256 of the spec's canonical
+/// JSON text. Computed by the runtime's canonical writer and SHA-256 (runtime/src/Json.h,
+/// Sha256.h), the one implementation attnc, attune-rt and the Python package share; the
+/// nlohmann tree is copied into the runtime's value exactly (int64, uint64 and double
+/// kept as they are). Throws std::invalid_argument for a tree nested deeper than
+/// rt::kMaxJsonDepth, which no spec file can be (the reader refuses it).
 std::string specHash(const nlohmann::json &spec);
 
 } // namespace attune

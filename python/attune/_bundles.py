@@ -20,10 +20,26 @@ from ._kernel import Kernel
 DEFAULT_ARCH = "sm_80,sm_90a"
 
 
+def _dict_text(spec):
+    """A dict spec as JSON text for the runtime, which parses, checks and hashes it (the
+    one reader and hash attnc uses too). Python's float repr reads back to the same
+    double, so the hash is the file's. What JSON cannot hold is refused here, with the
+    reason, rather than written as something else."""
+    try:
+        return json.dumps(spec, allow_nan=False).encode("utf-8")
+    except RecursionError:
+        raise AttuneError(
+            "attune: the spec dict nests too deeply for JSON (a spec nests at most 512 "
+            "arrays and objects)"
+        ) from None
+    except (TypeError, ValueError) as e:
+        raise AttuneError(f"attune: the spec dict is not JSON: {e}") from None
+
+
 def _spec_text(spec_or_path):
     """(JSON bytes, the file's path or None for a dict)."""
     if isinstance(spec_or_path, dict):
-        return json.dumps(spec_or_path).encode("utf-8"), None
+        return _dict_text(spec_or_path), None
     path = os.fspath(spec_or_path)
     try:
         return Path(path).read_bytes(), path
@@ -36,7 +52,26 @@ def _list_text(items):
     return items if isinstance(items, str) else ",".join(items)
 
 
+def _refuse_nul(text, path):
+    """The C API takes NUL-terminated text: a NUL byte would end the document early and
+    hide whatever follows it (attnc and attune-rt, which read the whole file, refuse
+    it). Refused here, placed as the runtime places its errors."""
+    at = text.find(b"\0")
+    if at < 0:
+        return
+    before = text[:at]
+    line = before.count(b"\n") + 1
+    last = before[before.rfind(b"\n") + 1:]
+    column = sum(1 for byte in last if byte & 0xC0 != 0x80) + 1
+    what = path if path is not None else "the spec"
+    raise AttuneError(
+        f"attune: {what} is not a JSON spec: line {line}, column {column}: a NUL byte "
+        "(JSON text holds none; nothing may follow the document)"
+    )
+
+
 def _hash(text, path):
+    _refuse_nul(text, path)
     try:
         return _capi.hex_out(_capi.lib().attn_spec_hash, text)
     except AttuneError as e:

@@ -35,6 +35,11 @@ int64_t Json::asInt() const {
   case Kind::UInt:
     return std::numeric_limits<int64_t>::max();
   case Kind::Double:
+    // Saturating: converting a double outside int64 (or NaN) is undefined behaviour.
+    if (!(double_ > -9223372036854775808.0))
+      return double_ != double_ ? 0 : std::numeric_limits<int64_t>::min();
+    if (double_ >= 9223372036854775808.0)
+      return std::numeric_limits<int64_t>::max();
     return int64_t(double_);
   default:
     return 0;
@@ -180,17 +185,45 @@ std::string formatDouble(double d) {
   bool negative = d < 0;
   double a = std::fabs(d);
 
-  // The fewest significant digits that read back to the same double. For that length,
-  // the correctly rounded digits are the nearest candidate, so they round-trip if any
-  // candidate of that length does.
+  // The fewest significant digits that read back to the same double, and of those the
+  // nearest. For each length the candidates are the decimals just below and just above
+  // `a`; the correctly rounded one is the nearer. Usually it reads back if either does,
+  // but not always: the doubles that read back to a power of two span half as far below
+  // it as above, so the nearer candidate can lie just outside below while the one above
+  // is inside (2^-1017 is 7.120236347223045e-307, not ...0444e-307). The candidate
+  // above is tried too; the one below the nearer never needs to be (it is farther than
+  // the nearer, which already fell outside the wider side).
+  auto readsBack = [a](const std::string &digits, int exp10, int precision, double *back) {
+    // Read back as an integer mantissa with an exponent: no decimal point involved.
+    std::string probe = digits + "e" + std::to_string(exp10 - (precision - 1));
+    *back = parseDoubleC(probe.c_str());
+    return *back == a;
+  };
   std::string digits;
   int exp10 = 0;
   for (int precision = 1; precision <= 17; ++precision) {
     scientificDigits(a, precision, digits, exp10);
-    // Read back as an integer mantissa with an exponent: no decimal point involved.
-    std::string probe = digits + "e" + std::to_string(exp10 - (precision - 1));
-    if (parseDoubleC(probe.c_str()) == a)
+    double back;
+    if (readsBack(digits, exp10, precision, &back))
       break;
+    if (back > a)
+      continue;
+    std::string up = digits; // digits + 1 in the last place
+    int upExp = exp10;
+    size_t i = up.size();
+    while (i > 0 && up[i - 1] == '9')
+      up[--i] = '0';
+    if (i == 0) {
+      up = "1" + std::string(size_t(precision - 1), '0'); // 99.9 + 0.1 = 100
+      ++upExp;
+    } else {
+      ++up[i - 1];
+    }
+    if (readsBack(up, upExp, precision, &back)) {
+      digits = up;
+      exp10 = upExp;
+      break;
+    }
   }
   while (digits.size() > 1 && digits.back() == '0')
     digits.pop_back();
@@ -355,6 +388,9 @@ public:
       : text_(text), rejectDuplicates_(rejectDuplicates) {}
 
   Json document() {
+    if (text_.compare(0, 3, "\xEF\xBB\xBF") == 0)
+      fail("the text starts with a UTF-8 byte order mark, which JSON here does not allow "
+           "(save the file without one)");
     skipSpace();
     Json v = value(0);
     skipSpace();
@@ -364,8 +400,26 @@ public:
   }
 
 private:
-  // Deep nesting would overflow the stack of this recursive reader.
-  static constexpr int kMaxDepth = 512;
+  /// Where the reader is, for messages: the key or index of each open container.
+  struct Step {
+    const std::string *key; // null in an array
+    size_t index;
+  };
+
+  /// " at /json/pointer" inside a container, "" at the top level.
+  std::string where() const {
+    std::string out;
+    for (const Step &s : trail_) {
+      out.push_back('/');
+      if (!s.key) {
+        out += std::to_string(s.index);
+        continue;
+      }
+      for (char c : *s.key) // RFC 6901 escapes
+        out += c == '~' ? "~0" : c == '/' ? "~1" : std::string(1, c);
+    }
+    return out.empty() ? "" : " at " + out;
+  }
 
   [[noreturn]] void fail(const std::string &message) const { failAt(pos_, message); }
 
@@ -409,9 +463,11 @@ private:
     pos_ += n;
   }
 
+  /// `depth`: the number of arrays and objects around this value.
   Json value(int depth) {
-    if (depth > kMaxDepth)
-      fail("nesting deeper than " + std::to_string(kMaxDepth) + " levels");
+    if ((peek() == '{' || peek() == '[') && depth >= kMaxJsonDepth)
+      fail("arrays and objects nested deeper than " + std::to_string(kMaxJsonDepth) +
+           " levels");
     if (atEnd())
       fail("unexpected end of input (expected a value)");
     char c = peek();
@@ -465,7 +521,9 @@ private:
                      : "expected ':' after a key, got '" + printable(peek()) + "'");
       ++pos_;
       skipSpace();
+      trail_.push_back({&key, 0});
       Json v = value(depth + 1);
+      trail_.pop_back();
       if (known != index.end()) {
         *obj.find(key) = std::move(v); // the last duplicate wins, as in nlohmann and Python
       } else {
@@ -496,7 +554,9 @@ private:
     }
     while (true) {
       skipSpace();
+      trail_.push_back({nullptr, arr.size()});
       arr.push_back(value(depth + 1));
+      trail_.pop_back();
       skipSpace();
       if (peek() == ',') {
         ++pos_;
@@ -688,9 +748,11 @@ private:
         ++pos_;
     }
     std::string lexeme = text_.substr(start, pos_ - start);
+    std::string shown = lexeme.size() <= 40 ? lexeme : lexeme.substr(0, 37) + "...";
     if (integral) {
-      // Accumulate in uint64 and watch for overflow; out-of-range integers become
-      // doubles, as nlohmann::json reads them.
+      // Accumulate in uint64 and watch for overflow. An integer outside int64 and
+      // uint64 is refused: read as a double it would silently lose digits (and every
+      // reader would have to agree on how), and no key takes one.
       uint64_t mag = 0;
       bool overflow = false;
       for (size_t i = negative ? 1 : 0; i < lexeme.size(); ++i) {
@@ -707,16 +769,20 @@ private:
         if (mag <= uint64_t(std::numeric_limits<int64_t>::max()) + 1)
           return Json(mag == 0 ? int64_t(0) : int64_t(0 - mag)); // two's complement
       }
+      failAt(start, "integer out of range" + where() + ": " + shown +
+                        " (integers must fit in 64 bits; write a float such as 1e+23 "
+                        "where a float is meant)");
     }
     double d = parseDoubleC(lexeme.c_str());
     if (!std::isfinite(d))
-      failAt(start, "number out of range: " + lexeme);
+      failAt(start, "number out of range" + where() + ": " + shown);
     return Json(d);
   }
 
   const std::string &text_;
   bool rejectDuplicates_;
   size_t pos_ = 0;
+  std::vector<Step> trail_;
 };
 
 } // namespace

@@ -4,11 +4,18 @@
 // (docs/bundle-and-abi.md section 5). Written for this runtime: it must build where
 // no third-party JSON library exists.
 //
-// Numbers follow nlohmann::json's model, because the compiler's spec hash is computed
-// with nlohmann and both sides must print the same canonical text:
+// This is the one JSON reader for everything a user hands the tools: attnc reads spec
+// files with it too (specs/Importer.cpp converts the result for the importer), and the
+// spec hash of attnc, the runtime and the Python package is canonical() + sha256Hex.
+//
+// Numbers:
 //   - a literal without fraction or exponent is an integer: int64 when it fits, else
-//     uint64 when it is non-negative and fits, else a double;
-//   - any other literal is a double.
+//     uint64 when it is non-negative and fits; any other integer literal is refused
+//     (never silently read as a double or wrapped);
+//   - any other literal is a double; one outside the double range is refused.
+//
+// Nesting deeper than kMaxJsonDepth arrays and objects is refused (the reader and every
+// consumer recurse).
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTUNE_RUNTIME_JSON_H
@@ -22,6 +29,12 @@
 #include <vector>
 
 namespace attune::rt {
+
+/// The nesting limit of everything a spec nests: JSON arrays and objects in any document
+/// these tools read (specs, manifests, tuning databases), mask trees in the importer and
+/// expressions in `"expr"` strings. Deep enough for any real spec, shallow enough that
+/// the recursive readers and the passes after them never exhaust a thread's stack.
+constexpr int kMaxJsonDepth = 512;
 
 /// A parse failure, with the 1-based line and column (in characters) where it happened.
 class JsonError : public std::runtime_error {
@@ -92,8 +105,9 @@ public:
   bool operator==(const Json &other) const;
   bool operator!=(const Json &other) const { return !(*this == other); }
 
-  /// Parses a whole document (trailing whitespace only). Rejects duplicate keys when
-  /// `rejectDuplicateKeys` (the spec importer does the same), else the last one wins.
+  /// Parses a whole document (trailing whitespace only: a NUL byte or anything else
+  /// after the value is an error). Rejects duplicate keys when `rejectDuplicateKeys`
+  /// (the spec importer does the same), else the last one wins.
   static Json parse(const std::string &text, bool rejectDuplicateKeys = true);
 
   /// Compact text, members in stored order.
@@ -122,9 +136,11 @@ struct JsonMember {
   Json value;
 };
 
-/// The shortest decimal text that reads back to `d`, laid out as nlohmann::json prints
-/// it: fixed notation while the decimal exponent is in [-4, 15) (with ".0" added to
-/// integral values), else d.ddde+XX. NaN and infinities have no JSON form: "null".
+/// The canonical text of a double (docs/bundle-and-abi.md section 5): the shortest
+/// decimal digits that read back to `d` (of those, the nearest to `d`), in fixed
+/// notation while 1e-4 <= |d| < 1e15 (with ".0" added to integral values), else
+/// d[.ddd]e+XX / e-XX (at least two exponent digits); zero is "0.0" or "-0.0". NaN and
+/// infinities have no JSON form: "null".
 std::string formatDouble(double d);
 
 /// `s` as a JSON string literal: quotes, backslash and control characters escaped

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
+#include <vector>
 
 using namespace attune::rt;
 
@@ -44,16 +46,16 @@ TEST(Json, ParsesScalarsAndContainers) {
   EXPECT_EQ(j.find("missing"), nullptr);
 }
 
-TEST(Json, IntegersFollowNlohmannsModel) {
+TEST(Json, IntegersAreInt64OrUInt64) {
   Json j = Json::parse("[9223372036854775807, -9223372036854775808, 18446744073709551615, "
-                       "18446744073709551616, -9223372036854775809, -0, 1.0, 1e2]");
+                       "18446744073709551616.0, -9223372036854775809.0, -0, 1.0, 1e2]");
   EXPECT_EQ(j[0].kind(), Json::Kind::Int);
   EXPECT_EQ(j[0].asInt(), std::numeric_limits<int64_t>::max());
   EXPECT_EQ(j[1].kind(), Json::Kind::Int);
   EXPECT_EQ(j[1].asInt(), std::numeric_limits<int64_t>::min());
   EXPECT_EQ(j[2].kind(), Json::Kind::UInt);
   EXPECT_EQ(j[2].asUInt(), std::numeric_limits<uint64_t>::max());
-  EXPECT_EQ(j[3].kind(), Json::Kind::Double); // beyond uint64: a double
+  EXPECT_EQ(j[3].kind(), Json::Kind::Double); // written as a float: a double
   EXPECT_EQ(j[4].kind(), Json::Kind::Double);
   EXPECT_EQ(j[5].kind(), Json::Kind::Int);
   EXPECT_EQ(j[5].asInt(), 0);
@@ -61,6 +63,39 @@ TEST(Json, IntegersFollowNlohmannsModel) {
   EXPECT_EQ(j[7].kind(), Json::Kind::Double);
   EXPECT_EQ(j.dump(), "[9223372036854775807,-9223372036854775808,18446744073709551615,"
                       "1.8446744073709552e+19,-9.223372036854776e+18,0,1.0,100.0]");
+}
+
+// Fuzz finding 4: an integer literal outside 64 bits was read as a double, so the reader,
+// nlohmann and Python (which keeps big integers) disagreed on the value and the hash.
+TEST(Json, IntegersOutside64BitsAreRefusedWithTheirPath) {
+  EXPECT_EQ(parseError("{\"q_offset\": 99999999999999999999999}"),
+            "line 1, column 14: integer out of range at /q_offset: 99999999999999999999999 "
+            "(integers must fit in 64 bits; write a float such as 1e+23 where a float is "
+            "meant)");
+  EXPECT_NE(parseError("[18446744073709551616]").find("integer out of range at /0: "
+                                                      "18446744073709551616 "),
+            std::string::npos);
+  EXPECT_NE(parseError("[-9223372036854775809]").find("integer out of range at /0"),
+            std::string::npos);
+  // Paths escape '~' and '/' (RFC 6901); long literals are shortened.
+  EXPECT_NE(parseError("{\"a/b\": {\"c~\": [0, " + std::string(100, '9') + "]}}")
+                .find("at /a~1b/c~0/1: 9999999999999999999999999999999999999... (integers"),
+            std::string::npos);
+  EXPECT_EQ(parseError("{\"x\": [1e999]}"), "line 1, column 8: number out of range at /x/0: 1e999");
+  EXPECT_NE(parseError("[-18446744073709551615]").find("integer out of range at /0"),
+            std::string::npos);
+}
+
+// Fuzz finding 4: nlohmann stops reading at a NUL byte, so attnc accepted garbage after
+// one; this reader (attnc's too now) reads the whole text.
+TEST(Json, NothingMayFollowTheDocument) {
+  EXPECT_EQ(parseError(std::string("{\"a\": 1}\0garbage", 17)),
+            "line 1, column 9: unexpected '\\x00' after the JSON value");
+  EXPECT_EQ(parseError("{} {}"), "line 1, column 4: unexpected '{' after the JSON value");
+  EXPECT_EQ(parseError("\xEF\xBB\xBF{}"),
+            "line 1, column 1: the text starts with a UTF-8 byte order mark, which JSON here "
+            "does not allow (save the file without one)");
+  EXPECT_EQ(parseError("{}\n \t\r\n"), "");
 }
 
 TEST(Json, StringsAndEscapes) {
@@ -113,11 +148,29 @@ TEST(Json, RejectsMalformedUtf8) {
   EXPECT_EQ(parseError("\"\xc3"), "line 1, column 2: truncated UTF-8 sequence in a string");
 }
 
+// Fuzz finding 2: one nesting limit, kMaxJsonDepth containers, for every reader; the
+// limit itself parses, one more level is an error naming the limit.
 TEST(Json, DeepNestingIsAnErrorNotACrash) {
-  std::string deep(100000, '[');
-  EXPECT_NE(parseError(deep).find("nesting deeper than 512 levels"), std::string::npos);
-  std::string ok = std::string(500, '[') + std::string(500, ']');
+  ASSERT_EQ(kMaxJsonDepth, 512);
+  for (const char *open : {"[", "{\"not\": "}) {
+    std::string deep;
+    for (int i = 0; i < 100000; ++i)
+      deep += open;
+    EXPECT_NE(parseError(deep).find("arrays and objects nested deeper than 512 levels"),
+              std::string::npos)
+        << open;
+  }
+  std::string ok = std::string(512, '[') + std::string(512, ']');
   EXPECT_EQ(parseError(ok), "");
+  std::string over = std::string(513, '[') + std::string(513, ']');
+  EXPECT_EQ(parseError(over),
+            "line 1, column 513: arrays and objects nested deeper than 512 levels");
+  std::string objects;
+  for (int i = 0; i < 511; ++i)
+    objects += "{\"k\": ";
+  objects += "{}" + std::string(511, '}');
+  EXPECT_EQ(parseError(objects), "");
+  EXPECT_NE(parseError("{\"k\": " + objects + "}").find("deeper than 512"), std::string::npos);
 }
 
 TEST(Json, DuplicateKeysLastWinsWhenAllowed) {
@@ -187,6 +240,19 @@ TEST(Json, FormatDoubleTable) {
       {0.5, "0.5"},
       {1e100, "1e+100"},
       {6.02214076e23, "6.02214076e+23"},
+      // Where nlohmann's Grisu2 (the compiler's old hash) printed 17 digits, not the
+      // shortest: 0.13056581630546019 and 0.27040758910755047 (an ALiBi-style slope).
+      {0.13056581630546019, "0.1305658163054602"},
+      {std::pow(2.0, -200.0 / 106.0), "0.2704075891075505"},
+      // A power of two whose nearest 16-digit decimal does not read back but the next
+      // one up does (the old formatter printed 17 digits, 7.1202363472230444e-307).
+      {std::ldexp(1.0, -1017), "7.120236347223045e-307"},
+      {1e21, "1e+21"},
+      {1e-4, "0.0001"},
+      {9.999999999999999e14, "999999999999999.9"},
+      {std::ldexp(1.0, -1074), "5e-324"},
+      {std::ldexp(1.0, -1022), "2.2250738585072014e-308"},
+      {std::ldexp(1.0, 1023), "8.98846567431158e+307"},
       {std::numeric_limits<double>::infinity(), "null"},
       {std::nan(""), "null"},
   };
@@ -230,6 +296,120 @@ TEST(Json, FormatDoubleRoundTripsAndIsShortest) {
     ++checked;
   }
   EXPECT_GT(checked, 190000);
+}
+
+namespace {
+
+/// The number form of docs/bundle-and-abi.md section 5 built from std::to_chars's
+/// shortest round-trip digits (libstdc++'s, an implementation independent of
+/// formatDouble's digit search), laid out from the document's rule: exponent form when
+/// the decimal exponent is below -4 or above 14.
+std::string documentedForm(double d) {
+  if (d == 0)
+    return std::signbit(d) ? "-0.0" : "0.0";
+  char buf[64];
+  auto res = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+  std::string sci(buf, res.ptr); // -d.ddde-XX
+  std::string out = sci[0] == '-' ? "-" : "";
+  if (sci[0] == '-')
+    sci.erase(0, 1);
+  size_t e = sci.find('e');
+  int exp = std::atoi(sci.c_str() + e + 1);
+  std::string digits;
+  for (char c : sci.substr(0, e))
+    if (c != '.')
+      digits += c;
+  if (exp < -4 || exp > 14) {
+    out += digits.substr(0, 1) + (digits.size() > 1 ? "." + digits.substr(1) : "");
+    char eb[16];
+    std::snprintf(eb, sizeof eb, "e%c%02d", exp < 0 ? '-' : '+', std::abs(exp));
+    return out + eb;
+  }
+  if (exp < 0)
+    return out + "0." + std::string(size_t(-exp - 1), '0') + digits;
+  while (digits.size() < size_t(exp) + 1)
+    digits += '0';
+  std::string frac = digits.substr(size_t(exp) + 1);
+  return out + digits.substr(0, size_t(exp) + 1) + "." + (frac.empty() ? "0" : frac);
+}
+
+/// Doubles of the kinds whose printing differs between implementations.
+std::vector<std::pair<std::string, std::vector<double>>> trickyDoubles(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::vector<std::pair<std::string, std::vector<double>>> kinds;
+  auto add = [&](const char *name) -> std::vector<double> & {
+    kinds.push_back({name, {}});
+    return kinds.back().second;
+  };
+  auto &uniform = add("uniform");
+  for (int i = 0; i < 2000; ++i)
+    uniform.push_back((rng() & 1 ? -1 : 1) * unit(rng) * std::pow(10.0, int(rng() % 61) - 30));
+  auto &f32 = add("float32-rounded");
+  for (int i = 0; i < 2000; ++i)
+    f32.push_back(double(float(unit(rng) * std::pow(10.0, int(rng() % 21) - 10))));
+  auto &bits = add("random bit patterns");
+  while (bits.size() < 2000) {
+    uint64_t b = rng();
+    double d;
+    std::memcpy(&d, &b, sizeof d);
+    if (std::isfinite(d))
+      bits.push_back(d);
+  }
+  auto &roots = add("2^(-k/n)");
+  for (int n = 1; n <= 128; ++n)
+    for (int k = 0; k <= 16 * n; k += 1 + int(rng() % 7))
+      roots.push_back(std::pow(2.0, -double(k) / double(n)));
+  auto &twos = add("powers of two");
+  for (int e = -1074; e <= 1023; ++e)
+    twos.push_back(std::ldexp(1.0, e));
+  auto &edges = add("near 1e-5, 1e-4, 1e15, 1e16, 1e21 and powers of ten");
+  for (int k = -323; k <= 308; ++k) {
+    double p = std::strtod(("1e" + std::to_string(k)).c_str(), nullptr);
+    double lo = p, hi = p;
+    edges.push_back(p);
+    int steps = (k == -5 || k == -4 || k == 15 || k == 16 || k == 21) ? 40 : 2;
+    for (int i = 0; i < steps; ++i) {
+      lo = std::nextafter(lo, 0.0);
+      hi = std::nextafter(hi, HUGE_VAL);
+      edges.push_back(lo);
+      edges.push_back(hi);
+    }
+  }
+  edges.push_back(9007199254740992.0);
+  edges.push_back(9007199254740993.0);
+  edges.push_back(std::numeric_limits<double>::max());
+  auto &sub = add("subnormals");
+  for (int i = 0; i < 2000; ++i) {
+    uint64_t b = (rng() >> 12) | (i & 1 ? 0x8000000000000000ull : 0);
+    double d;
+    std::memcpy(&d, &b, sizeof d);
+    sub.push_back(d);
+  }
+  for (uint64_t b = 1; b < 64; ++b) {
+    double d;
+    std::memcpy(&d, &b, sizeof d);
+    sub.push_back(d);
+  }
+  return kinds;
+}
+
+} // namespace
+
+// Every kind of double prints as the document says, with the shortest digits that read
+// back (the nearest of them): formatDouble against std::to_chars.
+TEST(Json, FormatDoubleIsTheDocumentedFormOnTrickyDoubles) {
+  size_t checked = 0;
+  for (const auto &[kind, values] : trickyDoubles(20240611)) {
+    for (double d : values) {
+      std::string text = formatDouble(d);
+      ASSERT_EQ(text, documentedForm(d)) << kind;
+      double back = std::strtod(text.c_str(), nullptr);
+      ASSERT_EQ(std::memcmp(&back, &d, sizeof d), 0) << kind << ": " << text;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 20000u);
 }
 
 TEST(Json, CanonicalSortsKeysByBytes) {

@@ -187,10 +187,34 @@ TEST(Expr, DeepNestingIsAnErrorNotACrash) {
   std::string huge(20000, '1');
   EXPECT_EQ(parse(huge, e), nullptr);
   EXPECT_NE(e.message.find("longer than"), std::string::npos);
-  // A long flat chain is fine (no recursion per term in the parser).
-  std::string flat = "q";
-  for (int i = 0; i < 2000; ++i)
-    flat += " + 1";
-  auto c = parseAndCheck(flat);
+  // Parentheses and unary operators: 511 levels parse, the 513th is refused (one
+  // level is the operand's own).
+  EXPECT_NE(parse(std::string(511, '(') + "q" + std::string(511, ')'), e), nullptr)
+      << e.message;
+  EXPECT_EQ(parse(std::string(512, '(') + "q" + std::string(512, ')'), e), nullptr);
+  EXPECT_NE(e.message.find("nested too deeply (more than 512 levels)"), std::string::npos);
+  // A flat chain parses without recursion, but its tree is as deep as it is long and
+  // the checker, printer and emitter recurse over the tree: it is held to the same
+  // limit (fuzz finding 2's rule: one nesting limit, rt::kMaxJsonDepth).
+  auto chain = [](int terms) {
+    std::string flat = "q";
+    for (int i = 1; i < terms; ++i)
+      flat += " + 1";
+    return flat;
+  };
+  auto c = parseAndCheck(chain(512)); // 511 '+': height 512
   EXPECT_TRUE(c.tree) << c.error.message;
+  c = parseAndCheck(chain(513));
+  EXPECT_FALSE(c.tree);
+  EXPECT_EQ(c.error.column, int(chain(513).size()) - 2); // the 512th '+'
+  EXPECT_NE(c.error.message.find("more than 512 levels of operations"), std::string::npos)
+      << c.error.message;
+  c = parseAndCheck(chain(4000));
+  EXPECT_FALSE(c.tree);
+  // Nested calls count their own level: max(max(max(...))).
+  std::string calls = "q";
+  for (int i = 0; i < 600; ++i)
+    calls = "max(" + calls + ", 1)";
+  EXPECT_EQ(parse(calls, e), nullptr);
+  EXPECT_NE(e.message.find("nested too deeply"), std::string::npos);
 }
