@@ -3,17 +3,19 @@
 
 #include "dialect/AttnOps.h"
 
+#include <algorithm>
+#include <cctype>
+#include <climits>
 #include <cstring>
 #include <fstream>
-#include <sstream>
+#include <optional>
 
 namespace attune {
 
 int64_t HostTensor::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  return n;
+  int64_t n = 0;
+  // Saturates, so that an impossible shape fails to allocate instead of wrapping.
+  return checkedNumel(shape, INT64_MAX, n) ? n : INT64_MAX;
 }
 
 HostTensor HostTensor::zeros(std::vector<int64_t> shape, bool isInt) {
@@ -37,146 +39,314 @@ std::string HostTensor::shapeString() const {
 
 namespace {
 
-/// Value of `key` in the header dict, e.g. "'<f4'" for 'descr'.
-std::string headerField(const std::string &header, const std::string &key) {
-  auto pos = header.find("'" + key + "'");
-  if (pos == std::string::npos)
-    return "";
-  pos = header.find(':', pos);
-  if (pos == std::string::npos)
-    return "";
-  ++pos;
-  while (pos < header.size() && header[pos] == ' ')
-    ++pos;
-  if (pos < header.size() && header[pos] == '(') {
-    auto end = header.find(')', pos);
-    return end == std::string::npos ? "" : header.substr(pos, end - pos + 1);
-  }
-  auto end = header.find_first_of(",}", pos);
-  return end == std::string::npos ? "" : header.substr(pos, end - pos);
-}
+/// The header dict of a .npy file: {'descr': '<f4', 'fortran_order': False,
+/// 'shape': (2, 3), } and nothing else, parsed strictly (numpy writes exactly this
+/// Python literal; anything else is a damaged or foreign file). Errors say where.
+class NpyHeaderParser {
+public:
+  explicit NpyHeaderParser(const std::string &text) : text_(text) {}
 
-bool parseShape(const std::string &field, std::vector<int64_t> &shape) {
-  if (field.size() < 2 || field.front() != '(' || field.back() != ')')
-    return false;
-  std::string inner = field.substr(1, field.size() - 2);
-  std::stringstream ss(inner);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t a = item.find_first_not_of(" \t");
-    if (a == std::string::npos)
-      continue;
-    size_t b = item.find_last_not_of(" \tL");
-    std::string num = item.substr(a, b - a + 1);
-    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos ||
-        num.size() > 12)
-      return false;
-    shape.push_back(std::stoll(num));
+  std::string descr;
+  std::optional<bool> fortranOrder;
+  std::optional<std::vector<int64_t>> shape;
+
+  /// "" on success, else what is wrong.
+  std::string parse() {
+    skipSpace();
+    if (!accept('{'))
+      return fail("expected '{' (the header is not a Python dict)");
+    bool haveDescr = false;
+    while (true) {
+      skipSpace();
+      if (accept('}'))
+        break;
+      std::string key;
+      size_t keyPos = pos_;
+      if (!string(key))
+        return error_.empty() ? fail("expected a quoted key or '}'") : error_;
+      skipSpace();
+      if (!accept(':'))
+        return fail("expected ':' after '" + key + "'");
+      skipSpace();
+      if (key == "descr") {
+        if (haveDescr)
+          return failAt(keyPos, "'descr' given twice");
+        if (!string(descr))
+          return error_.empty() ? fail("expected a quoted dtype after 'descr'") : error_;
+        haveDescr = true;
+      } else if (key == "fortran_order") {
+        if (fortranOrder)
+          return failAt(keyPos, "'fortran_order' given twice");
+        if (word("True"))
+          fortranOrder = true;
+        else if (word("False"))
+          fortranOrder = false;
+        else
+          return fail("expected True or False after 'fortran_order'");
+      } else if (key == "shape") {
+        if (shape)
+          return failAt(keyPos, "'shape' given twice");
+        std::vector<int64_t> dims;
+        if (!tuple(dims))
+          return error_;
+        shape = std::move(dims);
+      } else {
+        return failAt(keyPos, "unexpected key '" + key +
+                                  "' (a .npy header has only 'descr', 'fortran_order' "
+                                  "and 'shape')");
+      }
+      skipSpace();
+      if (accept(','))
+        continue;
+      skipSpace();
+      if (accept('}'))
+        break;
+      return fail("expected ',' or '}'");
+    }
+    skipSpace();
+    if (pos_ != text_.size())
+      return fail("unexpected text after the header dict");
+    if (!haveDescr)
+      return "the header has no 'descr' (dtype)";
+    if (!fortranOrder)
+      return "the header has no 'fortran_order'";
+    if (!shape)
+      return "the header has no 'shape'";
+    return "";
   }
-  return true;
-}
+
+private:
+  // A dimension this large is never a real tensor; it keeps the parse overflow-free.
+  static constexpr int64_t kMaxDim = int64_t(1) << 48;
+  static constexpr size_t kMaxRank = 32; // numpy's own limit (NPY_MAXDIMS)
+
+  std::string fail(const std::string &message) { return failAt(pos_, message); }
+  std::string failAt(size_t pos, const std::string &message) {
+    error_ = "bad .npy header at character " + std::to_string(pos + 1) + ": " + message;
+    return error_;
+  }
+
+  void skipSpace() {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' ||
+                                   text_[pos_] == '\n' || text_[pos_] == '\r'))
+      ++pos_;
+  }
+  bool accept(char c) {
+    if (pos_ < text_.size() && text_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  bool word(const char *w) {
+    size_t n = std::strlen(w);
+    if (text_.compare(pos_, n, w) != 0)
+      return false;
+    pos_ += n;
+    return true;
+  }
+  /// A '...' or "..." string without escapes (dtype strings and keys have none).
+  bool string(std::string &out) {
+    if (pos_ >= text_.size() || (text_[pos_] != '\'' && text_[pos_] != '"'))
+      return false;
+    char quote = text_[pos_++];
+    size_t end = text_.find(quote, pos_);
+    if (end == std::string::npos) {
+      fail("unterminated string");
+      return false;
+    }
+    out = text_.substr(pos_, end - pos_);
+    if (out.find('\\') != std::string::npos) {
+      fail("unexpected escape in a string");
+      return false;
+    }
+    pos_ = end + 1;
+    return true;
+  }
+  /// (), (n,), (n, m), ... of non-negative integers (a trailing L as Python 2 wrote).
+  bool tuple(std::vector<int64_t> &dims) {
+    if (!accept('(')) {
+      fail("expected a tuple of sizes after 'shape'");
+      return false;
+    }
+    while (true) {
+      skipSpace();
+      if (accept(')'))
+        return true;
+      size_t start = pos_;
+      if (accept('-')) {
+        failAt(start, "negative size in the shape");
+        return false;
+      }
+      if (pos_ >= text_.size() || !std::isdigit(static_cast<unsigned char>(text_[pos_]))) {
+        fail("expected a non-negative integer size in the shape");
+        return false;
+      }
+      int64_t v = 0;
+      while (pos_ < text_.size() && std::isdigit(static_cast<unsigned char>(text_[pos_]))) {
+        v = v * 10 + (text_[pos_++] - '0');
+        if (v > kMaxDim) {
+          failAt(start, "size " + text_.substr(start, 20) + "... in the shape is too large");
+          return false;
+        }
+      }
+      accept('L');
+      if (dims.size() == kMaxRank) {
+        failAt(start, "more than " + std::to_string(kMaxRank) + " dimensions");
+        return false;
+      }
+      dims.push_back(v);
+      skipSpace();
+      if (accept(','))
+        continue;
+      skipSpace();
+      if (accept(')'))
+        return true;
+      fail("expected ',' or ')' in the shape");
+      return false;
+    }
+  }
+
+  const std::string &text_;
+  size_t pos_ = 0;
+  std::string error_;
+};
+
+struct NpyDtype {
+  const char *descr;
+  const char *name;
+  char kind; // 'f' or 'i'
+  int size;
+};
+// Little-endian only ('|' is what some writers put for "byte order not applicable").
+const NpyDtype kNpyDtypes[] = {
+    {"<f4", "float32", 'f', 4}, {"|f4", "float32", 'f', 4}, {"<f8", "float64", 'f', 8},
+    {"<i4", "int32", 'i', 4},   {"<i8", "int64", 'i', 8},
+};
 
 } // namespace
 
+bool checkedNumel(const std::vector<int64_t> &shape, int64_t limit, int64_t &n) {
+  n = 1;
+  for (int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(n, d, &n))
+      return false;
+  return n <= limit;
+}
+
 bool readNpy(const std::string &path, HostTensor &out, std::string &error) {
+  auto fail = [&](const std::string &message) {
+    error = path + ": " + message;
+    return false;
+  };
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    error = path + ": cannot open file";
-    return false;
-  }
+  if (!in)
+    return fail("cannot open file");
+  in.seekg(0, std::ios::end);
+  std::streamoff fileSize = in.tellg();
+  in.seekg(0, std::ios::beg);
+  if (fileSize < 0)
+    return fail("cannot determine the file size (not a regular file?)");
   char magic[8];
-  if (!in.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) {
-    error = path + ": not a .npy file (bad magic)";
-    return false;
+  if (!in.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0)
+    return fail("not a .npy file (bad magic)");
+  int major = static_cast<unsigned char>(magic[6]), minor = static_cast<unsigned char>(magic[7]);
+  uint64_t headerLen = 0;
+  int lenBytes = major == 1 ? 2 : 4;
+  if (major < 1 || major > 3 || minor != 0)
+    return fail("unsupported .npy version " + std::to_string(major) + "." + std::to_string(minor) +
+                " (this reader knows 1.0, 2.0 and 3.0)");
+  unsigned char b[4] = {0, 0, 0, 0};
+  if (!in.read(reinterpret_cast<char *>(b), lenBytes))
+    return fail("truncated header (the file ends inside the header length)");
+  headerLen = uint64_t(b[0]) | (uint64_t(b[1]) << 8) | (uint64_t(b[2]) << 16) |
+              (uint64_t(b[3]) << 24);
+  uint64_t dataOffset = 8 + uint64_t(lenBytes) + headerLen;
+  if (dataOffset > uint64_t(fileSize))
+    return fail("truncated header (the header length says " + std::to_string(headerLen) +
+                " bytes, the file holds " + std::to_string(uint64_t(fileSize) - 8 - lenBytes) +
+                " after the preamble)");
+  // numpy's own headers are a few hundred bytes; this bounds the allocation.
+  if (headerLen > (uint64_t(1) << 20))
+    return fail("header of " + std::to_string(headerLen) + " bytes is too large (at most 1 MiB)");
+  std::string header(size_t(headerLen), '\0');
+  if (!in.read(header.data(), std::streamsize(headerLen)))
+    return fail("truncated header");
+  if (header.find('\0') != std::string::npos)
+    return fail("bad .npy header: it holds a NUL byte");
+
+  NpyHeaderParser parser(header);
+  std::string why = parser.parse();
+  if (!why.empty())
+    return fail(why);
+  const NpyDtype *dtype = nullptr;
+  for (const NpyDtype &d : kNpyDtypes)
+    if (parser.descr == d.descr)
+      dtype = &d;
+  if (!dtype) {
+    std::string hint;
+    if (!parser.descr.empty() && parser.descr[0] == '>')
+      hint = "; big-endian data: save with .astype(x.dtype.newbyteorder('<'))";
+    return fail("unsupported dtype '" + parser.descr +
+                "' (float32 or float64 for q, k, v and float inputs; int32 or int64 for "
+                "integer inputs" + hint + ")");
   }
-  uint32_t headerLen = 0;
-  if (magic[6] == 1) {
-    unsigned char b[2];
-    if (!in.read(reinterpret_cast<char *>(b), 2)) {
-      error = path + ": truncated header";
-      return false;
-    }
-    headerLen = b[0] | (b[1] << 8);
-  } else if (magic[6] == 2 || magic[6] == 3) {
-    unsigned char b[4];
-    if (!in.read(reinterpret_cast<char *>(b), 4)) {
-      error = path + ": truncated header";
-      return false;
-    }
-    headerLen = b[0] | (b[1] << 8) | (b[2] << 16) | (uint32_t(b[3]) << 24);
-  } else {
-    error = path + ": unsupported .npy version " + std::to_string(int(magic[6]));
-    return false;
-  }
-  if (headerLen > (1u << 20)) {
-    error = path + ": header too large";
-    return false;
-  }
-  std::string header(headerLen, '\0');
-  if (!in.read(header.data(), headerLen)) {
-    error = path + ": truncated header";
-    return false;
-  }
-  std::string descr = headerField(header, "descr");
-  std::string fortran = headerField(header, "fortran_order");
-  std::vector<int64_t> shape;
-  if (!parseShape(headerField(header, "shape"), shape)) {
-    error = path + ": cannot read the shape in the header";
-    return false;
-  }
-  if (fortran.find("True") != std::string::npos) {
-    error = path + ": Fortran-ordered arrays are not supported (save a C-contiguous array)";
-    return false;
-  }
-  int size = 0;
-  char kind = 0;
-  if (descr == "'<f4'" || descr == "'|f4'")
-    kind = 'f', size = 4;
-  else if (descr == "'<f8'")
-    kind = 'f', size = 8;
-  else if (descr == "'<i4'")
-    kind = 'i', size = 4;
-  else if (descr == "'<i8'")
-    kind = 'i', size = 8;
-  else {
-    error = path + ": unsupported dtype " + descr +
-            " (use float32 for q/k/v and float inputs, int32 for integer inputs)";
-    return false;
-  }
+  if (*parser.fortranOrder)
+    return fail("Fortran-ordered arrays are not supported (save a C-contiguous array)");
+
   HostTensor t;
-  t.shape = shape;
-  t.isInt = kind == 'i';
-  int64_t n = t.numel();
-  if (n < 0 || n > (int64_t(1) << 34)) {
-    error = path + ": array too large";
-    return false;
+  t.shape = *parser.shape;
+  t.isInt = dtype->kind == 'i';
+  t.npyDtype = dtype->name;
+  int64_t n = 0;
+  if (!checkedNumel(t.shape, INT64_MAX, n))
+    return fail("shape " + t.shapeString() + ": the element count overflows 64 bits");
+  if (n > kMaxHostElements)
+    return fail("shape " + t.shapeString() + " has " + std::to_string(n) +
+                " elements, more than the " + std::to_string(kMaxHostElements) +
+                " a tensor may have here");
+  uint64_t need = uint64_t(n) * uint64_t(dtype->size);
+  uint64_t have = uint64_t(fileSize) - dataOffset;
+  if (have != need)
+    return fail(std::string(have < need ? "file is shorter than" : "file is longer than") +
+                " its header says: shape " + t.shapeString() + " of " + dtype->name +
+                " needs " + std::to_string(need) + " bytes of data, the file holds " +
+                std::to_string(have));
+  try {
+    t.data.resize(size_t(n));
+  } catch (const std::bad_alloc &) {
+    return fail("out of memory for " + std::to_string(n) + " elements (shape " +
+                t.shapeString() + ")");
   }
-  std::vector<char> raw(static_cast<size_t>(n) * size);
-  if (!in.read(raw.data(), static_cast<std::streamsize>(raw.size()))) {
-    error = path + ": file is shorter than its shape " + t.shapeString() + " says";
-    return false;
-  }
-  t.data.resize(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    const char *p = raw.data() + i * size;
-    if (kind == 'f' && size == 4) {
-      float v;
-      std::memcpy(&v, p, 4);
-      t.data[i] = v;
-    } else if (kind == 'f') {
-      std::memcpy(&t.data[i], p, 8);
-    } else if (size == 4) {
-      int32_t v;
-      std::memcpy(&v, p, 4);
-      t.data[i] = v;
-    } else {
-      int64_t v;
-      std::memcpy(&v, p, 8);
-      if (v < INT32_MIN || v > INT32_MAX) {
-        error = path + ": int64 value " + std::to_string(v) + " does not fit in int32";
-        return false;
+  // Converted in chunks, so that the raw bytes never need a second full-size buffer.
+  std::vector<char> raw(size_t(1) << 20);
+  int64_t perChunk = int64_t(raw.size()) / dtype->size;
+  for (int64_t start = 0; start < n; start += perChunk) {
+    int64_t count = std::min(perChunk, n - start);
+    if (!in.read(raw.data(), std::streamsize(count * dtype->size)))
+      return fail("read failed after " + std::to_string(start) + " of " + std::to_string(n) +
+                  " elements");
+    for (int64_t i = 0; i < count; ++i) {
+      const char *p = raw.data() + i * dtype->size;
+      double &dst = t.data[size_t(start + i)];
+      if (dtype->kind == 'f' && dtype->size == 4) {
+        float v;
+        std::memcpy(&v, p, 4);
+        dst = v;
+      } else if (dtype->kind == 'f') {
+        std::memcpy(&dst, p, 8);
+      } else if (dtype->size == 4) {
+        int32_t v;
+        std::memcpy(&v, p, 4);
+        dst = v;
+      } else {
+        int64_t v;
+        std::memcpy(&v, p, 8);
+        if (v < INT32_MIN || v > INT32_MAX)
+          return fail("int64 value " + std::to_string(v) + " at element " +
+                      std::to_string(start + i) + " does not fit in int32");
+        dst = double(v);
       }
-      t.data[i] = double(v);
     }
   }
   out = std::move(t);
@@ -184,10 +354,18 @@ bool readNpy(const std::string &path, HostTensor &out, std::string &error) {
 }
 
 bool writeNpy(const std::string &path, const HostTensor &t, std::string &error) {
+  int64_t n = 0;
+  if (!checkedNumel(t.shape, INT64_MAX, n) || uint64_t(n) != t.data.size()) {
+    error = path + ": internal error: a tensor of shape " + t.shapeString() + " holds " +
+            std::to_string(t.data.size()) + " values";
+    return false;
+  }
+  // A Python tuple literal: (), (n,), (n, m) -- numpy reads back exactly this shape,
+  // zero sizes included.
   std::string shape = "(";
   for (size_t i = 0; i < t.shape.size(); ++i)
-    shape += std::to_string(t.shape[i]) + (t.shape.size() == 1 || i + 1 < t.shape.size() ? "," : "");
-  shape += ")";
+    shape += (i ? ", " : "") + std::to_string(t.shape[i]);
+  shape += t.shape.size() == 1 ? ",)" : ")";
   std::string header = "{'descr': '" + std::string(t.isInt ? "<i4" : "<f4") +
                        "', 'fortran_order': False, 'shape': " + shape + ", }";
   size_t total = 10 + header.size() + 1;
@@ -278,9 +456,30 @@ bool bindArguments(mlir::attn::AttentionOp op, const AttentionArgs &args,
   int64_t hq = op.getHeadsQ(), hkv = op.getHeadsKv(), d = op.getHeadDim(),
           dv = op.getHeadDimV();
   shapes.symbols = {{"Hq", hq}, {"Hkv", hkv}, {"D", d}, {"Dv", dv}};
+  // Data and shape agree (a tensor not read by readNpy may be inconsistent), and no
+  // tensor is larger than a host tensor may be.
+  auto consistent = [&](const std::string &name, const HostTensor &t) {
+    int64_t n = 0;
+    if (!checkedNumel(t.shape, kMaxHostElements, n)) {
+      error = name + ": shape " + t.shapeString() + " has more than " +
+              std::to_string(kMaxHostElements) + " elements";
+      return false;
+    }
+    if (uint64_t(n) != t.data.size()) {
+      error = name + ": holds " + std::to_string(t.data.size()) + " values but its shape " +
+              t.shapeString() + " has " + std::to_string(n) + " elements";
+      return false;
+    }
+    return true;
+  };
+  auto typeName = [](const HostTensor &t) {
+    return t.npyDtype.empty() ? std::string(t.isInt ? "integers" : "floats") : t.npyDtype;
+  };
   auto isFloat = [&](const char *name, const HostTensor &t) {
+    if (!consistent(name, t))
+      return false;
     if (t.isInt) {
-      error = std::string(name) + ": must be a float tensor, got integers";
+      error = std::string(name) + ": must be float32 (or float64), got " + typeName(t);
       return false;
     }
     return true;
@@ -300,6 +499,14 @@ bool bindArguments(mlir::attn::AttentionOp op, const AttentionArgs &args,
   call.headsKv = hkv;
   call.headDim = d;
   call.headDimV = dv;
+  // The outputs the back ends allocate: o [B, Hq, Sq, Dv] (lse is smaller).
+  int64_t outElements = 0;
+  if (!checkedNumel({call.batch, hq, call.seqQ, dv}, kMaxHostElements, outElements)) {
+    error = "o: the output [B=" + std::to_string(call.batch) + ", Hq=" + std::to_string(hq) +
+            ", Sq=" + std::to_string(call.seqQ) + ", Dv=" + std::to_string(dv) +
+            "] would have more than " + std::to_string(kMaxHostElements) + " elements";
+    return false;
+  }
 
   call.inputs.clear();
   auto names = op.getInputNames();
@@ -313,9 +520,12 @@ bool bindArguments(mlir::attn::AttentionOp op, const AttentionArgs &args,
     }
     auto type = llvm::cast<mlir::RankedTensorType>(op.getInputs()[i].getType());
     bool wantInt = type.getElementType().isInteger(32) || type.getElementType().isInteger(64);
+    if (!consistent("input '" + name + "'", it->second))
+      return false;
     if (it->second.isInt != wantInt) {
-      error = "input '" + name + "': must be " + (wantInt ? "int32" : "float32") +
-              ", got " + (it->second.isInt ? "integers" : "floats");
+      error = "input '" + name + "': must be " +
+              (wantInt ? "int32 (or int64 with int32 values)" : "float32 (or float64)") +
+              ", got " + typeName(it->second);
       return false;
     }
     std::vector<std::string> expected;

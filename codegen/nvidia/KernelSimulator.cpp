@@ -1501,7 +1501,9 @@ bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs 
   result.o = HostTensor::zeros({call.batch, call.headsQ, call.seqQ, call.headDimV});
   for (size_t i = 0; i < o.size(); ++i)
     result.o.data[i] = f16 ? fromF16(o[i]) : fromBf16(o[i]);
-  if (!lse.empty()) {
+  // By the spec, not by the buffer: with B = 0 or Sq = 0 lse is empty but still an
+  // output, of shape [B, Hq, Sq].
+  if (op.getLse()) {
     result.lse = HostTensor::zeros({call.batch, call.headsQ, call.seqQ});
     result.lse.data.assign(lse.begin(), lse.end());
   }

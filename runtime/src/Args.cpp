@@ -16,15 +16,28 @@ std::string shapeText(const int64_t *shape, int ndim) {
   return out + "]";
 }
 
-uint64_t spanBytes(const attn_tensor &t) {
+bool checkedSpanBytes(const attn_tensor &t, uint64_t &bytes) {
+  bytes = 0;
   uint64_t last = 0;
-  for (int i = 0; i < t.ndim; ++i) {
+  for (int i = 0; i < t.ndim && i < 8; ++i) {
     if (t.shape[i] <= 0)
-      return 0;
-    last += uint64_t(t.shape[i] - 1) * uint64_t(t.strides[i] < 0 ? 0 : t.strides[i]);
+      return true;
+    uint64_t step = 0;
+    if (__builtin_mul_overflow(uint64_t(t.shape[i] - 1),
+                               uint64_t(t.strides[i] < 0 ? 0 : t.strides[i]), &step) ||
+        __builtin_add_overflow(last, step, &last))
+      return false;
   }
-  size_t esize = (t.dtype == ATTN_BF16 || t.dtype == ATTN_FP16) ? 2 : 4;
-  return (last + 1) * esize;
+  uint64_t esize = (t.dtype == ATTN_BF16 || t.dtype == ATTN_FP16) ? 2 : 4;
+  // Device pointers are 64-bit but no allocation reaches 2^62 bytes: beyond that the
+  // sizes are garbage.
+  return !__builtin_add_overflow(last, uint64_t(1), &last) &&
+         !__builtin_mul_overflow(last, esize, &bytes) && bytes <= (uint64_t(1) << 62);
+}
+
+uint64_t spanBytes(const attn_tensor &t) {
+  uint64_t bytes = 0;
+  return checkedSpanBytes(t, bytes) ? bytes : UINT64_MAX;
 }
 
 namespace {
@@ -57,11 +70,12 @@ attn_dtype toApi(DType d) {
   return ATTN_I32;
 }
 
-int64_t elements(const attn_tensor &t) {
-  int64_t n = 1;
-  for (int i = 0; i < t.ndim; ++i)
-    n *= t.shape[i] < 0 ? 0 : t.shape[i];
-  return n;
+/// Whether `t` has any element (no zero or negative size), without multiplying.
+bool hasElements(const attn_tensor &t) {
+  for (int i = 0; i < t.ndim && i < 8; ++i)
+    if (t.shape[i] <= 0)
+      return false;
+  return true;
 }
 
 class Checker {
@@ -90,6 +104,10 @@ public:
     strides("k", c.k, false);
     strides("v", c.v, false);
     strides("o", c.o, true);
+    span("q", c.q);
+    span("k", c.k);
+    span("v", c.v);
+    span("o", c.o);
     lse(c);
 
     symbols_ = {{"B", B}, {"Hq", c.headsQ}, {"Hkv", c.headsKv}, {"Sq", Sq},
@@ -129,8 +147,17 @@ private:
   }
 
   void dataPresent(const std::string &name, const attn_tensor &t) const {
-    if (!t.data && elements(t) > 0)
+    if (!t.data && hasElements(t))
       fail(name + ": data pointer is NULL");
+  }
+
+  /// The bytes the tensor spans must be a number: huge sizes or strides would wrap
+  /// the address arithmetic of the kernels and of the checks on the device.
+  void span(const std::string &name, const attn_tensor &t) const {
+    uint64_t bytes = 0;
+    if (!checkedSpanBytes(t, bytes))
+      fail(name + ": shape " + shapeText(t.shape, t.ndim) + " with strides " +
+           shapeText(t.strides, t.ndim) + " spans more than 2^62 bytes");
   }
 
   /// Rank, dtype, non-negative sizes and a data pointer.
@@ -193,7 +220,8 @@ private:
       want[i] = expect;
       if (t.shape[i] != 1 && t.strides[i] != expect)
         ok = false;
-      expect *= t.shape[i];
+      if (__builtin_mul_overflow(expect, t.shape[i], &expect))
+        expect = INT64_MAX; // no stride can match it; span() names the real problem
     }
     if (!ok)
       fail(name + ": expected a contiguous tensor (strides " + shapeText(want, t.ndim) +
@@ -215,6 +243,7 @@ private:
     if (t.shape[0] != want[0] || t.shape[1] != want[1] || t.shape[2] != want[2])
       fail("lse: expected shape " + shapeText(want, 3) + " (B, Hq, Sq), got " +
            shapeText(t.shape, 3));
+    span("lse", t);
     contiguous("lse", t);
   }
 
@@ -302,6 +331,7 @@ private:
       fail(name + ": expected shape " + shapeText(expected, rank) + " " + symbols + "), got " +
            shapeText(t.shape, t.ndim));
     }
+    span(name, t);
     contiguous(name, t);
     dataPresent(name, t);
   }

@@ -69,8 +69,11 @@ int64_t chooseSplits(int64_t requested, int64_t ctas, int64_t smCount, int64_t k
 /// "[2, 8, 1000, 128]"
 std::string shapeText(const int64_t *shape, int ndim);
 
-/// Bytes from the first element to one past the last one of `t` (0 if it is empty).
+/// Bytes from the first element to one past the last one of `t` (0 if it is empty);
+/// UINT64_MAX when that is not representable (checkCall refuses such tensors).
 uint64_t spanBytes(const attn_tensor &t);
+/// The same; false when the span overflows or exceeds 2^62 bytes.
+bool checkedSpanBytes(const attn_tensor &t, uint64_t &bytes);
 
 } // namespace attune::rt
 

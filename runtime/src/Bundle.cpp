@@ -78,6 +78,18 @@ int selectVariant(const Manifest &m, int major, int minor, const std::string &fo
   return best >= 0 ? best : ok.front();
 }
 
+std::string checkTunedVariant(const Manifest &m, const std::string &dir, const std::string &key,
+                              const std::string &tuned, const std::string &dbPath) {
+  if (tuned.empty() || m.findVariant(tuned) >= 0)
+    return tuned;
+  std::fprintf(stderr,
+               "attune: warning: the tuning database %s chose variant '%s' for \"%s\", which "
+               "the bundle %s does not have; ignoring it (the default variant runs; tune again "
+               "to replace the entry)\n",
+               dbPath.c_str(), tuned.c_str(), key.c_str(), dir.c_str());
+  return "";
+}
+
 bool prefersCubin(const Variant &v, int major, int minor) {
   return v.cubin && v.archCapability == major * 10 + minor;
 }
@@ -288,8 +300,9 @@ std::string Bundle::tunedName(const DeviceInfo &dev, const CheckedCall &c) {
   }
   std::string name;
   try {
-    if (auto entry = TuningDb::atDefaultLocation().lookup(k))
-      name = entry->variant;
+    TuningDb db = TuningDb::atDefaultLocation();
+    if (auto entry = db.lookup(k))
+      name = checkTunedVariant(m_, dir_, k, entry->variant, db.path());
   } catch (const CacheError &) {
     // No cache directory or an unreadable one: nothing is tuned.
   }

@@ -28,6 +28,12 @@ int selectVariant(const Manifest &m, int major, int minor, const std::string &fo
 /// Indices of the variants that run on major.minor, in manifest order.
 std::vector<int> compatibleVariants(const Manifest &m, int major, int minor);
 
+/// `tuned` (a tuning database's choice for `key`) when the bundle in `dir` has that
+/// variant or it is empty; else "" after a warning on stderr naming the database
+/// `dbPath`, the key and the variant, so that a stale or foreign entry is never run.
+std::string checkTunedVariant(const Manifest &m, const std::string &dir, const std::string &key,
+                              const std::string &tuned, const std::string &dbPath);
+
 /// Which file of `v` to load on a device: the cubin when its arch is exactly the
 /// device's capability (and it exists), else the PTX.
 bool prefersCubin(const Variant &v, int major, int minor);

@@ -10,6 +10,12 @@ namespace {
 
 using Node = Expr::Node;
 
+int64_t evalNode(const Node &n, const std::map<std::string, int64_t> &names,
+                 const std::string &text);
+bool hasNames(const Node &n) {
+  return n.kind == Node::Name || (n.lhs && hasNames(*n.lhs)) || (n.rhs && hasNames(*n.rhs));
+}
+
 /// Recursive descent over:
 ///   sum     := product (('+' | '-') product)*
 ///   product := atom (('*' | '/') atom)*
@@ -80,8 +86,13 @@ private:
     while (true) {
       if (accept('*'))
         lhs = binary(Node::Mul, std::move(lhs), atom(depth));
-      else if (accept('/'))
-        lhs = binary(Node::Div, std::move(lhs), atom(depth));
+      else if (accept('/')) {
+        skipSpace();
+        size_t at = pos_;
+        auto rhs = atom(depth);
+        checkDivisor(*rhs, at, "/");
+        lhs = binary(Node::Div, std::move(lhs), std::move(rhs));
+      }
       else
         return lhs;
     }
@@ -147,7 +158,11 @@ private:
       ++pos_;
       auto a = sum(depth + 1);
       expect(',', "',' between the two arguments of " + name);
+      skipSpace();
+      size_t at = pos_;
       auto b = sum(depth + 1);
+      if (kind == Node::CeilDiv)
+        checkDivisor(*b, at, "ceil_div");
       expect(')', "')' after the two arguments of " + name);
       return binary(kind, std::move(a), std::move(b));
     }
@@ -155,6 +170,29 @@ private:
     n->kind = Node::Name;
     n->name = name;
     return n;
+  }
+
+  /// A divisor without names is known now: zero (or negative, or overflowing) would
+  /// fail at every call, so the manifest is refused when it is read instead.
+  void checkDivisor(const Node &divisor, size_t at, const char *op) {
+    if (hasNames(divisor))
+      return;
+    int64_t value = 0;
+    try {
+      value = evalNode(divisor, {}, text_);
+    } catch (const ExprError &e) {
+      pos_ = at;
+      std::string why = e.what();
+      std::string prefix = "expression '" + text_ + "': ";
+      fail("the divisor of " + std::string(op) + ": " +
+           (why.compare(0, prefix.size(), prefix) == 0 ? why.substr(prefix.size()) : why));
+    }
+    if (value <= 0) {
+      pos_ = at;
+      fail(value == 0 ? std::string("division by the constant 0 in ") + op
+                      : std::string("the divisor of ") + op + " is the constant " +
+                            std::to_string(value) + " (divisors must be positive)");
+    }
   }
 
   // `expect` with a std::string description.
@@ -227,6 +265,11 @@ void collectNames(const Node &n, std::vector<std::string> &out) {
 } // namespace
 
 Expr Expr::parse(const std::string &text) {
+  // Chains like 1+1+...+1 nest one node per operator, without parentheses: the bound
+  // keeps evaluation and destruction (both recursive) far from the stack's end.
+  if (text.size() > kMaxLength)
+    throw ExprError("expression '" + text.substr(0, 40) + "...': longer than " +
+                    std::to_string(kMaxLength) + " characters");
   Expr e;
   e.text_ = text;
   e.root_ = ExprParser(text).parse();

@@ -26,8 +26,12 @@ public:
 
 class Expr {
 public:
+  /// The longest expression parse accepts.
+  static constexpr size_t kMaxLength = 4096;
+
   /// Parses `text`; throws ExprError ("expression 'ceil_div(seq_q, )': column 16:
-  /// expected an operand").
+  /// expected an operand"). A divisor without names (of / or ceil_div) is evaluated
+  /// here and must be positive: `seq_q / 0` is refused when the manifest is read.
   static Expr parse(const std::string &text);
 
   /// Evaluates with `names` binding every name used; throws ExprError naming the

@@ -1,10 +1,15 @@
 //===- Manifest.cpp - manifest.json of a kernel bundle --------------------===//
 #include "Manifest.h"
 
+#include "Sha256.h"
+
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <sys/stat.h>
 
 namespace attune::rt {
 
@@ -207,6 +212,13 @@ bool isPlainFileName(const std::string &s) {
          s.find('\0') == std::string::npos;
 }
 
+// Shared memory sizes are passed to the driver as 32-bit values; the sum of the
+// dynamic and static sizes must not overflow either.
+constexpr int64_t kMaxSmemBytes = (int64_t(1) << 31) - 1;
+// The spec schema's limits (specs/attn-spec.schema.json): a manifest beyond them was
+// not written by the compiler, and products of these sizes stay far from overflow.
+constexpr int64_t kMaxHeads = 4096, kMaxHeadDim = 512;
+
 std::vector<InputDecl> readInputs(const Reader &r, const Json &doc) {
   std::vector<InputDecl> inputs;
   const Json &list = r.array(doc, "", "inputs");
@@ -298,6 +310,11 @@ std::string resolveParam(const Manifest &m, Param &p, const std::vector<std::str
     if (dim.size() < 4 || dim.compare(0, 3, "dim") != 0 ||
         dim.find_first_not_of("0123456789", 3) != std::string::npos)
       return "expected input:<name>:dim<k>";
+    // Inputs have at most 8 dimensions: longer digit strings are out of range (and
+    // would overflow an int).
+    if (dim.size() > 5)
+      return "input '" + input + "' has " + std::to_string(m.inputs[size_t(index)].shape.size()) +
+             " dimensions";
     int k = std::stoi(dim.substr(3));
     if (k >= int(m.inputs[size_t(index)].shape.size()))
       return "input '" + input + "' has " + std::to_string(m.inputs[size_t(index)].shape.size()) +
@@ -444,6 +461,9 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
   }
   readLaunch(r, v, path, "kernel", out.kernel, out.threads);
   out.smemBytes = r.integer(v, path, "smem_bytes", 0);
+  if (out.smemBytes > kMaxSmemBytes)
+    r.fail(path + "/smem_bytes", "expected at most " + std::to_string(kMaxSmemBytes) +
+                                     " bytes, got " + std::to_string(out.smemBytes));
 
   readGrid(r, v, path, gridNames, out.grid);
   if (const Json *split = v.find("split_kv"); split && !split->isNull())
@@ -461,6 +481,9 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
     rep.spillLoads = r.integer(*ptxas, ppath, "spill_loads", 0);
     if (ptxas->contains("smem_static"))
       rep.smemStatic = r.integer(*ptxas, ppath, "smem_static", 0);
+    if (rep.smemStatic > kMaxSmemBytes)
+      r.fail(ppath + "/smem_static", "expected at most " + std::to_string(kMaxSmemBytes) +
+                                         " bytes, got " + std::to_string(rep.smemStatic));
     out.ptxas = rep;
   }
   return out;
@@ -483,13 +506,26 @@ Manifest parseManifest(const Json &doc, const std::string &where) {
   if (m.specHash.size() != 64 || m.specHash.find_first_not_of("0123456789abcdef") != std::string::npos)
     r.fail("/spec_hash", "expected 64 lower-case hex characters");
   m.spec = r.object(doc, "", "spec");
-  m.headsQ = r.integer(doc, "", "heads_q", 1);
-  m.headsKv = r.integer(doc, "", "heads_kv", 1);
+  // The hash is the bundle's identity (cache and tuning keys): it must be the spec's.
+  std::string actual = specHashOf(m.spec);
+  if (actual != m.specHash)
+    r.fail("/spec_hash", "\"" + m.specHash + "\" is not the hash of /spec (its canonical JSON " +
+                             "hashes to \"" + actual + "\"): the manifest was edited, or " +
+                             "written by a compiler whose spec hash differs from this runtime's");
+  auto bounded = [&](const char *key, int64_t max) {
+    int64_t v = r.integer(doc, "", key, 1);
+    if (v > max)
+      r.fail(std::string("/") + key,
+             "expected at most " + std::to_string(max) + ", got " + std::to_string(v));
+    return v;
+  };
+  m.headsQ = bounded("heads_q", kMaxHeads);
+  m.headsKv = bounded("heads_kv", kMaxHeads);
   if (m.headsQ % m.headsKv != 0)
     r.fail("/heads_kv", "heads_q (" + std::to_string(m.headsQ) + ") is not a multiple of heads_kv (" +
                             std::to_string(m.headsKv) + ")");
-  m.headDim = r.integer(doc, "", "head_dim", 1);
-  m.headDimV = r.integer(doc, "", "head_dim_v", 1);
+  m.headDim = bounded("head_dim", kMaxHeadDim);
+  m.headDimV = bounded("head_dim_v", kMaxHeadDim);
   std::string dt = r.string(doc, "", "dtype");
   auto dtype = parseDType(dt);
   if (!dtype || *dtype == DType::I32)
@@ -546,11 +582,40 @@ Manifest parseManifest(const Json &doc, const std::string &where) {
     }
     m.variants.push_back(std::move(v));
   }
+  // selectVariant falls back to an architecture's default: every architecture the
+  // bundle has must name one.
+  for (size_t i = 0; i < m.variants.size(); ++i) {
+    const std::string &arch = m.variants[i].arch;
+    bool first = true, hasDefault = false;
+    for (size_t j = 0; j < m.variants.size(); ++j) {
+      if (m.variants[j].arch != arch)
+        continue;
+      first &= j >= i;
+      hasDefault |= m.variants[j].isDefault;
+    }
+    if (first && !hasDefault)
+      r.fail("/variants", "no default variant for " + arch + " (one variant of each "
+                          "architecture must have \"default\": true; '" + m.variants[i].name +
+                          "' is the first of " + arch + ")");
+  }
   return m;
 }
 
+std::string specHashOf(const Json &spec) { return sha256Hex(spec.canonical()); }
+
 Manifest loadManifest(const std::string &dir) {
   std::string path = dir + "/manifest.json";
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0)
+    throw ManifestError(path + ": cannot read (is '" + dir + "' a kernel bundle directory?)");
+  if (!S_ISREG(st.st_mode))
+    throw ManifestError(path + ": not a regular file");
+  // Real manifests are tens of kilobytes; the bound keeps a damaged or hostile file
+  // from being read whole into memory.
+  if (uint64_t(st.st_size) > kMaxManifestBytes)
+    throw ManifestError(path + ": " + std::to_string(uint64_t(st.st_size)) +
+                        " bytes is too large for a manifest (at most " +
+                        std::to_string(kMaxManifestBytes) + ")");
   std::ifstream f(path, std::ios::binary);
   if (!f)
     throw ManifestError(path + ": cannot read (is '" + dir + "' a kernel bundle directory?)");
@@ -562,7 +627,25 @@ Manifest loadManifest(const std::string &dir) {
   } catch (const JsonError &e) {
     throw ManifestError(path + ": " + e.what());
   }
-  return parseManifest(doc, path);
+  Manifest m = parseManifest(doc, path);
+  // Every file a variant names is there now, not at its first launch.
+  for (size_t i = 0; i < m.variants.size(); ++i) {
+    const Variant &v = m.variants[i];
+    auto present = [&](const std::string &file, const char *key) {
+      std::string full = dir + "/" + file;
+      struct stat fs;
+      if (::stat(full.c_str(), &fs) != 0)
+        throw ManifestError(path + ": /variants/" + std::to_string(i) + "/" + key +
+                            ": variant '" + v.name + "': " + full + ": " + std::strerror(errno));
+      if (!S_ISREG(fs.st_mode))
+        throw ManifestError(path + ": /variants/" + std::to_string(i) + "/" + key +
+                            ": variant '" + v.name + "': " + full + " is not a regular file");
+    };
+    present(v.ptx, "ptx");
+    if (v.cubin)
+      present(*v.cubin, "cubin");
+  }
+  return m;
 }
 
 } // namespace attune::rt

@@ -122,11 +122,24 @@ struct Manifest {
   int findVariant(const std::string &name) const;
 };
 
-/// Validates a parsed manifest. `where` prefixes messages ("manifest.json").
+/// Validates a parsed manifest. `where` prefixes messages ("manifest.json"). Besides
+/// types and values: spec_hash must be the runtime's hash of `spec` (specHashOf),
+/// every architecture must have a default variant, sizes are bounded (heads 4096,
+/// head dims 512, shared memory 2^31 - 1), grid expressions have no constant zero
+/// divisor.
 Manifest parseManifest(const Json &doc, const std::string &where = "manifest.json");
 
-/// Reads and validates `<dir>/manifest.json` (JSON syntax errors carry line/column).
+/// The largest manifest.json loadManifest reads (64 MiB).
+constexpr uint64_t kMaxManifestBytes = uint64_t(64) << 20;
+
+/// Reads and validates `<dir>/manifest.json` (JSON syntax errors carry line/column;
+/// at most kMaxManifestBytes), and checks that every PTX and cubin file a variant
+/// names exists in `dir` (the message names the file and the variant).
 Manifest loadManifest(const std::string &dir);
+
+/// The spec hash of docs/bundle-and-abi.md section 5: sha256 (hex) of the canonical
+/// JSON of `spec`.
+std::string specHashOf(const Json &spec);
 
 /// Parses "sm_80" / "sm_90a" into a capability (80, 90) and whether it is exact.
 bool parseArch(const std::string &arch, int &capability, bool &exact);

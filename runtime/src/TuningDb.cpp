@@ -297,16 +297,25 @@ std::optional<TuningEntry> TuningEntry::fromJson(const Json &j) {
 TuningDb TuningDb::atDefaultLocation() { return TuningDb(cacheRoot() + "/tuning.json"); }
 
 Json TuningDb::read(bool locked) const {
-  std::string text;
-  if (!readFile(path_, text))
+  std::string text, why;
+  struct stat st;
+  // A database this large is not one this runtime wrote (an entry is ~300 bytes):
+  // treated as corrupt, never read whole into memory.
+  if (::stat(path_.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      uint64_t(st.st_size) > kMaxTuningDbBytes) {
+    why = std::to_string(uint64_t(st.st_size)) + " bytes, more than the " +
+          std::to_string(kMaxTuningDbBytes) + " a tuning database may have";
+  } else if (!readFile(path_, text)) {
     return emptyDb();
-  std::string why;
+  }
   Json doc;
-  try {
-    doc = Json::parse(text, /*rejectDuplicateKeys=*/false);
-    why = validateDb(doc);
-  } catch (const JsonError &e) {
-    why = e.what();
+  if (why.empty()) {
+    try {
+      doc = Json::parse(text, /*rejectDuplicateKeys=*/false);
+      why = validateDb(doc);
+    } catch (const JsonError &e) {
+      why = e.what();
+    }
   }
   if (why.empty())
     return doc;

@@ -12,7 +12,9 @@
 // then write a temporary file in the same directory, fsync it and rename it over the
 // old one, so a reader never sees half a file and concurrent writers keep each other's
 // entries. A file that does not parse is reported once on stderr, moved aside to
-// tuning.json.corrupt-<time>, and the database starts again from empty.
+// tuning.json.corrupt-<time>, and the database starts again from empty (so does one
+// larger than kMaxTuningDbBytes). An entry naming a variant the bundle does not have
+// is ignored with a warning when a bundle looks it up (Bundle.cpp, checkTunedVariant).
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTUNE_RUNTIME_TUNINGDB_H
@@ -77,6 +79,9 @@ struct TuningEntry {
   /// nullopt when `j` is not an entry (no "variant" string).
   static std::optional<TuningEntry> fromJson(const Json &j);
 };
+
+/// A tuning database larger than this (64 MiB) counts as corrupt.
+constexpr uint64_t kMaxTuningDbBytes = uint64_t(64) << 20;
 
 class TuningDb {
 public:

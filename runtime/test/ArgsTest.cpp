@@ -264,6 +264,46 @@ TEST_F(Args, EmptyProblems) {
   EXPECT_EQ(c.qOffset, -100);
 }
 
+TEST_F(Args, SpansThatOverflowAreRefused) {
+  // B = 2^50: the element count of q wraps 64 bits; refused before anything multiplies.
+  int64_t B = int64_t(1) << 50;
+  for (attn_tensor *x : {&t.call.q, &t.call.o})
+    *x = tensor(x->data, ATTN_BF16, {B, 8, 100, 128}, {8 * 100 * 128, 100 * 128, 128, 1});
+  for (attn_tensor *x : {&t.call.k, &t.call.v})
+    *x = tensor(x->data, ATTN_BF16, {B, 2, 300, 128}, {2 * 300 * 128, 300 * 128, 128, 1});
+  t.call.lse = tensor(t.call.lse.data, ATTN_F32, {B, 8, 100}, {800, 100, 1});
+  t.inputs[0] = tensor(t.inputs[0].data, ATTN_I32, {B, 100}, {100, 1});
+  EXPECT_EQ(error(), "attn_launch: q: shape [1125899906842624, 8, 100, 128] with strides "
+                     "[102400, 12800, 128, 1] spans more than 2^62 bytes");
+  // A NULL pointer with such a shape is not "empty".
+  t.call.q.data = nullptr;
+  EXPECT_EQ(error(), "attn_launch: q: data pointer is NULL");
+  uint64_t bytes = 0;
+  EXPECT_FALSE(checkedSpanBytes(t.call.k, bytes));
+  EXPECT_EQ(spanBytes(t.call.k), UINT64_MAX);
+  // Huge strides on an input.
+  TestCall u;
+  u.inputs[2] = tensor(u.inputs[2].data, ATTN_F32, {5, 4}, {INT64_MAX / 2, 1});
+  u.sync();
+  EXPECT_EQ(checkError(m, u.call), "attn_launch: input val: shape [5, 4] with strides "
+                                   "[4611686018427387903, 1] spans more than 2^62 bytes");
+}
+
+TEST_F(Args, ARunTimeZeroDivisorInTheGridNamesTheExpression) {
+  Json doc = Json::parse(testManifestText());
+  doc.find("variants")->operator[](0).find("grid")->set("x", "seq_q / (batch - 2)");
+  Manifest bad = parseManifest(doc); // a divisor with names is accepted when read
+  CheckedCall c = checkCall(bad, t.call, "attn_launch");
+  unsigned grid[3];
+  try {
+    evalGrid(bad.variants[0], c, "attn_launch", grid);
+    FAIL() << "expected an error";
+  } catch (const ArgError &e) {
+    EXPECT_EQ(std::string(e.what()), "attn_launch: variant sm80_bm64: grid.x: expression "
+                                     "'seq_q / (batch - 2)': division by zero in /");
+  }
+}
+
 TEST_F(Args, Grid) {
   CheckedCall c = checkCall(m, t.call, "attn_launch");
   unsigned grid[3];

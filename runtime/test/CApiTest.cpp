@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -42,6 +43,15 @@ TEST(CApi, LoadFailuresSayWhy) {
   EXPECT_NE(attn_bundle_load(dir.path().c_str(), &b), 0);
   EXPECT_EQ(std::string(attn_last_error()),
             "attn_bundle_load: " + dir.path() + "/manifest.json: /compiler_version: missing");
+
+  // A file the manifest names is missing: refused at load, not at the first launch.
+  writeTestBundle(dir.path());
+  std::remove((dir.path() + "/sm90a_bm128.ptx").c_str());
+  EXPECT_NE(attn_bundle_load(dir.path().c_str(), &b), 0);
+  EXPECT_EQ(b, nullptr);
+  EXPECT_EQ(std::string(attn_last_error()),
+            "attn_bundle_load: " + dir.path() + "/manifest.json: /variants/2/ptx: variant "
+            "'sm90a_bm128': " + dir.path() + "/sm90a_bm128.ptx: No such file or directory");
 }
 
 TEST(CApi, BundleIntrospection) {

@@ -92,8 +92,47 @@ TEST(Expr, SyntaxErrorsNameTheExpression) {
 TEST(Expr, EvaluationErrors) {
   EXPECT_EQ(evalError("seqq * 2"), "expression 'seqq * 2': unknown name 'seqq'");
   EXPECT_EQ(evalError("seq_q / (batch - 2)"), "expression 'seq_q / (batch - 2)': division by zero in /");
-  EXPECT_EQ(evalError("ceil_div(seq_q, 0)"), "expression 'ceil_div(seq_q, 0)': division by zero in ceil_div");
+  EXPECT_EQ(evalError("ceil_div(seq_q, batch - 2)"),
+            "expression 'ceil_div(seq_q, batch - 2)': division by zero in ceil_div");
   EXPECT_EQ(evalError("(1 - 5) / 2"), "expression '(1 - 5) / 2': / of a negative value (-4, 2)");
   EXPECT_EQ(evalError("9223372036854775807 + 1"), "expression '9223372036854775807 + 1': overflow in +");
   EXPECT_EQ(evalError("4611686018427387904 * 2"), "expression '4611686018427387904 * 2': overflow in *");
+}
+
+TEST(Expr, ConstantDivisorsAreCheckedWhenParsed) {
+  // Known now, so refused when the manifest is read rather than at every call.
+  EXPECT_EQ(parseError("seq_q / 0"),
+            "expression 'seq_q / 0': column 9: division by the constant 0 in /");
+  EXPECT_EQ(parseError("ceil_div(seq_q, 0)"),
+            "expression 'ceil_div(seq_q, 0)': column 17: division by the constant 0 in ceil_div");
+  EXPECT_EQ(parseError("seq_q / (2 - 2)"),
+            "expression 'seq_q / (2 - 2)': column 9: division by the constant 0 in /");
+  EXPECT_EQ(parseError("ceil_div(seq_q, 64 - 64) + 1"),
+            "expression 'ceil_div(seq_q, 64 - 64) + 1': column 17: division by the constant 0 in "
+            "ceil_div");
+  EXPECT_EQ(parseError("seq_q / (1 - 3)"),
+            "expression 'seq_q / (1 - 3)': column 9: the divisor of / is the constant -2 "
+            "(divisors must be positive)");
+  EXPECT_EQ(parseError("seq_q / (9223372036854775807 + 1)"),
+            "expression 'seq_q / (9223372036854775807 + 1)': column 9: the divisor of /: overflow "
+            "in +");
+  EXPECT_EQ(parseError("1 / 0 * seq_q"),
+            "expression '1 / 0 * seq_q': column 5: division by the constant 0 in /");
+  // Divisors with names are known only at call time.
+  EXPECT_EQ(parseError("seq_q / batch"), "");
+  EXPECT_EQ(parseError("seq_q / (batch - 2)"), "");
+  EXPECT_EQ(eval("seq_q / (2 * 2)"), 250);
+  EXPECT_EQ(eval("ceil_div(seq_q, 3 * 3)"), 112);
+}
+
+TEST(Expr, LengthIsBounded) {
+  // A chain of additions nests one node per '+': bounded so that evaluation and
+  // destruction, both recursive, stay shallow.
+  std::string chain = "1";
+  while (chain.size() + 2 <= Expr::kMaxLength)
+    chain += "+1";
+  EXPECT_EQ(eval(chain), int64_t(chain.size() / 2 + 1));
+  std::string longer = chain + "+1";
+  EXPECT_EQ(parseError(longer), "expression '" + longer.substr(0, 40) + "...': longer than " +
+                                    std::to_string(Expr::kMaxLength) + " characters");
 }

@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <sys/stat.h>
+#include <unistd.h>
+
 using namespace attune::rt;
 using namespace attune::rt::test;
 
@@ -277,8 +281,131 @@ TEST(Manifest, LoadReportsSyntaxErrorsWithPositions) {
     EXPECT_EQ(std::string(e.what()), dir.path() + "/nope/manifest.json: cannot read (is '" +
                                          dir.path() + "/nope' a kernel bundle directory?)");
   }
-  writeFile(dir.path() + "/manifest.json", testManifestText());
+  writeTestBundle(dir.path());
   EXPECT_EQ(loadManifest(dir.path()).variants.size(), 3u);
+}
+
+TEST(Manifest, SpecHashMustBeTheHashOfTheSpec) {
+  Json base = baseline();
+  EXPECT_EQ(specHashOf(*base.find("spec")),
+            "c3c0e701615033f4e3b3dd010efe62e12efe8fe97dffc601227777a46b2df0b1");
+  std::string zeros(64, '0');
+  EXPECT_EQ(errorWith("/spec_hash", zeros),
+            "manifest.json: /spec_hash: \"" + zeros + "\" is not the hash of /spec (its canonical "
+            "JSON hashes to \"c3c0e701615033f4e3b3dd010efe62e12efe8fe97dffc601227777a46b2df0b1\"): "
+            "the manifest was edited, or written by a compiler whose spec hash differs from this "
+            "runtime's");
+  // The spec edited, the hash left alone.
+  std::string edited = errorWith("/spec/name", "other-spec");
+  EXPECT_EQ(edited.rfind("manifest.json: /spec_hash: \"c3c0e701", 0), 0u) << edited;
+  // Key order and white space do not matter: the hash is of the canonical form.
+  Json doc = baseline();
+  Json spec = Json::object();
+  spec.set("heads_q", int64_t(8));
+  spec.set("name", "test-spec");
+  setAt(doc, "/spec", spec);
+  Json reordered = Json::object();
+  reordered.set("name", "test-spec");
+  reordered.set("heads_q", int64_t(8));
+  setAt(doc, "/spec_hash", specHashOf(reordered));
+  EXPECT_EQ(errorOf(doc), "");
+}
+
+TEST(Manifest, EveryArchitectureNeedsADefault) {
+  EXPECT_EQ(errorWith("/variants/2/default", false),
+            "manifest.json: /variants: no default variant for sm_90a (one variant of each "
+            "architecture must have \"default\": true; 'sm90a_bm128' is the first of sm_90a)");
+  EXPECT_EQ(errorWith("/variants/0/default", false),
+            "manifest.json: /variants: no default variant for sm_80 (one variant of each "
+            "architecture must have \"default\": true; 'sm80_bm64' is the first of sm_80)");
+  // The default need not be the first of its architecture.
+  Json doc = baseline();
+  setAt(doc, "/variants/0/default", false);
+  setAt(doc, "/variants/1/default", true);
+  EXPECT_EQ(errorOf(doc), "");
+}
+
+TEST(Manifest, SizesAreBounded) {
+  EXPECT_EQ(errorWith("/heads_q", 8192), "manifest.json: /heads_q: expected at most 4096, got 8192");
+  EXPECT_EQ(errorWith("/heads_kv", int64_t(1) << 40),
+            "manifest.json: /heads_kv: expected at most 4096, got 1099511627776");
+  EXPECT_EQ(errorWith("/head_dim", 1024), "manifest.json: /head_dim: expected at most 512, got 1024");
+  EXPECT_EQ(errorWith("/head_dim_v", 513), "manifest.json: /head_dim_v: expected at most 512, got 513");
+  EXPECT_EQ(errorWith("/variants/0/smem_bytes", int64_t(1) << 31),
+            "manifest.json: /variants/0/smem_bytes: expected at most 2147483647 bytes, got "
+            "2147483648");
+  EXPECT_EQ(errorWith("/variants/1/ptxas/smem_static", INT64_MAX),
+            "manifest.json: /variants/1/ptxas/smem_static: expected at most 2147483647 bytes, got "
+            "9223372036854775807");
+  Json p = Json::object();
+  p.set("name", "input:idx:dim99999999999999999999");
+  p.set("type", "i32");
+  EXPECT_EQ(errorWith("/variants/0/params/27", p),
+            "manifest.json: /variants/0/params/27: parameter 'input:idx:dim99999999999999999999' "
+            "(i32): input 'idx' has 2 dimensions");
+  p.set("name", "input:idx:dim00001");
+  EXPECT_EQ(errorWith("/variants/0/params/27", p),
+            "manifest.json: /variants/0/params/27: parameter 'input:idx:dim00001' (i32): input "
+            "'idx' has 2 dimensions");
+}
+
+TEST(Manifest, GridWithAConstantZeroDivisor) {
+  EXPECT_EQ(errorWith("/variants/0/grid/x", "seq_q / 0"),
+            "manifest.json: /variants/0/grid/x: expression 'seq_q / 0': column 9: division by the "
+            "constant 0 in /");
+  EXPECT_EQ(errorWith("/variants/1/grid/y", "ceil_div(heads_q, 4 - 4)"),
+            "manifest.json: /variants/1/grid/y: expression 'ceil_div(heads_q, 4 - 4)': column 19: "
+            "division by the constant 0 in ceil_div");
+}
+
+TEST(Manifest, LoadRefusesMissingFiles) {
+  TempDir dir;
+  writeTestBundle(dir.path());
+  std::string manifest = dir.path() + "/manifest.json";
+  auto loadError = [&]() -> std::string {
+    try {
+      loadManifest(dir.path());
+      return "";
+    } catch (const ManifestError &e) {
+      return e.what();
+    }
+  };
+  EXPECT_EQ(loadError(), "");
+  std::remove((dir.path() + "/sm80_bm128.ptx").c_str());
+  EXPECT_EQ(loadError(), manifest + ": /variants/1/ptx: variant 'sm80_bm128': " + dir.path() +
+                             "/sm80_bm128.ptx: No such file or directory");
+  writeFile(dir.path() + "/sm80_bm128.ptx", "// back\n");
+  Json doc = baseline();
+  setAt(doc, "/variants/2/cubin", "sm90a_bm128.cubin");
+  writeFile(manifest, doc.dump());
+  EXPECT_EQ(loadError(), manifest + ": /variants/2/cubin: variant 'sm90a_bm128': " + dir.path() +
+                             "/sm90a_bm128.cubin: No such file or directory");
+  ASSERT_EQ(::mkdir((dir.path() + "/sm90a_bm128.cubin").c_str(), 0755), 0);
+  EXPECT_EQ(loadError(), manifest + ": /variants/2/cubin: variant 'sm90a_bm128': " + dir.path() +
+                             "/sm90a_bm128.cubin is not a regular file");
+}
+
+TEST(Manifest, LoadRefusesHugeOrOddManifests) {
+  TempDir dir;
+  writeTestBundle(dir.path());
+  std::string manifest = dir.path() + "/manifest.json";
+  // Sparse: no disk is written, and the reader must not read it.
+  ASSERT_EQ(::truncate(manifest.c_str(), off_t(kMaxManifestBytes) + 1), 0);
+  try {
+    loadManifest(dir.path());
+    FAIL() << "expected an error";
+  } catch (const ManifestError &e) {
+    EXPECT_EQ(std::string(e.what()), manifest + ": 67108865 bytes is too large for a manifest "
+                                                "(at most 67108864)");
+  }
+  std::remove(manifest.c_str());
+  ASSERT_EQ(::mkdir(manifest.c_str(), 0755), 0);
+  try {
+    loadManifest(dir.path());
+    FAIL() << "expected an error";
+  } catch (const ManifestError &e) {
+    EXPECT_EQ(std::string(e.what()), manifest + ": not a regular file");
+  }
 }
 
 TEST(Manifest, ArchCompatibility) {

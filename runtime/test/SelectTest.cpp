@@ -67,3 +67,47 @@ TEST(Select, CubinOnlyForTheExactCapability) {
   EXPECT_FALSE(prefersCubin(m.variants[0], 8, 6)); // PTX, JIT-compiled for 8.6
   EXPECT_FALSE(prefersCubin(m.variants[1], 8, 0)); // has no cubin
 }
+
+TEST(Select, ATunedVariantTheBundleDoesNotHaveIsIgnoredWithAWarning) {
+  Manifest m = testManifest();
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(checkTunedVariant(m, "/b", "GPU|sm132|h|b1-q1-kv1", "sm80_bm128", "/c/tuning.json"),
+            "sm80_bm128");
+  EXPECT_EQ(checkTunedVariant(m, "/b", "GPU|sm132|h|b1-q1-kv1", "", "/c/tuning.json"), "");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(checkTunedVariant(m, "/b", "GPU|sm132|h|b1-q1-kv1", "gone_variant", "/c/tuning.json"),
+            "");
+  EXPECT_EQ(testing::internal::GetCapturedStderr(),
+            "attune: warning: the tuning database /c/tuning.json chose variant 'gone_variant' for "
+            "\"GPU|sm132|h|b1-q1-kv1\", which the bundle /b does not have; ignoring it (the "
+            "default variant runs; tune again to replace the entry)\n");
+  // And what selection makes of the (cleared) choice: the default.
+  EXPECT_EQ(pick(m, 8, 0, "", ""), "sm80_bm64");
+}
+
+TEST(Launch, EmptyCallsLaunchNothingAndSucceed) {
+  // B = 0 or Sq = 0: nothing to compute, so no grid, no device, no driver: this passes
+  // on machines without a GPU because launch returns before looking for one.
+  TempDir dir;
+  writeTestBundle(dir.path());
+  Bundle bundle(dir.path());
+  for (int dim : {0, 2}) {
+    TestCall e;
+    for (attn_tensor *t : {&e.call.q, &e.call.o, &e.call.lse})
+      t->shape[dim] = 0;
+    if (dim == 0) {
+      e.call.k.shape[0] = e.call.v.shape[0] = 0;
+      e.inputs[0].shape[0] = 0;
+    } else {
+      e.inputs[0].shape[1] = 0;
+    }
+    // An empty tensor needs no memory.
+    e.call.q.data = e.call.o.data = e.call.lse.data = nullptr;
+    e.inputs[0].data = nullptr;
+    e.sync();
+    EXPECT_TRUE(bundle.check(e.call, "attn_launch").empty);
+    EXPECT_NO_THROW(bundle.launch(e.call)) << "dim " << dim;
+    EXPECT_NO_THROW(bundle.tune(e.call, 3, false)) << "dim " << dim;
+  }
+}

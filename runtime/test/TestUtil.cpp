@@ -147,7 +147,7 @@ std::string testManifestText() {
   "format": "attune-bundle/1",
   "compiler_version": "0.1.0",
   "spec_name": "test-spec",
-  "spec_hash": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+  "spec_hash": "c3c0e701615033f4e3b3dd010efe62e12efe8fe97dffc601227777a46b2df0b1",
   "spec": {"name": "test-spec"},
   "heads_q": 8, "heads_kv": 2, "head_dim": 128, "head_dim_v": 128,
   "dtype": "bf16",

@@ -225,3 +225,41 @@ TEST(TuningDb, UnwritableLocationIsAClearError) {
         << e.what();
   }
 }
+
+TEST(TuningDb, AHugeFileIsTreatedAsCorruptWithoutReadingIt) {
+  TempDir dir;
+  std::string path = dir.path() + "/tuning.json";
+  writeFile(path, "{");
+  // Sparse: nothing is written to disk.
+  ASSERT_EQ(::truncate(path.c_str(), off_t(kMaxTuningDbBytes) + 1), 0);
+  TuningDb db(path);
+  testing::internal::CaptureStderr();
+  EXPECT_FALSE(db.lookup("k"));
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("attune: the tuning database " + path +
+                     " is corrupt (67108865 bytes, more than the 67108864 a tuning database may "
+                     "have); moved it aside"),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(fileExists(path));
+  db.store("k", entry("v1", 1));
+  EXPECT_EQ(db.lookup("k")->variant, "v1");
+}
+
+TEST(TuningDb, IllFormedEntriesAreIgnored) {
+  TempDir dir;
+  std::string path = dir.path() + "/tuning.json";
+  writeFile(path, R"({"format": "attune-tuning/1", "entries": {
+    "a": {"variant": 5}, "b": {"variant": ""}, "c": {"variant": ["x"]}, "d": [],
+    "e": {"variant": "ok", "time_ms": "fast", "candidates": [1], "rejected": {"x": 1}}}})");
+  TuningDb db(path);
+  for (const char *k : {"a", "b", "c", "d"})
+    EXPECT_FALSE(db.lookup(k)) << k;
+  auto e = db.lookup("e");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->variant, "ok");
+  EXPECT_EQ(e->timeMs, 0);
+  EXPECT_TRUE(e->candidates.empty());
+  EXPECT_TRUE(e->rejected.empty());
+  EXPECT_EQ(db.entries().size(), 1u);
+}

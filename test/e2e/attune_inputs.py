@@ -89,11 +89,11 @@ def make_inputs(spec, batch, seq_q, seq_kv, rng, dtype=np.float32):
         elif role == "small_ints":
             inputs[name] = rng.integers(0, arg, size=shape).astype(np.int32)
         elif role == "columns":
-            cols = rng.integers(0, seq_kv, size=shape)
+            cols = rng.integers(0, max(seq_kv, 1), size=shape)  # seq_kv may be 0
             cols[rng.random(shape) < 0.3] = -1
             inputs[name] = cols.astype(np.int32)
         elif role == "diagonals":
-            diags = rng.integers(0, max(seq_q, seq_kv), size=shape)
+            diags = rng.integers(0, max(seq_q, seq_kv, 1), size=shape)
             diags[..., 0] = 0
             diags[rng.random(shape) < 0.3] = -seq_kv - 1
             inputs[name] = diags.astype(np.int32)

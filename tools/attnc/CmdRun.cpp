@@ -39,6 +39,10 @@ std::map<std::string, HostTensor> readInputs(const Options &opts) {
   return inputs;
 }
 
+static void runBackend(const Options &opts, const std::string &backend, LoadedSpec &spec,
+                       const AttentionArgs &args, int64_t blockM, int64_t blockN, int threads,
+                       std::optional<int64_t> splits, AttentionResult &result);
+
 int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
@@ -74,6 +78,29 @@ int cmdRun(int argc, char **argv) {
     throw Failure{"--lse given but the spec's outputs do not include \"lse\"", 2};
 
   AttentionResult result;
+  std::string error;
+  // The arguments are checked (sizes bounded) before any back end allocates; what can
+  // still run out of memory is reported as such, never as std::bad_alloc or a crash.
+  try {
+    runBackend(opts, backend, spec, args, blockM, blockN, threads, splits, result);
+  } catch (const std::bad_alloc &) {
+    throw Failure{"out of memory running the " + backend + " back end on q " +
+                  args.q.shapeString() + ", k " + args.k.shapeString() + ", v " +
+                  args.v.shapeString()};
+  } catch (const std::length_error &) {
+    throw Failure{"out of memory running the " + backend + " back end on q " +
+                  args.q.shapeString() + ", k " + args.k.shapeString() + ", v " +
+                  args.v.shapeString() + " (a buffer would exceed the address space)"};
+  }
+  writeTensor(out, result.o);
+  if (auto lse = opts.get("lse"))
+    writeTensor(*lse, result.lse);
+  return 0;
+}
+
+static void runBackend(const Options &opts, const std::string &backend, LoadedSpec &spec,
+                       const AttentionArgs &args, int64_t blockM, int64_t blockN, int threads,
+                       std::optional<int64_t> splits, AttentionResult &result) {
   std::string error;
   if (backend == "reference") {
     if (!runReference(*spec.module, args, result, error, threads))
@@ -111,10 +138,6 @@ int cmdRun(int argc, char **argv) {
     if (!kernel->run(args, result, error))
       throw Failure{error};
   }
-  writeTensor(out, result.o);
-  if (auto lse = opts.get("lse"))
-    writeTensor(*lse, result.lse);
-  return 0;
 }
 
 
