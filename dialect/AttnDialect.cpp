@@ -8,7 +8,7 @@
 using namespace mlir;
 using namespace mlir::attn;
 
-#include "dialect/AttnDialect.cpp.inc"
+#include "dialect/AttnOpsDialect.cpp.inc"
 #include "dialect/AttnEnums.cpp.inc"
 #define GET_ATTRDEF_CLASSES
 #include "dialect/AttnAttrs.cpp.inc"

@@ -8,7 +8,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Dialect.h"
 
-#include "dialect/AttnDialect.h.inc"
+#include "dialect/AttnOpsDialect.h.inc"
 #include "dialect/AttnEnums.h.inc"
 
 #define GET_ATTRDEF_CLASSES

@@ -10,6 +10,13 @@
 #include "mlir/Interfaces/ControlFlowInterfaces.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+namespace mlir::attn {
+/// The trait of the named mask and score patterns (attn.causal, attn.alibi, ...;
+/// `Attn_NamedPattern` in AttnOps.td): attn-expand-patterns expands every op with it.
+template <typename ConcreteType>
+class NamedPattern : public OpTrait::TraitBase<ConcreteType, NamedPattern> {};
+} // namespace mlir::attn
+
 #define GET_OP_CLASSES
 #include "dialect/AttnOps.h.inc"
 

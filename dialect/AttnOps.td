@@ -135,8 +135,15 @@ def Attn_RopeOp : Attn_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
 // named otherwise; each yields whether the pair is allowed.
 //===----------------------------------------------------------------------===//
 
+// Marks the named pattern ops (mask and score): attn-expand-patterns expands every op
+// that carries it and reports, at the op, any that it could not.
+def Attn_NamedPattern : NativeOpTrait<"NamedPattern"> {
+  let cppNamespace = "::mlir::attn";
+}
+
 class Attn_MaskPattern<string mnemonic, list<Trait> traits = []>
-    : Attn_Op<mnemonic, !listconcat([Pure, Attn_ResultIs<"::mlir::IntegerType::get(context, 1)">], traits)> {
+    : Attn_Op<mnemonic, !listconcat([Pure, Attn_NamedPattern,
+        Attn_ResultIs<"::mlir::IntegerType::get(context, 1)">], traits)> {
   let results = (outs I1:$allowed);
 }
 
@@ -223,7 +230,8 @@ def Attn_ShiftedGroupsOp : Attn_MaskPattern<"shifted_groups"> {
 //===----------------------------------------------------------------------===//
 
 class Attn_ScorePattern<string mnemonic, list<Trait> traits = []>
-    : Attn_Op<mnemonic, !listconcat([Pure, Attn_ResultIs<"::mlir::Float32Type::get(context)">], traits)> {
+    : Attn_Op<mnemonic, !listconcat([Pure, Attn_NamedPattern,
+        Attn_ResultIs<"::mlir::Float32Type::get(context)">], traits)> {
   let results = (outs F32:$result);
 }
 

@@ -15,6 +15,10 @@
 
 namespace mlir::attn {
 
+/// The most T5 buckets attn-expand-patterns expands (it compares the distance against
+/// one threshold per bucket); also the importer's limit on num_buckets.
+constexpr int64_t kMaxT5Buckets = 4096;
+
 /// The T5 relative-position bucket of d = q - kv: mesh-tensorflow's
 /// _relative_position_bucket with relative_position = kv - q; the logarithmic part in
 /// double precision, truncated toward zero, clamped to the last bucket.

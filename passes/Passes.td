@@ -19,6 +19,12 @@ def AttnExpandPatterns : Pass<"attn-expand-patterns", "::mlir::ModuleOp"> {
     pass sees one form. Per-head constants become attn.constant_table, T5 buckets
     integer comparisons against thresholds computed here, FIRE an scf.for over its
     hidden units.
+
+    One rewrite pattern per op: declarative rules (passes/ExpandPatterns.td) for the
+    one-expression definitions, C++ patterns for the others, applied by the greedy
+    driver to the pattern ops alone, with no folding and no constant CSE. A pattern op
+    that remains is an error at the op that says why (a T5 bias with more than 4096
+    buckets, the importer's limit).
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::math::MathDialect",
                            "::mlir::scf::SCFDialect"];

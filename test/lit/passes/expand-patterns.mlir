@@ -91,6 +91,28 @@ func.func @dilated_window(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %o
 // CHECK: arith.cmpi eq, %[[MOD]]
 
 // -----
+// a dilation of 1 is the plain window: no modulo
+
+// CHECK-LABEL: func.func @dilated_window_one
+func.func @dilated_window_one(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %o: i64) -> tensor<?x4x?x16xf32> {
+  %r = attn.attention q(%q : tensor<?x4x?x16xf32>) k(%k : tensor<?x4x?x16xf32>) v(%k : tensor<?x4x?x16xf32>) offsets(%o, %o)
+      {scale = 0.25 : f64, normalizer = #attn.normalizer<softmax>, align = #attn.align<bottom_right>} -> tensor<?x4x?x16xf32>
+  mask {
+  ^bb0(%b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %m = attn.dilated_window %qp, %kp {left = 8, right = 0, dilation = 1}
+    attn.yield %m : i1
+  } score {
+  ^bb0(%s: f32, %b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    attn.yield %s : f32
+  }
+  return %r : tensor<?x4x?x16xf32>
+}
+// CHECK: %[[D:.*]] = arith.subi %q, %kv : i64
+// CHECK: arith.cmpi sle, %[[D]], %{{.*}} : i64
+// CHECK: arith.cmpi sge, %[[D]], %{{.*}} : i64
+// CHECK-NOT: arith.remsi
+// CHECK: attn.yield
+// -----
 // sinks: kv < count
 
 // CHECK-LABEL: func.func @sinks
@@ -133,6 +155,33 @@ func.func @global_list(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %o: i
 // CHECK: arith.cmpi sge, %kv
 
 // -----
+// global tokens from a count: 0 <= q < count or 0 <= kv < count
+
+// CHECK-LABEL: func.func @global_count
+func.func @global_count(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %o: i64) -> tensor<?x4x?x16xf32> {
+  %r = attn.attention q(%q : tensor<?x4x?x16xf32>) k(%k : tensor<?x4x?x16xf32>) v(%k : tensor<?x4x?x16xf32>) offsets(%o, %o)
+      {scale = 0.25 : f64, normalizer = #attn.normalizer<softmax>, align = #attn.align<bottom_right>} -> tensor<?x4x?x16xf32>
+  mask {
+  ^bb0(%b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %m = attn.global_tokens %qp, %kp {count = 2}
+    attn.yield %m : i1
+  } score {
+  ^bb0(%s: f32, %b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    attn.yield %s : f32
+  }
+  return %r : tensor<?x4x?x16xf32>
+}
+// CHECK: %[[C0:.*]] = arith.constant 0 : i64
+// CHECK: %[[QLO:.*]] = arith.cmpi sge, %q, %[[C0]] : i64
+// CHECK: %[[G:.*]] = arith.constant 2 : i64
+// CHECK: %[[QHI:.*]] = arith.cmpi slt, %q, %[[G]] : i64
+// CHECK: %[[QG:.*]] = arith.andi %[[QLO]], %[[QHI]] : i1
+// CHECK: %[[KLO:.*]] = arith.cmpi sge, %kv, %[[C0]] : i64
+// CHECK: %[[KHI:.*]] = arith.cmpi slt, %kv, %[[G]] : i64
+// CHECK: %[[KG:.*]] = arith.andi %[[KLO]], %[[KHI]] : i1
+// CHECK: %[[M:.*]] = arith.ori %[[QG]], %[[KG]] : i1
+// CHECK: attn.yield %[[M]] : i1
+// -----
 // prefix LM: kv < prefix or d >= 0
 
 // CHECK-LABEL: func.func @prefix_lm
@@ -155,6 +204,36 @@ func.func @prefix_lm(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %o: i64
 // CHECK: %[[C:.*]] = arith.cmpi sge, %[[D]]
 // CHECK: arith.ori %[[P]], %[[C]] : i1
 
+// -----
+// strided: d >= 0 and (d < stride or d mod stride == 0)
+
+// CHECK-LABEL: func.func @strided
+func.func @strided(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %o: i64) -> tensor<?x4x?x16xf32> {
+  %r = attn.attention q(%q : tensor<?x4x?x16xf32>) k(%k : tensor<?x4x?x16xf32>) v(%k : tensor<?x4x?x16xf32>) offsets(%o, %o)
+      {scale = 0.25 : f64, normalizer = #attn.normalizer<softmax>, align = #attn.align<bottom_right>} -> tensor<?x4x?x16xf32>
+  mask {
+  ^bb0(%b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %m = attn.strided %qp, %kp {stride = 4}
+    attn.yield %m : i1
+  } score {
+  ^bb0(%s: f32, %b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    attn.yield %s : f32
+  }
+  return %r : tensor<?x4x?x16xf32>
+}
+// CHECK: %[[D:.*]] = arith.subi %q, %kv : i64
+// CHECK: %[[C0:.*]] = arith.constant 0 : i64
+// CHECK: %[[CAUSAL:.*]] = arith.cmpi sge, %[[D]], %[[C0]] : i64
+// CHECK: %[[L:.*]] = arith.constant 4 : i64
+// CHECK: %[[NEAR:.*]] = arith.cmpi slt, %[[D]], %[[L]] : i64
+// CHECK: %[[R:.*]] = arith.remsi %[[D]], %[[L]] : i64
+// CHECK: %[[NEG:.*]] = arith.cmpi slt, %[[R]], %[[C0]] : i64
+// CHECK: %[[FIX:.*]] = arith.addi %[[R]], %[[L]] : i64
+// CHECK: %[[MOD:.*]] = arith.select %[[NEG]], %[[FIX]], %[[R]] : i64
+// CHECK: %[[STRIPE:.*]] = arith.cmpi eq, %[[MOD]], %[[C0]] : i64
+// CHECK: %[[EITHER:.*]] = arith.ori %[[NEAR]], %[[STRIPE]] : i1
+// CHECK: %[[M:.*]] = arith.andi %[[CAUSAL]], %[[EITHER]] : i1
+// CHECK: attn.yield %[[M]] : i1
 // -----
 // fixed: same block of `stride` or one of the last `summary` columns, causal
 
@@ -198,6 +277,29 @@ func.func @dilated_segments(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, 
 // CHECK: arith.floordivsi %q
 // CHECK: arith.floordivsi %kv
 
+// -----
+// dilated segments with a fixed head_offset: no h mod r
+
+// CHECK-LABEL: func.func @dilated_segments_offset
+func.func @dilated_segments_offset(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %o: i64) -> tensor<?x4x?x16xf32> {
+  %r = attn.attention q(%q : tensor<?x4x?x16xf32>) k(%k : tensor<?x4x?x16xf32>) v(%k : tensor<?x4x?x16xf32>) offsets(%o, %o)
+      {scale = 0.25 : f64, normalizer = #attn.normalizer<softmax>, align = #attn.align<bottom_right>} -> tensor<?x4x?x16xf32>
+  mask {
+  ^bb0(%b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %m = attn.dilated_segments %h, %qp, %kp {segment = 16, dilation = 2, head_offset = 1}
+    attn.yield %m : i1
+  } score {
+  ^bb0(%s: f32, %b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    attn.yield %s : f32
+  }
+  return %r : tensor<?x4x?x16xf32>
+}
+// CHECK: %[[OFF:.*]] = arith.constant 1 : i64
+// CHECK-NOT: arith.remsi %h
+// CHECK: %[[QM:.*]] = arith.select
+// CHECK: arith.cmpi eq, %[[QM]], %[[OFF]] : i64
+// CHECK: %[[KM:.*]] = arith.select
+// CHECK: arith.cmpi eq, %[[KM]], %[[OFF]] : i64
 // -----
 // shifted groups: the shift depends on the head
 
@@ -290,6 +392,43 @@ func.func @t5(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %tab: tensor<8
 // CHECK: %[[V:.*]], %[[OK:.*]] = attn.lookup %{{.*}}[%{{.*}}, %h] : tensor<8x4xf32> -> f32
 // CHECK: arith.select %[[OK]]
 
+// -----
+// T5, bidirectional: keys after the query take the upper half of the buckets. With 8
+// buckets and max_distance 64: half = 4, max_exact = 2, and bucket 3 from |d| = 12 on
+// (2 + 2 log(n / 2) / log(32) >= 3 from n >= 2 sqrt(32) = 11.3).
+
+// CHECK-LABEL: func.func @t5_bidirectional
+func.func @t5_bidirectional(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %tab: tensor<8x4xf32>, %o: i64) -> tensor<?x4x?x16xf32> {
+  %r = attn.attention q(%q : tensor<?x4x?x16xf32>) k(%k : tensor<?x4x?x16xf32>) v(%k : tensor<?x4x?x16xf32>) inputs(%tab : tensor<8x4xf32>) offsets(%o, %o)
+      {scale = 0.25 : f64, normalizer = #attn.normalizer<softmax>, align = #attn.align<bottom_right>, input_names = ["t"]} -> tensor<?x4x?x16xf32>
+  mask {
+  ^bb0(%b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %t = arith.constant true
+    attn.yield %t : i1
+  } score {
+  ^bb0(%s: f32, %b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %r = attn.t5_bias %s, %h, %qp, %kp table(%tab : tensor<8x4xf32>) {num_buckets = 8, max_distance = 64, bidirectional = true}
+    attn.yield %r : f32
+  }
+  return %r : tensor<?x4x?x16xf32>
+}
+// CHECK: %[[D:.*]] = arith.subi %q, %kv : i64
+// CHECK: %[[C0:.*]] = arith.constant 0 : i64
+// CHECK: %[[NEG:.*]] = arith.cmpi slt, %[[D]], %[[C0]] : i64
+// CHECK: %[[HALF:.*]] = arith.constant 4 : i64
+// CHECK: %[[BASE:.*]] = arith.select %[[NEG]], %[[HALF]], %[[C0]] : i64
+// CHECK: %[[N:.*]] = math.absi %[[D]] : i64
+// CHECK: %[[EXACT:.*]] = arith.constant 2 : i64
+// CHECK: %[[T:.*]] = arith.constant 12 : i64
+// CHECK: %[[GE:.*]] = arith.cmpi sge, %[[N]], %[[T]] : i64
+// CHECK: %[[ONE:.*]] = arith.extui %[[GE]] : i1 to i64
+// CHECK: %[[LARGE:.*]] = arith.addi %[[EXACT]], %[[ONE]] : i64
+// CHECK-NOT: arith.extui
+// CHECK: %[[SMALL:.*]] = arith.cmpi slt, %[[N]], %[[EXACT]] : i64
+// CHECK: %[[IN:.*]] = arith.select %[[SMALL]], %[[N]], %[[LARGE]] : i64
+// CHECK: %[[BUCKET:.*]] = arith.addi %[[BASE]], %[[IN]] : i64
+// CHECK: %{{.*}}, %[[OK:.*]] = attn.lookup %{{.*}}[%[[BUCKET]], %h] : tensor<8x4xf32> -> f32
+// CHECK: arith.select %[[OK]]
 // -----
 // kerple log and log-length scaling
 
