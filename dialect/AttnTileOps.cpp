@@ -45,19 +45,14 @@ LogicalResult ForKvBlocksOp::verifyRegions() {
       return emitOpError("a list needs list_rows, the query rows per list row");
     if (getHeads().size() != 1)
       return emitOpError("a block list is per head: exactly one head with a list");
-    if (!getRanges().empty())
-      return emitOpError("with a list, the ranges region must be empty");
-  } else {
-    if (getRanges().empty())
-      return emitOpError("needs a ranges region (or a list)");
-    Block &ranges = getRanges().front();
-    auto yield = dyn_cast<YieldOp>(ranges.getTerminator());
-    if (ranges.getNumArguments() != 8 || !allI64(ranges))
-      return emitOpError("region 'ranges' must take 8 i64 arguments");
-    if (!yield || yield.getValues().size() % 2 ||
-        !llvm::all_of(yield.getValues().getTypes(), [&](Type t) { return t == i64; }))
-      return emitOpError("region 'ranges' must yield pairs of i64 (lo, hi)");
   }
+  Block &ranges = getRanges().front();
+  auto yield = dyn_cast<YieldOp>(ranges.getTerminator());
+  if (ranges.getNumArguments() != 8 || !allI64(ranges))
+    return emitOpError("region 'ranges' must take 8 i64 arguments");
+  if (!yield || yield.getValues().size() % 2 ||
+      !llvm::all_of(yield.getValues().getTypes(), [&](Type t) { return t == i64; }))
+    return emitOpError("region 'ranges' must yield pairs of i64 (lo, hi)");
   Block &cls = getTileClass().front();
   auto clsYield = dyn_cast<YieldOp>(cls.getTerminator());
   if (cls.getNumArguments() != 10 || !allI64(cls))

@@ -44,14 +44,17 @@ def Attn_ForKvBlocksOp : Attn_Op<"for_kv_blocks", [AttrSizedOperandSegments,
     through `mlir::attn::KvSchedule` (passes/KvSchedule.h), the host to an scf.while,
     the NVIDIA lowering to its prefetching key loop.
 
-    Without `list`: for each head h of `heads` in order, `ranges(batch, h, q_lo, q_hi,
-    q_offset, kv_offset, seq_q, seq_kv)` yields key intervals [lo_r, hi_r); interval r
-    covers the blocks [floor(lo_r / BN), ceil(hi_r / BN)) (none when hi_r <= lo_r).
-    The positions of all intervals laid end to end form the schedule; a block that an
-    earlier interval covered is not visited again. With `list` (i32 [B, H, R, K],
-    -1 padded): the schedule is the entries of list[batch, heads[0], q_lo / list_rows]
-    (no entries when that row is outside the list), entries outside
-    [0, ceil(seq_kv / BN)) and repeats of earlier entries skipped.
+    For each head h of `heads` in order, `ranges(batch, h, q_lo, q_hi, q_offset,
+    kv_offset, seq_q, seq_kv)` yields key intervals [lo_r, hi_r) (clamped to
+    [0, seq_kv)); interval r covers the blocks [floor(lo_r / BN), ceil(hi_r / BN))
+    (none when hi_r <= lo_r). The positions of all intervals laid end to end form the
+    schedule; a block that an earlier interval covered is not visited again.
+    With `list` (i32 [B, H, R, K], -1 padded; one head only) the schedule is instead
+    the entries of list[batch, heads[0], q_lo / list_rows] (none when that row is
+    outside the list), entries outside [0, ceil(seq_kv / BN)) and repeats of earlier
+    entries skipped. Both visit the same non-EMPTY blocks (the classes region reads
+    the same list); a lowering that gives a block the rows of several heads drops
+    the list, which is per head, and walks the ranges.
 
     The class of block kb is `tile_class(batch, h, q_lo, q_hi, kb BN, min(kb BN + BN,
     seq_kv), q_offset, kv_offset, seq_q, seq_kv)` when it is the same for every head
@@ -66,7 +69,7 @@ def Attn_ForKvBlocksOp : Attn_Op<"for_kv_blocks", [AttrSizedOperandSegments,
                        Optional<AnyMemRef>:$list, Optional<I64>:$split,
                        Optional<I64>:$num_splits, I64Attr:$block_n,
                        OptionalAttr<I64Attr>:$list_rows);
-  let regions = (region MaxSizedRegion<1>:$ranges, SizedRegion<1>:$tile_class,
+  let regions = (region SizedRegion<1>:$ranges, SizedRegion<1>:$tile_class,
                         SizedRegion<1>:$body);
   let assemblyFormat = [{
     `batch` `(` $batch `)` `heads` `(` $heads `)` `queries` `(` $q_lo `,` $q_hi `)`
