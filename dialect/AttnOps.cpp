@@ -646,5 +646,183 @@ LogicalResult ScoreTileOp::verifyRegions() {
   return failure(r.wasInterrupted());
 }
 
+//===----------------------------------------------------------------------===//
+// Region parsing
+//===----------------------------------------------------------------------===//
+//
+// The regions of attn.attention, attn.score_tile and attn.grid are parsed here rather
+// than by the declarative format's `$region`, to keep bad input from corrupting memory.
+// Two properties of MLIR 22's parser combine into a use-after-free (found by fuzzing,
+// ../shared/repro/hardening/abort.mlir; the same happens with upstream ops, e.g.
+// omp.declare_reduction under mlir-opt):
+//   - a use of an undefined name (`%q` in a mask region without a `^bb0(...)` header)
+//     becomes a placeholder that MLIR later replaces by the next definition of that
+//     name anywhere in the same isolated scope: also by an argument of a *sibling*
+//     region parsed after it (the score region's `^bb0(..., %q: i64, ...)`);
+//   - the ODS-generated parse() keeps the regions in locals that, when a later region
+//     fails to parse, are destroyed in reverse order: the score region's arguments are
+//     freed while mask ops still use them, and destroying those ops then writes into
+//     freed memory (glibc: "malloc_consolidate(): unaligned fastbin chunk").
+// So after each region this checks that no operand in it is still a placeholder (which
+// would be bound across regions) and that nothing outside uses its values; and when a
+// later part fails, it drops every use of the values the parsed regions define before
+// the regions are destroyed (what MLIR's generic-form parser does for its regions).
+
+namespace {
+class RegionListParser {
+public:
+  RegionListParser(OpAsmParser &parser, StringRef opName) : parser(parser), opName(opName) {}
+  RegionListParser(const RegionListParser &) = delete;
+  RegionListParser &operator=(const RegionListParser &) = delete;
+
+  ~RegionListParser() {
+    if (succeeded)
+      return;
+    for (Region *region : parsed)
+      for (Block &block : *region)
+        block.dropAllDefinedValueUses();
+  }
+
+  /// Parses `{ ... }` into `region`, named `name` in diagnostics.
+  ParseResult parse(Region &region, StringRef name) {
+    parsed.push_back(&region);
+    if (parser.parseRegion(region, /*arguments=*/{}, /*enableNameShadowing=*/false))
+      return failure();
+    return check(region, name);
+  }
+
+  /// Parses `keyword { ... }` when the keyword is next; leaves `region` empty if not.
+  ParseResult parseOptional(Region &region, StringRef keyword) {
+    if (parser.parseOptionalKeyword(keyword))
+      return success();
+    return parse(region, keyword);
+  }
+
+  ParseResult finish() {
+    succeeded = true;
+    return success();
+  }
+
+private:
+  /// Whether `op` is nested in `region`. Region::isAncestor cannot be used: the regions
+  /// and blocks being parsed are not attached to an op yet (it asserts or crashes).
+  static bool isInside(Operation *op, Region &region) {
+    for (Region *r = op->getParentRegion(); r;) {
+      if (r == &region)
+        return true;
+      Operation *parent = r->getParentOp();
+      if (!parent)
+        return false;
+      r = parent->getParentRegion();
+    }
+    return false;
+  }
+
+  ParseResult check(Region &region, StringRef name) {
+    // A placeholder is an operation MLIR's parser creates outside any block.
+    Operation *undefined = nullptr;
+    region.walk([&](Operation *op) {
+      for (Value v : op->getOperands())
+        if (Operation *def = v.getDefiningOp(); def && !def->getBlock()) {
+          undefined = def;
+          return WalkResult::interrupt();
+        }
+      return WalkResult::advance();
+    });
+    if (undefined)
+      return emitError(undefined->getLoc())
+             << "use of a value not defined before it in the '" << name << "' region of "
+             << opName << " (a region may use its own block arguments, its own values "
+             << "and values defined above the op)";
+
+    // A definition in the region that resolved an earlier forward reference outside it.
+    for (Block &block : region) {
+      auto escapes = [&](Value v) -> Operation * {
+        for (OpOperand &use : v.getUses())
+          if (!isInside(use.getOwner(), region))
+            return use.getOwner();
+        return nullptr;
+      };
+      Operation *user = nullptr;
+      for (BlockArgument arg : block.getArguments())
+        if (!user)
+          user = escapes(arg);
+      block.walk([&](Operation *op) {
+        for (Value v : op->getResults())
+          if (!user)
+            user = escapes(v);
+      });
+      if (user)
+        return emitError(user->getLoc())
+               << "uses a value defined inside the '" << name << "' region of a later "
+               << opName;
+    }
+    return success();
+  }
+
+  OpAsmParser &parser;
+  StringRef opName;
+  SmallVector<Region *, 4> parsed;
+  bool succeeded = false;
+};
+} // namespace
+
+/// `mask {...} score {...} [kv_ranges {...}] [tile_class {...}]`
+static ParseResult parseAttentionRegions(OpAsmParser &parser, Region &mask, Region &score,
+                                         Region &kvRanges, Region &tileClass) {
+  RegionListParser regions(parser, "attn.attention");
+  if (parser.parseKeyword("mask") || regions.parse(mask, "mask") ||
+      parser.parseKeyword("score") || regions.parse(score, "score") ||
+      regions.parseOptional(kvRanges, "kv_ranges") ||
+      regions.parseOptional(tileClass, "tile_class"))
+    return failure();
+  return regions.finish();
+}
+
+static void printAttentionRegions(OpAsmPrinter &printer, Operation *, Region &mask,
+                                  Region &score, Region &kvRanges, Region &tileClass) {
+  printer << "mask ";
+  printer.printRegion(mask);
+  printer << " score ";
+  printer.printRegion(score);
+  if (!kvRanges.empty()) {
+    printer << " kv_ranges ";
+    printer.printRegion(kvRanges);
+  }
+  if (!tileClass.empty()) {
+    printer << " tile_class ";
+    printer.printRegion(tileClass);
+  }
+}
+
+/// `mask {...} score {...}`
+static ParseResult parseScoreTileRegions(OpAsmParser &parser, Region &mask, Region &score) {
+  RegionListParser regions(parser, "attn.score_tile");
+  if (parser.parseKeyword("mask") || regions.parse(mask, "mask") ||
+      parser.parseKeyword("score") || regions.parse(score, "score"))
+    return failure();
+  return regions.finish();
+}
+
+static void printScoreTileRegions(OpAsmPrinter &printer, Operation *, Region &mask,
+                                  Region &score) {
+  printer << "mask ";
+  printer.printRegion(mask);
+  printer << " score ";
+  printer.printRegion(score);
+}
+
+/// `{...}`: one region, but its arguments may still resolve a forward reference above.
+static ParseResult parseGridBody(OpAsmParser &parser, Region &body) {
+  RegionListParser regions(parser, "attn.grid");
+  if (regions.parse(body, "body"))
+    return failure();
+  return regions.finish();
+}
+
+static void printGridBody(OpAsmPrinter &printer, Operation *, Region &body) {
+  printer.printRegion(body);
+}
+
 #define GET_OP_CLASSES
 #include "dialect/AttnOps.cpp.inc"

@@ -70,8 +70,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     (`inputs` `(` $inputs^ `:` type($inputs) `)`)?
     `offsets` `(` $q_offset `,` $kv_offset `)`
     attr-dict `->` type(results)
-    `mask` $mask `score` $score
-    (`kv_ranges` $kv_ranges^)? (`tile_class` $tile_class^)?
+    custom<AttentionRegions>($mask, $score, $kv_ranges, $tile_class)
   }];
   let hasVerifier = 1;
   let hasRegionVerifier = 1;

@@ -29,7 +29,7 @@ def Attn_GridOp : Attn_Op<"grid", [
   let arguments = (ins Index:$batch, Index:$heads, Index:$q_blocks,
                        I64Attr:$block_m, I64Attr:$block_n);
   let regions = (region SizedRegion<1>:$body);
-  let assemblyFormat = "$batch `,` $heads `,` $q_blocks attr-dict-with-keyword $body";
+  let assemblyFormat = "$batch `,` $heads `,` $q_blocks attr-dict-with-keyword custom<GridBody>($body)";
   let hasRegionVerifier = 1;
 }
 
@@ -128,7 +128,7 @@ def Attn_ScoreTileOp : Attn_Op<"score_tile", [
   let assemblyFormat = [{
     $s `at` `(` $b `,` $h `,` $q_lo `,` $kv_lo `)` `offsets` `(` $q_offset `,` $kv_offset `)`
     `sizes` `(` $seq_q `,` $seq_kv `)` (`inputs` `(` $inputs^ `:` type($inputs) `)`)?
-    attr-dict `:` type($s) `mask` $mask `score` $score
+    attr-dict `:` type($s) custom<ScoreTileRegions>($mask, $score)
   }];
   let hasRegionVerifier = 1;
 }

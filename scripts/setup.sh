@@ -9,6 +9,9 @@ PACKAGES=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   nlohmann-json3-dev libgtest-dev
   python3 python3-numpy python3-pytest python3-jsonschema python3-torch
+  # scripts/fuzz.sh: libFuzzer and the sanitizer runtimes of the clang that matches
+  # LLVM 22, and valgrind for its replay of the IR reproducers
+  clang-22 libclang-rt-22-dev valgrind
 )
 
 missing=()

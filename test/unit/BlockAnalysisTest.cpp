@@ -122,10 +122,10 @@ TEST(BlockAnalysis, SkippedAndFullTilesAreExact) {
     auto mask = RegionProgram::compile(original.getMask(), original, error);
     ASSERT_TRUE(mask) << error;
 
-    auto analyzed = mlir::cast<mlir::ModuleOp>((*module)->clone());
+    mlir::OwningOpRef<mlir::ModuleOp> analyzed(mlir::cast<mlir::ModuleOp>((*module)->clone()));
     mlir::PassManager pm(&ctx);
     mlir::attn::buildAnalysisPipeline(pm);
-    ASSERT_TRUE(mlir::succeeded(pm.run(analyzed)));
+    ASSERT_TRUE(mlir::succeeded(pm.run(*analyzed)));
     mlir::attn::AttentionOp op;
     analyzed->walk([&](mlir::attn::AttentionOp a) { op = a; });
 

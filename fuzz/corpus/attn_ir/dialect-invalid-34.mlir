@@ -1,0 +1,7 @@
+
+
+func.func @f(%s: f32, %a: i64, %t: tensor<16x4xf32>) {
+  %m = attn.t5_bias %s, %a, %a, %a table(%t : tensor<16x4xf32>) {num_buckets = 32, max_distance = 128, bidirectional = true}
+  return
+}
+

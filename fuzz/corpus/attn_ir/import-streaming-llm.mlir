@@ -1,0 +1,18 @@
+module {
+  func.func @streaming_llm(%arg0: tensor<?x8x?x64xbf16>, %arg1: tensor<?x2x?x64xbf16>, %arg2: tensor<?x2x?x64xbf16>, %arg3: i64, %arg4: i64) -> tensor<?x8x?x64xbf16> {
+    %0 = attn.attention q(%arg0 : tensor<?x8x?x64xbf16>) k(%arg1 : tensor<?x2x?x64xbf16>) v(%arg2 : tensor<?x2x?x64xbf16>) offsets(%arg3, %arg4) {align = #attn.align<bottom_right>, normalizer = #attn.normalizer<softmax>, scale = 1.250000e-01 : f64} -> tensor<?x8x?x64xbf16> mask {
+    ^bb0(%b: i64, %h: i64, %q_idx: i64, %kv_idx: i64, %q: i64, %kv: i64, %seq_q: i64, %seq_kv: i64):
+      %1 = attn.causal %q, %kv
+      %2 = attn.sinks %kv {count = 4 : i64}
+      %3 = attn.sliding_window %q, %kv {left = 63 : i64, right = 0 : i64}
+      %4 = arith.ori %2, %3 : i1
+      %5 = arith.andi %1, %4 : i1
+      attn.yield %5 : i1
+    } score {
+    ^bb0(%s: f32, %b: i64, %h: i64, %q_idx: i64, %kv_idx: i64, %q: i64, %kv: i64, %seq_q: i64, %seq_kv: i64):
+      attn.yield %s : f32
+    }
+    return %0 : tensor<?x8x?x64xbf16>
+  }
+}
+

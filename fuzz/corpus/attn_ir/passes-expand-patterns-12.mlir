@@ -1,0 +1,17 @@
+
+
+func.func @t5(%q: tensor<?x4x?x16xf32>, %k: tensor<?x4x?x16xf32>, %tab: tensor<8x4xf32>, %o: i64) -> tensor<?x4x?x16xf32> {
+  %r = attn.attention q(%q : tensor<?x4x?x16xf32>) k(%k : tensor<?x4x?x16xf32>) v(%k : tensor<?x4x?x16xf32>) inputs(%tab : tensor<8x4xf32>) offsets(%o, %o)
+      {scale = 0.25 : f64, normalizer = #attn.normalizer<softmax>, align = #attn.align<bottom_right>, input_names = ["t"]} -> tensor<?x4x?x16xf32>
+  mask {
+  ^bb0(%b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %t = arith.constant true
+    attn.yield %t : i1
+  } score {
+  ^bb0(%s: f32, %b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %r = attn.t5_bias %s, %h, %qp, %kp table(%tab : tensor<8x4xf32>) {num_buckets = 8, max_distance = 64, bidirectional = false}
+    attn.yield %r : f32
+  }
+  return %r : tensor<?x4x?x16xf32>
+}
+
