@@ -824,5 +824,26 @@ static void printGridBody(OpAsmPrinter &printer, Operation *, Region &body) {
   printer.printRegion(body);
 }
 
+/// `ranges {...} classes {...} do {...}` (attn.for_kv_blocks)
+static ParseResult parseKvScheduleRegions(OpAsmParser &parser, Region &ranges,
+                                          Region &tileClass, Region &body) {
+  RegionListParser regions(parser, "attn.for_kv_blocks");
+  if (parser.parseKeyword("ranges") || regions.parse(ranges, "ranges") ||
+      parser.parseKeyword("classes") || regions.parse(tileClass, "classes") ||
+      parser.parseKeyword("do") || regions.parse(body, "do"))
+    return failure();
+  return regions.finish();
+}
+
+static void printKvScheduleRegions(OpAsmPrinter &printer, Operation *, Region &ranges,
+                                   Region &tileClass, Region &body) {
+  printer << "ranges ";
+  printer.printRegion(ranges);
+  printer << " classes ";
+  printer.printRegion(tileClass);
+  printer << " do ";
+  printer.printRegion(body);
+}
+
 #define GET_OP_CLASSES
 #include "dialect/AttnOps.cpp.inc"

@@ -75,8 +75,8 @@ def Attn_ForKvBlocksOp : Attn_Op<"for_kv_blocks", [AttrSizedOperandSegments,
     `batch` `(` $batch `)` `heads` `(` $heads `)` `queries` `(` $q_lo `,` $q_hi `)`
     `offsets` `(` $q_offset `,` $kv_offset `)` `sizes` `(` $seq_q `,` $seq_kv `)`
     (`list` `(` $list^ `:` type($list) `)`)? (`split` `(` $split^ `of` $num_splits `)`)?
-    `block_n` $block_n attr-dict-with-keyword `ranges` $ranges `classes` $tile_class
-    `do` $body
+    `block_n` $block_n attr-dict-with-keyword
+    custom<KvScheduleRegions>($ranges, $tile_class, $body)
   }];
   let hasRegionVerifier = 1;
 }

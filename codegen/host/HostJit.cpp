@@ -134,7 +134,11 @@ std::unique_ptr<HostKernel> HostKernel::compile(ModuleOp l1, const HostCompileOp
   registerBuiltinDialectTranslation(*ctx);
   registerLLVMDialectTranslation(*ctx);
   ExecutionEngineOptions engineOptions;
-  engineOptions.transformer = makeOptimizingTransformer(options.optLevel, 0, nullptr);
+  // `transformer` is a function_ref: the function it names must outlive create()
+  // (ASan: stack-use-after-scope when it was a temporary).
+  std::function<llvm::Error(llvm::Module *)> transformer =
+      makeOptimizingTransformer(options.optLevel, 0, nullptr);
+  engineOptions.transformer = transformer;
   auto engine = ExecutionEngine::create(*module, engineOptions);
   if (!engine) {
     llvm::raw_string_ostream os(error);

@@ -169,7 +169,7 @@ private:
     attn_dtype want = toApi(m_.dtype);
     if (t.dtype != want)
       fail(name + ": expected dtype " + apiDtypeName(want) + " (the bundle's), got " +
-           apiDtypeName(t.dtype));
+           apiDtypeName(attn_dtype(t.dtype)));
     for (int i = 0; i < 4; ++i)
       if (t.shape[i] < 0)
         fail(name + ": negative size in shape " + shapeText(t.shape, 4));
@@ -238,7 +238,7 @@ private:
       fail("lse: expected a tensor of 3 dimensions [B, Hq, Sq], got " + std::to_string(t.ndim));
     dtypeKnown("lse", t);
     if (t.dtype != ATTN_F32)
-      fail(std::string("lse: expected dtype f32, got ") + apiDtypeName(t.dtype));
+      fail(std::string("lse: expected dtype f32, got ") + apiDtypeName(attn_dtype(t.dtype)));
     int64_t want[3] = {c.batch, c.headsQ, c.seqQ};
     if (t.shape[0] != want[0] || t.shape[1] != want[1] || t.shape[2] != want[2])
       fail("lse: expected shape " + shapeText(want, 3) + " (B, Hq, Sq), got " +
@@ -302,7 +302,7 @@ private:
     dtypeKnown(name, t);
     attn_dtype want = toApi(decl.dtype);
     if (t.dtype != want)
-      fail(name + ": expected dtype " + apiDtypeName(want) + ", got " + apiDtypeName(t.dtype));
+      fail(name + ": expected dtype " + apiDtypeName(want) + ", got " + apiDtypeName(attn_dtype(t.dtype)));
     // Bind free symbols on first use; every other occurrence must agree.
     int64_t expected[8];
     bool same = true;

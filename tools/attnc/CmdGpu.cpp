@@ -217,11 +217,11 @@ private:
     return describe(buffers_.upload(bytes.data(), bytes.size()), dtype, t.shape);
   }
   HostTensor download(const attn_tensor &t, std::vector<int64_t> shape) const {
-    std::vector<uint8_t> bytes(numel(shape) * elementBytes(t.dtype));
+    std::vector<uint8_t> bytes(numel(shape) * elementBytes(attn_dtype(t.dtype)));
     cu::check(cu::driver().cuMemcpyDtoH(bytes.data(), reinterpret_cast<cu::CUdeviceptr>(t.data),
                                         bytes.size()),
               "cuMemcpyDtoH");
-    return decode(bytes, t.dtype, std::move(shape));
+    return decode(bytes, attn_dtype(t.dtype), std::move(shape));
   }
 
   const cu::DeviceInfo *device_ = nullptr;

@@ -47,7 +47,7 @@ typedef enum { ATTN_BF16 = 0, ATTN_FP16 = 1, ATTN_F32 = 2, ATTN_I32 = 3 } attn_d
 
 typedef struct {
   void *data;         /* device pointer of the first element */
-  attn_dtype dtype;
+  int32_t dtype;      /* an attn_dtype; a plain int so that a bad code is an error, not UB */
   int32_t ndim;       /* 0..8 */
   int64_t shape[8];
   int64_t strides[8]; /* in elements */

@@ -152,3 +152,23 @@ func.func @ok(%q: tensor<?x8x?x64xbf16>, %k: tensor<?x2x?x64xbf16>, %v: tensor<?
   }
   return
 }
+
+// -----
+
+// attn.for_kv_blocks parses its regions the same guarded way: a use in `ranges` of a
+// name the `do` region defines is an error at the use, not a cross-region binding.
+func.func @schedule_sibling(%x: i64) {
+  attn.for_kv_blocks batch(%x) heads(%x) queries(%x, %x) offsets(%x, %x) sizes(%x, %x) block_n 16 ranges {
+  ^bb0(%b0: i64, %h0: i64, %lo: i64, %hi: i64, %qoff: i64, %kvoff: i64, %s0: i64, %s1: i64):
+    // expected-error @+1 {{use of a value not defined before it in the 'ranges' region of attn.for_kv_blocks}}
+    attn.yield %kb, %hi : i64, i64
+  } classes {
+  ^bb0(%b1: i64, %h1: i64, %lo1: i64, %hi1: i64, %klo: i64, %khi: i64, %qoff1: i64, %kvoff1: i64, %s2: i64, %s3: i64):
+    %p = arith.constant 1 : i32
+    attn.yield %p : i32
+  } do {
+  ^bb0(%kb: i64, %cls: i32):
+    attn.yield
+  }
+  return
+}
