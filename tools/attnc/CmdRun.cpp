@@ -9,6 +9,10 @@
 
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
 namespace attune::attnc {
 
 static HostTensor readTensor(const std::string &what, const std::string &path) {
@@ -42,6 +46,58 @@ std::map<std::string, HostTensor> readInputs(const Options &opts) {
 static void runBackend(const Options &opts, const std::string &backend, LoadedSpec &spec,
                        const AttentionArgs &args, int64_t blockM, int64_t blockN, int threads,
                        std::optional<int64_t> splits, AttentionResult &result);
+
+/// Kernels score in float32: q and k whose dot products leave float32's range (|q| near
+/// 3e38, or 1e20 against 1e20) give +-inf or NaN scores, and the online softmax turns
+/// them into NaN or an infinite lse. The float64 reference does not overflow. Rather
+/// than write such a result without a word, the run fails and says why
+/// (docs/decisions.md: "Scores beyond float32"). NaN from a NaN input is the input's.
+static void checkFiniteResult(const std::string &backend, const AttentionArgs &args,
+                              const AttentionResult &r) {
+  if (backend == "reference")
+    return;
+  double maxQ = 0, maxK = 0;
+  auto scan = [](const HostTensor &t, double &max) {
+    for (double x : t.data) {
+      if (!std::isfinite(x))
+        return false;
+      max = std::max(max, std::fabs(x));
+    }
+    return true;
+  };
+  double unused = 0;
+  if (!scan(args.q, maxQ) || !scan(args.k, maxK) || !scan(args.v, unused))
+    return;
+  for (const auto &[name, t] : args.inputs)
+    if (!t.isInt && !scan(t, unused))
+      return;
+  auto bad = [&](const HostTensor &t, bool isLse) -> int64_t {
+    for (size_t i = 0; i < t.data.size(); ++i)
+      if (std::isnan(t.data[i]) || (isLse && t.data[i] == HUGE_VAL) ||
+          (!isLse && std::isinf(t.data[i])))
+        return int64_t(i);
+    return -1;
+  };
+  int64_t at = bad(r.o, false);
+  std::string where;
+  if (at >= 0 && r.o.shape.size() == 4) {
+    int64_t dv = r.o.shape[3], s = r.o.shape[2], h = r.o.shape[1];
+    int64_t row = at / dv;
+    where = "o[" + std::to_string(row / s / h) + ", " + std::to_string(row / s % h) + ", " +
+            std::to_string(row % s) + ", :]";
+  } else if ((at = bad(r.lse, true)) >= 0 && r.lse.shape.size() == 3) {
+    int64_t s = r.lse.shape[2], h = r.lse.shape[1];
+    where = "lse[" + std::to_string(at / s / h) + ", " + std::to_string(at / s % h) + ", " +
+            std::to_string(at % s) + "]";
+  } else {
+    return;
+  }
+  char sizes[96];
+  std::snprintf(sizes, sizeof sizes, "max |q| = %.3g, max |k| = %.3g", maxQ, maxK);
+  throw Failure{"the " + backend + " back end's result is not finite at " + where +
+                " although every input is: the scores overflow float32 (" + sizes +
+                "); scale q or k down, or run --backend reference (float64)"};
+}
 
 int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
@@ -92,6 +148,7 @@ int cmdRun(int argc, char **argv) {
                   args.q.shapeString() + ", k " + args.k.shapeString() + ", v " +
                   args.v.shapeString() + " (a buffer would exceed the address space)"};
   }
+  checkFiniteResult(backend, args, result);
   writeTensor(out, result.o);
   if (auto lse = opts.get("lse"))
     writeTensor(*lse, result.lse);
