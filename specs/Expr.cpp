@@ -719,11 +719,19 @@ std::string print(const Node &n) {
   case Node::Kind::Name:
     os << n.name;
     break;
-  case Node::Kind::Neg:
-    os << "-(" << print(*n.args[0]) << ")";
+  // Binary and Compare print their own parentheses, and `-` / `!` bind tighter than
+  // everything that could follow their operand, so the operand needs none of its own:
+  // every node adds at most one level of nesting to the text, and whatever parsed
+  // within the nesting limit prints to text that parses within it again (a fuzz
+  // finding: `-(-(...))` doubled the nesting of a long chain of minus signs).
+  case Node::Kind::Neg: {
+    const Node &arg = *n.args[0];
+    bool wrap = arg.kind == Node::Kind::Not; // `-!x` does not parse
+    os << "-" << (wrap ? "(" : "") << print(arg) << (wrap ? ")" : "");
     break;
+  }
   case Node::Kind::Not:
-    os << "!(" << print(*n.args[0]) << ")";
+    os << "!" << print(*n.args[0]);
     break;
   case Node::Kind::Binary:
     os << "(" << print(*n.args[0]) << " " << n.op << " " << print(*n.args[1]) << ")";

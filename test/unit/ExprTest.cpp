@@ -110,14 +110,41 @@ TEST(Expr, TypesFollowPromotionRules) {
   expectType("sigmoid(s) * tanh(s) + sqrt(2) - log(3) + log2(4) + ceil(s)", Type::Float);
 }
 
+// Whatever parses within the nesting limit prints to text that parses again (a fuzz
+// finding: a long chain of minus signs printed as `-(-(...))`, twice as deep).
+TEST(Expr, DeepestChainsPrintToTextThatParses) {
+  for (const char *op : {"-", "!"}) {
+    std::string source;
+    int n = 0;
+    for (;; ++n) {
+      std::string longer = std::string(op) + " " + source;
+      Error error;
+      if (!parse(longer + (op[0] == '!' ? "true" : "0"), error))
+        break;
+      source = longer;
+    }
+    ASSERT_GT(n, 400) << op;
+    source += op[0] == '!' ? "true" : "0";
+    Error error;
+    auto tree = parse(source, error);
+    ASSERT_TRUE(tree) << error.message;
+    auto again = parse(print(*tree), error);
+    ASSERT_TRUE(again) << op << ": " << error.message;
+    EXPECT_EQ(print(*again), print(*tree));
+  }
+}
+
 TEST(Expr, PrecedenceIsLoosestFirst) {
   auto c = parseAndCheck("q - kv * 2 >= 1 + w // 2 || !(q == kv) && kv < 3");
   ASSERT_TRUE(c.tree);
   EXPECT_EQ(print(*c.tree),
-            "(((q - (kv * 2)) >= (1 + (w // 2))) || (!((q == kv)) && (kv < 3)))");
+            "(((q - (kv * 2)) >= (1 + (w // 2))) || (!(q == kv) && (kv < 3)))");
   auto neg = parseAndCheck("-q // 2");
   ASSERT_TRUE(neg.tree);
-  EXPECT_EQ(print(*neg.tree), "(-(q) // 2)");
+  EXPECT_EQ(print(*neg.tree), "(-q // 2)");
+  auto negs = parseAndCheck("- -(-q) * !!(kv < 1) + -(2 - q)");
+  ASSERT_TRUE(negs.tree);
+  EXPECT_EQ(print(*negs.tree), "((--q * !!(kv < 1)) + -(2 - q))");
   auto chain = parseAndCheck("0 <= q - kv < w");
   ASSERT_TRUE(chain.tree);
   EXPECT_EQ(print(*chain.tree), "(0 <= (q - kv) < w)");
