@@ -1,6 +1,7 @@
 //===- NvidiaPipeline.cpp - spec -> PTX through LLVM's NVPTX back end -----===//
 #include "codegen/nvidia/NvidiaPipeline.h"
-#include "codegen/nvidia/KernelPlan.h"
+#include "codegen/nvidia/KernelAbi.h"
+#include "codegen/nvidia/NvidiaPasses.h"
 
 #include "codegen/TensorReads.h"
 #include "dialect/AttnOps.h"
@@ -100,7 +101,17 @@ struct Diagnostics {
   explicit Diagnostics(MLIRContext *ctx)
       : handler(ctx, [this](Diagnostic &d) {
           llvm::raw_string_ostream os(text);
-          os << d.getLocation() << ": " << d << "\n";
+          // The importer gives every op the JSON path it came from as a file name at
+          // 1:1 (the attention: the spec's name); print just the path for those.
+          if (auto file = dyn_cast<FileLineColLoc>(d.getLocation()))
+            os << file.getFilename().getValue()
+               << (file.getLine() == 1 && file.getColumn() == 1
+                       ? std::string()
+                       : ":" + std::to_string(file.getLine()) + ":" +
+                             std::to_string(file.getColumn()));
+          else
+            os << d.getLocation();
+          os << ": " << d << "\n";
           return success();
         }) {}
 };
@@ -133,42 +144,38 @@ OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, Gp
   registerNvidiaTranslations(ctx);
   Diagnostics diags(ctx);
   OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
-  // L1 -> L2 with this configuration's tiles (no clean-ups after attn-tile: the
-  // lowering reads the tile ops as attn-tile wrote them).
-  PassManager tile(ctx);
-  attn::buildAnalysisPipeline(tile);
-  attn::AttnTileOptions tileOptions;
-  tileOptions.blockM = config.blockM;
-  tileOptions.blockN = config.blockN;
-  tile.addPass(attn::createAttnTile(tileOptions));
-  if (failed(tile.run(*module))) {
-    error = "tiling failed:\n" + diags.text;
+  // attn-to-nvvm, exactly as attn-opt runs it.
+  PassManager pm(ctx);
+  attn::NvvmPipelineOptions options;
+  options.arch = config.arch;
+  options.blockM = config.blockM;
+  options.blockN = config.blockN;
+  options.wgmma = config.wgmma;
+  options.packGqa = config.packGqa;
+  options.pipeline = config.pipeline;
+  attn::buildNvvmPipeline(pm, options);
+  if (failed(pm.run(*module))) {
+    error = diags.text.empty() ? "lowering to the kernel failed" : diags.text;
+    while (!error.empty() && error.back() == '\n')
+      error.pop_back();
     return nullptr;
   }
-  func::FuncOp kernel;
-  module->walk([&](func::FuncOp f) {
-    if (f->hasAttr("attn.kernel"))
-      kernel = f;
-  });
-  if (!kernel) {
+  auto gpuModules = module->getOps<gpu::GPUModuleOp>();
+  if (gpuModules.empty()) {
     error = "the module holds no attn.attention";
     return nullptr;
   }
-  FailureOr<KernelPlan> plan = KernelPlan::of(kernel);
-  if (failed(plan)) {
-    error = "the tiled program does not fit the NVIDIA lowering:\n" + diags.text;
+  FailureOr<GpuKernelInfo> abi = readKernelAbi(*gpuModules.begin());
+  if (failed(abi)) {
+    error = "internal error: " + diags.text;
     return nullptr;
   }
-  // The kernel goes into a fresh container module; the L2 function stays behind.
-  OwningOpRef<ModuleOp> container = ModuleOp::create(kernel.getLoc());
-  if (!emitNvidiaKernel(*plan, config, *container, info, error))
-    return nullptr;
-  lowerTensorReads(*container);
-  if (failed(verify(*container))) {
+  info = *abi;
+  if (failed(verify(*module))) {
     error = "internal error: the emitted kernel does not verify:\n" + diags.text;
     return nullptr;
   }
-  return container;
+  return module;
 }
 
 /// 32-bit shared-memory pointers in the NVPTX back end. With the default 64-bit ones,
