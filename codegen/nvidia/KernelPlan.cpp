@@ -10,6 +10,15 @@ namespace attune {
 
 static int64_t dim(Value v, unsigned d) { return cast<MemRefType>(v.getType()).getDimSize(d); }
 
+SmallVector<func::FuncOp> KernelPlan::kernelsIn(ModuleOp module) {
+  SmallVector<func::FuncOp> kernels;
+  module.walk([&](func::FuncOp f) {
+    if (f->hasAttr("attn.kernel"))
+      kernels.push_back(f);
+  });
+  return kernels;
+}
+
 FailureOr<KernelPlan> KernelPlan::of(func::FuncOp kernel) {
   KernelPlan p;
   p.kernel = kernel;

@@ -67,6 +67,10 @@ struct KernelPlan {
   /// The plan of `kernel` (an L2 function marked attn.kernel); on failure an error
   /// has been emitted at the op that does not fit.
   static mlir::FailureOr<KernelPlan> of(mlir::func::FuncOp kernel);
+
+  /// The L2 kernel functions (`attn.kernel`, what attn-tile builds) in `module`, in
+  /// order: what each NVIDIA pass works on.
+  static llvm::SmallVector<mlir::func::FuncOp> kernelsIn(mlir::ModuleOp module);
 };
 
 } // namespace attune

@@ -35,11 +35,7 @@ struct ConvertAttnToNVVMPass
     : public mlir::attn::impl::ConvertAttnToNVVMBase<ConvertAttnToNVVMPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    SmallVector<func::FuncOp> kernels;
-    module.walk([&](func::FuncOp f) {
-      if (f->hasAttr("attn.kernel"))
-        kernels.push_back(f);
-    });
+    SmallVector<func::FuncOp> kernels = attune::KernelPlan::kernelsIn(module);
     if (kernels.size() > 1) {
       kernels[1].emitError("convert-attn-to-nvvm builds one kernel module per module; "
                            "this is the second attn kernel");

@@ -34,12 +34,7 @@ struct AssignLayoutsPass
   using AttnGpuAssignLayoutsBase::AttnGpuAssignLayoutsBase;
 
   void runOnOperation() override {
-    SmallVector<func::FuncOp> kernels;
-    getOperation().walk([&](func::FuncOp f) {
-      if (f->hasAttr("attn.kernel"))
-        kernels.push_back(f);
-    });
-    for (func::FuncOp f : kernels)
+    for (func::FuncOp f : attune::KernelPlan::kernelsIn(getOperation()))
       if (failed(assign(f)))
         return signalPassFailure();
   }

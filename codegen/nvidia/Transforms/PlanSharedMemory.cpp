@@ -26,12 +26,7 @@ constexpr int64_t kHopperSmem = 232448;
 struct PlanSharedMemoryPass
     : public mlir::attn::impl::AttnGpuPlanSharedMemoryBase<PlanSharedMemoryPass> {
   void runOnOperation() override {
-    SmallVector<func::FuncOp> kernels;
-    getOperation().walk([&](func::FuncOp f) {
-      if (f->hasAttr("attn.kernel"))
-        kernels.push_back(f);
-    });
-    for (func::FuncOp f : kernels)
+    for (func::FuncOp f : attune::KernelPlan::kernelsIn(getOperation()))
       if (failed(plan(f)))
         return signalPassFailure();
   }
