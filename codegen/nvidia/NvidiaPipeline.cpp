@@ -3,6 +3,7 @@
 #include "codegen/nvidia/KernelAbi.h"
 #include "codegen/nvidia/NvidiaPasses.h"
 
+#include "codegen/Diagnostics.h"
 #include "codegen/TensorReads.h"
 #include "dialect/AttnOps.h"
 #include "passes/Passes.h"
@@ -95,27 +96,6 @@ void lowerMathToNvvm(Operation *root) {
   }
 }
 
-struct Diagnostics {
-  std::string text;
-  ScopedDiagnosticHandler handler;
-  explicit Diagnostics(MLIRContext *ctx)
-      : handler(ctx, [this](Diagnostic &d) {
-          llvm::raw_string_ostream os(text);
-          // The importer gives every op the JSON path it came from as a file name at
-          // 1:1 (the attention: the spec's name); print just the path for those.
-          if (auto file = dyn_cast<FileLineColLoc>(d.getLocation()))
-            os << file.getFilename().getValue()
-               << (file.getLine() == 1 && file.getColumn() == 1
-                       ? std::string()
-                       : ":" + std::to_string(file.getLine()) + ":" +
-                             std::to_string(file.getColumn()));
-          else
-            os << d.getLocation();
-          os << ": " << d << "\n";
-          return success();
-        }) {}
-};
-
 } // namespace
 
 static void registerNvidiaTranslations(MLIRContext *ctx) {
@@ -142,7 +122,7 @@ OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, Gp
                                         std::string &error) {
   MLIRContext *ctx = l1.getContext();
   registerNvidiaTranslations(ctx);
-  Diagnostics diags(ctx);
+  DiagnosticCollector diags(ctx);
   OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
   // attn-to-nvvm, exactly as attn-opt runs it.
   PassManager pm(ctx);
@@ -155,9 +135,7 @@ OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, Gp
   options.pipeline = config.pipeline;
   attn::buildNvvmPipeline(pm, options);
   if (failed(pm.run(*module))) {
-    error = diags.text.empty() ? "lowering to the kernel failed" : diags.text;
-    while (!error.empty() && error.back() == '\n')
-      error.pop_back();
+    error = diags.message("lowering to the kernel failed");
     return nullptr;
   }
   auto gpuModules = module->getOps<gpu::GPUModuleOp>();
@@ -167,12 +145,12 @@ OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, Gp
   }
   FailureOr<GpuKernelInfo> abi = readKernelAbi(*gpuModules.begin());
   if (failed(abi)) {
-    error = "internal error: " + diags.text;
+    error = "internal error: " + diags.text();
     return nullptr;
   }
   info = *abi;
   if (failed(verify(*module))) {
-    error = "internal error: the emitted kernel does not verify:\n" + diags.text;
+    error = "internal error: the emitted kernel does not verify:\n" + diags.text();
     return nullptr;
   }
   return module;
@@ -202,7 +180,7 @@ bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::
   OwningOpRef<ModuleOp> container = buildKernelModule(l1, config, result.info, error);
   if (!container)
     return false;
-  Diagnostics diags(ctx);
+  DiagnosticCollector diags(ctx);
   if (keepGpuIr) {
     llvm::raw_string_ostream os(result.gpuIr);
     container->print(os);
@@ -241,7 +219,7 @@ bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::
   toBinary.compilationTarget = "isa";
   pm.addPass(createGpuModuleToBinaryPass(toBinary));
   if (failed(pm.run(*container))) {
-    error = "lowering the kernel to PTX failed:\n" + diags.text;
+    error = "lowering the kernel to PTX failed:\n" + diags.text();
     return false;
   }
   for (auto binary : container->getOps<gpu::BinaryOp>())

@@ -2,6 +2,7 @@
 #include "tools/attnc/Driver.h"
 
 #include "codegen/Arguments.h"
+#include "codegen/Diagnostics.h"
 #include "codegen/host/HostJit.h"
 #include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/reference/Reference.h"
@@ -160,8 +161,11 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
                        std::optional<int64_t> splits, AttentionResult &result) {
   std::string error;
   if (backend == "reference") {
-    if (!runReference(*spec.module, args, result, error, threads))
-      throw Failure{error};
+    DiagnosticCollector diags(spec.module->getContext());
+    mlir::FailureOr<AttentionResult> ref = runReference(*spec.module, args, threads);
+    if (mlir::failed(ref))
+      throw Failure{diags.message("the reference failed")};
+    result = std::move(*ref);
   } else if (backend == "gpu") {
     // The same argument checks as the other back ends before the GPU is looked for.
     mlir::attn::AttentionOp op;
