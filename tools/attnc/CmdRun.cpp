@@ -190,14 +190,17 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
     options.blockM = blockM;
     options.blockN = blockN;
     HostCompileStats stats;
-    auto kernel = HostKernel::compile(*spec.module, options, error, &stats);
-    if (!kernel)
-      throw Failure{error};
+    DiagnosticCollector diags(spec.module->getContext());
+    auto kernel = HostKernel::compile(*spec.module, options, &stats);
+    if (mlir::failed(kernel))
+      throw Failure{diags.message("compiling for the host failed")};
     if (opts.flag("timing"))
       llvm::errs() << "attnc run: compile " << stats.pipelineSeconds << " s (passes) + "
                    << stats.jitSeconds << " s (LLVM JIT)\n";
-    if (!kernel->run(args, result, error))
-      throw Failure{error};
+    mlir::FailureOr<AttentionResult> ran = (*kernel)->run(args);
+    if (mlir::failed(ran))
+      throw Failure{diags.message("the host kernel failed")};
+    result = std::move(*ran);
   }
 }
 
