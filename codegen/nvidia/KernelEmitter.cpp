@@ -216,6 +216,21 @@ private:
   void wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage,
                bool wait = true);
   void mmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage);
+  /// Whether the tile at kvLo of class `cls` runs the masked epilogue (the test
+  /// scoreTile branches on): the tiles where some P is 0 by the mask.
+  Value tileIsMasked(Value kvLo, Value cls) {
+    Value whole = cmp(P::sle, add(kvLo, c64(bn)), seqKv);
+    return noti(andi(whole, cmp(P::eq, cls, c32(kFull))));
+  }
+  /// A masked pair contributes nothing, NaN and Inf in v included; tensor cores compute
+  /// 0 * NaN = NaN. Before P V of a masked tile, the CTA looks for non-finite values in
+  /// the V tile; when there are some, each row's non-finite contributions from pairs
+  /// with P != 0 are added to O exactly and those V elements zeroed for the matmul.
+  void guardNonFiniteValues(SmallVector<Acc> &o, ArrayRef<Acc> p, Value stage, Value masked);
+  /// For each 16-byte chunk of the V tile this thread covers: `f(address, chunk)`.
+  void forEachValueChunk(Value stage, function_ref<void(Value, Value)> f);
+  /// Per 32-bit word of two 16-bit values: bits set over each non-finite half.
+  Value nonFiniteHalves(Value word);
   /// Makes this thread's shared-memory writes (st.shared, cp.async) visible to the
   /// async proxy that wgmma reads through; a barrier must follow.
   void asyncProxyFence() {
@@ -1004,10 +1019,8 @@ SmallVector<Acc> KernelEmitter::stagedEpilogue(SmallVector<Acc> s, Value kvLo, b
 //===----------------------------------------------------------------------===//
 
 SmallVector<Acc> KernelEmitter::scoreTile(SmallVector<Acc> s, Value kvLo, Value cls) {
-  Value whole = cmp(P::sle, add(kvLo, c64(bn)), seqKv);
-  Value full = andi(whole, cmp(P::eq, cls, c32(kFull)));
   SmallVector<Type> sTypes(size_t(bn / 2), b.getF32Type());
-  auto branch = scf::IfOp::create(b, loc, sTypes, full, true);
+  auto branch = scf::IfOp::create(b, loc, sTypes, noti(tileIsMasked(kvLo, cls)), true);
   for (int masked = 0; masked < 2; ++masked) {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(masked ? branch.elseBlock() : branch.thenBlock());
@@ -1196,9 +1209,11 @@ void KernelEmitter::emitPipelinedLoop() {
     // result is dropped: the wgmma stays unconditional and warpgroup-uniform.
     SmallVector<Acc> sNext = wgmmaScores(sel(valid1, other, parity), /*wait=*/false);
 
-    s = scoreTile(s, mul(kb, c64(bn)), cls);
+    Value kvLo = mul(kb, c64(bn));
+    s = scoreTile(s, kvLo, cls);
     Weights w = weigh(s, m, l);
     rescale(o, w);
+    guardNonFiniteValues(o, s, parity, tileIsMasked(kvLo, cls));
     SmallVector<std::array<Value, 4>> pFrag = pFragments(s);
     wgmmaPv(o, pFrag, parity, /*wait=*/false);
     NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
@@ -1213,6 +1228,155 @@ void KernelEmitter::emitPipelinedLoop() {
   b.setInsertionPointAfter(loop);
   SmallVector<Acc> o = tilesAt(loop.getResults(), kO, nO);
   finish(o, loop.getResult(9), loop.getResult(10), loop.getResult(11), loop.getResult(12));
+}
+
+//===----------------------------------------------------------------------===//
+// Non-finite values under masked pairs
+//===----------------------------------------------------------------------===//
+
+void KernelEmitter::forEachValueChunk(Value stage, function_ref<void(Value, Value)> f) {
+  Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
+  int64_t chunksPerRow = dv / 8, chunks = bn * chunksPerRow;
+  for (int64_t i = 0; i * threads < chunks; ++i) {
+    Value c = add(tid, c32(i * threads));
+    // Past the last chunk (small tiles): the address is clamped, `valid` is false.
+    Value valid = (i + 1) * threads <= chunks ? Value() : cmp(P::ult, c, c32(chunks));
+    if (valid)
+      c = sel(valid, c, c32(chunks - 1));
+    Value row = divu(c, c32(chunksPerRow));
+    Value col = mul(remu(c, c32(chunksPerRow)), c32(8));
+    f(smemAt(tileOffset(vOff, vTile, row, col)), valid);
+  }
+}
+
+Value KernelEmitter::nonFiniteHalves(Value word) {
+  // All exponent bits set: Inf or NaN (bf16: 0x7f80, fp16: 0x7c00 in each half).
+  int64_t e = eltType.isBF16() ? 0x7f80 : 0x7c00;
+  Value lo = cmp(P::eq, andi(word, c32(e)), c32(e));
+  Value hi = cmp(P::eq, andi(word, c32(e << 16)), c32(e << 16));
+  return ori(sel(lo, c32(0xffff), c32(0)), sel(hi, c32(int64_t(0xffff0000)), c32(0)));
+}
+
+void KernelEmitter::guardNonFiniteValues(SmallVector<Acc> &o, ArrayRef<Acc> p, Value stage,
+                                         Value masked) {
+  Type i32 = b.getI32Type(), i64 = b.getI64Type(), f32 = b.getF32Type();
+  auto v4 = VectorType::get({4}, i32);
+  // 1. Does the V tile hold a non-finite value? (masked tiles only; CTA-uniform, by a
+  // barrier that ORs every thread's finding).
+  auto scan = scf::IfOp::create(b, loc, TypeRange{b.getI1Type()}, masked, true);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(scan.thenBlock());
+    Value any = c32(0);
+    forEachValueChunk(stage, [&](Value ptr, Value valid) {
+      Value chunk = LLVM::LoadOp::create(b, loc, v4, ptr, /*alignment=*/16);
+      Value nf = c32(0);
+      for (int64_t w = 0; w < 4; ++w)
+        nf = ori(nf, nonFiniteHalves(LLVM::ExtractElementOp::create(b, loc, chunk, c32(w))));
+      any = ori(any, valid ? sel(valid, nf, c32(0)) : nf);
+    });
+    Value found = NVVM::BarrierOp::create(b, loc, i32, Value(), Value(),
+                                          NVVM::BarrierReductionAttr::get(
+                                              b.getContext(), NVVM::BarrierReduction::OR),
+                                          any)
+                      .getRes();
+    scf::YieldOp::create(b, loc, ValueRange{cmp(P::ne, found, c32(0))});
+    b.setInsertionPointToStart(scan.elseBlock());
+    scf::YieldOp::create(b, loc, ValueRange{cbool(false)});
+  }
+  Value found = scan.getResult(0);
+
+  // 2. Rare: fix up O, then zero the non-finite elements for the tensor cores.
+  SmallVector<Type> oTypes(o.size() * 4, f32);
+  auto fix = scf::IfOp::create(b, loc, oTypes, found, true);
+  {
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(fix.thenBlock());
+    // Row masks of P != 0 (rows g and g + 8 of this warp, key j of the tile): the
+    // ballot of (nb, e) has bit 4 g' + t' for column 8 nb + 2 t' + e of row g'.
+    int64_t words = (bn + 63) / 64;
+    SmallVector<Value> rowMask[2];
+    for (int half = 0; half < 2; ++half)
+      rowMask[half].assign(size_t(words), c64(0));
+    Value shift = mul(gq, c32(4));
+    for (int64_t nb = 0; nb < bn / 8; ++nb)
+      for (int e = 0; e < 2; ++e)
+        for (int half = 0; half < 2; ++half) {
+          Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE,
+                                                p[size_t(nb)][size_t(2 * half + e)], cf(0));
+          Value ballot = NVVM::VoteSyncOp::create(b, loc, i32, c32(-1), nonzero,
+                                                  NVVM::VoteSyncKind::ballot);
+          Value nib = andi(arith::ShRUIOp::create(b, loc, ballot, shift), c32(0xf));
+          Value nib64 = arith::ExtUIOp::create(b, loc, i64, nib);
+          int64_t col = 8 * nb + e;
+          Value &m = rowMask[half][size_t(col / 64)];
+          for (int t = 0; t < 4; ++t) {
+            Value bit = andi(arith::ShRUIOp::create(b, loc, nib64, c64(t)), c64(1));
+            m = ori(m, arith::ShLIOp::create(b, loc, bit, c64(col % 64 + 2 * t)));
+          }
+        }
+    // O[i, c] += v[j, c] for every key j with P[i, j] != 0 and v[j, c] non-finite (P > 0,
+    // so P v is v's infinity or NaN; the finite part comes from the matmul).
+    SmallVector<Value> init;
+    for (Acc &x : o)
+      init.append(x.begin(), x.end());
+    auto loop = scf::ForOp::create(b, loc, c32(0), c32(bn), c32(1), init);
+    {
+      OpBuilder::InsertionGuard lg(b);
+      b.setInsertionPointToStart(loop.getBody());
+      Value j = loop.getInductionVar();
+      Value j64 = arith::ExtUIOp::create(b, loc, i64, j);
+      Value bit[2];
+      for (int half = 0; half < 2; ++half) {
+        Value word = rowMask[half][0];
+        for (int64_t w = 1; w < words; ++w)
+          word = sel(cmp(P::uge, j64, c64(64 * w)), rowMask[half][size_t(w)], word);
+        Value sh = arith::RemUIOp::create(b, loc, j64, c64(64));
+        bit[half] = cmp(P::ne, andi(arith::ShRUIOp::create(b, loc, word, sh), c64(1)), c64(0));
+      }
+      Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
+      SmallVector<Value> next(loop.getRegionIterArgs().begin(), loop.getRegionIterArgs().end());
+      for (int64_t jv = 0; jv < int64_t(o.size()); ++jv) {
+        Value col = add(c32(8 * jv), mul(tq, c32(2)));
+        Value pair = LLVM::LoadOp::create(b, loc, i32, smemAt(tileOffset(vOff, vTile, j, col)), 4);
+        Value nf = nonFiniteHalves(pair);
+        for (int e = 0; e < 2; ++e) {
+          Value isNf = cmp(P::ne, andi(nf, c32(e ? int64_t(0xffff0000) : 0xffff)), c32(0));
+          Value bits16 = e ? arith::ShRUIOp::create(b, loc, pair, c32(16)).getResult() : pair;
+          Value half16 = arith::TruncIOp::create(b, loc, b.getI16Type(), bits16);
+          Value v = arith::ExtFOp::create(
+              b, loc, f32, LLVM::BitcastOp::create(b, loc, eltType, half16).getResult());
+          for (int half = 0; half < 2; ++half) {
+            Value &acc = next[size_t(4 * jv + 2 * half + e)];
+            acc = sel(andi(bit[half], isNf), addf(acc, v), acc);
+          }
+        }
+      }
+      scf::YieldOp::create(b, loc, next);
+    }
+    // Every warp has read V before it is changed.
+    NVVM::Barrier0Op::create(b, loc);
+    forEachValueChunk(stage, [&](Value ptr, Value valid) {
+      OpBuilder::InsertionGuard cg(b);
+      if (valid)
+        b.setInsertionPointToStart(scf::IfOp::create(b, loc, valid, false).thenBlock());
+      Value chunk = LLVM::LoadOp::create(b, loc, v4, ptr, /*alignment=*/16);
+      for (int64_t w = 0; w < 4; ++w) {
+        Value word = LLVM::ExtractElementOp::create(b, loc, chunk, c32(w));
+        Value keep = arith::XOrIOp::create(b, loc, nonFiniteHalves(word), c32(-1));
+        chunk = LLVM::InsertElementOp::create(b, loc, chunk, andi(word, keep), c32(w));
+      }
+      LLVM::StoreOp::create(b, loc, chunk, ptr, /*alignment=*/16);
+    });
+    asyncProxyFence();
+    NVVM::Barrier0Op::create(b, loc);
+    scf::YieldOp::create(b, loc, loop.getResults());
+    b.setInsertionPointToStart(fix.elseBlock());
+    scf::YieldOp::create(b, loc, init);
+  }
+  for (size_t i = 0; i < o.size(); ++i)
+    for (int e = 0; e < 4; ++e)
+      o[i][size_t(e)] = fix.getResult(unsigned(4 * i + e));
 }
 
 /// O += P V on mma.sync: ldmatrix.trans of V rows (k) by columns (n) gives B.
@@ -1273,6 +1437,7 @@ void KernelEmitter::emitMainLoop(SmallVector<std::array<Value, 4>> &qFrag) {
     NVVM::CpAsyncWaitGroupOp::create(b, loc, 2);
     asyncProxyFence();
     NVVM::Barrier0Op::create(b, loc);
+    guardNonFiniteValues(o, s, stage, tileIsMasked(kvLo, cls));
     SmallVector<std::array<Value, 4>> pFrag = pFragments(s);
     if (wg)
       wgmmaPv(o, pFrag, stage);

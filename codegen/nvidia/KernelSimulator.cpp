@@ -473,7 +473,7 @@ void Simulator::execScf(Operation &op, const Mask &mask) {
   throw Failure{"simulator: unsupported scf op " + op.getName().getStringRef().str()};
 }
 
-/// ldmatrix, mma.sync, shfl: whole warps.
+/// ldmatrix, mma.sync, shfl, vote: whole warps.
 void Simulator::execWarp(Operation &op, const Mask &mask) {
   for (int w = 0; w < threads / 32; ++w) {
     int active = 0;
@@ -555,6 +555,27 @@ void Simulator::execWarp(Operation &op, const Mask &mask) {
       }
     }
     vals[mma.getResult()] = std::move(out);
+    return;
+  }
+  if (auto vote = dyn_cast<NVVM::VoteSyncOp>(op)) {
+    if (vote.getKind() != NVVM::VoteSyncKind::ballot)
+      throw Failure{"simulator: only vote.sync.ballot is modelled"};
+    Col &pred = get(vote.getPred()), &members = get(vote.getMask());
+    Col out = make(vote.getType());
+    for (int w = 0; w < threads / 32; ++w) {
+      if (!mask[w * 32])
+        continue;
+      uint32_t ballot = 0;
+      for (int l = 0; l < 32; ++l) {
+        if (uint32_t(members.at(w * 32 + l)) != 0xffffffffu)
+          throw Failure{"simulator: vote.sync with a partial member mask"};
+        if (pred.at(w * 32 + l) & 1)
+          ballot |= 1u << l;
+      }
+      for (int l = 0; l < 32; ++l)
+        out.at(w * 32 + l) = uint64_t(int64_t(int32_t(ballot)));
+    }
+    vals[vote.getResult()] = std::move(out);
     return;
   }
   if (auto shfl = dyn_cast<NVVM::ShflOp>(op)) {
@@ -848,7 +869,7 @@ void Simulator::wgmma(LLVM::InlineAsmOp call, const Mask &mask) {
 void Simulator::exec(Operation &op, const Mask &mask) {
   if (isa<scf::IfOp, scf::ForOp, scf::WhileOp>(op))
     return execScf(op, mask);
-  if (isa<NVVM::LdMatrixOp, NVVM::MmaOp, NVVM::ShflOp>(op))
+  if (isa<NVVM::LdMatrixOp, NVVM::MmaOp, NVVM::ShflOp, NVVM::VoteSyncOp>(op))
     return execWarp(op, mask);
   if (isa<LLVM::InlineAsmOp, NVVM::FenceProxyOp, NVVM::WgmmaFenceAlignedOp,
           NVVM::WgmmaGroupSyncAlignedOp, NVVM::WgmmaWaitGroupSyncOp>(op))
@@ -1278,6 +1299,40 @@ void Simulator::exec(Operation &op, const Mask &mask) {
             encode(from, in(0), l, buf);
             decode(to, buf, outs[0], l);
           }
+      })
+      .Case([&](LLVM::ExtractElementOp ee) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            outs[0].at(l) = get(ee.getVector()).at(l, unsigned(get(ee.getPosition()).at(l)));
+      })
+      .Case([&](NVVM::BarrierOp bar) {
+        // bar.sync 0 over the whole CTA, optionally reducing a predicate (bar.red).
+        if (bar.getBarrierId() || bar.getNumberOfThreads())
+          throw Failure{"simulator: only the CTA-wide barrier 0 is modelled"};
+        for (int l = 0; l < threads; ++l)
+          if (!mask[l])
+            throw Failure{"simulator: barrier reached by part of the CTA"};
+        ++epoch;
+        if (!bar.getReductionOp())
+          return;
+        Col &pred = get(bar.getReductionPredicate());
+        int64_t count = 0;
+        for (int l = 0; l < threads; ++l)
+          count += uint32_t(pred.at(l)) != 0 ? 1 : 0;
+        int64_t r = 0;
+        switch (*bar.getReductionOp()) {
+        case NVVM::BarrierReduction::OR:
+          r = count > 0;
+          break;
+        case NVVM::BarrierReduction::AND:
+          r = count == threads;
+          break;
+        case NVVM::BarrierReduction::POPC:
+          r = count;
+          break;
+        }
+        for (int l = 0; l < threads; ++l)
+          outs[0].at(l) = uint64_t(r);
       })
       .Case([&](LLVM::InsertElementOp ie) {
         for (int l = 0; l < threads; ++l)

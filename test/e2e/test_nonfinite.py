@@ -68,43 +68,55 @@ def expected_nan(allowed, q, k, v):
     return row_nan[:, :, None] | elem
 
 
-@pytest.mark.parametrize("backend", [
-    "reference", "cpu",
-    pytest.param("gpu-sim", marks=pytest.mark.xfail(
-        strict=True, reason="GPU kernels: P V on tensor cores still computes 0 * NaN for "
-        "masked pairs (issue 11 finding 7, not yet fixed for the NVIDIA back end)")),
-])
+# (backend, attnc run flags, dtype, head_dim). The GPU kernels are checked on every loop
+# they have: mma.sync with one and two 64-bit row masks (block_n 64, 128), a V tile that
+# does not divide over the threads (fp16, head dim 16, 32 x 32), wgmma pipelined
+# (block_n 64) and not (block_n 128).
+VARIANTS = {
+    "reference": ("reference", [], "bf16", D),
+    "cpu": ("cpu", [], "bf16", D),
+    "gpu-sim": ("gpu-sim", [], "bf16", D),
+    "gpu-sim-128x128": ("gpu-sim", ["--block-m", "128", "--block-n", "128"], "bf16", D),
+    "gpu-sim-fp16-d16": ("gpu-sim", ["--block-m", "32", "--block-n", "32"], "fp16", 16),
+    "gpu-sim-wgmma": ("gpu-sim", ["--wgmma", "--block-m", "128", "--block-n", "64"], "bf16", D),
+    "gpu-sim-wgmma-bn128": ("gpu-sim", ["--wgmma", "--block-m", "64", "--block-n", "128"],
+                            "bf16", D),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_masked_nan_contributes_nothing(case, backend, tmp_path):
+def test_masked_nan_contributes_nothing(case, variant, tmp_path):
+    backend, flags, dtype, d = VARIANTS[variant]
     seed = int.from_bytes(os.urandom(4), "little")
     rng = np.random.default_rng(seed)
     s = 100
     extra, inputs, allowed = CASES[case](rng, s)
-    spec = {"name": f"nan-{case}", "heads_q": H, "heads_kv": H, "head_dim": D,
-            "dtype": "bf16", "outputs": ["o", "lse"], **extra}
+    spec = {"name": f"nan-{case}", "heads_q": H, "heads_kv": H, "head_dim": d,
+            "dtype": dtype, "outputs": ["o", "lse"], **extra}
     path = str(tmp_path / "spec.json")
     with open(path, "w") as f:
         json.dump(spec, f)
     # NaN at a few keys and queries, redrawn until some rows see one and others do
     # not (a key every row sees poisons the whole head).
     for _ in range(50):
-        q, k, v = (round_to(rng.standard_normal((1, H, s, D)), "bf16") for _ in range(3))
+        q, k, v = (round_to(rng.standard_normal((1, H, s, d)), dtype) for _ in range(3))
         # The first NaN in v at a key some row masks (the case tiled kernels get wrong
         # by computing 0 * NaN).
         hs, js = np.nonzero(~allowed.all(1))
         pick = rng.integers(len(hs))
         probe = hs[pick]
-        v[0, probe, js[pick], rng.integers(D)] = np.nan
+        v[0, probe, js[pick], rng.integers(d)] = np.nan
         # The others in the other head, so that they cannot hide the probe's effect.
         for t, n in ((v, 2), (k, 1), (q, 1)):
             for _ in range(n):
-                t[0, 1 - probe, rng.integers(s), rng.integers(D)] = np.nan
+                t[0, 1 - probe, rng.integers(s), rng.integers(d)] = np.nan
         want = expected_nan(allowed, q, k, v)
         if want.any() and (~want).any():
             break
     assert want.any() and (~want).any(), f"seed {seed}: degenerate case"
     arrays = {"q": q, "k": k, "v": v, **inputs}
-    o, lse = run_attnc(ATTNC, path, backend, str(tmp_path), arrays, inputs, [])
+    o, lse = run_attnc(ATTNC, path, backend, str(tmp_path), arrays, inputs, flags)
     got = np.isnan(o[0])
     assert (got == want).all(), (
         f"seed {seed}: {int((got & ~want).sum())} elements NaN that should not be, "
