@@ -509,17 +509,17 @@ TuningEntry TuneReport::entry() const {
 }
 
 std::string tuneTable(const TuneReport &report, const Manifest &m) {
+  // The variant's name says its configuration (sm80_bm64_bn32_w4: block_m 64,
+  // block_n 32, 4 warps).
   std::string out;
   char line[512];
-  std::snprintf(line, sizeof line, "attune: %-30s %-7s %-44s %10s\n", "variant", "arch", "config",
-                "median ms");
+  std::snprintf(line, sizeof line, "attune: %-30s %-7s %10s\n", "variant", "arch", "median ms");
   out += line;
   int best = report.best();
   for (size_t i = 0; i < report.results.size(); ++i) {
     const TuneResult &r = report.results[i];
     int vi = m.findVariant(r.variant);
     std::string arch = vi >= 0 ? m.variants[size_t(vi)].arch : "?";
-    std::string config = vi >= 0 ? m.variants[size_t(vi)].configSummary() : "";
     std::string tail;
     if (r.status == TuneResult::Timed) {
       std::snprintf(line, sizeof line, "%10.4f", r.ms);
@@ -529,10 +529,9 @@ std::string tuneTable(const TuneReport &report, const Manifest &m) {
       if (int(i) == best)
         tail += "  <- fastest";
     } else {
-      tail = std::string("dropped, ") + tuneStatusName(r.status) + ": " + r.why;
+      tail = std::string("   dropped, ") + tuneStatusName(r.status) + ": " + r.why;
     }
-    std::snprintf(line, sizeof line, "attune: %-30s %-7s %-44s ", r.variant.c_str(), arch.c_str(),
-                  config.c_str());
+    std::snprintf(line, sizeof line, "attune: %-30s %-7s ", r.variant.c_str(), arch.c_str());
     out += line + tail + "\n";
   }
   return out;
