@@ -686,7 +686,7 @@ TuneReport Bundle::measure(const attn_call &call, int repeats, bool verbose,
         throw CudaError(std::string(fn) + ": " + (isRef ? "the default variant " : "variant ") +
                         v.name + " failed while running: " + fault +
                         (d.survivesFaults() ? "" : " (the CUDA context is no longer usable)"));
-      finish(TuneResult::Faulted, fault);
+      finish(TuneResult::Faulted, stripPrefix(fault, v));
       continue;
     }
     std::vector<uint8_t> out = outputs();

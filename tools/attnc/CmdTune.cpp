@@ -228,14 +228,15 @@ void TuneChannel::finished(const rt::TuneResult &r) {
 
 void tuneChildMeasure(rt::Bundle &bundle, const attn_call &call, const TuneRequest &req,
                       const std::vector<std::string> &only, TuneChannel &channel) {
+  const rt::Manifest &m = bundle.manifest();
+  rt::CheckedCall c = bundle.check(call, "attn_tune");
+  const rt::cu::DeviceInfo &dev = bundle.device().open(c);
+  channel.line("device", dev.name);
   if (!req.force)
     if (auto tuned = bundle.tunedChoice(call)) {
       channel.line("tuned", *tuned);
       return;
     }
-  const rt::Manifest &m = bundle.manifest();
-  rt::CheckedCall c = bundle.check(call, "attn_tune");
-  const rt::cu::DeviceInfo &dev = bundle.device().open(c);
   int reference = rt::selectVariant(m, dev.major, dev.minor, "", "", "attn_tune");
   std::vector<std::string> candidates{m.variants[size_t(reference)].name};
   for (int i : rt::compatibleVariants(m, dev.major, dev.minor))
@@ -243,7 +244,6 @@ void tuneChildMeasure(rt::Bundle &bundle, const attn_call &call, const TuneReque
       candidates.push_back(m.variants[size_t(i)].name);
   channel.line("key", bundle.tuningKeyOf(call));
   channel.line("default", candidates.front());
-  channel.line("device", dev.name);
   channel.line("candidates", join(candidates));
   bundle.measure(call, req.repeats, /*verbose=*/false, only, &channel);
 }
