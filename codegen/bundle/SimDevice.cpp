@@ -11,6 +11,7 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -275,7 +276,7 @@ attn_tensor describe(const void *data, int32_t dtype, const std::vector<int64_t>
   for (int d = t.ndim - 1; d >= 0; --d) {
     t.shape[d] = shape[size_t(d)];
     t.strides[d] = stride;
-    stride *= shape[size_t(d)];
+    stride *= std::max<int64_t>(shape[size_t(d)], 1); // as PyTorch: no zero strides
   }
   return t;
 }

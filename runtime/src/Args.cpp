@@ -313,7 +313,10 @@ private:
       } else {
         auto it = symbols_.find(d.symbol);
         if (it == symbols_.end()) {
-          if (t.shape[i] <= 0)
+          // A call with no work (B or Sq zero) may have empty inputs: a block list of
+          // zero query blocks. Otherwise a free symbol sizes a grid and must be positive.
+          bool noWork = symbols_.at("B") == 0 || symbols_.at("Sq") == 0;
+          if (t.shape[i] < 0 || (t.shape[i] == 0 && !noWork))
             fail(name + ": size symbol " + d.symbol + " must be positive, got shape " +
                  shapeText(t.shape, t.ndim));
           it = symbols_.emplace(d.symbol, t.shape[i]).first;

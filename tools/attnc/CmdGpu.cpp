@@ -20,6 +20,7 @@
 #include "llvm/Support/raw_ostream.h"
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -109,7 +110,7 @@ attn_tensor describe(cu::CUdeviceptr data, attn_dtype dtype, const std::vector<i
   for (int d = t.ndim - 1; d >= 0; --d) {
     t.shape[d] = shape[size_t(d)];
     t.strides[d] = stride;
-    stride *= shape[size_t(d)];
+    stride *= std::max<int64_t>(shape[size_t(d)], 1); // as PyTorch: no zero strides
   }
   return t;
 }
