@@ -332,7 +332,8 @@ void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, v
 int Bundle::choose(const attn_call &call, const CheckedCall &c, const DeviceInfo &dev,
                    const char *fn) {
   std::string forced = call.variant ? call.variant : "";
-  std::string tuned = forced.empty() ? tunedName(dev, c) : "";
+  // ATTUNE_TUNE=0: no tuned choice is trusted, the default runs.
+  std::string tuned = forced.empty() && !tuningDisabled() ? tunedName(dev, c) : "";
   return selectVariant(m_, dev.major, dev.minor, forced, tuned, fn);
 }
 
