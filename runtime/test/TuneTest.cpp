@@ -42,9 +42,9 @@ public:
   bool survives = false;
   int launches = 0;
 
-  CopyDevice() {
+  explicit CopyDevice(int major = 8) {
     info_.name = "fake copy device";
-    info_.major = 8;
+    info_.major = major;
     info_.minor = 0;
     info_.smCount = 108;
     info_.maxThreadsPerBlock = 1024;
@@ -180,8 +180,8 @@ struct Tuned {
   std::unique_ptr<Bundle> bundle;
 };
 
-Tuned makeBundle() {
-  auto device = std::make_unique<CopyDevice>();
+Tuned makeBundle(int major = 8) {
+  auto device = std::make_unique<CopyDevice>(major);
   CopyDevice *raw = device.get();
   return {raw, std::make_unique<Bundle>(loadManifest(copyBundleDir()), copyBundleDir(),
                                         std::move(device))};
@@ -210,6 +210,19 @@ TEST(Tune, DefaultFirstAndEveryAgreeingCandidateTimed) {
   // sm_90a does not run on 8.0: not a candidate at all.
   EXPECT_THROW(resultOf(r, "copy_sm90a"), std::runtime_error);
   EXPECT_EQ(t.device->lastOBytes, c.o.size() * 2);
+}
+
+TEST(Tune, TheDevicesDefaultIsTheReferenceEvenWhenNotFirstInTheManifest) {
+  // On 9.0 the default is sm_90a's (copy_sm90a, third in the manifest).
+  Tuned t = makeBundle(9);
+  t.device->mode["copy_sm80_a"] = "wrong";
+  CopyCall c;
+  TuneReport r = t.bundle->measure(c.call, 1, false);
+  EXPECT_EQ(r.defaultVariant, "copy_sm90a");
+  ASSERT_FALSE(r.results.empty());
+  EXPECT_EQ(r.results.front().variant, "copy_sm90a");
+  EXPECT_EQ(resultOf(r, "copy_sm80_a").status, TuneResult::Disagrees);
+  EXPECT_EQ(resultOf(r, "copy_sm80_b").status, TuneResult::Timed);
 }
 
 TEST(Tune, WrongCandidateIsDroppedWithTheElement) {
