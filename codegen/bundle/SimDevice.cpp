@@ -72,7 +72,7 @@ void SimDevice::prepare(const rt::Manifest &m, const std::string &, int index,
 
 void SimDevice::launch(const rt::Manifest &m, const rt::Launch &l) {
   const rt::Variant &v = m.variants[size_t(l.variant)];
-  // Like a CUDA context after a fault: nothing runs until the fault is collected.
+  // Like a CUDA context after a fault: nothing runs any more.
   if (!pendingFault_.empty())
     return;
   auto inj = inject_.find(v.name);
@@ -173,11 +173,7 @@ void SimDevice::download(void *dst, uint64_t src, size_t bytes) {
   std::memcpy(dst, reinterpret_cast<const void *>(uintptr_t(src)), bytes);
 }
 
-std::string SimDevice::synchronize(void *) {
-  std::string fault;
-  fault.swap(pendingFault_);
-  return fault;
-}
+std::string SimDevice::synchronize(void *) { return pendingFault_; }
 
 std::vector<double> SimDevice::time(void *stream, int repeats,
                                     const std::function<void(int)> &run) {

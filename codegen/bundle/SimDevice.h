@@ -12,7 +12,8 @@
 //   wrong  the last element of o is off by one after the variant's kernels ran;
 //   nan    the last element of o is NaN;
 //   fault  the process dies of SIGSEGV while launching (a kernel that kills its host);
-//   error  the launch reports a device fault at the next synchronisation.
+//   error  the launch reports a device fault at the next synchronisation (sticky, as
+//          on CUDA: the device runs nothing afterwards).
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTUNE_CODEGEN_BUNDLE_SIMDEVICE_H
@@ -55,7 +56,9 @@ public:
   size_t freeMemory() override { return size_t(1) << 40; }
   std::string synchronize(void *stream) override;
   void synchronizeAll() override {}
-  bool survivesFaults() const override { return true; }
+  /// As CUDA: a fault is sticky (every later synchronisation reports it) and the
+  /// device is unusable afterwards, so callers must isolate candidates as on a GPU.
+  bool survivesFaults() const override { return false; }
   int warmupRuns() const override { return 1; }
   std::vector<double> time(void *stream, int repeats,
                            const std::function<void(int)> &run) override;

@@ -686,8 +686,8 @@ TuneReport Bundle::measure(const attn_call &call, int repeats, bool verbose,
     if (!fault.empty()) {
       if (isRef || !d.survivesFaults())
         throw CudaError(std::string(fn) + ": " + (isRef ? "the default variant " : "variant ") +
-                        v.name + " failed while running: " + fault +
-                        (d.survivesFaults() ? "" : " (the CUDA context is no longer usable)"));
+                        v.name + " failed while running: " + stripPrefix(fault, v) +
+                        (d.survivesFaults() ? "" : " (the context is no longer usable)"));
       finish(TuneResult::Faulted, stripPrefix(fault, v));
       continue;
     }

@@ -173,21 +173,31 @@ bool runChild(Session &s, const std::vector<std::string> &only, Body body) {
   }
   if (ended && WIFEXITED(status) && WEXITSTATUS(status) == 0)
     return true;
-  if (!s.error.empty())
-    throw Failure{s.error};
   std::string how = describeStatus(status);
+  // An error before any variant ran (no driver, a bad bundle) or while the default ran
+  // ends tuning; an error or death while a candidate ran is that candidate's fault
+  // (on CUDA the context is then unusable: the rest need a new process).
   if (started.empty())
-    throw Failure{"the tuning process " + how + " before it ran a variant"};
+    throw Failure{!s.error.empty() ? s.error
+                                   : "the tuning process " + how + " before it ran a variant"};
   if (started == s.defaultVariant)
-    throw Failure{"the default variant " + started + " faulted (its tuning process " + how +
-                  "): it is the reference the candidates are checked against, so nothing can "
-                  "be tuned"};
+    throw Failure{!s.error.empty()
+                      ? s.error
+                      : "the default variant " + started + " faulted (its tuning process " + how +
+                            "): it is the reference the candidates are checked against, so "
+                            "nothing can be tuned"};
   rt::TuneResult r;
   r.variant = started;
   r.status = rt::TuneResult::Faulted;
   r.why = "its tuning process " + how;
+  if (!s.error.empty()) {
+    std::string prefix = "attn_tune: variant " + started + " ";
+    r.why = s.error.compare(0, prefix.size(), prefix) == 0 ? s.error.substr(prefix.size())
+                                                            : s.error;
+    s.error.clear();
+  }
   s.results.push_back(r);
-  llvm::errs() << "attnc tune: variant " << started << " faulted: its tuning process " << how
+  llvm::errs() << "attnc tune: variant " << started << " faulted: " << r.why
                << "; continuing with the others in a new process\n";
   return false;
 }
