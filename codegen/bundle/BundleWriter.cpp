@@ -262,7 +262,8 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
     return false;
   }
   std::ofstream f(fs::path(dir) / "manifest.json");
-  f << rt::manifestJson(manifest).pretty() << "\n";
+  // Keys sorted, as manifests have always been written (tools and tests read them so).
+  f << rt::manifestJson(manifest).pretty(/*sortKeys=*/true) << "\n";
   if (!f) {
     error = "cannot write " + (fs::path(dir) / "manifest.json").string();
     return false;
