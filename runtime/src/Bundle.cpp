@@ -2,13 +2,11 @@
 #include "Bundle.h"
 
 #include <algorithm>
-#include <cstring>
-#include <functional>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <functional>
 #include <set>
-#include <sstream>
 
 namespace attune::rt {
 
