@@ -1,7 +1,7 @@
 //===- BundleWriter.cpp - kernel bundles: manifest.json + PTX (+ cubin) ----===//
 #include "codegen/bundle/BundleWriter.h"
 
-#include "specs/SpecHash.h"
+#include "Json.h"
 
 #include <nlohmann/json.hpp>
 
@@ -97,15 +97,117 @@ bool runPtxas(const std::string &ptxas, const std::string &ptx, const std::strin
   return true;
 }
 
-static json shapeJson(const InputDecl &in) {
-  json shape = json::array();
-  for (const Dim &d : in.shape) {
-    if (auto *i = std::get_if<int64_t>(&d))
-      shape.push_back(*i);
-    else
-      shape.push_back(std::get<std::string>(d));
+rt::Json toRuntimeJson(const json &j) {
+  // Through text: nlohmann prints doubles with max_digits10 digits, which read back to
+  // the same double, and integers exactly; the runtime's reader keeps int64/uint64.
+  return rt::Json::parse(j.dump());
+}
+
+rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
+                            const std::vector<BundleVariant> &variants) {
+  rt::Manifest m;
+  m.format = "attune-bundle/1";
+  m.compilerVersion = ATTUNE_VERSION_STRING;
+  m.specName = info.name;
+  m.spec = spec;
+  m.specHash = rt::specHashOf(spec);
+  m.headsQ = info.headsQ;
+  m.headsKv = info.headsKv;
+  m.headDim = info.headDim;
+  m.headDimV = info.headDimV;
+  auto dtype = rt::parseDType(info.dtype);
+  if (!dtype)
+    throw rt::ManifestError("the spec's dtype '" + info.dtype + "' has no bundle dtype");
+  m.dtype = *dtype;
+  m.align = info.align;
+  m.qOffset = info.qOffset;
+  m.kvOffset = info.kvOffset;
+  m.hasLse = info.lse;
+  m.alignment = 16; // bytes: q, k, v, o pointers and row strides (cp.async)
+  for (const InputDecl &in : info.inputs) {
+    rt::InputDecl decl;
+    decl.name = in.name;
+    auto t = rt::parseDType(in.dtype);
+    if (!t)
+      throw rt::ManifestError("input '" + in.name + "': unknown dtype '" + in.dtype + "'");
+    decl.dtype = *t;
+    for (const Dim &d : in.shape) {
+      rt::Dim dim;
+      if (auto *i = std::get_if<int64_t>(&d))
+        dim.size = *i;
+      else
+        dim.symbol = std::get<std::string>(d);
+      decl.shape.push_back(dim);
+    }
+    m.inputs.push_back(std::move(decl));
   }
-  return shape;
+  auto params = [](const std::vector<KernelParam> &list) {
+    std::vector<rt::Param> out;
+    for (const KernelParam &p : list) {
+      rt::Param param;
+      param.name = p.name;
+      param.type = p.type == "ptr" ? rt::ParamType::Ptr
+                   : p.type == "i32" ? rt::ParamType::I32
+                   : p.type == "f32" ? rt::ParamType::F32
+                                     : rt::ParamType::I64;
+      out.push_back(param);
+    }
+    return out;
+  };
+  auto expr = [](const std::string &text) { return rt::Expr::parse(text); };
+  for (const BundleVariant &v : variants) {
+    const GpuKernelInfo &k = v.kernel.info;
+    rt::Variant out;
+    out.name = v.config.name();
+    out.arch = v.config.arch;
+    rt::Json config = rt::Json::object();
+    config.set("block_m", v.config.blockM);
+    config.set("block_n", v.config.blockN);
+    config.set("warps", v.config.warps());
+    config.set("stages", 2);
+    config.set("pack_gqa", v.config.packGqa);
+    config.set("mma", v.config.wgmma ? "wgmma" : "mma.sync");
+    config.set("pipelined", v.config.pipelined());
+    out.config = config;
+    out.isDefault = v.isDefault;
+    out.ptx = out.name + ".ptx";
+    out.kernel = k.symbol;
+    out.threads = k.threads;
+    out.smemBytes = k.smemBytes;
+    out.grid[0] = expr(k.gridX);
+    out.grid[1] = expr(k.gridY);
+    out.grid[2] = expr(k.gridZ);
+    out.params = params(k.params);
+    if (!k.combineSymbol.empty()) {
+      rt::SplitKv split;
+      split.kernel = k.combineSymbol;
+      split.threads = k.combineThreads;
+      split.grid[0] = expr(k.combineGridX);
+      split.grid[1] = expr("1");
+      split.grid[2] = expr("1");
+      split.params = params(k.combineParams);
+      for (const auto &[name, bytes] : k.scratch) {
+        split.scratchNames.push_back(name);
+        split.scratchBytes.push_back(expr(bytes));
+      }
+      out.splitKv = std::move(split);
+    }
+    out.compileSeconds = v.kernel.seconds;
+    if (v.ptxas) {
+      out.cubin = out.name + ".cubin";
+      rt::PtxasReport report;
+      report.registers = v.ptxas->registers;
+      report.spillStores = v.ptxas->spillStores;
+      report.spillLoads = v.ptxas->spillLoads;
+      report.stackFrame = v.ptxas->stackFrame;
+      report.smemStatic = v.ptxas->smemStatic;
+      out.ptxas = report;
+    }
+    m.variants.push_back(std::move(out));
+  }
+  // Through the runtime's writer and reader: what is returned is what a loaded bundle
+  // holds (parameter sources resolved, every rule of the reader checked).
+  return rt::parseManifest(rt::manifestJson(m), "the manifest of " + info.name);
 }
 
 bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
@@ -117,26 +219,6 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
     return false;
   }
   std::string ptxas = assemble ? findPtxas() : "";
-  json manifest;
-  manifest["format"] = "attune-bundle/1";
-  manifest["compiler_version"] = ATTUNE_VERSION_STRING;
-  manifest["spec_name"] = info.name;
-  manifest["spec_hash"] = specHash(spec);
-  manifest["spec"] = spec;
-  manifest["heads_q"] = info.headsQ;
-  manifest["heads_kv"] = info.headsKv;
-  manifest["head_dim"] = info.headDim;
-  manifest["head_dim_v"] = info.headDimV;
-  manifest["dtype"] = info.dtype;
-  manifest["align"] = info.align;
-  manifest["q_offset"] = info.qOffset ? json(*info.qOffset) : json(nullptr);
-  manifest["kv_offset"] = info.kvOffset ? json(*info.kvOffset) : json(nullptr);
-  manifest["outputs"] = info.lse ? json::array({"o", "lse"}) : json::array({"o"});
-  manifest["alignment"] = 16; // bytes: q, k, v, o pointers and row strides (cp.async)
-  json inputs = json::array();
-  for (const InputDecl &in : info.inputs)
-    inputs.push_back({{"name", in.name}, {"dtype", in.dtype}, {"shape", shapeJson(in)}});
-  manifest["inputs"] = inputs;
   // Assemble first: the default of each arch becomes the first variant that does not
   // spill, when the preferred one does.
   if (!ptxas.empty()) {
@@ -163,66 +245,25 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
         }
     }
   }
-  json list = json::array();
   for (BundleVariant &v : variants) {
-    std::string name = v.config.name();
-    std::string ptxFile = name + ".ptx";
-    {
-      std::ofstream f(fs::path(dir) / ptxFile);
-      f << v.kernel.ptx;
-      if (!f) {
-        error = "cannot write " + (fs::path(dir) / ptxFile).string();
-        return false;
-      }
+    fs::path ptxFile = fs::path(dir) / (v.config.name() + ".ptx");
+    std::ofstream f(ptxFile);
+    f << v.kernel.ptx;
+    if (!f) {
+      error = "cannot write " + ptxFile.string();
+      return false;
     }
-    json variant;
-    variant["name"] = name;
-    variant["arch"] = v.config.arch;
-    variant["config"] = {{"block_m", v.config.blockM}, {"block_n", v.config.blockN},
-                         {"warps", v.config.warps()}, {"stages", 2},
-                         {"pack_gqa", v.config.packGqa},
-                         {"mma", v.config.wgmma ? "wgmma" : "mma.sync"},
-                         {"pipelined", v.config.pipelined()}};
-    variant["default"] = v.isDefault;
-    variant["ptx"] = ptxFile;
-    variant["kernel"] = v.kernel.info.symbol;
-    variant["threads"] = v.kernel.info.threads;
-    variant["smem_bytes"] = v.kernel.info.smemBytes;
-    variant["grid"] = {{"x", v.kernel.info.gridX}, {"y", v.kernel.info.gridY},
-                       {"z", v.kernel.info.gridZ}};
-    json params = json::array();
-    for (const KernelParam &p : v.kernel.info.params)
-      params.push_back({{"name", p.name}, {"type", p.type}});
-    variant["params"] = params;
-    if (!v.kernel.info.combineSymbol.empty()) {
-      const GpuKernelInfo &k = v.kernel.info;
-      json combineParams = json::array();
-      for (const KernelParam &p : k.combineParams)
-        combineParams.push_back({{"name", p.name}, {"type", p.type}});
-      json scratch = json::object();
-      for (const auto &[name, bytes] : k.scratch)
-        scratch[name] = bytes;
-      variant["split_kv"] = {{"scratch", scratch},
-                             {"combine", {{"kernel", k.combineSymbol},
-                                          {"threads", k.combineThreads},
-                                          {"grid", {{"x", k.combineGridX}, {"y", "1"}, {"z", "1"}}},
-                                          {"params", combineParams}}}};
-    }
-    variant["compile_seconds"] = v.kernel.seconds;
-    if (v.ptxas) {
-      const PtxasReport &report = *v.ptxas;
-      variant["cubin"] = name + ".cubin";
-      variant["ptxas"] = {{"registers", report.registers},
-                          {"spill_stores", report.spillStores},
-                          {"spill_loads", report.spillLoads},
-                          {"stack_frame", report.stackFrame},
-                          {"smem_static", report.smemStatic}};
-    }
-    list.push_back(variant);
   }
-  manifest["variants"] = list;
+  rt::Manifest manifest;
+  try {
+    manifest = bundleManifest(toRuntimeJson(spec), info, variants);
+  } catch (const std::exception &e) {
+    error = std::string("internal error: the bundle's manifest does not validate: ") + e.what();
+    return false;
+  }
   std::ofstream f(fs::path(dir) / "manifest.json");
-  f << manifest.dump(2) << "\n";
+  // Keys sorted, as manifests have always been written (tools and tests read them so).
+  f << rt::manifestJson(manifest).pretty(/*sortKeys=*/true) << "\n";
   if (!f) {
     error = "cannot write " + (fs::path(dir) / "manifest.json").string();
     return false;

@@ -11,6 +11,8 @@
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "specs/Importer.h"
 
+#include "Manifest.h"
+
 #include <nlohmann/json_fwd.hpp>
 
 #include <optional>
@@ -43,6 +45,19 @@ struct BundleVariant {
   std::optional<PtxasReport> ptxas;
   bool hasCubin = false;
 };
+
+/// The manifest of a bundle of `variants`, as the runtime's own type, validated by the
+/// runtime's reader (rt::parseManifest of rt::manifestJson): the bundle ABI (parameter
+/// names, grid rule, scratch sizes) is what the emitter recorded in each variant's
+/// GpuKernelInfo, written by the runtime's one writer. `spec` is the spec as given
+/// (its hash is the runtime's). Variants' files are "<name>.ptx" and, with a ptxas
+/// report, "<name>.cubin". Throws rt::ManifestError when the result does not validate
+/// (a compiler bug: the message names the key).
+rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
+                            const std::vector<BundleVariant> &variants);
+
+/// nlohmann's tree as the runtime's value (numbers kept exactly).
+rt::Json toRuntimeJson(const nlohmann::json &j);
 
 /// Writes `dir` (created if needed). `spec` is the spec as given.
 bool writeBundle(const std::string &dir, const nlohmann::json &spec, const SpecInfo &info,

@@ -27,10 +27,17 @@ class ModuleOp;
 
 namespace attune {
 
+/// One kernel argument, as the runtime packed it (codegen/bundle/SimDevice.cpp fills
+/// these from rt::packParams).
 struct SimArg {
   bool pointer = false;
   void *ptr = nullptr;
   int64_t value = 0;
+  /// For pointers: the bytes reachable from `ptr` (the tensor's span, a scratch
+  /// buffer's size), 0 when unknown or null; and the parameter's name ("q",
+  /// "input:doc", "scratch:o_partial").
+  uint64_t bytes = 0;
+  std::string name;
 };
 
 /// Runs `kernel` (gpu.func named `symbol` in `module`) for the whole grid.
@@ -38,12 +45,8 @@ bool simulateKernel(mlir::ModuleOp module, const std::string &symbol,
                     std::array<int64_t, 3> grid, int64_t threads, int64_t smemBytes,
                     const std::vector<SimArg> &args, std::string &error);
 
-/// The NVIDIA back end end to end on the simulator: builds the kernel for `config`
-/// from the L1 module (imported with the GPU dtype), rounds q/k/v to that dtype,
-/// launches as the runtime would and returns o (as floats) and lse. With numSplits > 1
-/// the keys are split over that many CTAs per query block and attn_combine runs after.
-bool runGpuSimulation(mlir::ModuleOp l1, const GpuConfig &config, const AttentionArgs &args,
-                      AttentionResult &result, std::string &error, int64_t numSplits = 1);
+// The launch of whole variants (manifest, arguments, grid, split-KV) is the runtime's:
+// codegen/bundle/SimDevice.h puts this simulator behind the runtime's Device.
 
 } // namespace attune
 

@@ -30,6 +30,16 @@ def _env_flag(name):
     return os.environ.get(name, "") not in ("", "0")
 
 
+def tuning_enabled():
+    """First-call tuning is on unless $ATTUNE_TUNE is 0 (or the older ATTUNE_NO_TUNE=1).
+
+    With it off the runtime also ignores the tuning database (attn_launch runs the
+    default variant), so ATTUNE_TUNE=0 is the way to rule out a tuned choice."""
+    if os.environ.get("ATTUNE_TUNE", "").strip().lower() in ("0", "false", "off", "no"):
+        return False
+    return not _env_flag("ATTUNE_NO_TUNE")
+
+
 def _require_tensor(name, t):
     if not isinstance(t, torch.Tensor):
         kind = f"{type(t).__module__}.{type(t).__qualname__}"
@@ -125,9 +135,14 @@ class Kernel:
         Everything about the arguments is checked before the device is touched, so a
         wrong call fails with a message naming the argument, never with a fault. The
         first call of each shape bucket (batch, seq lengths rounded up to powers of two)
-        tunes the bundle's variants unless the tuning database already has a choice;
-        ``tune=False`` (or ``ATTUNE_NO_TUNE=1``) uses the tuned or default variant
-        without tuning, ``tune=True`` re-tunes, ``variant="name"`` forces one variant.
+        tunes the bundle's variants unless the tuning database already has a choice.
+        The runtime's tuner runs the default variant first and keeps only candidates
+        whose output agrees with it on these inputs (bf16 tolerance; NaN never passes),
+        so a wrong-but-fast variant is dropped, never stored. ``tune=False`` uses the
+        tuned or default variant without tuning; ``ATTUNE_TUNE=0`` turns tuning off and
+        the default variant runs (the database is not consulted); ``tune=True``
+        re-tunes (an explicit request, even with ATTUNE_TUNE=0); ``variant="name"``
+        forces one variant.
         ``ATTUNE_VERBOSE=1`` prints the tuner's table on stderr. ``num_splits``: split
         the keys over that many CTAs per query block (split-KV, merged by lse); the
         default lets the runtime split when the grid would leave SMs idle (decoding).
@@ -265,10 +280,9 @@ class Kernel:
         lib, handle, ref = self._lib, self._handle, ctypes.byref(call)
         may_tune = (
             variant is None
-            and tune is not False
             and len(self.variants) > 1
             and q.shape[0] * q.shape[2] > 0
-            and not _env_flag("ATTUNE_NO_TUNE")
+            and (tune is True or (tune is None and tuning_enabled()))
         )
         if may_tune:
             # The runtime keeps the database's answer per tuning key in memory, so

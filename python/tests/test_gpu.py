@@ -81,6 +81,23 @@ def test_copy_bundle_launches_tunes_and_forces_variants(tuning_db):
     assert tuning_db.stat().st_mtime_ns != stamp
 
 
+def test_attune_tune_0_runs_the_default_and_stores_nothing(tuning_db, monkeypatch):
+    """ATTUNE_TUNE=0: no first-call tuning, and a stored choice is not used either."""
+    copy_kernel = attune.load(COPY_BUNDLE)
+    a = copy_args(2, 37, 40)
+    monkeypatch.setenv("ATTUNE_TUNE", "0")
+    assert torch.equal(copy_kernel(**a), a["q"])
+    torch.cuda.synchronize()
+    assert not tuning_db.exists()
+    monkeypatch.delenv("ATTUNE_TUNE")
+    copy_kernel(**a)  # tunes and stores
+    torch.cuda.synchronize()
+    assert tuning_db.exists()
+    monkeypatch.setenv("ATTUNE_TUNE", "0")
+    default = "copy_sm90a" if torch.cuda.get_device_capability() == (9, 0) else "copy_sm80_a"
+    assert attune.load(COPY_BUNDLE).selected_variant(**a) == default
+
+
 def test_copy_bundle_strided_q_and_a_side_stream(copy_kernel, tuning_db):
     q = torch.randn(3, 17, 4, 64, device="cuda").bfloat16().transpose(1, 2)
     a = copy_args(3, 17, 17, q=q)

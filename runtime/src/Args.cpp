@@ -313,7 +313,10 @@ private:
       } else {
         auto it = symbols_.find(d.symbol);
         if (it == symbols_.end()) {
-          if (t.shape[i] <= 0)
+          // A call with no work (B or Sq zero) may have empty inputs: a block list of
+          // zero query blocks. Otherwise a free symbol sizes a grid and must be positive.
+          bool noWork = symbols_.at("B") == 0 || symbols_.at("Sq") == 0;
+          if (t.shape[i] < 0 || (t.shape[i] == 0 && !noWork))
             fail(name + ": size symbol " + d.symbol + " must be positive, got shape " +
                  shapeText(t.shape, t.ndim));
           it = symbols_.emplace(d.symbol, t.shape[i]).first;
@@ -405,22 +408,32 @@ std::vector<uint64_t> packParams(const Variant &v, const CheckedCall &c, const c
 
 std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::string &what,
                                  const CheckedCall &c, const std::vector<uint64_t> &scratch,
-                                 const char *fn) {
+                                 const char *fn, std::vector<uint64_t> *extents,
+                                 const std::vector<uint64_t> &scratchBytes) {
   std::vector<uint64_t> slots;
+  if (extents)
+    extents->clear();
   const attn_tensor *tensors[] = {&c.q, &c.k, &c.v, &c.o, &c.lse};
   for (const Param &p : params) {
     uint64_t slot = 0;
     if (p.type == ParamType::Ptr) {
       if (p.source.kind == ParamSource::Scratch) {
-        slot = size_t(p.source.input) < scratch.size() ? scratch[size_t(p.source.input)] : 0;
+        size_t k = size_t(p.source.input);
+        slot = k < scratch.size() ? scratch[k] : 0;
         slots.push_back(slot);
+        if (extents)
+          extents->push_back(slot && k < scratchBytes.size() ? scratchBytes[k] : 0);
         continue;
       }
-      const void *ptr = p.source.kind == ParamSource::TensorPtr
-                            ? tensors[p.source.tensor]->data
-                            : c.inputs[size_t(p.source.input)].data;
-      slot = reinterpret_cast<uintptr_t>(ptr);
+      const attn_tensor &t = p.source.kind == ParamSource::TensorPtr
+                                 ? *tensors[p.source.tensor]
+                                 : c.inputs[size_t(p.source.input)];
+      slot = reinterpret_cast<uintptr_t>(t.data);
+      if (extents)
+        extents->push_back(t.data ? spanBytes(t) : 0);
     } else {
+      if (extents)
+        extents->push_back(0);
       int64_t value = 0;
       switch (p.source.kind) {
       case ParamSource::Size:

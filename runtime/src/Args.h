@@ -57,9 +57,15 @@ std::vector<uint64_t> packParams(const Variant &v, const CheckedCall &c, const c
 /// The same for any parameter list; `scratch` holds the device pointers of the
 /// variant's scratch buffers (in split_kv.scratch order), or is empty when none exist
 /// (scratch parameters are then null).
+///
+/// `extents`, when given, receives one entry per parameter: the bytes a pointer
+/// parameter may reach from its address (the tensor's span, spanBytes; a scratch
+/// buffer's size from `scratchBytes`), 0 for scalars and null pointers. A device that
+/// checks accesses (the simulator) bounds each pointer by it.
 std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::string &what,
                                  const CheckedCall &c, const std::vector<uint64_t> &scratch,
-                                 const char *fn);
+                                 const char *fn, std::vector<uint64_t> *extents = nullptr,
+                                 const std::vector<uint64_t> &scratchBytes = {});
 
 /// How many splits of the keys to launch: `requested` when >= 1, else automatic: one
 /// when the unsplit grid (`ctas` CTAs) already fills most of the `smCount` SMs, else

@@ -4,9 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <functional>
 #include <set>
-#include <sstream>
 
 namespace attune::rt {
 
@@ -166,89 +166,11 @@ Json infoJsonOf(const std::string &dir, const Manifest &m) {
   return j;
 }
 
-bool readWholeFile(const std::string &path, std::string &out) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f)
-    return false;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  out = ss.str();
-  return bool(f) || f.eof();
-}
-
-/// Loads a module image with the JIT's error log captured into the message.
-CUmodule loadModule(const std::string &image, const std::string &what) {
-  const Driver &d = driver();
-  char log[8192] = {0};
-  int options[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
-  void *values[] = {log, reinterpret_cast<void *>(uintptr_t(sizeof log - 1))};
-  CUmodule module = nullptr;
-  // PTX must be NUL-terminated: std::string's c_str() is.
-  CUresult r = d.cuModuleLoadDataEx(&module, image.c_str(), 2, options, values);
-  if (r != CUDA_SUCCESS) {
-    std::string msg = "cannot load " + what + ": " + describe(r, "cuModuleLoadDataEx");
-    if (log[0])
-      msg += "\n" + std::string(log);
-    throw CudaError(msg, r);
-  }
-  return module;
-}
-
-/// Every tensor of the call must be memory of `dev` that the driver knows: a host
-/// pointer would make the kernel fault and leave the context unusable for the process.
-void checkDeviceMemory(const Manifest &m, const CheckedCall &c, const DeviceInfo &dev,
-                       const char *fn) {
-  auto one = [&](const std::string &name, const attn_tensor &t) {
-    if (!t.data || spanBytes(t) == 0)
-      return; // no lse wanted, or nothing of it is read
-    int ordinal = -1;
-    CUresult r = driver().cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
-                                                reinterpret_cast<CUdeviceptr>(t.data));
-    if (r != CUDA_SUCCESS)
-      throw ArgError(std::string(fn) + ": " + name +
-                     " is not device memory (the CUDA driver does not know the pointer; a host "
-                     "tensor?)");
-    if (ordinal != dev.ordinal)
-      throw ArgError(std::string(fn) + ": " + name + " is on CUDA device " +
-                     std::to_string(ordinal) + " but the launch runs on device " +
-                     std::to_string(dev.ordinal) + " (" + dev.name + ")");
-  };
-  one("q", c.q);
-  one("k", c.k);
-  one("v", c.v);
-  one("o", c.o);
-  one("lse", c.lse);
-  for (size_t i = 0; i < c.inputs.size(); ++i)
-    one("input '" + m.inputs[i].name + "'", c.inputs[i]);
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   size_t n = v.size();
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
-
-/// CUDA events destroyed on scope exit.
-class Events {
-public:
-  explicit Events(size_t n) {
-    const Driver &d = driver();
-    for (size_t i = 0; i < n; ++i) {
-      CUevent e = nullptr;
-      cu::check(d.cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate");
-      events_.push_back(e);
-    }
-  }
-  ~Events() {
-    if (const Driver *d = driverIfLoaded())
-      for (CUevent e : events_)
-        d->cuEventDestroy(e);
-  }
-  CUevent operator[](size_t i) const { return events_[i]; }
-
-private:
-  std::vector<CUevent> events_;
-};
 
 std::string mib(double bytes) {
   char buf[32];
@@ -258,33 +180,18 @@ std::string mib(double bytes) {
 
 } // namespace
 
-Bundle::Bundle(const std::string &dir) : dir_(dir), m_(loadManifest(dir)) {
+
+Bundle::Bundle(const std::string &dir) : Bundle(loadManifest(dir), dir, makeCudaDevice()) {}
+
+Bundle::Bundle(Manifest m, std::string dir, std::unique_ptr<Device> device)
+    : dir_(std::move(dir)), m_(std::move(m)), device_(std::move(device)) {
   // Strip trailing slashes so messages and the info JSON show a clean path.
   while (dir_.size() > 1 && dir_.back() == '/')
     dir_.pop_back();
   info_ = infoJsonOf(dir_, m_).dump();
-  loaded_.resize(m_.variants.size());
 }
 
-Bundle::~Bundle() {
-  const Driver *d = driverIfLoaded();
-  if (!d)
-    return;
-  CUcontext current = nullptr;
-  d->cuCtxGetCurrent(&current);
-  for (auto &perVariant : loaded_)
-    for (Loaded &l : perVariant) {
-      // Unload in the module's own context; errors (a context already torn down at
-      // exit) are of no consequence here.
-      if (d->cuCtxSetCurrent(l.ctx) == CUDA_SUCCESS)
-        d->cuModuleUnload(l.module);
-    }
-  d->cuCtxSetCurrent(current);
-}
-
-const DeviceInfo &Bundle::device(const CheckedCall &c) {
-  return deviceInfo(ensureContext(c.q.data));
-}
+Bundle::~Bundle() = default;
 
 std::string Bundle::key(const DeviceInfo &dev, const CheckedCall &c) const {
   return tuningKey(dev.name, dev.smCount, m_.specHash, shapeBucket(c.batch, c.seqQ, c.seqKv));
@@ -328,112 +235,7 @@ std::string Bundle::resourceProblem(const Variant &v, const DeviceInfo &dev,
   return "";
 }
 
-CUfunction Bundle::function(int i, const DeviceInfo &dev) {
-  const Driver &d = driver();
-  const Variant &v = m_.variants[size_t(i)];
-  CUcontext ctx = nullptr;
-  cu::check(d.cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const Loaded &l : loaded_[size_t(i)])
-    if (l.ctx == ctx)
-      return l.fn;
-
-  CUmodule module = nullptr;
-  std::string cubinProblem;
-  if (prefersCubin(v, dev.major, dev.minor)) {
-    std::string image;
-    if (!readWholeFile(dir_ + "/" + *v.cubin, image)) {
-      cubinProblem = "cannot read " + *v.cubin;
-    } else {
-      try {
-        module = loadModule(image, *v.cubin);
-      } catch (const CudaError &e) {
-        cubinProblem = e.what(); // fall back to the PTX below
-      }
-    }
-  }
-  if (!module) {
-    std::string ptx;
-    if (!readWholeFile(dir_ + "/" + v.ptx, ptx))
-      throw CudaError("variant " + v.name + ": cannot read " + dir_ + "/" + v.ptx);
-    try {
-      module = loadModule(ptx, v.ptx);
-    } catch (const CudaError &e) {
-      throw CudaError("variant " + v.name + ": " + e.what() +
-                          (cubinProblem.empty() ? "" : "\n(the cubin was not usable either: " +
-                                                           cubinProblem + ")"),
-                      e.code);
-    }
-  }
-  CUfunction fn = nullptr;
-  CUresult r = d.cuModuleGetFunction(&fn, module, v.kernel.c_str());
-  if (r != CUDA_SUCCESS) {
-    d.cuModuleUnload(module);
-    throw CudaError("variant " + v.name + ": no kernel '" + v.kernel + "' in " + v.ptx + ": " +
-                        describe(r, "cuModuleGetFunction"),
-                    r);
-  }
-  // Above 48 KiB of dynamic shared memory a kernel must opt in.
-  if (v.smemBytes > 48 * 1024) {
-    r = d.cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, int(v.smemBytes));
-    if (r != CUDA_SUCCESS) {
-      d.cuModuleUnload(module);
-      throw CudaError("variant " + v.name + ": cannot allow " + std::to_string(v.smemBytes) +
-                          " bytes of dynamic shared memory: " +
-                          describe(r, "cuFuncSetAttribute"),
-                      r);
-    }
-  }
-  // Registers may limit the block size below what the variant launches with.
-  int maxThreads = 0;
-  if (d.cuFuncGetAttribute(&maxThreads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn) ==
-          CUDA_SUCCESS &&
-      maxThreads < v.threads) {
-    int regs = 0;
-    d.cuFuncGetAttribute(&regs, CU_FUNC_ATTRIBUTE_NUM_REGS, fn);
-    d.cuModuleUnload(module);
-    throw CudaError("variant " + v.name + ": the kernel uses " + std::to_string(regs) +
-                    " registers per thread, which allows at most " + std::to_string(maxThreads) +
-                    " threads per block; it launches " + std::to_string(v.threads));
-  }
-  loaded_[size_t(i)].push_back({ctx, module, fn});
-  return fn;
-}
-
-CUfunction Bundle::combineFunction(int i, const DeviceInfo &dev) {
-  const Variant &v = m_.variants[size_t(i)];
-  function(i, dev); // the module, loaded into this context
-  CUcontext ctx = nullptr;
-  cu::check(driver().cuCtxGetCurrent(&ctx), "cuCtxGetCurrent");
-  std::lock_guard<std::mutex> lock(mu_);
-  for (Loaded &l : loaded_[size_t(i)]) {
-    if (l.ctx != ctx)
-      continue;
-    if (!l.combine) {
-      CUresult r = driver().cuModuleGetFunction(&l.combine, l.module, v.splitKv->kernel.c_str());
-      if (r != CUDA_SUCCESS)
-        throw CudaError("variant " + v.name + ": no combine kernel '" + v.splitKv->kernel +
-                            "' in " + v.ptx + ": " + describe(r, "cuModuleGetFunction"),
-                        r);
-    }
-    return l.combine;
-  }
-  throw CudaError("variant " + v.name + ": internal error: module not loaded");
-}
-
 namespace {
-void launchOne(CUfunction f, const unsigned grid[3], int64_t threads, int64_t smem, void *stream,
-               std::vector<uint64_t> &slots, const std::string &what) {
-  std::vector<void *> args;
-  for (uint64_t &s : slots)
-    args.push_back(&s);
-  CUresult r = driver().cuLaunchKernel(f, grid[0], grid[1], grid[2], unsigned(threads), 1, 1,
-                                       unsigned(smem), static_cast<CUstream>(stream),
-                                       args.empty() ? nullptr : args.data(), nullptr);
-  if (r != CUDA_SUCCESS)
-    throw CudaError(what + ": " + describe(r, "cuLaunchKernel"), r);
-}
-
 /// Key blocks of the call for variant `v` (its config's block_n), for the split heuristic.
 int64_t kvBlocksOf(const Variant &v, const CheckedCall &c) {
   const Json *bn = v.config.find("block_n");
@@ -470,48 +272,54 @@ void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, v
     rebound.names["num_splits"] = splits;
   }
   const CheckedCall &call = splits > 1 ? rebound : c;
-  unsigned grid[3];
-  evalGrid(v, call, fn, grid);
-  std::string problem = resourceProblem(v, dev, grid);
+  Launch main;
+  main.variant = i;
+  evalGrid(v, call, fn, main.grid);
+  std::string problem = resourceProblem(v, dev, main.grid);
   if (!problem.empty())
     throw CudaError(what + ": " + problem);
-  CUfunction f = function(i, dev);
+  device_->prepare(m_, dir_, i, dev);
+  main.threads = v.threads;
+  main.smemBytes = v.smemBytes;
+  main.stream = stream;
+  main.params = &v.params;
+  main.what = what;
   if (splits == 1) {
-    std::vector<uint64_t> slots = packParams(v.params, "variant " + v.name, call, {}, fn);
-    launchOne(f, grid, v.threads, v.smemBytes, stream, slots, what);
+    main.slots = packParams(v.params, "variant " + v.name, call, {}, fn, &main.bytes);
+    device_->launch(m_, main);
     return;
   }
   // Split-KV: scratch from the stream-ordered pool, freed in stream order after the
   // combine, so concurrent streams never share it.
   const SplitKv &split = *v.splitKv;
-  unsigned combineGrid[3];
-  evalGrid(split.grid, "variant " + v.name + "'s combine kernel", call, fn, combineGrid);
-  CUfunction combine = combineFunction(i, dev);
-  const Driver &d = driver();
-  if (!d.cuMemAllocAsync || !d.cuMemFreeAsync)
-    throw CudaError(what + ": split-KV needs cuMemAllocAsync (CUDA 11.2 or newer driver)");
-  std::vector<uint64_t> scratch;
+  Launch combine;
+  combine.variant = i;
+  combine.combine = true;
+  evalGrid(split.grid, "variant " + v.name + "'s combine kernel", call, fn, combine.grid);
+  combine.threads = split.threads;
+  combine.stream = stream;
+  combine.params = &split.params;
+  combine.what = what + " (combine)";
+  std::vector<uint64_t> scratch, scratchBytes;
   auto release = [&] {
     for (uint64_t p : scratch)
-      d.cuMemFreeAsync(CUdeviceptr(p), static_cast<CUstream>(stream));
+      device_->freeScratch(p, stream);
   };
   try {
     for (size_t k = 0; k < split.scratchBytes.size(); ++k) {
       int64_t bytes = split.scratchBytes[k].eval(call.names);
-      CUdeviceptr p = 0;
-      CUresult r = d.cuMemAllocAsync(&p, size_t(std::max<int64_t>(bytes, 1)), static_cast<CUstream>(stream));
-      if (r != CUDA_SUCCESS)
-        throw CudaError(what + ": scratch '" + split.scratchNames[k] + "' (" + std::to_string(bytes) +
-                            " bytes for " + std::to_string(splits) + " splits): " +
-                            describe(r, "cuMemAllocAsync"),
-                        r);
-      scratch.push_back(uint64_t(p));
+      scratch.push_back(device_->allocScratch(
+          size_t(std::max<int64_t>(bytes, 1)), stream,
+          what + ": scratch '" + split.scratchNames[k] + "' (" + std::to_string(bytes) +
+              " bytes for " + std::to_string(splits) + " splits)"));
+      scratchBytes.push_back(uint64_t(std::max<int64_t>(bytes, 0)));
     }
-    std::vector<uint64_t> slots = packParams(v.params, "variant " + v.name, call, scratch, fn);
-    launchOne(f, grid, v.threads, v.smemBytes, stream, slots, what);
-    std::vector<uint64_t> combineSlots =
-        packParams(split.params, "variant " + v.name + "'s combine kernel", call, scratch, fn);
-    launchOne(combine, combineGrid, split.threads, 0, stream, combineSlots, what + " (combine)");
+    main.slots =
+        packParams(v.params, "variant " + v.name, call, scratch, fn, &main.bytes, scratchBytes);
+    device_->launch(m_, main);
+    combine.slots = packParams(split.params, "variant " + v.name + "'s combine kernel", call,
+                               scratch, fn, &combine.bytes, scratchBytes);
+    device_->launch(m_, combine);
   } catch (...) {
     release();
     throw;
@@ -522,7 +330,8 @@ void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, v
 int Bundle::choose(const attn_call &call, const CheckedCall &c, const DeviceInfo &dev,
                    const char *fn) {
   std::string forced = call.variant ? call.variant : "";
-  std::string tuned = forced.empty() ? tunedName(dev, c) : "";
+  // ATTUNE_TUNE=0: no tuned choice is trusted, the default runs.
+  std::string tuned = forced.empty() && !tuningDisabled() ? tunedName(dev, c) : "";
   return selectVariant(m_, dev.major, dev.minor, forced, tuned, fn);
 }
 
@@ -531,61 +340,256 @@ void Bundle::launch(const attn_call &call) {
   CheckedCall c = check(call, fn);
   if (c.empty)
     return;
-  const DeviceInfo &dev = device(c);
-  checkDeviceMemory(m_, c, dev, fn);
+  const DeviceInfo &dev = device_->open(c);
+  device_->checkMemory(m_, c, dev, fn);
   launchVariant(choose(call, c, dev, fn), dev, c, call.stream, fn, call.num_splits);
 }
 
 std::string Bundle::selected(const attn_call &call) {
   const char *fn = "attn_select_variant";
   CheckedCall c = check(call, fn);
-  const DeviceInfo &dev = device(c);
+  const DeviceInfo &dev = device_->open(c);
   return m_.variants[size_t(choose(call, c, dev, fn))].name;
 }
 
 std::optional<std::string> Bundle::tunedChoice(const attn_call &call) {
   CheckedCall c = check(call, "attn_tuned_variant");
-  const DeviceInfo &dev = device(c);
+  const DeviceInfo &dev = device_->open(c);
   std::string name = tunedName(dev, c);
   if (name.empty())
     return std::nullopt;
   return name;
 }
 
+std::string Bundle::tuningKeyOf(const attn_call &call) {
+  CheckedCall c = check(call, "attn_tune");
+  return key(device_->open(c), c);
+}
+
 //===----------------------------------------------------------------------===//
 // Tuning
 //===----------------------------------------------------------------------===//
 
-void Bundle::tune(const attn_call &call, int repeats, bool verbose) {
+namespace {
+
+float bf16ToFloat(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+float f16ToFloat(uint16_t h) {
+  uint32_t sign = uint32_t(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  float f;
+  if (exp == 0x1f) {
+    uint32_t bits = sign | 0x7f800000u | (man << 13);
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  f = exp == 0 ? std::ldexp(float(man), -24) : std::ldexp(float(man | 0x400), int(exp) - 25);
+  return sign ? -f : f;
+}
+
+/// Element `off` (in elements) of a buffer of dtype `dtype`.
+double elementAt(const uint8_t *base, int32_t dtype, uint64_t off) {
+  if (dtype == ATTN_F32) {
+    float f;
+    std::memcpy(&f, base + off * 4, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, base + off * 2, 2);
+  return dtype == ATTN_BF16 ? bf16ToFloat(h) : f16ToFloat(h);
+}
+
+/// Calls `each(index, offset)` for every element of `t` (offset in elements).
+void forEachElement(const attn_tensor &t,
+                    const std::function<bool(const int64_t *, uint64_t)> &each) {
+  for (int d = 0; d < t.ndim; ++d)
+    if (t.shape[d] <= 0)
+      return;
+  int64_t idx[8] = {0};
+  while (true) {
+    uint64_t off = 0;
+    for (int d = 0; d < t.ndim; ++d)
+      off += uint64_t(idx[d]) * uint64_t(t.strides[d]);
+    if (!each(idx, off))
+      return;
+    int d = t.ndim - 1;
+    for (; d >= 0; --d) {
+      if (++idx[d] < t.shape[d])
+        break;
+      idx[d] = 0;
+    }
+    if (d < 0)
+      return;
+  }
+}
+
+std::string number(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", x);
+  return buf;
+}
+
+} // namespace
+
+std::string compareOutput(const char *name, const attn_tensor &t, const uint8_t *ref,
+                          const uint8_t *got) {
+  double scale = 0;
+  forEachElement(t, [&](const int64_t *, uint64_t off) {
+    double r = elementAt(ref, t.dtype, off);
+    if (std::isfinite(r))
+      scale = std::max(scale, std::fabs(r));
+    return true;
+  });
+  std::string why;
+  forEachElement(t, [&](const int64_t *idx, uint64_t off) {
+    double r = elementAt(ref, t.dtype, off), g = elementAt(got, t.dtype, off);
+    double tol = t.dtype == ATTN_F32 ? kTuneToleranceF32 * (std::fabs(r) + 1)
+                                     : kTuneTolerance * (std::fabs(r) + scale);
+    bool ok;
+    if (std::isnan(r) || std::isnan(g))
+      ok = false; // NaN never passes
+    else if (std::isinf(r) || std::isinf(g))
+      ok = r == g;
+    else
+      ok = std::fabs(g - r) <= tol;
+    if (ok)
+      return true;
+    std::string where = std::string(name) + shapeText(idx, t.ndim);
+    why = where + " = " + number(g) + " where the default variant gives " + number(r) +
+          (std::isnan(r) ? " (NaN never passes)"
+                         : std::isnan(g) ? " (NaN never passes)"
+                                         : " (tolerance " + number(tol) + ")");
+    return false;
+  });
+  return why;
+}
+
+const char *tuneStatusName(TuneResult::Status s) {
+  switch (s) {
+  case TuneResult::Timed:
+    return "timed";
+  case TuneResult::Rejected:
+    return "rejected";
+  case TuneResult::Disagrees:
+    return "disagrees";
+  case TuneResult::Faulted:
+    return "faulted";
+  }
+  return "?";
+}
+
+int TuneReport::best() const {
+  int best = -1;
+  for (size_t i = 0; i < results.size(); ++i)
+    if (results[i].status == TuneResult::Timed &&
+        (best < 0 || results[i].ms < results[size_t(best)].ms))
+      best = int(i);
+  return best;
+}
+
+TuningEntry TuneReport::entry() const {
+  TuningEntry e;
+  for (const TuneResult &r : results) {
+    if (r.status == TuneResult::Timed)
+      e.candidates.push_back({r.variant, r.ms});
+    else
+      e.rejected.push_back({r.variant, std::string(tuneStatusName(r.status)) + ": " + r.why});
+  }
+  int b = best();
+  if (b >= 0) {
+    e.variant = results[size_t(b)].variant;
+    e.timeMs = results[size_t(b)].ms;
+  }
+  e.when = isoTimeNow();
+  return e;
+}
+
+std::string tuneTable(const TuneReport &report, const Manifest &m) {
+  // The variant's name says its configuration (sm80_bm64_bn32_w4: block_m 64,
+  // block_n 32, 4 warps).
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "attune: %-30s %-7s %10s\n", "variant", "arch", "median ms");
+  out += line;
+  int best = report.best();
+  for (size_t i = 0; i < report.results.size(); ++i) {
+    const TuneResult &r = report.results[i];
+    int vi = m.findVariant(r.variant);
+    std::string arch = vi >= 0 ? m.variants[size_t(vi)].arch : "?";
+    std::string tail;
+    if (r.status == TuneResult::Timed) {
+      std::snprintf(line, sizeof line, "%10.4f", r.ms);
+      tail = line;
+      if (r.variant == report.defaultVariant)
+        tail += "  (default: the reference)";
+      if (int(i) == best)
+        tail += "  <- fastest";
+    } else {
+      tail = std::string("   dropped, ") + tuneStatusName(r.status) + ": " + r.why;
+    }
+    std::snprintf(line, sizeof line, "attune: %-30s %-7s ", r.variant.c_str(), arch.c_str());
+    out += line + tail + "\n";
+  }
+  return out;
+}
+
+TuneReport Bundle::measure(const attn_call &call, int repeats, bool verbose,
+                           const std::vector<std::string> &only, TuneObserver *observer) {
   const char *fn = "attn_tune";
   if (repeats <= 0)
     repeats = 20;
-  const int warmup = 3;
   CheckedCall c = check(call, fn);
+  TuneReport report;
   if (c.empty)
-    return;
-  const DeviceInfo &dev = device(c);
-  checkDeviceMemory(m_, c, dev, fn);
-  const Driver &d = driver();
-  CUstream stream = static_cast<CUstream>(call.stream);
-  std::vector<int> candidates = compatibleVariants(m_, dev.major, dev.minor);
-  if (candidates.empty())
-    selectVariant(m_, dev.major, dev.minor, "", "", fn); // throws the explanation
-  std::string k = key(dev, c);
-  std::string bucket = shapeBucket(c.batch, c.seqQ, c.seqKv);
+    return report;
+  Device &d = *device_;
+  const DeviceInfo &dev = d.open(c);
+  d.checkMemory(m_, c, dev, fn);
+  void *stream = call.stream;
+  std::vector<int> compatible = compatibleVariants(m_, dev.major, dev.minor);
+  // Throws the explanation when nothing runs here.
+  int reference = selectVariant(m_, dev.major, dev.minor, "", "", fn);
+  const Variant &refVariant = m_.variants[size_t(reference)];
+  report.key = key(dev, c);
+  report.defaultVariant = refVariant.name;
+  report.deviceName = dev.name;
+  for (const std::string &name : only)
+    if (m_.findVariant(name) < 0)
+      throw ArgError(std::string(fn) + ": unknown variant '" + name + "'");
+  // The default first: it is the reference.
+  std::vector<int> candidates{reference};
+  for (int i : compatible)
+    if (i != reference)
+      candidates.push_back(i);
+  auto wanted = [&](int i) {
+    return only.empty() ||
+           std::find(only.begin(), only.end(), m_.variants[size_t(i)].name) != only.end();
+  };
 
   // Rotating copies of q, k and v, so that each timed run reads inputs that the
   // previous runs did not leave in L2: enough copies to cycle through ~3x the L2 size,
   // at most 8 sets, and at most min(1 GiB, a quarter of free memory) extra.
   uint64_t setBytes = spanBytes(c.q) + spanBytes(c.k) + spanBytes(c.v);
-  size_t freeMem = 0, totalMem = 0;
-  cu::check(d.cuMemGetInfo(&freeMem, &totalMem), "cuMemGetInfo");
   uint64_t target = 3 * uint64_t(dev.l2Bytes);
   int sets = setBytes == 0 ? 1 : int(std::min<uint64_t>(8, (target + setBytes - 1) / setBytes));
-  uint64_t cap = std::min<uint64_t>(uint64_t(1) << 30, freeMem / 4);
-  while (sets > 1 && uint64_t(sets - 1) * setBytes > cap)
-    --sets;
-  DeviceBuffers buffers;
+  sets = std::max(sets, 1);
+  if (sets > 1) {
+    uint64_t cap = std::min<uint64_t>(uint64_t(1) << 30, d.freeMemory() / 4);
+    while (sets > 1 && uint64_t(sets - 1) * setBytes > cap)
+      --sets;
+  }
+  struct Buffers {
+    Device &d;
+    std::vector<uint64_t> ptrs;
+    ~Buffers() {
+      for (uint64_t p : ptrs)
+        d.free(p);
+    }
+  } buffers{d, {}};
   std::vector<CheckedCall> rotation(1, c);
   for (int s = 1; s < sets; ++s) {
     CheckedCall copy = c;
@@ -593,140 +597,172 @@ void Bundle::tune(const attn_call &call, int repeats, bool verbose) {
       uint64_t bytes = spanBytes(*t);
       if (!bytes)
         continue;
-      CUdeviceptr p = buffers.alloc(bytes);
-      cu::check(d.cuMemcpyDtoD(p, reinterpret_cast<CUdeviceptr>(t->data), bytes), "cuMemcpyDtoD");
-      t->data = reinterpret_cast<void *>(p);
+      uint64_t p = d.alloc(bytes);
+      buffers.ptrs.push_back(p);
+      d.copy(p, reinterpret_cast<uintptr_t>(t->data), bytes);
+      t->data = reinterpret_cast<void *>(uintptr_t(p));
     }
     rotation.push_back(copy);
   }
-  cu::check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  d.synchronizeAll();
 
-  double flops = 2.0 * double(c.batch) * double(c.headsQ) * double(c.seqQ) * double(c.seqKv) *
-                 double(c.headDim + c.headDimV);
   if (verbose) {
     std::fprintf(stderr,
                  "attune: tuning %s (spec %.12s) on %s (compute capability %d.%d, %d SMs), "
-                 "bucket %s\n",
+                 "key \"%s\"\n",
                  m_.specName.c_str(), m_.specHash.c_str(), dev.name.c_str(), dev.major, dev.minor,
-                 dev.smCount, bucket.c_str());
+                 dev.smCount, report.key.c_str());
     std::fprintf(stderr,
                  "attune:   %zu candidate variants, %d warm-up + %d timed runs each, %d rotating "
-                 "set(s) of q/k/v (%s extra)\n",
-                 candidates.size(), warmup, repeats, sets,
-                 mib(double(sets - 1) * double(setBytes)).c_str());
+                 "set(s) of q/k/v (%s extra); each output is compared with the default "
+                 "variant %s's\n",
+                 candidates.size(), d.warmupRuns(), repeats, sets,
+                 mib(double(sets - 1) * double(setBytes)).c_str(), refVariant.name.c_str());
   }
 
-  TuningEntry entry;
-  std::vector<std::pair<int, double>> timed;
-  Events events(size_t(repeats) + 1);
+  // The outputs' bytes after a run: o, then lse when the call has it.
+  uint64_t oBytes = spanBytes(c.o), lseBytes = c.lse.data ? spanBytes(c.lse) : 0;
+  auto outputs = [&]() {
+    std::vector<uint8_t> bytes(oBytes + lseBytes);
+    if (oBytes)
+      d.download(bytes.data(), reinterpret_cast<uintptr_t>(c.o.data), oBytes);
+    if (lseBytes)
+      d.download(bytes.data() + oBytes, reinterpret_cast<uintptr_t>(c.lse.data), lseBytes);
+    return bytes;
+  };
+  std::vector<uint8_t> refOut;
+
+  auto stripPrefix = [&](std::string why, const Variant &v) {
+    if (why.compare(0, 11, "attn_tune: ") == 0)
+      why = why.substr(11);
+    std::string prefix = "variant " + v.name + ": ";
+    if (why.compare(0, prefix.size(), prefix) == 0)
+      why = why.substr(prefix.size());
+    return why;
+  };
+
   for (size_t n = 0; n < candidates.size(); ++n) {
     int i = candidates[n];
     const Variant &v = m_.variants[size_t(i)];
+    bool isRef = i == reference;
+    if (!isRef && !wanted(i))
+      continue;
+    if (observer)
+      observer->started(v.name);
     if (verbose)
       std::fprintf(stderr, "attune:   [%zu/%zu] %-28s ", n + 1, candidates.size(), v.name.c_str());
+    TuneResult result;
+    result.variant = v.name;
+    auto finish = [&](TuneResult::Status status, const std::string &why) {
+      result.status = status;
+      result.why = why;
+      if (verbose)
+        std::fprintf(stderr, "%s: %s\n", tuneStatusName(status), why.c_str());
+      if (observer)
+        observer->finished(result);
+      report.results.push_back(result);
+    };
+    // The first warm-up run reads the caller's q, k and v and writes the outputs that
+    // are compared.
     std::string why;
     try {
-      for (int r = 0; r < warmup; ++r)
+      for (int r = 0; r < d.warmupRuns(); ++r)
         launchVariant(i, dev, rotation[size_t(r) % rotation.size()], stream, fn, call.num_splits);
     } catch (const std::exception &e) {
-      why = e.what();
+      why = stripPrefix(e.what(), v);
     }
     if (!why.empty()) {
+      if (isRef)
+        throw CudaError(std::string(fn) + ": the default variant " + v.name + " cannot run on " +
+                        dev.name + ": " + why +
+                        " (it is the reference the candidates are checked against)");
       // Loading, resource and launch-configuration failures leave the context usable.
-      if (why.compare(0, 11, "attn_tune: ") == 0)
-        why = why.substr(11);
-      if (why.compare(0, 8 + v.name.size() + 2, "variant " + v.name + ": ") == 0)
-        why = why.substr(8 + v.name.size() + 2);
-      entry.rejected.push_back({v.name, why});
-      if (verbose)
-        std::fprintf(stderr, "rejected: %s\n", why.c_str());
+      finish(TuneResult::Rejected, why);
       continue;
     }
-    // A fault while running is sticky: the context is unusable, stop here.
-    CUresult r = d.cuStreamSynchronize(stream);
-    if (r != CUDA_SUCCESS) {
-      if (verbose)
-        std::fprintf(stderr, "failed\n");
-      throw CudaError(std::string(fn) + ": variant " + v.name + " failed while running: " +
-                          describe(r, "cuStreamSynchronize") +
-                          " (the CUDA context is no longer usable)",
-                      r);
+    std::string fault = d.synchronize(stream);
+    if (!fault.empty()) {
+      if (isRef || !d.survivesFaults())
+        throw CudaError(std::string(fn) + ": " + (isRef ? "the default variant " : "variant ") +
+                        v.name + " failed while running: " + stripPrefix(fault, v) +
+                        (d.survivesFaults() ? "" : " (the context is no longer usable)"));
+      finish(TuneResult::Faulted, stripPrefix(fault, v));
+      continue;
     }
-    cu::check(d.cuEventRecord(events[0], stream), "cuEventRecord");
-    for (int rep = 0; rep < repeats; ++rep) {
-      launchVariant(i, dev, rotation[size_t(rep + warmup) % rotation.size()], stream, fn,
-                    call.num_splits);
-      cu::check(d.cuEventRecord(events[size_t(rep) + 1], stream), "cuEventRecord");
+    std::vector<uint8_t> out = outputs();
+    if (isRef) {
+      refOut = std::move(out);
+    } else {
+      std::string differs = compareOutput("o", c.o, refOut.data(), out.data());
+      if (differs.empty() && lseBytes)
+        differs = compareOutput("lse", c.lse, refOut.data() + oBytes, out.data() + oBytes);
+      if (!differs.empty()) {
+        finish(TuneResult::Disagrees, differs);
+        continue;
+      }
     }
-    r = d.cuEventSynchronize(events[size_t(repeats)]);
-    if (r != CUDA_SUCCESS)
-      throw CudaError(std::string(fn) + ": variant " + v.name + " failed while running: " +
-                          describe(r, "cuEventSynchronize") +
-                          " (the CUDA context is no longer usable)",
-                      r);
+    if (isRef && !wanted(i))
+      continue; // the reference only
     std::vector<double> ms;
-    for (int rep = 0; rep < repeats; ++rep) {
-      float t = 0;
-      cu::check(d.cuEventElapsedTime(&t, events[size_t(rep)], events[size_t(rep) + 1]),
-            "cuEventElapsedTime");
-      ms.push_back(double(t));
+    try {
+      ms = d.time(stream, repeats, [&](int rep) {
+        launchVariant(i, dev, rotation[size_t(rep + d.warmupRuns()) % rotation.size()], stream,
+                      fn, call.num_splits);
+      });
+    } catch (const std::exception &e) {
+      if (!d.survivesFaults())
+        throw CudaError(std::string(fn) + ": variant " + v.name + " " + stripPrefix(e.what(), v));
+      finish(TuneResult::Faulted, stripPrefix(e.what(), v));
+      continue;
     }
-    double med = median(ms);
-    timed.push_back({i, med});
-    entry.candidates.push_back({v.name, med});
+    result.ms = median(ms);
     if (verbose)
-      std::fprintf(stderr, "%.4f ms\n", med);
+      std::fprintf(stderr, "%.4f ms\n", result.ms);
+    if (observer)
+      observer->finished(result);
+    report.results.push_back(result);
   }
+  return report;
+}
 
-  if (timed.empty()) {
-    std::string why;
-    for (const auto &[name, reason] : entry.rejected)
-      why += "\n  " + name + ": " + reason;
-    throw CudaError(std::string(fn) + ": no variant of " + m_.specName + " could run on " +
-                    dev.name + ":" + why);
-  }
-  auto best = *std::min_element(timed.begin(), timed.end(),
-                                [](const auto &a, const auto &b) { return a.second < b.second; });
-  const Variant &winner = m_.variants[size_t(best.first)];
-  entry.variant = winner.name;
-  entry.timeMs = best.second;
-  entry.when = isoTimeNow();
-
-  if (verbose) {
-    std::fprintf(stderr, "attune: %-30s %-7s %-40s %6s %10s %12s\n", "variant", "arch", "config",
-                 "splits", "median ms", "TFLOP/s*");
-    for (const auto &[i, ms] : timed) {
-      const Variant &v = m_.variants[size_t(i)];
-      int64_t splits = splitsFor(v, dev, c, call.num_splits, fn);
-      std::fprintf(stderr, "attune: %-30s %-7s %-40s %6lld %10.4f %12.1f%s\n", v.name.c_str(),
-                   v.arch.c_str(), v.configSummary().c_str(), static_cast<long long>(splits), ms,
-                   flops / (ms * 1e-3) / 1e12,
-                   i == best.first ? "  <- fastest" : "");
-    }
-    for (const auto &[name, why] : entry.rejected)
-      std::fprintf(stderr, "attune: %-30s rejected: %s\n", name.c_str(), why.c_str());
-    std::fprintf(stderr,
-                 "attune: (* dense-equivalent: 2*B*Hq*Sq*Skv*(D+Dv) flops, whatever the mask "
-                 "skips)\n");
-  }
-
+void Bundle::storeTuned(const std::string &key, const TuningEntry &entry, bool verbose) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    tuned_[k] = winner.name;
+    tuned_[key] = entry.variant;
   }
   try {
     TuningDb db = TuningDb::atDefaultLocation();
-    db.store(k, entry);
+    db.store(key, entry);
     if (verbose)
-      std::fprintf(stderr, "attune: stored %s for \"%s\" in %s\n", winner.name.c_str(), k.c_str(),
-                   db.path().c_str());
+      std::fprintf(stderr, "attune: stored %s for \"%s\" in %s\n", entry.variant.c_str(),
+                   key.c_str(), db.path().c_str());
   } catch (const CacheError &e) {
     // The choice is still used by this process; only persistence failed.
     std::fprintf(stderr, "attune: warning: could not store the tuning result: %s\n", e.what());
   }
+}
 
+void Bundle::tune(const attn_call &call, int repeats, bool verbose) {
+  const char *fn = "attn_tune";
+  CheckedCall c = check(call, fn);
+  if (c.empty)
+    return;
+  TuneReport report = measure(call, repeats, verbose);
+  int best = report.best();
+  if (best < 0) {
+    std::string why;
+    for (const TuneResult &r : report.results)
+      why += "\n  " + r.variant + ": " + r.why;
+    throw CudaError(std::string(fn) + ": no variant of " + m_.specName + " could run on " +
+                    report.deviceName + ":" + why);
+  }
+  if (verbose)
+    std::fputs(tuneTable(report, m_).c_str(), stderr);
+  TuningEntry entry = report.entry();
+  storeTuned(report.key, entry, verbose);
   // Leave the winner's result in the caller's outputs.
-  launchVariant(best.first, dev, c, stream, fn, call.num_splits);
+  const DeviceInfo &dev = device_->open(c);
+  launchVariant(m_.findVariant(entry.variant), dev, c, call.stream, fn, call.num_splits);
 }
 
 } // namespace attune::rt

@@ -4,6 +4,7 @@
 
 #include "Args.h"
 #include "Cuda.h"
+#include "Device.h"
 #include "Manifest.h"
 #include "TuningDb.h"
 
@@ -38,16 +39,76 @@ std::string checkTunedVariant(const Manifest &m, const std::string &dir, const s
 /// device's capability (and it exists), else the PTX.
 bool prefersCubin(const Variant &v, int major, int minor);
 
+/// The tuner's tolerance for a candidate's output against the default variant's.
+/// 16-bit outputs (o): |got - ref| <= kTuneTolerance * (|ref| + max |ref| of the
+/// tensor), about four bf16 ulps of the value plus four of the output's scale.
+/// float32 outputs (lse, computed in f32 by every variant): |got - ref| <=
+/// kTuneToleranceF32 * (|ref| + 1). Variants differ only in accumulation order and
+/// in where P is rounded to 16 bits; a wrong kernel is far off.
+constexpr double kTuneTolerance = 1.0 / 64;
+constexpr double kTuneToleranceF32 = 1.0 / 1024;
+
+/// "" when `got` agrees with `ref` (both the bytes of tensor `t`'s span: bf16, fp16 or
+/// f32 per t.dtype) within the tolerance above at every element; else the first
+/// element that does not, with both values: "o[0, 1, 16, 3] = 1.53 where the default
+/// variant gives 0.53 (tolerance 0.0313)". NaN never agrees, not even with NaN;
+/// infinities agree only with the same infinity (an all-masked row's lse is -inf).
+std::string compareOutput(const char *name, const attn_tensor &t, const uint8_t *ref,
+                          const uint8_t *got);
+
+/// How the tuner judged one candidate.
+struct TuneResult {
+  enum Status {
+    Timed,     // agrees with the default variant; `ms` is its median time
+    Rejected,  // could not load or launch on this device (resources, launch config)
+    Disagrees, // ran, but its output differs from the default variant's
+    Faulted,   // failed while running (on CUDA the context is then unusable)
+  } status = Timed;
+  std::string variant;
+  double ms = 0;
+  std::string why;
+};
+const char *tuneStatusName(TuneResult::Status s);
+
+/// What a tuning run measured.
+struct TuneReport {
+  std::string key;            // the tuning database key
+  std::string defaultVariant; // the reference every candidate is compared with
+  std::string deviceName;
+  std::vector<TuneResult> results; // in the order run: the default first
+  /// The fastest Timed result, or -1.
+  int best() const;
+  /// The database entry: Timed ones as candidates, the others as rejected with why.
+  TuningEntry entry() const;
+};
+
+/// Progress of Bundle::measure, e.g. for a parent process that must know which
+/// candidate was running when its child died.
+struct TuneObserver {
+  virtual ~TuneObserver() = default;
+  virtual void started(const std::string &variant) { (void)variant; }
+  virtual void finished(const TuneResult &result) { (void)result; }
+};
+
+/// The tuning table (what `attnc tune` and attn_tune's verbose mode print): each
+/// candidate's time, or why it was dropped.
+std::string tuneTable(const TuneReport &report, const Manifest &m);
+
 class Bundle {
 public:
-  /// Loads and validates the manifest of `dir` (throws ManifestError).
+  /// Loads and validates the manifest of `dir` (throws ManifestError); kernels run on
+  /// the CUDA driver.
   explicit Bundle(const std::string &dir);
+  /// A manifest already in memory, on any device (the simulator's). `dir` is where the
+  /// device finds the variants' files, if it reads any.
+  Bundle(Manifest m, std::string dir, std::unique_ptr<Device> device);
   ~Bundle();
   Bundle(const Bundle &) = delete;
   Bundle &operator=(const Bundle &) = delete;
 
   const Manifest &manifest() const { return m_; }
   const std::string &dir() const { return dir_; }
+  Device &device() { return *device_; }
 
   /// Argument checks only (no device).
   CheckedCall check(const attn_call &call, const char *fn) const {
@@ -55,35 +116,37 @@ public:
   }
 
   void launch(const attn_call &call);
+  /// The tuner's rule: the device's default variant runs first and its output is the
+  /// reference; then each candidate runs on the same inputs and is kept only when its
+  /// o (and lse) agree with the reference (compareOutput). Candidates that cannot run
+  /// are Rejected, those that disagree Disagrees, and those that fail while running
+  /// Faulted (on CUDA that ends the run with an error: the context is unusable). Only
+  /// the variants named in `only` are candidates when it is not empty (the default
+  /// still runs as the reference). Throws when the default variant cannot run.
+  TuneReport measure(const attn_call &call, int repeats, bool verbose,
+                     const std::vector<std::string> &only = {}, TuneObserver *observer = nullptr);
+  /// measure(), then the fastest agreeing variant is stored in the tuning database and
+  /// run on the caller's arguments (o and lse hold its result).
   void tune(const attn_call &call, int repeats, bool verbose);
+  /// Makes `name` the choice for `call`'s key in this process and stores `entry` in the
+  /// tuning database (a warning on stderr when that fails).
+  void storeTuned(const std::string &key, const TuningEntry &entry, bool verbose);
 
   /// The variant attn_launch would run for `call` on the current device.
   std::string selected(const attn_call &call);
   /// The tuning database's choice for `call` on the current device, if any.
   std::optional<std::string> tunedChoice(const attn_call &call);
+  /// The tuning key of `call` on the current device.
+  std::string tuningKeyOf(const attn_call &call);
 
   /// attn_bundle_info_json's text (computed once).
   const std::string &infoJson() const { return info_; }
 
 private:
-  struct Loaded {
-    cu::CUcontext ctx = nullptr;
-    cu::CUmodule module = nullptr;
-    cu::CUfunction fn = nullptr;
-    cu::CUfunction combine = nullptr; // split_kv's, looked up on first use
-  };
-
-  /// The device context for the call (made current) and its properties.
-  const cu::DeviceInfo &device(const CheckedCall &c);
   /// The tuned variant name for this call's key ("" if none), read from the database
   /// once per key and process.
   std::string tunedName(const cu::DeviceInfo &dev, const CheckedCall &c);
   std::string key(const cu::DeviceInfo &dev, const CheckedCall &c) const;
-  /// Loads variant `i` into the current context (once per context) and returns its
-  /// function, with the dynamic shared-memory limit raised as needed.
-  cu::CUfunction function(int i, const cu::DeviceInfo &dev);
-  /// The variant's split_kv combine kernel, from the same module.
-  cu::CUfunction combineFunction(int i, const cu::DeviceInfo &dev);
   /// Checks `v` against the device's limits; "" if it fits, else why not.
   std::string resourceProblem(const Variant &v, const cu::DeviceInfo &dev,
                               const unsigned grid[3]) const;
@@ -100,9 +163,9 @@ private:
 
   std::string dir_;
   Manifest m_;
+  std::unique_ptr<Device> device_;
   std::string info_;
   std::mutex mu_;
-  std::vector<std::vector<Loaded>> loaded_;    // per variant, per context
   std::map<std::string, std::string> tuned_;  // tuning key -> variant ("" = none)
 };
 

@@ -370,6 +370,12 @@ std::string Json::pretty() const {
   return out;
 }
 
+std::string Json::pretty(bool sortKeys) const {
+  std::string out;
+  write(out, 2, 0, sortKeys);
+  return out;
+}
+
 std::string Json::canonical() const {
   std::string out;
   write(out, -1, 0, true);

@@ -114,6 +114,8 @@ public:
   std::string dump() const;
   /// Indented text (two spaces), members in stored order, for files people read.
   std::string pretty() const;
+  /// The same with every object's keys sorted by bytes (manifest.json's layout).
+  std::string pretty(bool sortKeys) const;
   /// The canonical text of docs/bundle-and-abi.md section 5: keys sorted by bytes, no
   /// whitespace, shortest round-trip numbers, non-ASCII kept as UTF-8.
   std::string canonical() const;

@@ -471,6 +471,11 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
   out.params = readParams(r, m, v, path, out.splitKv ? out.splitKv->scratchNames
                                                      : std::vector<std::string>{});
 
+  if (const Json *secs = v.find("compile_seconds"); secs && !secs->isNull()) {
+    if (!secs->isNumber())
+      r.fail(path + "/compile_seconds", "expected a number");
+    out.compileSeconds = secs->asDouble();
+  }
   if (const Json *ptxas = v.find("ptxas"); ptxas && !ptxas->isNull()) {
     std::string ppath = path + "/ptxas";
     if (!ptxas->isObject())
@@ -481,6 +486,8 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
     rep.spillLoads = r.integer(*ptxas, ppath, "spill_loads", 0);
     if (ptxas->contains("smem_static"))
       rep.smemStatic = r.integer(*ptxas, ppath, "smem_static", 0);
+    if (ptxas->contains("stack_frame"))
+      rep.stackFrame = r.integer(*ptxas, ppath, "stack_frame", 0);
     if (rep.smemStatic > kMaxSmemBytes)
       r.fail(ppath + "/smem_static", "expected at most " + std::to_string(kMaxSmemBytes) +
                                          " bytes, got " + std::to_string(rep.smemStatic));
@@ -599,6 +606,110 @@ Manifest parseManifest(const Json &doc, const std::string &where) {
                           "' is the first of " + arch + ")");
   }
   return m;
+}
+
+namespace {
+
+Json gridJson(const Expr grid[3]) {
+  Json g = Json::object();
+  g.set("x", grid[0].text());
+  g.set("y", grid[1].text());
+  g.set("z", grid[2].text());
+  return g;
+}
+
+Json paramsJson(const std::vector<Param> &params) {
+  Json out = Json::array();
+  for (const Param &p : params) {
+    Json e = Json::object();
+    e.set("name", p.name);
+    e.set("type", paramTypeName(p.type));
+    out.push_back(e);
+  }
+  return out;
+}
+
+} // namespace
+
+Json manifestJson(const Manifest &m) {
+  Json j = Json::object();
+  j.set("format", m.format);
+  j.set("compiler_version", m.compilerVersion);
+  j.set("spec_name", m.specName);
+  j.set("spec_hash", m.specHash);
+  j.set("spec", m.spec);
+  j.set("heads_q", m.headsQ);
+  j.set("heads_kv", m.headsKv);
+  j.set("head_dim", m.headDim);
+  j.set("head_dim_v", m.headDimV);
+  j.set("dtype", dtypeName(m.dtype));
+  j.set("align", m.align);
+  j.set("q_offset", m.qOffset ? Json(*m.qOffset) : Json());
+  j.set("kv_offset", m.kvOffset ? Json(*m.kvOffset) : Json());
+  Json outputs = Json::array();
+  outputs.push_back("o");
+  if (m.hasLse)
+    outputs.push_back("lse");
+  j.set("outputs", outputs);
+  if (m.alignment)
+    j.set("alignment", m.alignment);
+  Json inputs = Json::array();
+  for (const InputDecl &in : m.inputs) {
+    Json shape = Json::array();
+    for (const Dim &d : in.shape)
+      shape.push_back(d.isSymbol() ? Json(d.symbol) : Json(d.size));
+    Json e = Json::object();
+    e.set("name", in.name);
+    e.set("dtype", dtypeName(in.dtype));
+    e.set("shape", shape);
+    inputs.push_back(e);
+  }
+  j.set("inputs", inputs);
+  Json variants = Json::array();
+  for (const Variant &v : m.variants) {
+    Json e = Json::object();
+    e.set("name", v.name);
+    e.set("arch", v.arch);
+    e.set("config", v.config);
+    e.set("default", v.isDefault);
+    e.set("ptx", v.ptx);
+    if (v.cubin)
+      e.set("cubin", *v.cubin);
+    e.set("kernel", v.kernel);
+    e.set("threads", v.threads);
+    e.set("smem_bytes", v.smemBytes);
+    e.set("grid", gridJson(v.grid));
+    e.set("params", paramsJson(v.params));
+    if (v.splitKv) {
+      const SplitKv &s = *v.splitKv;
+      Json scratch = Json::object();
+      for (size_t k = 0; k < s.scratchNames.size(); ++k)
+        scratch.set(s.scratchNames[k], s.scratchBytes[k].text());
+      Json combine = Json::object();
+      combine.set("kernel", s.kernel);
+      combine.set("threads", s.threads);
+      combine.set("grid", gridJson(s.grid));
+      combine.set("params", paramsJson(s.params));
+      Json split = Json::object();
+      split.set("scratch", scratch);
+      split.set("combine", combine);
+      e.set("split_kv", split);
+    }
+    if (v.compileSeconds)
+      e.set("compile_seconds", *v.compileSeconds);
+    if (v.ptxas) {
+      Json p = Json::object();
+      p.set("registers", v.ptxas->registers);
+      p.set("spill_stores", v.ptxas->spillStores);
+      p.set("spill_loads", v.ptxas->spillLoads);
+      p.set("stack_frame", v.ptxas->stackFrame);
+      p.set("smem_static", v.ptxas->smemStatic);
+      e.set("ptxas", p);
+    }
+    variants.push_back(e);
+  }
+  j.set("variants", variants);
+  return j;
 }
 
 std::string specHashOf(const Json &spec) { return sha256Hex(spec.canonical()); }

@@ -69,7 +69,7 @@ struct Param {
 };
 
 struct PtxasReport {
-  int64_t registers = 0, spillStores = 0, spillLoads = 0, smemStatic = 0;
+  int64_t registers = 0, spillStores = 0, spillLoads = 0, smemStatic = 0, stackFrame = 0;
 };
 
 /// Split-KV (docs/bundle-and-abi.md section 2): the variant's kernel takes num_splits;
@@ -94,6 +94,8 @@ struct Variant {
   std::vector<Param> params;
   std::optional<PtxasReport> ptxas;
   std::optional<SplitKv> splitKv;
+  /// The compiler's time for this variant (informational; "compile_seconds").
+  std::optional<double> compileSeconds;
   /// Compute capability the arch needs: sm_80 -> 80; `exact` for arch-specific
   /// targets (sm_90a) that run only on that capability.
   int archCapability = 0;
@@ -128,6 +130,12 @@ struct Manifest {
 /// head dims 512, shared memory 2^31 - 1), grid expressions have no constant zero
 /// divisor.
 Manifest parseManifest(const Json &doc, const std::string &where = "manifest.json");
+
+/// The manifest as JSON, the inverse of parseManifest: the one writer of the bundle
+/// ABI. The compiler fills a Manifest and writes this (codegen/bundle/BundleWriter.cpp),
+/// so that no key is spelled twice. Parameters are written by name and type (their
+/// sources follow from the names); archCapability/archExact from `arch`.
+Json manifestJson(const Manifest &m);
 
 /// The largest manifest.json loadManifest reads (64 MiB).
 constexpr uint64_t kMaxManifestBytes = uint64_t(64) << 20;

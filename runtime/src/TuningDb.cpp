@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -223,6 +224,16 @@ std::string bundleCacheKey(const std::string &specHash, const std::string &compi
     joined += (joined.empty() ? "" : ",") + a;
   return sha256Hex(specHash + "\n" + compilerVersion + "\n" + joined + "\n" +
                    (configs ? *configs : std::string("default")));
+}
+
+bool tuningDisabled() {
+  const char *env = std::getenv("ATTUNE_TUNE");
+  if (!env)
+    return false;
+  std::string v(env);
+  for (char &ch : v)
+    ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  return v == "0" || v == "false" || v == "off" || v == "no";
 }
 
 std::string isoTimeNow() {

@@ -65,6 +65,11 @@ std::string bundleCacheKey(const std::string &specHash, const std::string &compi
 /// Current UTC time as "2025-01-31T12:34:56Z".
 std::string isoTimeNow();
 
+/// $ATTUNE_TUNE is "0" (or false/off/no): tuning is off, and launches ignore the tuning
+/// database (the default variant runs unless one is forced). Explicit attn_tune calls
+/// still tune.
+bool tuningDisabled();
+
 /// mkdir -p; throws CacheError naming the directory on failure.
 void makeDirs(const std::string &dir);
 

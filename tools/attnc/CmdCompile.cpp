@@ -159,27 +159,39 @@ static void unpipelineIfSpilling(mlir::ModuleOp module, BundleVariant &v) {
     v = std::move(plain);
 }
 
+std::vector<GpuConfig> bundleConfigs(const CompileRequest &req, const SpecInfo &info) {
+  std::vector<GpuConfig> out;
+  for (const std::string &arch : req.archs)
+    for (const TileConfig &c : configsFor(req, info, arch)) {
+      GpuConfig config;
+      config.blockM = c.blockM;
+      config.blockN = c.blockN;
+      config.packGqa = c.packGqa;
+      config.wgmma = c.wgmma;
+      config.arch = arch;
+      out.push_back(config);
+    }
+  return out;
+}
+
 void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_ostream *log) {
   mlir::MLIRContext context;
   nlohmann::json json;
   LoadedSpec spec = loadJsonSpec(context, req.specPath, json);
   std::vector<BundleVariant> variants;
-  for (const std::string &arch : req.archs) {
-    bool first = true;
-    for (const TileConfig &c : configsFor(req, spec.info, arch)) {
+  std::string lastArch;
+  for (const GpuConfig &config : bundleConfigs(req, spec.info)) {
+    {
+      bool first = config.arch != lastArch;
+      lastArch = config.arch;
       BundleVariant v;
-      v.config.blockM = c.blockM;
-      v.config.blockN = c.blockN;
-      v.config.packGqa = c.packGqa;
-      v.config.wgmma = c.wgmma;
-      v.config.arch = arch;
+      v.config = config;
       std::string error;
       if (!compileToPtx(*spec.module, v.config, v.kernel, error))
         throw Failure{"variant " + v.config.name() + ": " + error};
       if (v.config.pipelined() && req.ptxas)
         unpipelineIfSpilling(*spec.module, v);
       v.isDefault = first;
-      first = false;
       if (req.verbose)
         llvm::errs() << "attnc compile: " << v.config.name() << " in " << v.kernel.seconds << " s\n";
       variants.push_back(std::move(v));

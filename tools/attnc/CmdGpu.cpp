@@ -1,12 +1,14 @@
-//===- CmdGpu.cpp - attnc run --backend gpu and attnc tune ----------------===//
+//===- CmdGpu.cpp - attnc run --backend gpu and attnc tune's GPU child ----===//
 //
-// Both go through the thin runtime exactly as an application does: the spec's bundle
+// Both go through the thin runtime exactly as an application does (the tuner in a
+// child process, tools/attnc/Tune.h): the spec's bundle
 // comes from the bundle cache (compiled into it on first use, for the GPU at hand) or
 // from --bundle DIR; tensors are converted to the bundle's storage type here, copied
 // to the device, and launched or tuned through the runtime's C API.
 //
 //===----------------------------------------------------------------------===//
 #include "tools/attnc/Driver.h"
+#include "tools/attnc/Tune.h"
 
 #include "codegen/Arguments.h"
 #include "codegen/HalfFloat.h"
@@ -18,6 +20,7 @@
 #include "llvm/Support/raw_ostream.h"
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -107,7 +110,7 @@ attn_tensor describe(cu::CUdeviceptr data, attn_dtype dtype, const std::vector<i
   for (int d = t.ndim - 1; d >= 0; --d) {
     t.shape[d] = shape[size_t(d)];
     t.strides[d] = stride;
-    stride *= shape[size_t(d)];
+    stride *= std::max<int64_t>(shape[size_t(d)], 1); // as PyTorch: no zero strides
   }
   return t;
 }
@@ -141,6 +144,7 @@ public:
         req->archs = {archFor(*device_)};
       dir = cachedBundle(*req, &llvm::errs());
     }
+    dir_ = *dir;
     check(attn_bundle_load(dir->c_str(), &bundle_));
     manifest_ = nlohmann::json::parse(attn_bundle_info_json(bundle_));
     dtype_ = dtypeOf(manifest_["dtype"]);
@@ -148,6 +152,7 @@ public:
   ~GpuCall() { attn_bundle_free(bundle_); }
 
   const cu::DeviceInfo &device() const { return *device_; }
+  const std::string &dir() const { return dir_; }
   const nlohmann::json &manifest() const { return manifest_; }
   attn_bundle *bundle() { return bundle_; }
   attn_dtype dtype() const { return dtype_; }
@@ -225,6 +230,7 @@ private:
   }
 
   const cu::DeviceInfo *device_ = nullptr;
+  std::string dir_;
   attn_bundle *bundle_ = nullptr;
   nlohmann::json manifest_;
   attn_dtype dtype_ = ATTN_BF16;
@@ -270,52 +276,27 @@ void runOnGpu(const Options &opts, const std::string &specPath, const AttentionA
     result.lse = gpu.downloadLse();
 }
 
-int cmdTune(int argc, char **argv) {
-  Options opts(argc, argv, 2,
-               {"seq-q", "seq-kv", "batch", "bundle", "arch", "configs", "repeats", "q-offset",
-                "kv-offset", "seed"},
-               {"force"}, {"input"});
-  if (opts.positional.size() != 1)
-    throw Failure{"tune takes one SPEC", 2};
-  const int64_t kMaxSeq = int64_t(1) << 24;
-  std::optional<int64_t> seqQ = opts.getInt("seq-q", 1, kMaxSeq);
-  if (!seqQ)
-    throw Failure{"tune needs --seq-q N (and optionally --seq-kv N, --batch N)", 2};
-  int64_t seqKv = opts.getInt("seq-kv", 1, kMaxSeq).value_or(*seqQ);
-  int64_t batch = opts.getInt("batch", 1, 65535).value_or(1);
-  int repeats = int(opts.getInt("repeats", 1, 1000).value_or(20));
-  std::map<std::string, HostTensor> inputs = readInputs(opts);
-
-  GpuCall gpu(opts, opts.positional[0]);
+void tuneChildGpu(const Options &opts, const std::string &specPath, const TuneRequest &req,
+                  const std::vector<std::string> &only, TuneChannel &channel) {
+  GpuCall gpu(opts, specPath);
+  channel.line("bundle", gpu.dir());
   const nlohmann::json &m = gpu.manifest();
   int64_t hq = m["heads_q"], hkv = m["heads_kv"], d = m["head_dim"], dv = m["head_dim_v"];
-  std::vector<int64_t> qShape{batch, hq, *seqQ, d}, kShape{batch, hkv, seqKv, d},
-      vShape{batch, hkv, seqKv, dv};
-  std::mt19937_64 rng(uint64_t(opts.getInt("seed", 0, INT64_MAX).value_or(0)));
+  std::vector<int64_t> qShape{req.batch, hq, req.seqQ, d}, kShape{req.batch, hkv, req.seqKv, d},
+      vShape{req.batch, hkv, req.seqKv, dv};
+  std::mt19937_64 rng(req.seed);
   gpu.setQkvBytes(randomValues(numel(qShape), gpu.dtype(), rng),
                   randomValues(numel(kShape), gpu.dtype(), rng),
                   randomValues(numel(vShape), gpu.dtype(), rng), qShape, kShape, vShape);
-  gpu.setInputs(inputs);
-  const int64_t kLimit = int64_t(1) << 40;
-  gpu.setOffsets(opts.getInt("q-offset", -kLimit, kLimit), opts.getInt("kv-offset", -kLimit, kLimit));
+  if (m["outputs"].size() > 1)
+    gpu.requestLse(); // compared with the default variant's too
+  gpu.setInputs(req.inputs);
+  gpu.setOffsets(req.qOffset, req.kvOffset);
   check(attn_check(gpu.bundle(), &gpu.call()));
-
-  char name[256];
-  int tuned = attn_tuned_variant(gpu.bundle(), &gpu.call(), name, sizeof name);
-  if (tuned < 0)
-    check(1);
-  if (tuned == 1 && !opts.flag("force")) {
-    llvm::outs() << "already tuned for " << gpu.device().name << ": " << name
-                 << " (--force tunes again)\n";
-    return 0;
-  }
-  llvm::errs().flush();
-  check(attn_tune(gpu.bundle(), &gpu.call(), repeats, /*verbose=*/1));
-  if (attn_tuned_variant(gpu.bundle(), &gpu.call(), name, sizeof name) != 1)
-    throw Failure{"tuning finished but its choice could not be read back: " +
-                  std::string(attn_last_error())};
-  llvm::outs() << "tuned for " << gpu.device().name << ": " << name << "\n";
-  return 0;
+  // The runtime's tuner on its own handle of the same bundle (the C API's handle is
+  // opaque): the manifest is read again, nothing else is shared.
+  rt::Bundle bundle(gpu.dir());
+  tuneChildMeasure(bundle, gpu.call(), req, only, channel);
 }
 
 } // namespace attune::attnc

@@ -4,11 +4,12 @@
 #include "codegen/Arguments.h"
 #include "codegen/Diagnostics.h"
 #include "codegen/host/HostJit.h"
-#include "codegen/nvidia/KernelSimulator.h"
+#include "codegen/bundle/SimDevice.h"
 #include "codegen/reference/Reference.h"
 #include "dialect/AttnOps.h"
 
 #include "llvm/Support/raw_ostream.h"
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -183,7 +184,16 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
     config.wgmma = opts.flag("wgmma");
     if (config.wgmma)
       config.arch = "sm_90a";
-    if (!runGpuSimulation(*spec.module, config, args, result, error, splits.value_or(1)))
+    // Through the runtime's binding, on the simulated device: the manifest records the
+    // spec, as a bundle does.
+    nlohmann::json json;
+    if (spec.fromJson) {
+      SpecError err;
+      if (!loadSpecFile(opts.positional[0], json, err))
+        throw Failure{err.message};
+    }
+    if (!runGpuSimulation(*spec.module, spec.fromJson ? &json : nullptr, spec.info, config, args,
+                          result, error, splits.value_or(1)))
       throw Failure{error};
   } else {
     HostCompileOptions options;

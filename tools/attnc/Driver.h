@@ -3,6 +3,7 @@
 #define ATTUNE_TOOLS_ATTNC_DRIVER_H
 
 #include "codegen/Arguments.h"
+#include "codegen/nvidia/KernelEmitter.h"
 #include "specs/Importer.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -82,6 +83,10 @@ struct CompileRequest {
 
 /// Compiles every (arch, config) variant into the bundle directory `dir`; a line per
 /// variant (PTX size, ptxas report) goes to `log` when given.
+/// The variants' configurations of a bundle for `req`, arch by arch (the first of each
+/// arch is its default), as `attnc compile` builds them.
+std::vector<GpuConfig> bundleConfigs(const CompileRequest &req, const SpecInfo &info);
+
 void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_ostream *log);
 
 /// The bundle cache's directory for `req` (docs/bundle-and-abi.md section 4), compiled

@@ -3,7 +3,7 @@
 //   attnc explain SPEC      the IR and what the mask and score mean
 //   attnc run SPEC ...      run a spec on .npy inputs with a back end
 //   attnc compile SPEC ...  a kernel bundle (PTX, cubins, manifest)
-//   attnc tune SPEC ...     autotune the spec's bundle on this machine's GPU
+//   attnc tune SPEC ...     autotune the spec's bundle on this machine's GPU (or gpu-sim)
 //   attnc hash SPEC         the spec hash bundles and caches are keyed by
 //
 //===----------------------------------------------------------------------===//
@@ -51,10 +51,13 @@ commands:
       print the first variant's kernel IR (before LLVM) or PTX
   tune SPEC --seq-q N [--seq-kv N] [--batch N] [--input NAME=FILE.npy ...]
           [--bundle DIR | --arch A --configs BMxBN,...] [--repeats N] [--force]
-      time every variant of the spec's bundle on this machine's GPU on random q, k,
-      v of that shape (extra inputs from files), show progress and the table, and
-      store the winner in the tuning database (later launches in that shape bucket
-      use it); an existing choice is kept unless --force
+          [--backend gpu|gpu-sim] [--seed N]
+      run the default variant of the spec's bundle on random q, k, v of that shape
+      (extra inputs from files), then every other variant, in a child process; keep
+      those whose output agrees with the default's and time them, show the table
+      (with why each other variant was dropped), and store the fastest in the
+      tuning database (later launches in that shape bucket use it); an existing
+      choice is kept unless --force. gpu-sim tunes the simulator's kernels
   hash SPEC
       print the spec hash (sha256 of its canonical JSON)
 

@@ -64,7 +64,8 @@ typedef struct {
   int32_t has_kv_offset;
   int64_t kv_offset;
   void *stream;       /* CUstream; NULL = the default stream */
-  const char *variant; /* NULL: the tuned choice, else the default; a name forces one */
+  const char *variant; /* NULL: the tuned choice (none with $ATTUNE_TUNE=0), else the
+                          default; a name forces one */
   int32_t num_splits;  /* split-KV: 0 = the runtime's choice (split when the grid would
                           leave SMs idle: decoding, short chunks), 1 = never, N = N */
 } attn_call;
@@ -79,13 +80,20 @@ ATTN_API void attn_bundle_free(attn_bundle *bundle);
  * work (B, Hq or Sq zero) launches nothing and succeeds. */
 ATTN_API int attn_launch(attn_bundle *bundle, const attn_call *call);
 
-/* Times every variant that can run on this device on the call's arguments (warm-up
- * runs, then the median of `repeats` timed runs, default 20 when repeats <= 0, on
- * rotating copies of q/k/v), stores the fastest in the tuning database ([ABI 4]) and
- * in the bundle, and finally runs the winner on the caller's arguments, so o (and lse)
- * hold its result. Variants that fail to load, exceed the device's resources or fail
- * to launch are skipped, with the reason recorded. `verbose`: progress and a table on
- * stderr. Synchronises the context. */
+/* Tunes on the call's arguments under the rule of docs/bundle-and-abi.md section 4a:
+ * the device's default variant runs first and its o (and lse) is the reference; every
+ * other variant that can run on this device runs on the same inputs and is kept only
+ * when its outputs agree with the reference (bf16 tolerance; NaN never passes). The
+ * agreeing ones are timed (warm-up runs, then the median of `repeats` timed runs,
+ * default 20 when repeats <= 0, on rotating copies of q/k/v), the fastest is stored in
+ * the tuning database ([ABI 4]) and in the bundle, and finally runs on the caller's
+ * arguments, so o (and lse) hold its result. Variants that fail to load, exceed the
+ * device's resources, fail to launch or disagree are skipped, with the reason recorded
+ * ("rejected" in the database). A variant that faults while running makes the CUDA
+ * context unusable: the call fails naming it (`attnc tune` isolates candidates in a
+ * child process instead). `verbose`: progress and a table on stderr. Synchronises the
+ * context. $ATTUNE_TUNE=0 does not stop an explicit attn_tune, but makes attn_launch
+ * and attn_select_variant ignore the tuning database. */
 ATTN_API int attn_tune(attn_bundle *bundle, const attn_call *call, int repeats, int verbose);
 
 /* The message of the last failure on this thread ("" if none). */

@@ -1,0 +1,414 @@
+//===- SimDevice.cpp - the functional simulator behind the runtime's Device ===//
+#include "codegen/bundle/SimDevice.h"
+
+#include "codegen/HalfFloat.h"
+#include "codegen/nvidia/KernelSimulator.h"
+#include "codegen/nvidia/NvidiaPipeline.h"
+#include "dialect/AttnOps.h"
+
+#include "Json.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+
+using namespace mlir;
+
+namespace attune {
+
+namespace cu = rt::cu;
+
+//===----------------------------------------------------------------------===//
+// SimDevice
+//===----------------------------------------------------------------------===//
+
+SimDevice::SimDevice(std::map<std::string, OwningOpRef<ModuleOp>> kernels)
+    : kernels_(std::move(kernels)) {
+  info_.ordinal = 0;
+  info_.name = "attune gpu-sim";
+  // Compute capability 9.0: both the sm_80 and the sm_90a (wgmma) kernels run, as on
+  // an H100, whose limits these are.
+  info_.major = 9;
+  info_.minor = 0;
+  info_.smCount = 132;
+  info_.maxThreadsPerBlock = 1024;
+  info_.maxSmemOptin = 227 * 1024;
+  info_.l2Bytes = 0; // no cache to defeat: the tuner makes no rotating copies
+  info_.maxGrid[0] = 2147483647;
+  info_.maxGrid[1] = 65535;
+  info_.maxGrid[2] = 65535;
+  info_.totalMem = size_t(1) << 40;
+  if (const char *env = std::getenv("ATTUNE_SIM_INJECT")) {
+    std::stringstream ss(env);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      size_t eq = item.find('=');
+      if (eq != std::string::npos)
+        inject_[item.substr(0, eq)] = item.substr(eq + 1);
+    }
+  }
+}
+
+SimDevice::~SimDevice() {
+  for (auto &[p, mem] : buffers_)
+    std::free(mem);
+}
+
+const cu::DeviceInfo &SimDevice::open(const rt::CheckedCall &) { return info_; }
+
+void SimDevice::prepare(const rt::Manifest &m, const std::string &, int index,
+                        const cu::DeviceInfo &) {
+  const rt::Variant &v = m.variants[size_t(index)];
+  if (!kernels_.count(v.name))
+    throw cu::CudaError("variant " + v.name + ": the simulator has no kernel IR for it");
+}
+
+void SimDevice::launch(const rt::Manifest &m, const rt::Launch &l) {
+  const rt::Variant &v = m.variants[size_t(l.variant)];
+  // Like a CUDA context after a fault: nothing runs any more.
+  if (!pendingFault_.empty())
+    return;
+  auto inj = inject_.find(v.name);
+  std::string mode = inj == inject_.end() ? "" : inj->second;
+  if (mode == "fault")
+    std::raise(SIGSEGV);
+  if (mode == "error") {
+    pendingFault_ = l.what + ": simulated device fault (injected by $ATTUNE_SIM_INJECT)";
+    return;
+  }
+  std::vector<SimArg> args;
+  int oParam = -1;
+  for (size_t i = 0; i < l.params->size(); ++i) {
+    const rt::Param &p = (*l.params)[i];
+    SimArg a;
+    a.name = p.name;
+    uint64_t slot = l.slots[i];
+    if (p.type == rt::ParamType::Ptr) {
+      a.pointer = true;
+      a.ptr = reinterpret_cast<void *>(uintptr_t(slot));
+      a.bytes = l.bytes[i];
+      if (p.name == "o")
+        oParam = int(i);
+    } else if (p.type == rt::ParamType::I32) {
+      int32_t narrow;
+      std::memcpy(&narrow, &slot, 4);
+      a.value = narrow;
+    } else {
+      std::memcpy(&a.value, &slot, 8);
+    }
+    args.push_back(std::move(a));
+  }
+  const std::string &symbol = l.combine ? v.splitKv->kernel : v.kernel;
+  std::string error;
+  if (!simulateKernel(*kernels_.at(v.name), symbol,
+                      {int64_t(l.grid[0]), int64_t(l.grid[1]), int64_t(l.grid[2])}, l.threads,
+                      l.smemBytes, args, error)) {
+    pendingFault_ = l.what + (l.combine ? " (combine)" : "") + ": " + error;
+    return;
+  }
+  // Injected wrong results land in o's last element, after every kernel that writes o.
+  if ((mode == "wrong" || mode == "nan") && oParam >= 0 && args[size_t(oParam)].bytes >= 2) {
+    const SimArg &o = args[size_t(oParam)];
+    size_t width = rt::dtypeSize(m.dtype);
+    uint8_t *last = static_cast<uint8_t *>(o.ptr) + (o.bytes / width - 1) * width;
+    float f;
+    uint16_t h;
+    if (width == 4) {
+      std::memcpy(&f, last, 4);
+    } else {
+      std::memcpy(&h, last, 2);
+      f = m.dtype == rt::DType::BF16 ? half::fromBf16(h) : half::fromF16(h);
+    }
+    f = mode == "nan" ? NAN : f + 1.0f;
+    if (width == 4) {
+      std::memcpy(last, &f, 4);
+    } else {
+      h = m.dtype == rt::DType::BF16 ? half::toBf16(f) : half::toF16(f);
+      std::memcpy(last, &h, 2);
+    }
+  }
+}
+
+uint64_t SimDevice::allocScratch(size_t bytes, void *, const std::string &) {
+  uint64_t p = alloc(bytes);
+  // NaN-filled (f32 all-ones), so that a partial no split wrote shows in the result.
+  std::memset(reinterpret_cast<void *>(uintptr_t(p)), 0xff, bytes);
+  return p;
+}
+
+void SimDevice::freeScratch(uint64_t p, void *) { free(p); }
+
+uint64_t SimDevice::alloc(size_t bytes) {
+  // 128-byte aligned, as cudaMalloc's are at least 256.
+  size_t rounded = (std::max<size_t>(bytes, 1) + 127) / 128 * 128;
+  void *mem = std::aligned_alloc(128, rounded);
+  if (!mem)
+    throw cu::CudaError("gpu-sim: out of memory allocating " + std::to_string(bytes) + " bytes");
+  uint64_t p = uint64_t(reinterpret_cast<uintptr_t>(mem));
+  buffers_[p] = mem;
+  return p;
+}
+
+void SimDevice::free(uint64_t p) {
+  auto it = buffers_.find(p);
+  if (it == buffers_.end())
+    return;
+  std::free(it->second);
+  buffers_.erase(it);
+}
+
+void SimDevice::copy(uint64_t dst, uint64_t src, size_t bytes) {
+  std::memcpy(reinterpret_cast<void *>(uintptr_t(dst)),
+              reinterpret_cast<const void *>(uintptr_t(src)), bytes);
+}
+
+void SimDevice::download(void *dst, uint64_t src, size_t bytes) {
+  std::memcpy(dst, reinterpret_cast<const void *>(uintptr_t(src)), bytes);
+}
+
+std::string SimDevice::synchronize(void *) { return pendingFault_; }
+
+std::vector<double> SimDevice::time(void *stream, int repeats,
+                                    const std::function<void(int)> &run) {
+  // The simulator runs synchronously: wall-clock time of each run (it ranks variants
+  // by simulation cost, which says nothing of a GPU; gpu-sim tunes to test the tuner).
+  std::vector<double> ms;
+  for (int rep = 0; rep < repeats; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    run(rep);
+    std::string fault = synchronize(stream);
+    if (!fault.empty())
+      throw cu::CudaError(fault);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                     .count());
+  }
+  return ms;
+}
+
+//===----------------------------------------------------------------------===//
+// Bundles of simulated kernels
+//===----------------------------------------------------------------------===//
+
+std::unique_ptr<rt::Bundle> buildSimBundle(ModuleOp l1, const nlohmann::json *spec, SpecInfo info,
+                                           const std::vector<GpuConfig> &configs,
+                                           const std::map<std::string, HostTensor> &inputs,
+                                           std::string &error) {
+  attn::AttentionOp op;
+  l1.walk([&](attn::AttentionOp a) { op = a; });
+  if (!op) {
+    error = "the module holds no attn.attention";
+    return nullptr;
+  }
+  rt::Json specJson;
+  if (spec) {
+    specJson = toRuntimeJson(*spec);
+  } else {
+    // attn IR input: no spec to record. The manifest's facts come from the op.
+    specJson = rt::Json::object();
+    specJson.set("attn_ir", info.name);
+    Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
+    info.dtype = elt.isF16() ? "fp16" : elt.isBF16() ? "bf16" : "f32";
+    info.qOffset = op.getDefaultQOffset() ? std::optional<int64_t>(*op.getDefaultQOffset())
+                                          : std::nullopt;
+    info.kvOffset = op.getDefaultKvOffset() ? std::optional<int64_t>(*op.getDefaultKvOffset())
+                                            : std::nullopt;
+    info.inputs.clear();
+    for (Attribute a : op.getInputNames()) {
+      std::string name = cast<StringAttr>(a).getValue().str();
+      auto it = inputs.find(name);
+      InputDecl decl;
+      decl.name = name;
+      decl.dtype = it != inputs.end() && !it->second.isInt ? "f32" : "i32";
+      if (it != inputs.end())
+        for (int64_t d : it->second.shape)
+          decl.shape.push_back(d);
+      info.inputs.push_back(decl);
+    }
+  }
+  std::vector<BundleVariant> variants;
+  std::map<std::string, OwningOpRef<ModuleOp>> kernels;
+  std::map<std::string, bool> archHasDefault;
+  for (const GpuConfig &config : configs) {
+    BundleVariant v;
+    v.config = config;
+    OwningOpRef<ModuleOp> kernel = buildKernelModule(l1, config, v.kernel.info, error);
+    if (!kernel)
+      return nullptr;
+    v.isDefault = !archHasDefault[config.arch];
+    archHasDefault[config.arch] = true;
+    std::string name = config.name();
+    if (kernels.count(name)) {
+      error = "the configuration " + name + " is listed twice";
+      return nullptr;
+    }
+    kernels[name] = std::move(kernel);
+    variants.push_back(std::move(v));
+  }
+  try {
+    rt::Manifest manifest = bundleManifest(specJson, info, variants);
+    return std::make_unique<rt::Bundle>(std::move(manifest), "<gpu-sim>",
+                                        std::make_unique<SimDevice>(std::move(kernels)));
+  } catch (const std::exception &e) {
+    error = std::string("gpu-sim: the kernels' manifest does not validate: ") + e.what();
+    return nullptr;
+  }
+}
+
+namespace {
+
+attn_tensor describe(const void *data, int32_t dtype, const std::vector<int64_t> &shape) {
+  attn_tensor t{};
+  t.data = const_cast<void *>(data);
+  t.dtype = dtype;
+  t.ndim = int32_t(shape.size());
+  int64_t stride = 1;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    t.shape[d] = shape[size_t(d)];
+    t.strides[d] = stride;
+    stride *= std::max<int64_t>(shape[size_t(d)], 1); // as PyTorch: no zero strides
+  }
+  return t;
+}
+
+int32_t apiDtype(rt::DType t) {
+  switch (t) {
+  case rt::DType::BF16:
+    return ATTN_BF16;
+  case rt::DType::FP16:
+    return ATTN_FP16;
+  case rt::DType::F32:
+    return ATTN_F32;
+  case rt::DType::I32:
+    return ATTN_I32;
+  }
+  return ATTN_F32;
+}
+
+} // namespace
+
+SimCall::SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse) : m_(m) {
+  bool f16 = m.dtype == rt::DType::FP16;
+  if (m.dtype == rt::DType::F32)
+    throw cu::CudaError("gpu-sim: the kernels take bf16 or fp16 (the spec's dtype is f32)");
+  auto toHalf = [&](const HostTensor &t) {
+    std::vector<uint16_t> out(t.data.size());
+    for (size_t i = 0; i < t.data.size(); ++i)
+      out[i] = f16 ? half::toF16(float(t.data[i])) : half::toBf16(float(t.data[i]));
+    return out;
+  };
+  q_ = toHalf(args.q);
+  k_ = toHalf(args.k);
+  v_ = toHalf(args.v);
+  int32_t dt = apiDtype(m.dtype);
+  call_.q = describe(q_.data(), dt, args.q.shape);
+  call_.k = describe(k_.data(), dt, args.k.shape);
+  call_.v = describe(v_.data(), dt, args.v.shape);
+  oShape_ = {args.q.shape.size() == 4 ? args.q.shape[0] : 0, m.headsQ,
+             args.q.shape.size() == 4 ? args.q.shape[2] : 0, m.headDimV};
+  size_t rows = size_t(oShape_[0] * oShape_[1] * oShape_[2]);
+  // NaN-filled, so that an element no kernel wrote shows.
+  o_.assign(rows * size_t(m.headDimV), f16 ? 0x7e00 : 0x7fc0);
+  call_.o = describe(o_.data(), dt, oShape_);
+  if (wantLse) {
+    lse_.assign(rows, NAN);
+    call_.lse = describe(lse_.data(), ATTN_F32, {oShape_[0], oShape_[1], oShape_[2]});
+  }
+  for (const rt::InputDecl &decl : m.inputs) {
+    auto it = args.inputs.find(decl.name);
+    if (it == args.inputs.end())
+      continue; // bindArguments reported it; the runtime would too
+    const HostTensor &t = it->second;
+    std::vector<uint32_t> words(t.data.size());
+    for (size_t i = 0; i < t.data.size(); ++i) {
+      if (decl.dtype == rt::DType::I32) {
+        int32_t n = int32_t(t.data[i]);
+        std::memcpy(&words[i], &n, 4);
+      } else {
+        float f = float(t.data[i]);
+        std::memcpy(&words[i], &f, 4);
+      }
+    }
+    inputs_.push_back(std::move(words));
+    names_.push_back(decl.name);
+  }
+  for (size_t i = 0; i < inputs_.size(); ++i) {
+    const rt::InputDecl &decl = m.inputs[size_t(m.findInput(names_[i]))];
+    namePtrs_.push_back(names_[i].c_str());
+    inputTensors_.push_back(
+        describe(inputs_[i].data(), apiDtype(decl.dtype), args.inputs.at(names_[i]).shape));
+  }
+  call_.num_inputs = int32_t(inputTensors_.size());
+  call_.input_names = namePtrs_.data();
+  call_.inputs = inputTensors_.data();
+  call_.has_q_offset = args.qOffset.has_value();
+  call_.q_offset = args.qOffset.value_or(0);
+  call_.has_kv_offset = args.kvOffset.has_value();
+  call_.kv_offset = args.kvOffset.value_or(0);
+}
+
+HostTensor SimCall::o() const {
+  HostTensor t = HostTensor::zeros(oShape_);
+  bool f16 = m_.dtype == rt::DType::FP16;
+  for (size_t i = 0; i < o_.size(); ++i)
+    t.data[i] = f16 ? half::fromF16(o_[i]) : half::fromBf16(o_[i]);
+  return t;
+}
+
+HostTensor SimCall::lse() const {
+  HostTensor t = HostTensor::zeros({oShape_[0], oShape_[1], oShape_[2]});
+  t.data.assign(lse_.begin(), lse_.end());
+  return t;
+}
+
+bool runGpuSimulation(ModuleOp l1, const nlohmann::json *spec, const SpecInfo &info,
+                      const GpuConfig &config, const AttentionArgs &args,
+                      AttentionResult &result, std::string &error, int64_t numSplits) {
+  if (numSplits < 1) {
+    error = "num_splits must be at least 1 (got " + std::to_string(numSplits) + ")";
+    return false;
+  }
+  attn::AttentionOp op;
+  l1.walk([&](attn::AttentionOp a) { op = a; });
+  if (!op) {
+    error = "the module holds no attn.attention";
+    return false;
+  }
+  // The compiler's own checks first: their messages name the spec's symbols.
+  BoundCall bound;
+  if (!bindArguments(op, args, bound, error))
+    return false;
+  std::unique_ptr<rt::Bundle> bundle = buildSimBundle(l1, spec, info, {config}, args.inputs, error);
+  if (!bundle)
+    return false;
+  try {
+    SimCall sim(bundle->manifest(), args, bundle->manifest().hasLse);
+    attn_call &call = sim.call();
+    std::string variant = config.name();
+    call.variant = variant.c_str();
+    call.num_splits = int32_t(numSplits);
+    bundle->launch(call);
+    std::string fault = bundle->device().synchronize(nullptr);
+    if (!fault.empty()) {
+      error = fault;
+      return false;
+    }
+    result.o = sim.o();
+    // By the spec, not by the buffer: with B = 0 or Sq = 0 lse is empty but still an
+    // output, of shape [B, Hq, Sq].
+    if (bundle->manifest().hasLse)
+      result.lse = sim.lse();
+  } catch (const std::exception &e) {
+    error = e.what();
+    return false;
+  }
+  return true;
+}
+
+} // namespace attune
