@@ -448,6 +448,20 @@ private:
     const Region &g = regions[size_t(r)];
     if (inside(g))
       return;
+    // Indices in the tensor's elements: the type the address was computed in.
+    // (Byte offsets, i8 GEPs, are added to a pointer in the tensor's elements.)
+    for (Value a = address; a;) {
+      if (auto cast = a.getDefiningOp<LLVM::AddrSpaceCastOp>()) {
+        a = cast.getArg();
+      } else if (auto gep = a.getDefiningOp<LLVM::GEPOp>()) {
+        eltBytes = byteSize(gep.getElemType());
+        if (eltBytes > 1)
+          break;
+        a = gep.getBase();
+      } else {
+        break;
+      }
+    }
     int64_t off = int64_t(addr - g.base), e = std::max(1u, eltBytes);
     int64_t index = off >= 0 ? off / e : -((-off + e - 1) / e);
     throw Failure{"simulator: out-of-bounds " + std::string(write ? "write" : "read") + " by " +
@@ -1627,6 +1641,16 @@ void Simulator::exec(Operation &op, const Mask &mask) {
 }
 
 } // namespace
+
+namespace ptxmath {
+float ex2(float x) { return exp2F32(x); }
+float lg2(float x) { return log2F32(x); }
+float sin(float x) { return sinCosApprox(x, false); }
+float cos(float x) { return sinCosApprox(x, true); }
+float exp(float x) { return expF32(x); }
+float log(float x) { return logF32(x); }
+float tanh(float x) { return tanhF32(x); }
+} // namespace ptxmath
 
 bool simulateKernel(ModuleOp module, const std::string &symbol, std::array<int64_t, 3> grid,
                     int64_t threads, int64_t smemBytes, const std::vector<SimArg> &args,
