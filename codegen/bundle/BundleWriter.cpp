@@ -1,6 +1,7 @@
 //===- BundleWriter.cpp - kernel bundles: manifest.json + PTX (+ cubin) ----===//
 #include "codegen/bundle/BundleWriter.h"
 
+#include "codegen/nvidia/PtxLint.h"
 #include "specs/SpecHash.h"
 
 #include <nlohmann/json.hpp>
@@ -94,6 +95,13 @@ bool runPtxas(const std::string &ptxas, const std::string &ptx, const std::strin
   }
   if (std::regex_search(section, m, std::regex(R"((\d+) bytes smem)")))
     report.smemStatic = std::stoi(m[1]);
+  // Warnings, and the coded diagnostics ptxas prints as info: "(C7511) Potential
+  // Performance Loss: wgmma.mma_async instructions are serialized ...".
+  std::stringstream lines(report.log);
+  std::regex warning(R"(^ptxas\s+(warning\s*:\s*(.*)|info\s*:\s*(\(C\d+\).*))$)");
+  for (std::string line; std::getline(lines, line);)
+    if (std::regex_search(line, m, warning))
+      report.warnings.push_back(m[2].matched ? m[2].str() : m[3].str());
   return true;
 }
 
@@ -115,6 +123,15 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
   if (ec) {
     error = "cannot create '" + dir + "': " + ec.message();
     return false;
+  }
+  for (const BundleVariant &v : variants) {
+    std::vector<std::string> issues = lintWgmmaRegisters(v.kernel.ptx);
+    if (!issues.empty()) {
+      error = "variant " + v.config.name() + ": the PTX breaks the wgmma register discipline:";
+      for (const std::string &i : issues)
+        error += "\n  " + i;
+      return false;
+    }
   }
   std::string ptxas = assemble ? findPtxas() : "";
   json manifest;
@@ -217,6 +234,7 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
                           {"spill_loads", report.spillLoads},
                           {"stack_frame", report.stackFrame},
                           {"smem_static", report.smemStatic}};
+      variant["ptxas_warnings"] = report.warnings;
     }
     list.push_back(variant);
   }

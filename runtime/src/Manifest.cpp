@@ -486,6 +486,16 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
                                          " bytes, got " + std::to_string(rep.smemStatic));
     out.ptxas = rep;
   }
+  if (const Json *warnings = v.find("ptxas_warnings"); warnings && !warnings->isNull()) {
+    std::string wpath = path + "/ptxas_warnings";
+    if (!warnings->isArray())
+      r.fail(wpath, "expected an array of strings");
+    for (size_t i = 0; i < warnings->size(); ++i) {
+      if (!(*warnings)[i].isString())
+        r.fail(wpath + "/" + std::to_string(i), "expected a string");
+      out.ptxasWarnings.push_back((*warnings)[i].asString());
+    }
+  }
   return out;
 }
 

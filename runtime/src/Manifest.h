@@ -93,6 +93,8 @@ struct Variant {
   Expr grid[3];
   std::vector<Param> params;
   std::optional<PtxasReport> ptxas;
+  /// ptxas's warnings when the compiler assembled the variant (optional key).
+  std::vector<std::string> ptxasWarnings;
   std::optional<SplitKv> splitKv;
   /// Compute capability the arch needs: sm_80 -> 80; `exact` for arch-specific
   /// targets (sm_90a) that run only on that capability.

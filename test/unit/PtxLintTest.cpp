@@ -1,4 +1,5 @@
 //===- PtxLintTest.cpp - the wgmma register lint on hand-written and real PTX ===//
+#include "codegen/bundle/BundleWriter.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "codegen/nvidia/PtxLint.h"
 #include "specs/Importer.h"
@@ -203,6 +204,48 @@ TEST(PtxLint, EmittedKernelsAreCleanAndMutationsAreCaught) {
                 out.find("after the last wgmma.fence") != std::string::npos)
         << "block_n " << bn << ": " << out;
   }
+}
+
+TEST(PtxLint, SerializingMutationIsLintedAndPtxasWarnsOfIt) {
+  // Mutation: a mov into an accumulator of the second wgmma of a group, after the
+  // wgmma.fence. The lint names it; ptxas serializes the wgmmas and says so, and
+  // runPtxas records the warning (what the bundle manifest's ptxas_warnings hold).
+  std::string ptx = compiled("64x64w", 64);
+  std::vector<std::string> lines;
+  std::stringstream ss(ptx);
+  for (std::string l; std::getline(ss, l);)
+    lines.push_back(l);
+  int seen = 0;
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].find("wgmma.mma_async") != std::string::npos && ++seen == 2) {
+      std::smatch m;
+      ASSERT_TRUE(std::regex_search(lines[i], m, std::regex(R"(\{(%r\d+))")));
+      size_t j = i;
+      while (lines[j].find("// begin inline asm") == std::string::npos)
+        --j;
+      lines.insert(lines.begin() + long(j), "\tmov.b32 " + m[1].str() + ", 0;");
+      break;
+    }
+  std::string mutated;
+  for (const std::string &l : lines)
+    mutated += l + "\n";
+  std::string out = joined(lintWgmmaRegisters(mutated));
+  EXPECT_NE(out.find("is accessed at line"), std::string::npos) << out;
+  EXPECT_NE(out.find("after the last wgmma.fence"), std::string::npos) << out;
+
+  std::string ptxas = findPtxas();
+  if (ptxas.empty())
+    GTEST_SKIP() << "ptxas not found: the warning half of this test needs it";
+  PtxasReport clean, serialized;
+  std::string error;
+  ASSERT_TRUE(runPtxas(ptxas, ptx, "sm_90a", "", "attn_kernel", clean, error)) << error;
+  for (const std::string &w : clean.warnings)
+    EXPECT_EQ(w.find("serialized"), std::string::npos) << w;
+  ASSERT_TRUE(runPtxas(ptxas, mutated, "sm_90a", "", "attn_kernel", serialized, error)) << error;
+  std::string all;
+  for (const std::string &w : serialized.warnings)
+    all += w + "\n";
+  EXPECT_NE(all.find("wgmma.mma_async instructions are serialized"), std::string::npos) << all;
 }
 
 } // namespace
