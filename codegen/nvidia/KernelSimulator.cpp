@@ -1682,8 +1682,35 @@ bool simulateKernel(ModuleOp module, const std::string &symbol, std::array<int64
   return true;
 }
 
+namespace {
+/// A [B, H, S, D] tensor in device memory as SimLayout says: the element strides and
+/// the size in elements (gaps included).
+struct Strided {
+  int64_t b = 0, h = 0, s = 0, elements = 0;
+  Strided(const SimLayout &l, int64_t B, int64_t H, int64_t S, int64_t D) {
+    if (l.bshd) {
+      h = D + l.pad;
+      s = H * h + l.pad;
+      b = S * s + l.pad;
+    } else {
+      s = D + l.pad;
+      h = S * s + l.pad;
+      b = H * h + l.pad;
+    }
+    elements = B * b;
+  }
+  int64_t at(int64_t bi, int64_t hi, int64_t si, int64_t di) const { return bi * b + hi * h + si * s + di; }
+};
+constexpr uint16_t kGap = 0x7fbf; // a NaN no kernel computes
+} // namespace
+
 bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs &args,
-                      AttentionResult &result, std::string &error, int64_t numSplits) {
+                      AttentionResult &result, std::string &error, int64_t numSplits,
+                      const SimLayout &layout) {
+  if (layout.pad < 0) {
+    error = "the layout's padding must not be negative (got " + std::to_string(layout.pad) + ")";
+    return false;
+  }
   if (numSplits < 1) {
     error = "num_splits must be at least 1 (got " + std::to_string(numSplits) + ")";
     return false;
@@ -1703,14 +1730,27 @@ bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs 
     return false;
   Type elt = cast<RankedTensorType>(op.getQ().getType()).getElementType();
   bool f16 = elt.isF16();
-  auto toHalf = [&](const HostTensor &t) {
-    std::vector<uint16_t> out(t.data.size());
-    for (size_t i = 0; i < t.data.size(); ++i)
-      out[i] = f16 ? toF16(float(t.data[i])) : toBf16(float(t.data[i]));
+  // q, k, v (given [B, H, S, D], contiguous) into device memory as `layout` says.
+  Strided qL(layout, call.batch, call.headsQ, call.seqQ, call.headDim),
+      kL(layout, call.batch, call.headsKv, call.seqKv, call.headDim),
+      vL(layout, call.batch, call.headsKv, call.seqKv, call.headDimV),
+      oL(layout, call.batch, call.headsQ, call.seqQ, call.headDimV);
+  auto toHalf = [&](const HostTensor &t, const Strided &l) {
+    std::vector<uint16_t> out(size_t(l.elements), kGap);
+    int64_t H = t.shape[1], S = t.shape[2], D = t.shape[3];
+    for (size_t i = 0; i < t.data.size(); ++i) {
+      int64_t n = int64_t(i), d = n % D, s = n / D % S, h = n / D / S % H, b = n / D / S / H;
+      out[size_t(l.at(b, h, s, d))] = f16 ? toF16(float(t.data[i])) : toBf16(float(t.data[i]));
+    }
     return out;
   };
-  std::vector<uint16_t> q = toHalf(args.q), k = toHalf(args.k), v = toHalf(args.v);
-  std::vector<uint16_t> o(size_t(call.batch * call.headsQ * call.seqQ * call.headDimV), 0x7fc0);
+  std::vector<uint16_t> q = toHalf(args.q, qL), k = toHalf(args.k, kL), v = toHalf(args.v, vL);
+  std::vector<uint16_t> o(size_t(oL.elements), kGap);
+  for (int64_t b = 0; b < call.batch; ++b)
+    for (int64_t h = 0; h < call.headsQ; ++h)
+      for (int64_t s = 0; s < call.seqQ; ++s)
+        for (int64_t d = 0; d < call.headDimV; ++d)
+          o[size_t(oL.at(b, h, s, d))] = 0x7fc0; // NaN until written
   std::vector<float> lse(op.getLse() ? size_t(call.batch * call.headsQ * call.seqQ) : 0, NAN);
   std::vector<std::vector<int32_t>> intInputs;
   std::vector<std::vector<float>> floatInputs;
@@ -1751,15 +1791,15 @@ bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs 
   named["seq_kv"] = val(call.seqKv);
   named["q_offset"] = val(call.qOffset);
   named["kv_offset"] = val(call.kvOffset);
-  auto strides = [&](const char *t, int64_t h, int64_t s, int64_t d) {
-    named[std::string(t) + "_stride_b"] = val(h * s * d);
-    named[std::string(t) + "_stride_h"] = val(s * d);
-    named[std::string(t) + "_stride_s"] = val(d);
+  auto strides = [&](const char *t, const Strided &l) {
+    named[std::string(t) + "_stride_b"] = val(l.b);
+    named[std::string(t) + "_stride_h"] = val(l.h);
+    named[std::string(t) + "_stride_s"] = val(l.s);
   };
-  strides("q", call.headsQ, call.seqQ, call.headDim);
-  strides("k", call.headsKv, call.seqKv, call.headDim);
-  strides("v", call.headsKv, call.seqKv, call.headDimV);
-  strides("o", call.headsQ, call.seqQ, call.headDimV);
+  strides("q", qL);
+  strides("k", kL);
+  strides("v", vL);
+  strides("o", oL);
   for (auto [i, a] : llvm::enumerate(op.getInputNames())) {
     std::string name = cast<StringAttr>(a).getValue().str();
     named["input:" + name] = ptr(inputPtrs[i], 4 * call.inputs[i]->data.size(), name);
@@ -1807,8 +1847,23 @@ bool runGpuSimulation(ModuleOp l1, const GpuConfig &config, const AttentionArgs 
       return false;
   }
   result.o = HostTensor::zeros({call.batch, call.headsQ, call.seqQ, call.headDimV});
-  for (size_t i = 0; i < o.size(); ++i)
-    result.o.data[i] = f16 ? fromF16(o[i]) : fromBf16(o[i]);
+  std::vector<char> isElement(o.size(), 0);
+  size_t i = 0;
+  for (int64_t b = 0; b < call.batch; ++b)
+    for (int64_t h = 0; h < call.headsQ; ++h)
+      for (int64_t s = 0; s < call.seqQ; ++s)
+        for (int64_t d = 0; d < call.headDimV; ++d, ++i) {
+          size_t at = size_t(oL.at(b, h, s, d));
+          isElement[at] = 1;
+          result.o.data[i] = f16 ? fromF16(o[at]) : fromBf16(o[at]);
+        }
+  for (size_t at = 0; at < o.size(); ++at)
+    if (!isElement[at] && o[at] != kGap) {
+      error = "simulator: the kernel wrote element " + std::to_string(at) +
+              " of o's buffer, a gap between its rows (strides b " + std::to_string(oL.b) +
+              ", h " + std::to_string(oL.h) + ", s " + std::to_string(oL.s) + ")";
+      return false;
+    }
   // By the spec, not by the buffer: with B = 0 or Sq = 0 lse is empty but still an
   // output, of shape [B, Hq, Sq].
   if (op.getLse()) {

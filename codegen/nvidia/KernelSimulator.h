@@ -59,12 +59,23 @@ bool simulateKernel(mlir::ModuleOp module, const std::string &symbol,
                     std::array<int64_t, 3> grid, int64_t threads, int64_t smemBytes,
                     const std::vector<SimArg> &args, std::string &error);
 
+/// How runGpuSimulation lays q, k, v and o out in device memory (attnc run --layout,
+/// --pad): `bshd` puts the sequence outside the heads (the strides of a [B, S, H, D]
+/// tensor seen as [B, H, S, D], as torch's q.transpose(1, 2) is); `pad` adds that many
+/// elements after every row, head and batch, so that no stride follows from the
+/// shape. The gaps are filled with a sentinel, and a kernel that writes o's gaps fails.
+struct SimLayout {
+  bool bshd = false;
+  int64_t pad = 0;
+};
+
 /// The NVIDIA back end end to end on the simulator: builds the kernel for `config`
 /// from the L1 module (imported with the GPU dtype), rounds q/k/v to that dtype,
 /// launches as the runtime would and returns o (as floats) and lse. With numSplits > 1
 /// the keys are split over that many CTAs per query block and attn_combine runs after.
 bool runGpuSimulation(mlir::ModuleOp l1, const GpuConfig &config, const AttentionArgs &args,
-                      AttentionResult &result, std::string &error, int64_t numSplits = 1);
+                      AttentionResult &result, std::string &error, int64_t numSplits = 1,
+                      const SimLayout &layout = {});
 
 } // namespace attune
 
