@@ -289,6 +289,14 @@ TEST(KernelSimulator, WgmmaOperandsAreFencedOnBothSides) {
     ++waits;
   }
   EXPECT_GT(waits, 0);
+  // Before the wgmma.fence of O += P V: O and P fenced (S = Q K^T's first wgmma does
+  // not read its accumulators and its A is a descriptor: nothing to fence there).
+  int fenced = 0;
+  for (NVVM::WgmmaFenceAlignedOp f : l.all<NVVM::WgmmaFenceAlignedOp>()) {
+    auto prev = dyn_cast_or_null<LLVM::InlineAsmOp>(f->getPrevNode());
+    fenced += prev && prev.getAsmString().empty() && prev.getConstraints() == "=r,0";
+  }
+  EXPECT_GT(fenced, 0);
 }
 
 float bits(uint32_t u) {
