@@ -106,4 +106,6 @@ def Attn_RopeAttr : Attn_Attr<"Rope", "rope"> {
   }];
 }
 
+include "dialect/AttnGpuAttrs.td"
+
 #endif // ATTN_BASE_TD

@@ -56,45 +56,29 @@ static void initNativeTarget() {
   });
 }
 
-/// Collects diagnostics into a string while a pass pipeline runs.
-struct DiagnosticCollector {
-  std::string text;
-  ScopedDiagnosticHandler handler;
-  explicit DiagnosticCollector(MLIRContext *ctx)
-      : handler(ctx, [this](Diagnostic &d) {
-          llvm::raw_string_ostream os(text);
-          os << d.getLocation() << ": " << d << "\n";
-          return success();
-        }) {}
-};
-
-std::unique_ptr<HostKernel> HostKernel::compile(ModuleOp l1, const HostCompileOptions &options,
-                                                std::string &error, HostCompileStats *stats) {
+FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
+                                                           const HostCompileOptions &options,
+                                                           HostCompileStats *stats) {
   MLIRContext *ctx = l1.getContext();
   ctx->loadDialect<LLVM::LLVMDialect, memref::MemRefDialect>();
   auto impl = std::make_unique<Impl>();
   impl->l1 = cast<ModuleOp>(l1->clone());
   attn::AttentionOp attention;
   impl->l1->walk([&](attn::AttentionOp op) { attention = op; });
-  if (!attention) {
-    error = "the module holds no attn.attention";
-    return nullptr;
-  }
+  if (!attention)
+    return l1.emitError("the module holds no attn.attention");
   impl->lse = static_cast<bool>(attention.getLse());
   impl->entry = cast<func::FuncOp>(attention->getParentOp()).getName().str();
 
   OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
   auto t0 = std::chrono::steady_clock::now();
-  DiagnosticCollector diags(ctx);
   PassManager pm(ctx);
   attn::TilePipelineOptions tile;
   tile.blockM = options.blockM;
   tile.blockN = options.blockN;
   attn::buildTilePipeline(pm, tile);
-  if (failed(pm.run(*module))) {
-    error = "tiling failed:\n" + diags.text;
-    return nullptr;
-  }
+  if (failed(pm.run(*module)))
+    return failure(); // the passes said why, at the ops
   if (options.tiledIr) {
     llvm::raw_string_ostream os(*options.tiledIr);
     module->print(os);
@@ -124,10 +108,8 @@ std::unique_ptr<HostKernel> HostKernel::compile(ModuleOp l1, const HostCompileOp
   lower.addPass(createConvertFuncToLLVMPass());
   lower.addPass(createConvertControlFlowToLLVMPass());
   lower.addPass(createReconcileUnrealizedCastsPass());
-  if (failed(lower.run(*module))) {
-    error = "lowering to LLVM failed:\n" + diags.text;
-    return nullptr;
-  }
+  if (failed(lower.run(*module)))
+    return l1.emitError("lowering the tiled program to LLVM failed (an internal error)");
   auto t1 = std::chrono::steady_clock::now();
 
   initNativeTarget();
@@ -140,19 +122,13 @@ std::unique_ptr<HostKernel> HostKernel::compile(ModuleOp l1, const HostCompileOp
       makeOptimizingTransformer(options.optLevel, 0, nullptr);
   engineOptions.transformer = transformer;
   auto engine = ExecutionEngine::create(*module, engineOptions);
-  if (!engine) {
-    llvm::raw_string_ostream os(error);
-    os << "JIT compilation failed: " << llvm::toString(engine.takeError());
-    return nullptr;
-  }
+  if (!engine)
+    return l1.emitError("JIT compilation failed: ") << llvm::toString(engine.takeError());
   impl->engine = std::move(*engine);
   // Machine code is generated at the first lookup: do it now, so that compile time
   // is measured here and a failure is reported here.
-  if (auto fn = impl->engine->lookupPacked("_mlir_ciface_" + impl->entry); !fn) {
-    llvm::raw_string_ostream os(error);
-    os << "JIT compilation failed: " << llvm::toString(fn.takeError());
-    return nullptr;
-  }
+  if (auto fn = impl->engine->lookupPacked("_mlir_ciface_" + impl->entry); !fn)
+    return l1.emitError("JIT compilation failed: ") << llvm::toString(fn.takeError());
   auto t2 = std::chrono::steady_clock::now();
   if (stats) {
     stats->pipelineSeconds = std::chrono::duration<double>(t1 - t0).count();
@@ -204,12 +180,14 @@ struct Buffer {
 
 } // namespace
 
-bool HostKernel::run(const AttentionArgs &args, AttentionResult &result, std::string &error) {
+FailureOr<AttentionResult> HostKernel::run(const AttentionArgs &args) {
   attn::AttentionOp op;
   impl->l1->walk([&](attn::AttentionOp a) { op = a; });
   BoundCall call;
+  std::string error;
+  // Errors about the caller's arrays, not the IR: reported without a location.
   if (!bindArguments(op, args, call, error))
-    return false;
+    return emitError(UnknownLoc::get(op.getContext()), error);
   std::vector<Buffer> buffers;
   buffers.reserve(5 + call.inputs.size());
   buffers.emplace_back(args.q);
@@ -234,19 +212,18 @@ bool HostKernel::run(const AttentionArgs &args, AttentionResult &result, std::st
     packed.push_back(&p);
   packed.push_back(&qOffset);
   packed.push_back(&kvOffset);
-  if (llvm::Error e = impl->engine->invokePacked("_mlir_ciface_" + impl->entry, packed)) {
-    error = "kernel invocation failed: " + llvm::toString(std::move(e));
-    return false;
-  }
+  if (llvm::Error e = impl->engine->invokePacked("_mlir_ciface_" + impl->entry, packed))
+    return op.emitError("kernel invocation failed: ") << llvm::toString(std::move(e));
   auto toHost = [](const Buffer &b) {
     HostTensor t;
     t.shape = b.shape;
     t.data.assign(b.f.begin(), b.f.end());
     return t;
   };
+  AttentionResult result;
   result.o = toHost(buffers[oIndex]);
   result.lse = impl->lse ? toHost(buffers[oIndex + 1]) : HostTensor();
-  return true;
+  return result;
 }
 
 } // namespace attune

@@ -37,13 +37,14 @@ struct HostCompileStats {
 class HostKernel {
 public:
   /// Compiles the L1 module (imported with f32 element types). The module is
-  /// cloned; `context` must outlive the kernel.
-  static std::unique_ptr<HostKernel> compile(mlir::ModuleOp l1, const HostCompileOptions &options,
-                                             std::string &error, HostCompileStats *stats = nullptr);
+  /// cloned; `context` must outlive the kernel. Errors are emitted at the ops (a pass
+  /// that refuses) or at `l1`.
+  static mlir::FailureOr<std::unique_ptr<HostKernel>>
+  compile(mlir::ModuleOp l1, const HostCompileOptions &options, HostCompileStats *stats = nullptr);
   ~HostKernel();
 
   /// Runs the kernel on host tensors (o in fp32, lse when the spec asks for it).
-  bool run(const AttentionArgs &args, AttentionResult &result, std::string &error);
+  mlir::FailureOr<AttentionResult> run(const AttentionArgs &args);
 
   struct Impl;
 

@@ -2,6 +2,7 @@
 #include "codegen/nvidia/KernelEmitter.h"
 
 #include "codegen/nvidia/KernelPlan.h"
+#include "codegen/nvidia/SharedMemoryPlan.h"
 #include "dialect/AttnOps.h"
 #include "passes/KvSchedule.h"
 
@@ -33,57 +34,42 @@ std::string GpuConfig::name() const {
          std::to_string(warps()) + (packGqa ? "_g" : "") + (wgmma ? "_wgmma" : "");
 }
 
-bool checkGpuConfig(const KernelPlan &plan, const GpuConfig &c, std::string &why) {
+LogicalResult checkGpuConfig(const KernelPlan &plan, const GpuConfig &c,
+                             function_ref<InFlightDiagnostic()> emitError) {
   Type elt = plan.elementType;
   if (!elt.isBF16() && !elt.isF16()) {
-    why = "the NVIDIA back end needs bf16 or fp16 q/k/v (the spec's dtype is f32)";
-    return false;
+    std::string dtype; // streamed as text: a diagnostic quotes types
+    llvm::raw_string_ostream(dtype) << elt;
+    return emitError() << "the NVIDIA back end needs bf16 or fp16 q/k/v (the spec's dtype is "
+                       << dtype << ")";
   }
-  if (plan.headDim % 16 || plan.headDimV % 16) {
-    why = "the NVIDIA back end needs head_dim and head_dim_v multiples of 16";
-    return false;
-  }
-  if (plan.headDim > 256 || plan.headDimV > 256) {
-    why = "the NVIDIA back end supports head dims up to 256";
-    return false;
-  }
-  if (c.blockM % 16 || c.blockM < 16 || c.blockM > 128) {
-    why = "block_m must be 16, 32, ..., 128 (16 query rows per warp)";
-    return false;
-  }
-  if (c.blockN % 16 || c.blockN < 16 || c.blockN > 128) {
-    why = "block_n must be a multiple of 16 in [16, 128]";
-    return false;
-  }
+  if (plan.headDim % 16 || plan.headDimV % 16)
+    return emitError() << "the NVIDIA back end needs head_dim and head_dim_v multiples of 16";
+  if (plan.headDim > 256 || plan.headDimV > 256)
+    return emitError() << "the NVIDIA back end supports head dims up to 256";
+  if (c.blockM % 16 || c.blockM < 16 || c.blockM > 128)
+    return emitError() << "block_m must be 16, 32, ..., 128 (16 query rows per warp)";
+  if (c.blockN % 16 || c.blockN < 16 || c.blockN > 128)
+    return emitError() << "block_n must be a multiple of 16 in [16, 128]";
   int64_t group = plan.headsQ / plan.headsKv;
-  if (c.packGqa && (group < 2 || c.blockM % group)) {
-    why = "pack_gqa needs query heads grouped on kv heads (heads_q / heads_kv = " +
-          std::to_string(group) + ") in a number that divides block_m (" +
-          std::to_string(c.blockM) + ")";
-    return false;
-  }
+  if (c.packGqa && (group < 2 || c.blockM % group))
+    return emitError() << "pack_gqa needs query heads grouped on kv heads (heads_q / heads_kv = "
+                       << group << ") in a number that divides block_m (" << c.blockM << ")";
   if (c.arch != "sm_80" && c.arch != "sm_86" && c.arch != "sm_89" && c.arch != "sm_90" &&
-      c.arch != "sm_90a") {
-    why = "unsupported arch '" + c.arch + "' (sm_80, sm_86, sm_89, sm_90, sm_90a)";
-    return false;
-  }
-  if (c.wgmma) {
-    if (c.arch != "sm_90a") {
-      why = "wgmma configurations need --arch sm_90a (got " + c.arch + ")";
-      return false;
-    }
-    if (c.blockM != 64 && c.blockM != 128) {
-      why = "wgmma configurations need block_m 64 or 128 (a warpgroup per 64 rows)";
-      return false;
-    }
-    // Tiles are slabs of 64 (or 32) columns in the 128- (or 64-) byte swizzle.
-    if (plan.headDim % 32 || plan.headDimV % 32) {
-      why = "wgmma configurations need head dims that are multiples of 32 (head_dim " +
-            std::to_string(plan.headDim) + ", head_dim_v " + std::to_string(plan.headDimV) + ")";
-      return false;
-    }
-  }
-  return true;
+      c.arch != "sm_90a")
+    return emitError() << "unsupported arch '" << c.arch
+                       << "' (sm_80, sm_86, sm_89, sm_90, sm_90a)";
+  if (!c.wgmma)
+    return success();
+  if (c.arch != "sm_90a")
+    return emitError() << "wgmma configurations need --arch sm_90a (got " << c.arch << ")";
+  if (c.blockM != 64 && c.blockM != 128)
+    return emitError() << "wgmma configurations need block_m 64 or 128 (a warpgroup per 64 rows)";
+  // Tiles are slabs of 64 (or 32) columns in the 128- (or 64-) byte swizzle.
+  if (plan.headDim % 32 || plan.headDimV % 32)
+    return emitError() << "wgmma configurations need head dims that are multiples of 32 (head_dim "
+                       << plan.headDim << ", head_dim_v " << plan.headDimV << ")";
+  return success();
 }
 
 namespace {
@@ -126,54 +112,36 @@ public:
     fp16 = elt.isF16();
     eltType = elt;
     wg = cfg.wgmma;
-    qStride = std::max(d, dv) + 8;
-    kStride = d + 8;
-    vStride = dv + 8;
+    // Where the staged tiles lie: attn-gpu-plan-shared-memory's decision, read off
+    // the IR (KernelPlan::smem; emitNvidiaKernel makes sure it is there).
+    const SharedMemoryPlan &smem = *plan.smem;
+    qStride = smem.o.rowStride;
+    kStride = smem.k.rowStride;
+    vStride = smem.v.rowStride;
     if (wg) {
-      // 128-byte rows when both head dims allow (fewer, wider wgmma steps), else 64.
-      rowBytes = d % 64 == 0 && dv % 64 == 0 ? 128 : 64;
+      rowBytes = smem.k.swizzle;
       qTile = {0, bm, true, rowBytes};
       kTile = {0, bn, true, rowBytes};
       vTile = {0, bn, true, rowBytes};
-      qBytes = bm * d * 2;
-      kStageBytes = bn * d * 2;
-      vStageBytes = bn * dv * 2;
     } else {
-      qTile = {qStride, bm, false};
+      qTile = {smem.q.rowStride, bm, false};
       kTile = {kStride, bn, false};
       vTile = {vStride, bn, false};
-      qBytes = bm * qStride * 2;
-      kStageBytes = bn * kStride * 2;
-      vStageBytes = bn * vStride * 2;
     }
-    // Slabs are whole swizzle atoms (8 rows): every swizzled tile starts on a
-    // swizzle-pattern boundary of the 1024-aligned base.
-    offK = qBytes;
-    offV = offK + 2 * kStageBytes;
-    smemBytes = offV + 2 * vStageBytes;
-    // O is staged (padded rows) over the Q area and beyond once the loop is done.
-    smemBytes = std::max(smemBytes, bm * qStride * 2);
+    qBytes = smem.q.stageBytes;
+    kStageBytes = smem.k.stageBytes;
+    vStageBytes = smem.v.stageBytes;
+    offK = smem.k.offset;
+    offV = smem.v.offset;
+    smemBytes = smem.bytes;
     // Regions with loops or index-list scans are evaluated once per element in a
     // loop over a staged copy of the score tile, not cloned per accumulator element.
-    staged = isHeavy(plan.mask()) || isHeavy(plan.score());
+    staged = smem.s.has_value();
+    offS = staged ? smem.s->offset : 0;
     // With an identity score and softmax, scores stay unscaled until the exp2
     // argument, where scale joins the subtraction in one fma.
     rawScores = plan.normalizer == Normalizer::softmax && plan.identityScore &&
                 plan.scale > 0;
-    offS = smemBytes;
-    if (staged)
-      smemBytes += bm * (bn + 1) * 4;
-  }
-
-  static bool isHeavy(Region &region) {
-    bool heavy = false;
-    int ops = 0;
-    region.walk([&](Operation *inner) {
-      ++ops;
-      if (inner->getNumRegions() || isa<ContainsOp, BoxContainsOp, BoxSummaryOp>(inner))
-        heavy = true;
-    });
-    return heavy || ops > 48;
   }
 
   void emit(gpu::GPUModuleOp module, GpuKernelInfo &info);
@@ -1731,15 +1699,20 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
 
 } // namespace
 
-bool emitNvidiaKernel(KernelPlan &plan, const GpuConfig &config, ModuleOp target,
-                      GpuKernelInfo &info, std::string &error) {
-  if (!checkGpuConfig(plan, config, error))
-    return false;
-  if (config.blockM != plan.blockM || config.blockN != plan.blockN) {
-    error = "the tiled program's blocks (" + std::to_string(plan.blockM) + "x" +
-            std::to_string(plan.blockN) + ") differ from the configuration's";
-    return false;
-  }
+LogicalResult emitNvidiaKernel(KernelPlan &plan, const GpuConfig &config, ModuleOp target,
+                               GpuKernelInfo &info) {
+  auto refuse = [&] {
+    return plan.grid.emitError("this kernel cannot run as ") << config.name() << ": ";
+  };
+  if (failed(checkGpuConfig(plan, config, refuse)))
+    return failure();
+  if (config.blockM != plan.blockM || config.blockN != plan.blockN)
+    return plan.grid.emitError("the tiled program's blocks (")
+           << plan.blockM << "x" << plan.blockN << ") differ from the configuration's ("
+           << config.blockM << "x" << config.blockN << ")";
+  if (!plan.smem)
+    return plan.grid.emitError(
+        "the staged tiles have no #attn.shared places: run attn-gpu-plan-shared-memory first");
   MLIRContext *ctx = plan.kernel.getContext();
   ctx->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, LLVM::LLVMDialect, memref::MemRefDialect,
                    scf::SCFDialect, math::MathDialect>();
@@ -1748,19 +1721,9 @@ bool emitNvidiaKernel(KernelPlan &plan, const GpuConfig &config, ModuleOp target
   b.setInsertionPointToEnd(target.getBody());
   auto module = gpu::GPUModuleOp::create(b, plan.loc(), "attn_kernels");
   KernelEmitter emitter(plan, config, b);
-  // sm_90a runs only on Hopper, whose per-block limit is known; other archs' PTX runs
-  // on newer GPUs too, so the runtime checks their size against the device at load.
-  constexpr int64_t kHopperSmem = 232448;
-  if (config.arch == "sm_90a" && emitter.sharedBytes() > kHopperSmem) {
-    error = "the configuration needs " + std::to_string(emitter.sharedBytes()) +
-            " bytes of shared memory per CTA, over Hopper's " + std::to_string(kHopperSmem) +
-            " (smaller block_m or block_n)";
-    module.erase();
-    return false;
-  }
   emitter.emit(module, info);
   emitter.emitCombine(module, info);
-  return true;
+  return success();
 }
 
 } // namespace attune

@@ -36,6 +36,9 @@
 #ifndef ATTUNE_CODEGEN_NVIDIA_KERNELEMITTER_H
 #define ATTUNE_CODEGEN_NVIDIA_KERNELEMITTER_H
 
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Support/LLVM.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -89,13 +92,16 @@ struct GpuKernelInfo {
   std::vector<std::pair<std::string, std::string>> scratch;
 };
 
-/// Whether the configuration can run this attention; else the reason.
-bool checkGpuConfig(const KernelPlan &plan, const GpuConfig &config, std::string &why);
+/// Whether the configuration can run this attention; else the reason, streamed into
+/// the diagnostic `emitError` starts (the caller says where and for which config).
+mlir::LogicalResult checkGpuConfig(const KernelPlan &plan, const GpuConfig &config,
+                                   llvm::function_ref<mlir::InFlightDiagnostic()> emitError);
 
 /// Adds `gpu.module @attn_kernels` with the kernel of the L2 program `plan` to
 /// `target` (a module marked gpu.container_module).
-bool emitNvidiaKernel(KernelPlan &plan, const GpuConfig &config, mlir::ModuleOp target,
-                      GpuKernelInfo &info, std::string &error);
+/// Errors are emitted at the plan's attn.grid.
+mlir::LogicalResult emitNvidiaKernel(KernelPlan &plan, const GpuConfig &config,
+                                     mlir::ModuleOp target, GpuKernelInfo &info);
 
 } // namespace attune
 

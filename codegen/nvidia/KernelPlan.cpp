@@ -10,6 +10,15 @@ namespace attune {
 
 static int64_t dim(Value v, unsigned d) { return cast<MemRefType>(v.getType()).getDimSize(d); }
 
+SmallVector<func::FuncOp> KernelPlan::kernelsIn(ModuleOp module) {
+  SmallVector<func::FuncOp> kernels;
+  module.walk([&](func::FuncOp f) {
+    if (f->hasAttr("attn.kernel"))
+      kernels.push_back(f);
+  });
+  return kernels;
+}
+
 FailureOr<KernelPlan> KernelPlan::of(func::FuncOp kernel) {
   KernelPlan p;
   p.kernel = kernel;
@@ -49,10 +58,17 @@ FailureOr<KernelPlan> KernelPlan::of(func::FuncOp kernel) {
   // The tile ops.
   WalkResult walk = p.grid.walk([&](Operation *inner) -> WalkResult {
     if (auto load = dyn_cast<LoadTileOp>(inner)) {
-      if (load.getSource() == q)
+      if (load.getSource() == q) {
+        p.qLoad = load;
         p.qRope = load.getRopeAttr();
-      else if (load.getSource() == k)
+      } else if (load.getSource() == k) {
+        p.kLoad = load;
         p.kRope = load.getRopeAttr();
+      } else if (load.getSource() == v) {
+        p.vLoad = load;
+      }
+    } else if (auto store = dyn_cast<StoreTileOp>(inner)) {
+      p.oStore = store;
     } else if (auto qk = dyn_cast<QkTileOp>(inner)) {
       p.scale = qk.getScale().convertToDouble();
     } else if (auto score = dyn_cast<ScoreTileOp>(inner)) {
@@ -84,6 +100,26 @@ FailureOr<KernelPlan> KernelPlan::of(func::FuncOp kernel) {
   Block &scoreBlock = p.score().front();
   auto yield = cast<YieldOp>(scoreBlock.getTerminator());
   p.identityScore = yield.getValues().size() == 1 && yield.getValues()[0] == scoreBlock.getArgument(0);
+  if (!p.qLoad || !p.kLoad || !p.vLoad || !p.oStore)
+    return p.grid.emitError("the grid must load q, k and v tiles and store o");
+
+  // The GPU passes' decisions, when they have run.
+  p.target = p.grid->getAttrOfType<GpuTargetAttr>("gpu");
+  auto place = [](Operation *op) { return op->getAttrOfType<SharedEncodingAttr>("smem"); };
+  if (place(p.qLoad) && place(p.kLoad) && place(p.vLoad) && place(p.oStore)) {
+    SharedMemoryPlan smem;
+    smem.q = SmemBuffer::fromAttr(place(p.qLoad));
+    smem.k = SmemBuffer::fromAttr(place(p.kLoad));
+    smem.v = SmemBuffer::fromAttr(place(p.vLoad));
+    smem.o = SmemBuffer::fromAttr(place(p.oStore));
+    if (auto s = place(p.scoreTile))
+      smem.s = SmemBuffer::fromAttr(s);
+    auto bytes = p.grid->getAttrOfType<IntegerAttr>("smem_bytes");
+    if (!bytes)
+      return p.grid.emitError("tiles have shared-memory places but the grid has no smem_bytes");
+    smem.bytes = bytes.getInt();
+    p.smem = smem;
+  }
   if (Value list = p.schedule.getList()) {
     auto it = llvm::find(p.inputs, list);
     if (it == p.inputs.end())

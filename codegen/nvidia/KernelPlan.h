@@ -13,6 +13,7 @@
 #ifndef ATTUNE_CODEGEN_NVIDIA_KERNELPLAN_H
 #define ATTUNE_CODEGEN_NVIDIA_KERNELPLAN_H
 
+#include "codegen/nvidia/SharedMemoryPlan.h"
 #include "dialect/AttnOps.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -23,11 +24,15 @@
 namespace attune {
 
 struct KernelPlan {
-  mlir::func::FuncOp kernel;
-  mlir::attn::GridOp grid;
-  mlir::attn::ForKvBlocksOp schedule;
+  // Op handles are mutable: reading a region off a handle is not a const method.
+  mutable mlir::func::FuncOp kernel;
+  mutable mlir::attn::GridOp grid;
+  mutable mlir::attn::ForKvBlocksOp schedule;
   /// The PARTIAL-tile epilogue: its mask and score regions are the attention's.
-  mlir::attn::ScoreTileOp scoreTile;
+  mutable mlir::attn::ScoreTileOp scoreTile;
+  /// The tile loads and the output store (where the GPU passes put their decisions).
+  mutable mlir::attn::LoadTileOp qLoad, kLoad, vLoad;
+  mutable mlir::attn::StoreTileOp oStore;
 
   int64_t blockM = 0, blockN = 0;
   int64_t headsQ = 0, headsKv = 0, headDim = 0, headDimV = 0;
@@ -48,15 +53,24 @@ struct KernelPlan {
   std::optional<unsigned> listInput;
   int64_t listRows = 0;
 
-  mlir::Region &mask() { return scoreTile.getMask(); }
-  mlir::Region &score() { return scoreTile.getScore(); }
-  mlir::Region &ranges() { return schedule.getRanges(); }
-  mlir::Region &tileClass() { return schedule.getTileClass(); }
-  mlir::Location loc() { return grid.getLoc(); }
+  /// What attn-gpu-assign-layouts decided (#attn.gpu_target on the grid), and where
+  /// attn-gpu-plan-shared-memory put the staged tiles (#attn.shared); absent before.
+  mlir::attn::GpuTargetAttr target;
+  std::optional<SharedMemoryPlan> smem;
+
+  mlir::Region &mask() const { return scoreTile.getMask(); }
+  mlir::Region &score() const { return scoreTile.getScore(); }
+  mlir::Region &ranges() const { return schedule.getRanges(); }
+  mlir::Region &tileClass() const { return schedule.getTileClass(); }
+  mlir::Location loc() const { return grid.getLoc(); }
 
   /// The plan of `kernel` (an L2 function marked attn.kernel); on failure an error
   /// has been emitted at the op that does not fit.
   static mlir::FailureOr<KernelPlan> of(mlir::func::FuncOp kernel);
+
+  /// The L2 kernel functions (`attn.kernel`, what attn-tile builds) in `module`, in
+  /// order: what each NVIDIA pass works on.
+  static llvm::SmallVector<mlir::func::FuncOp> kernelsIn(mlir::ModuleOp module);
 };
 
 } // namespace attune

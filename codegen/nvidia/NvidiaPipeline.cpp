@@ -1,7 +1,9 @@
 //===- NvidiaPipeline.cpp - spec -> PTX through LLVM's NVPTX back end -----===//
 #include "codegen/nvidia/NvidiaPipeline.h"
-#include "codegen/nvidia/KernelPlan.h"
+#include "codegen/nvidia/KernelAbi.h"
+#include "codegen/nvidia/NvidiaPasses.h"
 
+#include "codegen/Diagnostics.h"
 #include "codegen/TensorReads.h"
 #include "dialect/AttnOps.h"
 #include "passes/Passes.h"
@@ -94,17 +96,6 @@ void lowerMathToNvvm(Operation *root) {
   }
 }
 
-struct Diagnostics {
-  std::string text;
-  ScopedDiagnosticHandler handler;
-  explicit Diagnostics(MLIRContext *ctx)
-      : handler(ctx, [this](Diagnostic &d) {
-          llvm::raw_string_ostream os(text);
-          os << d.getLocation() << ": " << d << "\n";
-          return success();
-        }) {}
-};
-
 } // namespace
 
 static void registerNvidiaTranslations(MLIRContext *ctx) {
@@ -131,44 +122,38 @@ OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, Gp
                                         std::string &error) {
   MLIRContext *ctx = l1.getContext();
   registerNvidiaTranslations(ctx);
-  Diagnostics diags(ctx);
+  DiagnosticCollector diags(ctx);
   OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
-  // L1 -> L2 with this configuration's tiles (no clean-ups after attn-tile: the
-  // lowering reads the tile ops as attn-tile wrote them).
-  PassManager tile(ctx);
-  attn::buildAnalysisPipeline(tile);
-  attn::AttnTileOptions tileOptions;
-  tileOptions.blockM = config.blockM;
-  tileOptions.blockN = config.blockN;
-  tile.addPass(attn::createAttnTile(tileOptions));
-  if (failed(tile.run(*module))) {
-    error = "tiling failed:\n" + diags.text;
+  // attn-to-nvvm, exactly as attn-opt runs it.
+  PassManager pm(ctx);
+  attn::NvvmPipelineOptions options;
+  options.arch = config.arch;
+  options.blockM = config.blockM;
+  options.blockN = config.blockN;
+  options.wgmma = config.wgmma;
+  options.packGqa = config.packGqa;
+  options.pipeline = config.pipeline;
+  attn::buildNvvmPipeline(pm, options);
+  if (failed(pm.run(*module))) {
+    error = diags.message("lowering to the kernel failed");
     return nullptr;
   }
-  func::FuncOp kernel;
-  module->walk([&](func::FuncOp f) {
-    if (f->hasAttr("attn.kernel"))
-      kernel = f;
-  });
-  if (!kernel) {
+  auto gpuModules = module->getOps<gpu::GPUModuleOp>();
+  if (gpuModules.empty()) {
     error = "the module holds no attn.attention";
     return nullptr;
   }
-  FailureOr<KernelPlan> plan = KernelPlan::of(kernel);
-  if (failed(plan)) {
-    error = "the tiled program does not fit the NVIDIA lowering:\n" + diags.text;
+  FailureOr<GpuKernelInfo> abi = readKernelAbi(*gpuModules.begin());
+  if (failed(abi)) {
+    error = "internal error: " + diags.text();
     return nullptr;
   }
-  // The kernel goes into a fresh container module; the L2 function stays behind.
-  OwningOpRef<ModuleOp> container = ModuleOp::create(kernel.getLoc());
-  if (!emitNvidiaKernel(*plan, config, *container, info, error))
-    return nullptr;
-  lowerTensorReads(*container);
-  if (failed(verify(*container))) {
-    error = "internal error: the emitted kernel does not verify:\n" + diags.text;
+  info = *abi;
+  if (failed(verify(*module))) {
+    error = "internal error: the emitted kernel does not verify:\n" + diags.text();
     return nullptr;
   }
-  return container;
+  return module;
 }
 
 /// 32-bit shared-memory pointers in the NVPTX back end. With the default 64-bit ones,
@@ -195,7 +180,7 @@ bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::
   OwningOpRef<ModuleOp> container = buildKernelModule(l1, config, result.info, error);
   if (!container)
     return false;
-  Diagnostics diags(ctx);
+  DiagnosticCollector diags(ctx);
   if (keepGpuIr) {
     llvm::raw_string_ostream os(result.gpuIr);
     container->print(os);
@@ -234,7 +219,7 @@ bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::
   toBinary.compilationTarget = "isa";
   pm.addPass(createGpuModuleToBinaryPass(toBinary));
   if (failed(pm.run(*container))) {
-    error = "lowering the kernel to PTX failed:\n" + diags.text;
+    error = "lowering the kernel to PTX failed:\n" + diags.text();
     return false;
   }
   for (auto binary : container->getOps<gpu::BinaryOp>())

@@ -13,16 +13,19 @@ int64_t BlockMap::count(char c) const { return std::count(tiles.begin(), tiles.e
 
 static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-bool computeBlockMap(mlir::attn::AttentionOp op, const std::vector<const HostTensor *> &inputs,
-                     const BlockMapQuery &qy, BlockMap &map, std::string &error) {
-  if (!op.hasBlockAnalysis()) {
-    error = "the attention has no block analysis (run attn-analyze-blocks)";
-    return false;
-  }
-  auto ranges = RegionProgram::compile(op.getKvRanges(), op, error);
-  auto classes = ranges ? RegionProgram::compile(op.getTileClass(), op, error) : nullptr;
-  if (!classes)
-    return false;
+mlir::FailureOr<BlockMap> computeBlockMap(mlir::attn::AttentionOp op,
+                                          const std::vector<const HostTensor *> &inputs,
+                                          const BlockMapQuery &qy) {
+  if (!op.hasBlockAnalysis())
+    return op.emitError("the attention has no block analysis (run attn-analyze-blocks)");
+  auto rangesOr = RegionProgram::compile(op.getKvRanges(), op);
+  if (mlir::failed(rangesOr))
+    return mlir::failure();
+  auto classesOr = RegionProgram::compile(op.getTileClass(), op);
+  if (mlir::failed(classesOr))
+    return mlir::failure();
+  RegionProgram *ranges = rangesOr->get(), *classes = classesOr->get();
+  BlockMap map;
   map.qBlocks = ceilDiv(qy.seqQ, qy.blockM);
   map.kvBlocks = ceilDiv(qy.seqKv, qy.blockN);
   map.tiles.assign(static_cast<size_t>(map.qBlocks * map.kvBlocks), ' ');
@@ -76,7 +79,7 @@ bool computeBlockMap(mlir::attn::AttentionOp op, const std::vector<const HostTen
           map.tiles[qb * map.kvBlocks + kb] = classify(qLo, qHi, kb);
     }
   }
-  return true;
+  return map;
 }
 
 } // namespace attune

@@ -9,6 +9,9 @@
 #ifndef ATTUNE_CODEGEN_REFERENCE_BLOCKMAP_H
 #define ATTUNE_CODEGEN_REFERENCE_BLOCKMAP_H
 
+#include "mlir/Support/LLVM.h"
+#include "llvm/Support/LogicalResult.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -40,8 +43,10 @@ struct BlockMap {
 
 /// `op` must have its block analysis (attn-analyze-blocks). `inputs` are the extra
 /// tensors in the op's order (needed when the analysis reads them).
-bool computeBlockMap(mlir::attn::AttentionOp op, const std::vector<const HostTensor *> &inputs,
-                     const BlockMapQuery &query, BlockMap &map, std::string &error);
+/// Errors (no analysis, a region the interpreter cannot run) are emitted at the op.
+mlir::FailureOr<BlockMap> computeBlockMap(mlir::attn::AttentionOp op,
+                                          const std::vector<const HostTensor *> &inputs,
+                                          const BlockMapQuery &query);
 
 } // namespace attune
 

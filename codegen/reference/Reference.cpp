@@ -175,56 +175,54 @@ struct RowEvaluator {
 
 } // namespace
 
-bool runReference(ModuleOp module, const AttentionArgs &args, AttentionResult &result,
-                  std::string &error, int threads) {
+FailureOr<AttentionResult> runReference(ModuleOp module, const AttentionArgs &args,
+                                        int threads) {
   func::FuncOp func;
   for (auto f : module.getOps<func::FuncOp>()) {
-    if (func) {
-      error = "the module must hold exactly one function";
-      return false;
-    }
+    if (func)
+      return f.emitError("the reference runs modules of exactly one function");
     func = f;
   }
-  if (!func || func.getBody().empty()) {
-    error = "the module holds no function with a body";
-    return false;
-  }
+  if (!func || func.getBody().empty())
+    return module.emitError("the module holds no function with a body");
   attn::AttentionOp op;
   func.walk([&](attn::AttentionOp a) { op = a; });
-  if (!op) {
-    error = "the function holds no attn.attention";
-    return false;
-  }
+  if (!op)
+    return func.emitError("the function holds no attn.attention");
   BoundCall call;
+  std::string error;
+  // Errors about the caller's arrays, not the IR: reported without a location.
   if (!bindArguments(op, args, call, error))
-    return false;
+    return emitError(UnknownLoc::get(module.getContext()), error);
 
   // q and k, possibly through attn.rope ops in the function body.
   HostTensor q = args.q, k = args.k;
-  auto applyChain = [&](Value operand, HostTensor &t, int64_t offset) -> bool {
+  auto applyChain = [&](Value operand, HostTensor &t, int64_t offset) -> LogicalResult {
     SmallVector<attn::RopeOp> chain;
     while (auto rope = operand.getDefiningOp<attn::RopeOp>()) {
       chain.push_back(rope);
       operand = rope.getInput();
     }
-    if (!isa<BlockArgument>(operand)) {
-      error = "q and k must be function arguments, possibly through attn.rope";
-      return false;
-    }
+    if (!isa<BlockArgument>(operand))
+      return op.emitError("the reference needs q and k as function arguments, possibly "
+                          "through attn.rope");
     for (auto it = chain.rbegin(); it != chain.rend(); ++it)
       applyRope(t, offset, ropeParams(*it));
-    return true;
+    return success();
   };
-  if (!applyChain(op.getQ(), q, call.qOffset) || !applyChain(op.getK(), k, call.kvOffset))
-    return false;
+  if (failed(applyChain(op.getQ(), q, call.qOffset)) ||
+      failed(applyChain(op.getK(), k, call.kvOffset)))
+    return failure();
 
-  auto mask = RegionProgram::compile(op.getMask(), op, error);
-  if (!mask)
-    return false;
-  auto score = RegionProgram::compile(op.getScore(), op, error);
-  if (!score)
-    return false;
+  auto maskOr = RegionProgram::compile(op.getMask(), op);
+  if (failed(maskOr))
+    return failure();
+  auto scoreOr = RegionProgram::compile(op.getScore(), op);
+  if (failed(scoreOr))
+    return failure();
+  RegionProgram *mask = maskOr->get(), *score = scoreOr->get();
 
+  AttentionResult result;
   result.o = HostTensor::zeros({call.batch, call.headsQ, call.seqQ, call.headDimV});
   result.lse = op.getLse() ? HostTensor::zeros({call.batch, call.headsQ, call.seqQ})
                            : HostTensor();
@@ -253,7 +251,7 @@ bool runReference(ModuleOp module, const AttentionArgs &args, AttentionResult &r
   worker(0);
   for (auto &th : pool)
     th.join();
-  return true;
+  return result;
 }
 
 } // namespace attune

@@ -10,6 +10,9 @@
 
 #include "codegen/Arguments.h"
 
+#include "mlir/Support/LLVM.h"
+#include "llvm/Support/LogicalResult.h"
+
 namespace mlir {
 class ModuleOp;
 }
@@ -21,10 +24,10 @@ struct AttentionResult {
   HostTensor lse;  // [B, Hq, Sq] natural log; -inf for rows with no allowed key
 };
 
-/// Runs the single function of `module`. Fails with a message on bad arguments or
-/// IR the reference cannot evaluate.
-bool runReference(mlir::ModuleOp module, const AttentionArgs &args,
-                  AttentionResult &result, std::string &error, int threads = 0);
+/// Runs the single function of `module`. Fails with an error at the op the reference
+/// cannot evaluate, or (without a location) on arguments that do not fit the function.
+mlir::FailureOr<AttentionResult> runReference(mlir::ModuleOp module, const AttentionArgs &args,
+                                              int threads = 0);
 
 /// Applies rotary embedding to a [B, H, S, D] tensor at positions row + offset,
 /// with the parameters of an attn.rope op.

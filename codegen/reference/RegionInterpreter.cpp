@@ -126,14 +126,11 @@ unsigned RegionProgram::numArgs() const { return impl->numArgs; }
 unsigned RegionProgram::numResults() const { return impl->results.size(); }
 unsigned RegionProgram::numSlots() const { return impl->numSlots; }
 
-std::unique_ptr<RegionProgram> RegionProgram::compile(Region &region,
-                                                      attn::AttentionOp attention,
-                                                      std::string &error) {
+FailureOr<std::unique_ptr<RegionProgram>> RegionProgram::compile(Region &region,
+                                                                 attn::AttentionOp attention) {
   auto impl = std::make_unique<Impl>();
-  if (region.empty() || !region.hasOneBlock()) {
-    error = "region must have exactly one block";
-    return nullptr;
-  }
+  if (region.empty() || !region.hasOneBlock())
+    return attention.emitError("the reference evaluates regions of exactly one block");
   Block &block = region.front();
   llvm::DenseMap<Value, uint32_t> slots;
   auto slotOf = [&](Value v) {
@@ -148,7 +145,7 @@ std::unique_ptr<RegionProgram> RegionProgram::compile(Region &region,
 
   auto tensorIndex = [&](Value t) { return attention.getInputIndex(t); };
   // Constants defined above the region (hoisted there by canonicalization).
-  std::string failureFromAbove;
+  Operation *usesValueFromAbove = nullptr;
   region.walk([&](Operation *inner) {
     for (Value operand : inner->getOperands()) {
       Operation *def = operand.getDefiningOp();
@@ -160,7 +157,7 @@ std::unique_ptr<RegionProgram> RegionProgram::compile(Region &region,
         continue;
       auto c = def ? dyn_cast<arith::ConstantOp>(def) : arith::ConstantOp();
       if (!c) {
-        failureFromAbove = "a region uses a value defined outside it";
+        usesValueFromAbove = inner;
         continue;
       }
       Instr in;
@@ -174,11 +171,9 @@ std::unique_ptr<RegionProgram> RegionProgram::compile(Region &region,
       impl->code.push_back(std::move(in));
     }
   });
-  if (!failureFromAbove.empty()) {
-    error = failureFromAbove;
-    return nullptr;
-  }
-  std::string failure;
+  if (usesValueFromAbove)
+    return usesValueFromAbove->emitError(
+        "the reference evaluates regions that use no value from outside them but constants");
   for (Operation &op : block.getOperations()) {
     if (auto yield = dyn_cast<attn::YieldOp>(op)) {
       for (Value v : yield.getValues())
@@ -371,17 +366,11 @@ std::unique_ptr<RegionProgram> RegionProgram::compile(Region &region,
           in.tensors[0] = tensorIndex(o.getTensor());
         })
         .Default([&](Operation *) { known = false; });
-    if (!known) {
-      std::string loc;
-      llvm::raw_string_ostream os(loc);
-      op.getLoc().print(os);
-      error = "the reference cannot evaluate '" + op.getName().getStringRef().str() +
-              "' (at " + loc + ")";
-      return nullptr;
-    }
+    if (!known)
+      return op.emitError("the reference cannot evaluate '") << op.getName() << "'";
     impl->code.push_back(std::move(in));
   }
-  return std::unique_ptr<RegionProgram>(new RegionProgram(std::move(impl)));
+  return {std::unique_ptr<RegionProgram>(new RegionProgram(std::move(impl)))};
 }
 
 void RegionProgram::run(const Slot *args, const std::vector<const HostTensor *> &tensors,

@@ -9,6 +9,9 @@
 #ifndef ATTUNE_CODEGEN_REFERENCE_REGIONINTERPRETER_H
 #define ATTUNE_CODEGEN_REFERENCE_REGIONINTERPRETER_H
 
+#include "mlir/Support/LLVM.h"
+#include "llvm/Support/LogicalResult.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -33,11 +36,10 @@ union Slot {
 class RegionProgram {
 public:
   /// Compiles `region` of `op`. Tensors the region reads must be extra inputs of
-  /// `op`; they are passed to run() in the op's input order. Fails (with the op's
-  /// location) on an op the interpreter does not know.
-  static std::unique_ptr<RegionProgram> compile(mlir::Region &region,
-                                                mlir::attn::AttentionOp op,
-                                                std::string &error);
+  /// `op`; they are passed to run() in the op's input order. Fails with an error at
+  /// the op the interpreter does not know (or at `op` for a malformed region).
+  static mlir::FailureOr<std::unique_ptr<RegionProgram>> compile(mlir::Region &region,
+                                                                 mlir::attn::AttentionOp op);
   ~RegionProgram();
 
   unsigned numArgs() const;

@@ -6,6 +6,7 @@
 // mask of the unexpanded spec (named patterns evaluated by their formulas).
 //
 //===----------------------------------------------------------------------===//
+#include "codegen/Diagnostics.h"
 #include "codegen/reference/BlockMap.h"
 #include "codegen/reference/RegionInterpreter.h"
 #include "codegen/Arguments.h"
@@ -118,9 +119,10 @@ TEST(BlockAnalysis, SkippedAndFullTilesAreExact) {
     ASSERT_TRUE(module) << err.str();
     mlir::attn::AttentionOp original;
     module->walk([&](mlir::attn::AttentionOp op) { original = op; });
-    std::string error;
-    auto mask = RegionProgram::compile(original.getMask(), original, error);
-    ASSERT_TRUE(mask) << error;
+    DiagnosticCollector diags(&ctx);
+    auto maskOr = RegionProgram::compile(original.getMask(), original);
+    ASSERT_TRUE(mlir::succeeded(maskOr)) << diags.text();
+    RegionProgram *mask = maskOr->get();
 
     mlir::OwningOpRef<mlir::ModuleOp> analyzed(mlir::cast<mlir::ModuleOp>((*module)->clone()));
     mlir::PassManager pm(&ctx);
@@ -145,8 +147,9 @@ TEST(BlockAnalysis, SkippedAndFullTilesAreExact) {
       std::vector<const HostTensor *> inputs;
       for (const HostTensor &t : storage)
         inputs.push_back(&t);
-      BlockMap map;
-      ASSERT_TRUE(computeBlockMap(op, inputs, q, map, error)) << error;
+      auto mapOr = computeBlockMap(op, inputs, q);
+      ASSERT_TRUE(mlir::succeeded(mapOr)) << diags.text();
+      BlockMap &map = *mapOr;
 
       std::vector<Slot> scratch(mask->numSlots() + 1);
       for (int64_t qb = 0; qb < map.qBlocks; ++qb)
@@ -208,9 +211,9 @@ TEST(BlockAnalysis, AffineMasksVisitNoEmptyTile) {
         q.seqQ = q.seqKv = s;
         q.blockM = bm;
         q.blockN = bn;
-        BlockMap map;
-        std::string error;
-        ASSERT_TRUE(computeBlockMap(op, {}, q, map, error)) << error;
+        auto mapOr = computeBlockMap(op, {}, q);
+        ASSERT_TRUE(mlir::succeeded(mapOr));
+        BlockMap &map = *mapOr;
         EXPECT_EQ(map.count('e'), 0) << text << " S=" << s << " tile " << bm << "x" << bn;
         if (std::string(text).find("sinks") == std::string::npos &&
             std::string(text).find("sliding") == std::string::npos) {

@@ -142,9 +142,12 @@ TEST(Expr, PrecedenceIsLoosestFirst) {
   auto neg = parseAndCheck("-q // 2");
   ASSERT_TRUE(neg.tree);
   EXPECT_EQ(print(*neg.tree), "(-q // 2)");
-  auto negs = parseAndCheck("- -(-q) * !!(kv < 1) + -(2 - q)");
+  auto negs = parseAndCheck("- -(-q) * 2 + -(2 - q)");
   ASSERT_TRUE(negs.tree);
-  EXPECT_EQ(print(*negs.tree), "((--q * !!(kv < 1)) + -(2 - q))");
+  EXPECT_EQ(print(*negs.tree), "((---q * 2) + -(2 - q))");
+  auto nots = parseAndCheck("!!(kv < 1) && !(-q < 0)");
+  ASSERT_TRUE(nots.tree);
+  EXPECT_EQ(print(*nots.tree), "(!!(kv < 1) && !(-q < 0))");
   auto chain = parseAndCheck("0 <= q - kv < w");
   ASSERT_TRUE(chain.tree);
   EXPECT_EQ(print(*chain.tree), "(0 <= (q - kv) < w)");

@@ -12,6 +12,7 @@
 // ATTUNE_TEST_SEED=<n> reproduces it.
 //
 //===----------------------------------------------------------------------===//
+#include "codegen/Diagnostics.h"
 #include "codegen/reference/Reference.h"
 #include "specs/Importer.h"
 
@@ -539,12 +540,13 @@ Stats runCase(Case c, const Model &m, Rng &rng) {
   args.inputs = c.inputs;
   args.qOffset = c.qOffArg;
   args.kvOffset = c.kvOffArg;
-  attune::AttentionResult res;
-  std::string error;
-  if (!attune::runReference(*module, args, res, error)) {
-    ADD_FAILURE() << "runReference failed: " << error;
+  attune::DiagnosticCollector diags(module->getContext());
+  mlir::FailureOr<attune::AttentionResult> ran = attune::runReference(*module, args);
+  if (mlir::failed(ran)) {
+    ADD_FAILURE() << "runReference failed: " << diags.text();
     return st;
   }
+  attune::AttentionResult &res = *ran;
 
   // --- the model, dense, in double ---
   double scale = c.spec.contains("scale") ? c.spec["scale"].get<double>()

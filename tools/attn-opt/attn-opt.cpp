@@ -1,8 +1,12 @@
 //===- attn-opt.cpp - mlir-opt with the attn dialect and passes -----------===//
 #include "dialect/AttnOps.h"
 #include "codegen/host/HostPasses.h"
+#include "codegen/nvidia/NvidiaPasses.h"
 #include "passes/Passes.h"
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -16,11 +20,13 @@ int main(int argc, char **argv) {
   mlir::registerLoopInvariantCodeMotionPass();
   mlir::attn::registerAttnPipelines();
   mlir::attn::registerAttnHostPasses();
+  mlir::attn::registerAttnNvidiaPipeline();
   mlir::DialectRegistry registry;
   registry.insert<mlir::attn::AttnDialect, mlir::func::FuncDialect,
                   mlir::arith::ArithDialect, mlir::math::MathDialect,
                   mlir::tensor::TensorDialect, mlir::scf::SCFDialect,
-                  mlir::memref::MemRefDialect>();
+                  mlir::memref::MemRefDialect, mlir::gpu::GPUDialect,
+                  mlir::NVVM::NVVMDialect, mlir::LLVM::LLVMDialect>();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "Attune optimizer driver\n", registry));
 }

@@ -251,7 +251,12 @@ static int emitOne(const CompileRequest &req, const std::string &what) {
   std::string error;
   if (!compileToPtx(*spec.module, v.config, v.kernel, error, /*keepGpuIr=*/what == "gpu-ir"))
     throw Failure{"variant " + v.config.name() + ": " + error};
-  llvm::outs() << (what == "gpu-ir" ? v.kernel.gpuIr : v.kernel.ptx);
+  // gpu-ir ends as mlir-opt's output does (the module, then a newline), so it is
+  // byte-for-byte what `attn-opt -attn-to-nvvm` prints for the config.
+  if (what == "gpu-ir")
+    llvm::outs() << v.kernel.gpuIr << "\n";
+  else
+    llvm::outs() << v.kernel.ptx;
   return 0;
 }
 

@@ -2,6 +2,7 @@
 #include "tools/attnc/Driver.h"
 
 #include "codegen/Arguments.h"
+#include "codegen/Diagnostics.h"
 #include "codegen/reference/BlockMap.h"
 #include "codegen/reference/RegionInterpreter.h"
 #include "dialect/AttnOps.h"
@@ -56,10 +57,11 @@ static void printSummary(const LoadedSpec &spec, llvm::raw_ostream &os) {
 /// Fraction of (i, j) pairs the mask allows, for the given batch and head.
 static double density(mlir::attn::AttentionOp op, const std::vector<const HostTensor *> &inputs,
                       const BlockMapQuery &q) {
-  std::string error;
-  auto mask = RegionProgram::compile(op.getMask(), op, error);
-  if (!mask)
+  DiagnosticCollector quiet(op.getContext()); // the density is optional: no message
+  auto maskOr = RegionProgram::compile(op.getMask(), op);
+  if (mlir::failed(maskOr))
     return -1.0;
+  RegionProgram *mask = maskOr->get();
   std::vector<Slot> scratch(mask->numSlots() + 1);
   Slot args[8], out;
   args[0].i = q.batch;
@@ -199,10 +201,11 @@ int cmdExplain(int argc, char **argv) {
     inputs.push_back(&it->second);
   }
 
-  BlockMap map;
-  std::string error;
-  if (!computeBlockMap(op, inputs, query, map, error))
-    throw Failure{error};
+  DiagnosticCollector diags(op.getContext());
+  mlir::FailureOr<BlockMap> mapOr = computeBlockMap(op, inputs, query);
+  if (mlir::failed(mapOr))
+    throw Failure{diags.message("the block map failed")};
+  BlockMap &map = *mapOr;
   if (opts.flag("show-analysis")) {
     llvm::outs() << "block analysis:\n";
     op->print(llvm::outs());

@@ -2,6 +2,7 @@
 #include "tools/attnc/Driver.h"
 
 #include "codegen/Arguments.h"
+#include "codegen/Diagnostics.h"
 #include "codegen/host/HostJit.h"
 #include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/reference/Reference.h"
@@ -168,8 +169,11 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
                        std::optional<int64_t> splits, AttentionResult &result) {
   std::string error;
   if (backend == "reference") {
-    if (!runReference(*spec.module, args, result, error, threads))
-      throw Failure{error};
+    DiagnosticCollector diags(spec.module->getContext());
+    mlir::FailureOr<AttentionResult> ref = runReference(*spec.module, args, threads);
+    if (mlir::failed(ref))
+      throw Failure{diags.message("the reference failed")};
+    result = std::move(*ref);
   } else if (backend == "gpu") {
     // The same argument checks as the other back ends before the GPU is looked for.
     mlir::attn::AttentionOp op;
@@ -197,14 +201,17 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
     options.blockM = blockM;
     options.blockN = blockN;
     HostCompileStats stats;
-    auto kernel = HostKernel::compile(*spec.module, options, error, &stats);
-    if (!kernel)
-      throw Failure{error};
+    DiagnosticCollector diags(spec.module->getContext());
+    auto kernel = HostKernel::compile(*spec.module, options, &stats);
+    if (mlir::failed(kernel))
+      throw Failure{diags.message("compiling for the host failed")};
     if (opts.flag("timing"))
       llvm::errs() << "attnc run: compile " << stats.pipelineSeconds << " s (passes) + "
                    << stats.jitSeconds << " s (LLVM JIT)\n";
-    if (!kernel->run(args, result, error))
-      throw Failure{error};
+    mlir::FailureOr<AttentionResult> ran = (*kernel)->run(args);
+    if (mlir::failed(ran))
+      throw Failure{diags.message("the host kernel failed")};
+    result = std::move(*ran);
   }
 }
 
