@@ -2,6 +2,8 @@
 #include "codegen/bundle/BundleWriter.h"
 
 #include "Json.h"
+#include "codegen/nvidia/PtxLint.h"
+#include "specs/SpecHash.h"
 
 #include <nlohmann/json.hpp>
 
@@ -94,6 +96,13 @@ bool runPtxas(const std::string &ptxas, const std::string &ptx, const std::strin
   }
   if (std::regex_search(section, m, std::regex(R"((\d+) bytes smem)")))
     report.smemStatic = std::stoi(m[1]);
+  // Warnings, and the coded diagnostics ptxas prints as info: "(C7511) Potential
+  // Performance Loss: wgmma.mma_async instructions are serialized ...".
+  std::stringstream lines(report.log);
+  std::regex warning(R"(^ptxas\s+(warning\s*:\s*(.*)|info\s*:\s*(\(C\d+\).*))$)");
+  for (std::string line; std::getline(lines, line);)
+    if (std::regex_search(line, m, warning))
+      report.warnings.push_back(m[2].matched ? m[2].str() : m[3].str());
   return true;
 }
 
@@ -202,6 +211,7 @@ rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
       report.stackFrame = v.ptxas->stackFrame;
       report.smemStatic = v.ptxas->smemStatic;
       out.ptxas = report;
+      out.ptxasWarnings = v.ptxas->warnings;
     }
     m.variants.push_back(std::move(out));
   }
@@ -217,6 +227,15 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
   if (ec) {
     error = "cannot create '" + dir + "': " + ec.message();
     return false;
+  }
+  for (const BundleVariant &v : variants) {
+    std::vector<std::string> issues = lintWgmmaRegisters(v.kernel.ptx);
+    if (!issues.empty()) {
+      error = "variant " + v.config.name() + ": the PTX breaks the wgmma register discipline:";
+      for (const std::string &i : issues)
+        error += "\n  " + i;
+      return false;
+    }
   }
   std::string ptxas = assemble ? findPtxas() : "";
   // Assemble first: the default of each arch becomes the first variant that does not

@@ -27,6 +27,10 @@ struct PtxasReport {
   int stackFrame = 0;
   int smemStatic = 0;
   std::string log;
+  /// ptxas's warnings for the module ("ptxas warning : ..." lines and the coded
+  /// "ptxas info : (C7511) ..." diagnostics, prefix dropped), e.g. that
+  /// wgmma.mma_async instructions are serialized.
+  std::vector<std::string> warnings;
 };
 
 /// The ptxas executable, or "" when there is none.
@@ -59,7 +63,8 @@ rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
 /// nlohmann's tree as the runtime's value (numbers kept exactly).
 rt::Json toRuntimeJson(const nlohmann::json &j);
 
-/// Writes `dir` (created if needed). `spec` is the spec as given.
+/// Writes `dir` (created if needed). `spec` is the spec as given. Every variant's PTX
+/// must pass the wgmma register lint (PtxLint.h) first.
 bool writeBundle(const std::string &dir, const nlohmann::json &spec, const SpecInfo &info,
                  std::vector<BundleVariant> &variants, bool assemble, std::string &error);
 

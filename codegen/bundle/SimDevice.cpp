@@ -93,7 +93,7 @@ void SimDevice::launch(const rt::Manifest &m, const rt::Launch &l) {
     if (p.type == rt::ParamType::Ptr) {
       a.pointer = true;
       a.ptr = reinterpret_cast<void *>(uintptr_t(slot));
-      a.bytes = l.bytes[i];
+      a.bytes = int64_t(l.bytes[i]);
       if (p.name == "o")
         oParam = int(i);
     } else if (p.type == rt::ParamType::I32) {
@@ -293,7 +293,60 @@ int32_t apiDtype(rt::DType t) {
 
 } // namespace
 
-SimCall::SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse) : m_(m) {
+namespace {
+/// A [B, H, S, D] tensor in device memory as SimLayout says: element strides and the
+/// size in elements, gaps included (no stride is 0, as in PyTorch).
+struct Strided {
+  int64_t b = 0, h = 0, s = 0, elements = 0;
+  Strided(const SimLayout &l, const std::vector<int64_t> &shape) {
+    int64_t B = shape[0], H = std::max<int64_t>(shape[1], 1), S = std::max<int64_t>(shape[2], 1),
+            D = shape[3];
+    if (l.bshd) {
+      h = D + l.pad;
+      s = H * h + l.pad;
+      b = S * s + l.pad;
+    } else {
+      s = D + l.pad;
+      h = S * s + l.pad;
+      b = H * h + l.pad;
+    }
+    elements = B * b;
+  }
+  int64_t at(int64_t bi, int64_t hi, int64_t si, int64_t di) const {
+    return bi * b + hi * h + si * s + di;
+  }
+};
+constexpr uint16_t kGap = 0x7fbf; // a NaN bf16 and fp16 no kernel computes
+
+/// `t` ([B, H, S, D], contiguous) into a buffer laid out as `l`, gaps kGap.
+std::vector<uint16_t> layOut(const std::vector<uint16_t> &t, const std::vector<int64_t> &shape,
+                             const Strided &l) {
+  std::vector<uint16_t> out(size_t(l.elements), kGap);
+  int64_t H = shape[1], S = shape[2], D = shape[3];
+  for (size_t i = 0; i < t.size(); ++i) {
+    int64_t n = int64_t(i), d = n % D, s = n / D % S, h = n / D / S % H, b = n / D / S / H;
+    out[size_t(l.at(b, h, s, d))] = t[i];
+  }
+  return out;
+}
+
+attn_tensor describeStrided(const void *data, int32_t dtype, const std::vector<int64_t> &shape,
+                            const Strided &l) {
+  attn_tensor t = describe(data, dtype, shape);
+  t.strides[0] = l.b;
+  t.strides[1] = l.h;
+  t.strides[2] = l.s;
+  t.strides[3] = 1;
+  return t;
+}
+} // namespace
+
+SimCall::SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse,
+                 const SimLayout &layout)
+    : m_(m) {
+  if (layout.pad < 0)
+    throw cu::CudaError("gpu-sim: the layout's padding must not be negative (got " +
+                        std::to_string(layout.pad) + ")");
   bool f16 = m.dtype == rt::DType::FP16;
   if (m.dtype == rt::DType::F32)
     throw cu::CudaError("gpu-sim: the kernels take bf16 or fp16 (the spec's dtype is f32)");
@@ -303,19 +356,28 @@ SimCall::SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse)
       out[i] = f16 ? half::toF16(float(t.data[i])) : half::toBf16(float(t.data[i]));
     return out;
   };
-  q_ = toHalf(args.q);
-  k_ = toHalf(args.k);
-  v_ = toHalf(args.v);
   int32_t dt = apiDtype(m.dtype);
-  call_.q = describe(q_.data(), dt, args.q.shape);
-  call_.k = describe(k_.data(), dt, args.k.shape);
-  call_.v = describe(v_.data(), dt, args.v.shape);
+  // Tensors that are not [B, H, S, D] stay contiguous: the runtime refuses their rank.
+  auto place = [&](const HostTensor &t, std::vector<uint16_t> &buf) {
+    buf = toHalf(t);
+    if (t.shape.size() != 4)
+      return describe(buf.data(), dt, t.shape);
+    Strided l(layout, t.shape);
+    buf = layOut(buf, t.shape, l);
+    return describeStrided(buf.data(), dt, t.shape, l);
+  };
+  call_.q = place(args.q, q_);
+  call_.k = place(args.k, k_);
+  call_.v = place(args.v, v_);
   oShape_ = {args.q.shape.size() == 4 ? args.q.shape[0] : 0, m.headsQ,
              args.q.shape.size() == 4 ? args.q.shape[2] : 0, m.headDimV};
   size_t rows = size_t(oShape_[0] * oShape_[1] * oShape_[2]);
-  // NaN-filled, so that an element no kernel wrote shows.
-  o_.assign(rows * size_t(m.headDimV), f16 ? 0x7e00 : 0x7fc0);
-  call_.o = describe(o_.data(), dt, oShape_);
+  // NaN-filled, so that an element no kernel wrote shows; gaps kGap.
+  std::vector<uint16_t> nan(rows * size_t(m.headDimV), f16 ? 0x7e00 : 0x7fc0);
+  Strided ol(layout, oShape_);
+  o_ = layOut(nan, oShape_, ol);
+  oStrides_ = {ol.b, ol.h, ol.s};
+  call_.o = describeStrided(o_.data(), dt, oShape_, ol);
   if (wantLse) {
     lse_.assign(rows, NAN);
     call_.lse = describe(lse_.data(), ATTN_F32, {oShape_[0], oShape_[1], oShape_[2]});
@@ -356,8 +418,22 @@ SimCall::SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse)
 HostTensor SimCall::o() const {
   HostTensor t = HostTensor::zeros(oShape_);
   bool f16 = m_.dtype == rt::DType::FP16;
-  for (size_t i = 0; i < o_.size(); ++i)
-    t.data[i] = f16 ? half::fromF16(o_[i]) : half::fromBf16(o_[i]);
+  std::vector<char> isElement(o_.size(), 0);
+  size_t i = 0;
+  for (int64_t b = 0; b < oShape_[0]; ++b)
+    for (int64_t h = 0; h < oShape_[1]; ++h)
+      for (int64_t s = 0; s < oShape_[2]; ++s)
+        for (int64_t d = 0; d < oShape_[3]; ++d, ++i) {
+          size_t at = size_t(b * oStrides_[0] + h * oStrides_[1] + s * oStrides_[2] + d);
+          isElement[at] = 1;
+          t.data[i] = f16 ? half::fromF16(o_[at]) : half::fromBf16(o_[at]);
+        }
+  for (size_t at = 0; at < o_.size(); ++at)
+    if (!isElement[at] && o_[at] != kGap)
+      throw cu::CudaError("gpu-sim: the kernel wrote element " + std::to_string(at) +
+                          " of o's buffer, a gap between its rows (strides b " +
+                          std::to_string(oStrides_[0]) + ", h " + std::to_string(oStrides_[1]) +
+                          ", s " + std::to_string(oStrides_[2]) + ")");
   return t;
 }
 
@@ -369,7 +445,8 @@ HostTensor SimCall::lse() const {
 
 bool runGpuSimulation(ModuleOp l1, const nlohmann::json *spec, const SpecInfo &info,
                       const GpuConfig &config, const AttentionArgs &args,
-                      AttentionResult &result, std::string &error, int64_t numSplits) {
+                      AttentionResult &result, std::string &error, int64_t numSplits,
+                      const SimLayout &layout) {
   if (numSplits < 1) {
     error = "num_splits must be at least 1 (got " + std::to_string(numSplits) + ")";
     return false;
@@ -388,7 +465,7 @@ bool runGpuSimulation(ModuleOp l1, const nlohmann::json *spec, const SpecInfo &i
   if (!bundle)
     return false;
   try {
-    SimCall sim(bundle->manifest(), args, bundle->manifest().hasLse);
+    SimCall sim(bundle->manifest(), args, bundle->manifest().hasLse, layout);
     attn_call &call = sim.call();
     std::string variant = config.name();
     call.variant = variant.c_str();

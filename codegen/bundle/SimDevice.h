@@ -28,6 +28,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -80,21 +81,36 @@ std::unique_ptr<rt::Bundle> buildSimBundle(mlir::ModuleOp l1, const nlohmann::js
                                            const std::map<std::string, HostTensor> &inputs,
                                            std::string &error);
 
+/// How gpu-sim lays q, k, v and o out in device memory (attnc run --layout, --pad):
+/// `bshd` puts the sequence outside the heads (the strides of a [B, S, H, D] tensor
+/// seen as [B, H, S, D], as torch's q.transpose(1, 2) is); `pad` adds that many
+/// elements after every row, head and batch, so that no stride follows from the
+/// shape. The gaps are filled with a sentinel, and a kernel that writes o's gaps fails.
+struct SimLayout {
+  bool bshd = false;
+  int64_t pad = 0;
+};
+
 /// The NVIDIA back end end to end on the simulator: the kernel for `config`, launched
-/// through the runtime's binding on a SimDevice with q/k/v rounded to the GPU dtype;
-/// returns o (as floats) and lse. numSplits is the call's num_splits (split-KV).
+/// through the runtime's binding on a SimDevice with q/k/v rounded to the GPU dtype and
+/// laid out as `layout` says; returns o (as floats) and lse. numSplits is the call's
+/// num_splits (split-KV).
 bool runGpuSimulation(mlir::ModuleOp l1, const nlohmann::json *spec, const SpecInfo &info,
                       const GpuConfig &config, const AttentionArgs &args,
-                      AttentionResult &result, std::string &error, int64_t numSplits = 1);
+                      AttentionResult &result, std::string &error, int64_t numSplits = 1,
+                      const SimLayout &layout = {});
 
 /// Host tensors in the bundle's storage types behind one attn_call (what an
 /// application's device tensors are on a GPU).
 class SimCall {
 public:
-  /// q, k, v and inputs converted (16-bit q/k/v, i32/f32 inputs), o NaN-filled and,
-  /// with `wantLse`, lse too, so that an element no kernel wrote shows.
-  SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse);
+  /// q, k, v and inputs converted (16-bit q/k/v, i32/f32 inputs) and laid out as
+  /// `layout` says, o NaN-filled and, with `wantLse`, lse too, so that an element no
+  /// kernel wrote shows.
+  SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse,
+          const SimLayout &layout = {});
   attn_call &call() { return call_; }
+  /// o as floats; throws when a kernel wrote into the gaps between o's rows.
   HostTensor o() const;
   HostTensor lse() const;
 
@@ -107,6 +123,7 @@ private:
   std::vector<const char *> namePtrs_;
   std::vector<attn_tensor> inputTensors_;
   std::vector<int64_t> oShape_;
+  std::array<int64_t, 3> oStrides_{};
   attn_call call_{};
 };
 

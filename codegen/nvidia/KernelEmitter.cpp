@@ -211,10 +211,34 @@ private:
   Value descriptor(Value byteOffset, int64_t leadingBytes, int64_t strideBytes);
   SmallVector<Acc> wgmma(SmallVector<Acc> acc, Value aDesc, ArrayRef<Value> aRegs, Value bDesc,
                          bool accumulate, bool transposeB);
-  /// Issue and commit; with `wait` also wait for the group (else the caller does).
+  /// Issue and commit; with `wait` also wait for the group (else the caller does, by
+  /// wgmmaWait with the same accumulators and P fragments).
   SmallVector<Acc> wgmmaScores(Value stage, bool wait = true);
-  void wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage,
+  /// `pFrag` is replaced by its fenced registers (what the wgmmas read).
+  void wgmmaPv(SmallVector<Acc> &o, SmallVector<std::array<Value, 4>> &pFrag, Value stage,
                bool wait = true);
+  /// CUTLASS's warpgroup_fence_operand: an empty asm that reads and rewrites the
+  /// register ("+f" / "+r" as a tied "=f,0" / "=r,0") with side effects. LLVM keeps
+  /// side-effecting asm and the wgmma intrinsics in order, so an access of an
+  /// accumulator or A register cannot move across the wgmma.fence, commit or wait it
+  /// is fenced next to: producers stay before the fence, consumers after the wait, and
+  /// A registers stay live (not reused) until the wait.
+  Value fenceOperand(Value v);
+  /// Accumulator tiles and A fragments alike (both are arrays of 4 registers).
+  void fenceOperands(SmallVector<Acc> &regs) {
+    for (Acc &r : regs)
+      for (Value &x : r)
+        x = fenceOperand(x);
+  }
+  /// wgmma.wait_group 0, then the operand fences of what it retires: the accumulators
+  /// (whose fenced values the caller uses from here on) and the A registers.
+  void wgmmaWait(ArrayRef<SmallVector<Acc> *> accs, SmallVector<std::array<Value, 4>> *aRegs) {
+    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+    for (SmallVector<Acc> *a : accs)
+      fenceOperands(*a);
+    if (aRegs)
+      fenceOperands(*aRegs);
+  }
   void mmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage);
   /// Whether the tile at kvLo of class `cls` runs the masked epilogue (the test
   /// scoreTile branches on): the tiles where some P is 0 by the mask.
@@ -503,16 +527,29 @@ SmallVector<Acc> KernelEmitter::wgmmaScores(Value stage, bool wait) {
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   if (wait)
-    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+    wgmmaWait({&s}, nullptr);
   return s;
+}
+
+Value KernelEmitter::fenceOperand(Value v) {
+  auto call = LLVM::InlineAsmOp::create(b, loc, v.getType(), ValueRange{v}, "",
+                                        v.getType().isF32() ? "=f,0" : "=r,0",
+                                        /*has_side_effects=*/true, /*is_align_stack=*/false,
+                                        LLVM::tailcallkind::TailCallKind::None,
+                                        /*asm_dialect=*/LLVM::AsmDialectAttr(),
+                                        /*operand_attrs=*/ArrayAttr());
+  return call.getRes();
 }
 
 /// O += P V: P from registers, V (keys by dv, dv contiguous) as an MN-major B:
 /// 8-key groups one atom (8 rows) apart (stride offset), slabs bn rows apart
 /// (leading offset); a 16-key step is two groups.
-void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> pFrag, Value stage,
-                            bool wait) {
+void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, SmallVector<std::array<Value, 4>> &pFrag,
+                            Value stage, bool wait) {
   Value vOff = add(c32(offV), mul(stage, c32(vStageBytes)));
+  // O (rescaled) and P are written before the wgmma.fence, never after it.
+  fenceOperands(o);
+  fenceOperands(pFrag);
   NVVM::WgmmaFenceAlignedOp::create(b, loc);
   for (int64_t kk = 0; kk < bn / 16; ++kk) {
     Value bDesc = descriptor(add(vOff, c32(kk * 16 * rowBytes)), bn * rowBytes, 8 * rowBytes);
@@ -520,7 +557,7 @@ void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, ArrayRef<std::array<Value, 4>> 
   }
   NVVM::WgmmaGroupSyncAlignedOp::create(b, loc);
   if (wait)
-    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+    wgmmaWait({&o}, &pFrag);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1216,7 +1253,7 @@ void KernelEmitter::emitPipelinedLoop() {
     guardNonFiniteValues(o, s, parity, tileIsMasked(kvLo, cls));
     SmallVector<std::array<Value, 4>> pFrag = pFragments(s);
     wgmmaPv(o, pFrag, parity, /*wait=*/false);
-    NVVM::WgmmaWaitGroupSyncOp::create(b, loc, 0);
+    wgmmaWait({&sNext, &o}, &pFrag);
     // Every warpgroup is done with K(j+1) and V(j) before the next tile's copies.
     NVVM::Barrier0Op::create(b, loc);
     SmallVector<Value> yield{valid1, kb1, cls1, third.valid, third.kb, third.cls, third.a,

@@ -14,9 +14,11 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -131,6 +133,17 @@ std::pair<unsigned, Type> fieldAt(Type t, ArrayRef<int64_t> pos) {
   return {off, t};
 }
 
+unsigned byteSize(Type t);
+/// The element size of a scalar or vector type (for messages).
+unsigned eltBytesOf(Type t) {
+  if (auto v = dyn_cast<VectorType>(t))
+    return byteSize(v.getElementType());
+  return byteSize(t);
+}
+/// The alignment LLVM assumes of an access with no explicit one: the type's size
+/// (NVPTX aligns scalars and vectors of 2, 4, 8, 16 bytes to their size).
+unsigned naturalAlign(Type t);
+
 unsigned byteSize(Type t) {
   if (auto v = dyn_cast<VectorType>(t))
     return unsigned(v.getNumElements()) * byteSize(v.getElementType());
@@ -142,9 +155,91 @@ unsigned byteSize(Type t) {
   return bits < 8 ? 1 : bits / 8;
 }
 
+unsigned naturalAlign(Type t) {
+  unsigned n = byteSize(t);
+  return (n & (n - 1)) == 0 ? n : eltBytesOf(t);
+}
+
 bool isShared(Type t) {
   auto p = dyn_cast<LLVM::LLVMPointerType>(t);
   return p && p.getAddressSpace() == 3;
+}
+
+//===----------------------------------------------------------------------===//
+// PTX's approximate f32 transcendentals
+//===----------------------------------------------------------------------===//
+// On the GPU, f32 math.exp2/log2/sin/cos become ex2/lg2/sin/cos.approx.ftz.f32 and
+// exp, log and tanh are built from them (lowerMathToNvvm in NvidiaPipeline.cpp; the
+// formulas below follow it and must change with it). The simulator models what these
+// instructions do differently from libm: .ftz flushes subnormal inputs and results to
+// a zero of the same sign; the special values are the instructions' own (ex2(-inf) =
+// +0, lg2(+-0) = -inf, lg2(x < 0) = NaN, sin/cos(+-inf) = NaN); sin and cos see the
+// argument the way the hardware reduces it (x times 1/(2 pi), rounded toward zero to
+// f32, in turns), so large arguments lose accuracy as on the device; and every other
+// result carries an error at the documented bound, its sign alternating with the
+// input's last mantissa bit, so that a kernel that needs exact transcendentals fails
+// here rather than on the device.
+
+/// .ftz: a subnormal is a zero of the same sign.
+float ftz(float x) { return std::fpclassify(x) == FP_SUBNORMAL ? std::copysign(0.0f, x) : x; }
+
+double approxError(float input, double bound) { return (fbits(input) & 1) ? -bound : bound; }
+
+/// ex2.approx.ftz.f32: at most 2 ulp (relative 2^-22) from 2^x.
+float ex2Approx(float x) {
+  x = ftz(x);
+  if (std::isnan(x))
+    return NAN;
+  if (std::isinf(x))
+    return x < 0 ? 0.0f : INFINITY;
+  if (x == 0.0f)
+    return 1.0f;
+  return ftz(float(std::exp2(double(x)) * (1.0 + approxError(x, 0x1p-22))));
+}
+
+/// lg2.approx.ftz.f32: within 2^-22 (absolute, relative beyond |log2 x| > 1).
+float lg2Approx(float x) {
+  x = ftz(x);
+  if (std::isnan(x) || x < 0.0f)
+    return NAN; // -inf included
+  if (x == 0.0f)
+    return -INFINITY;
+  if (std::isinf(x))
+    return INFINITY;
+  double r = std::log2(double(x));
+  return float(r + approxError(x, 0x1p-22 * std::max(1.0, std::fabs(r))));
+}
+
+/// x * 1/(2 pi) rounded toward zero to f32: the argument in turns, as the hardware
+/// takes it (FMUL.RZ before MUFU.SIN/COS).
+double turnsOf(float x) {
+  double exact = double(x) * double(float(0.15915494309189535));
+  float f = float(exact);
+  if (std::fabs(double(f)) > std::fabs(exact))
+    f = std::nextafter(f, 0.0f);
+  return double(f);
+}
+
+/// sin/cos.approx.ftz.f32: absolute error 2^-20.5 (within [-pi, pi]).
+float sinCosApprox(float x, bool cosine) {
+  x = ftz(x);
+  if (std::isnan(x) || std::isinf(x))
+    return NAN;
+  if (x == 0.0f)
+    return cosine ? 1.0f : x;
+  double a = 6.283185307179586 * turnsOf(x);
+  double r = (cosine ? std::cos(a) : std::sin(a)) + approxError(x, 0x1.6a09e6p-21);
+  return ftz(float(std::clamp(r, -1.0, 1.0)));
+}
+
+/// The f32 forms of lowerMathToNvvm, operation by operation (f32 rounding between).
+float exp2F32(float x) { return ex2Approx(x); }
+float expF32(float x) { return ex2Approx(x * float(1.4426950408889634)); }
+float log2F32(float x) { return lg2Approx(x); }
+float logF32(float x) { return lg2Approx(x) * float(0.69314718055994531); }
+float tanhF32(float x) {
+  float e = ex2Approx(x * float(2.0 * 1.4426950408889634));
+  return 1.0f - 2.0f / (e + 1.0f);
 }
 
 //===----------------------------------------------------------------------===//
@@ -193,7 +288,7 @@ public:
       : module(module), threads(threads), smem(size_t(smemBytes) + kSmemStart, 0xcd),
         writer(smem.size(), -1), writeEpoch(smem.size(), -1), reader(smem.size(), -1),
         readEpoch(smem.size(), -1), writeFence(smem.size(), 0), fences(threads, 0),
-        asyncReadGroup(smem.size(), -1),
+        asyncReadGroup(smem.size(), -1), copyIssuer(smem.size(), -1),
         ctaid(ctaid), pending(threads), groups(threads) {}
 
   void run(gpu::GPUFuncOp func, const std::vector<SimArg> &args) {
@@ -204,9 +299,25 @@ public:
         c.at(l) = args[i].pointer ? uint64_t(reinterpret_cast<uintptr_t>(args[i].ptr))
                                   : uint64_t(args[i].value);
       vals[arg] = std::move(c);
+      if (!args[i].pointer)
+        continue;
+      if (args[i].bytes < 0) {
+        allSized = allSized && args[i].ptr == nullptr;
+        regionCache[arg] = kUnchecked;
+        continue;
+      }
+      regionCache[arg] = int(regions.size());
+      regions.push_back({uint64_t(reinterpret_cast<uintptr_t>(args[i].ptr)), args[i].bytes,
+                         args[i].name.empty() ? "argument " + std::to_string(i) : args[i].name});
     }
     Mask all(threads, 1);
     runBlock(entry, all);
+    // Copies still in flight when the CTA ends would land in freed shared memory.
+    for (int l = 0; l < threads; ++l)
+      if (!pending[size_t(l)].empty() || !groups[size_t(l)].empty())
+        throw Failure{"simulator: thread " + std::to_string(l) +
+                      " ends the kernel with cp.async copies in flight (no "
+                      "cp.async.wait_group 0 after its last copies)"};
   }
 
 private:
@@ -236,6 +347,11 @@ private:
                     std::to_string(int64_t(off) - int64_t(kSmemStart))};
     for (unsigned k = 0; k < n; ++k) {
       size_t a = off + k;
+      if (copyIssuer[a] >= 0)
+        throw Failure{"simulator: shared-memory race: " + what() + (lane == threads ? " (the async proxy)" : " by thread " + std::to_string(lane)) +
+                      (write ? " writes" : " reads") + " shared byte " + std::to_string(a - kSmemStart) +
+                      " while the cp.async that thread " + std::to_string(copyIssuer[a]) +
+                      " issued into it is in flight (no cp.async.wait_group has landed it)"};
       if (writeEpoch[a] == epoch && writer[a] != lane && writer[a] >= 0)
         throw Failure{"simulator: shared-memory race (thread " + std::to_string(lane) +
                       (write ? " writes" : " reads") + " byte " + std::to_string(a) +
@@ -258,25 +374,103 @@ private:
       }
     }
   }
-  void loadBytes(Type ptrType, uint64_t addr, void *out, unsigned n, int lane) {
-    if (isShared(ptrType)) {
+  /// `address` is the op's pointer operand (its provenance names the tensor);
+  /// `align` the alignment the access needs, `eltBytes` the element size for messages.
+  void loadBytes(Value address, uint64_t addr, void *out, unsigned n, int lane, unsigned align,
+                 unsigned eltBytes) {
+    checkAlign(addr, align, lane);
+    if (isShared(address.getType())) {
       checkShared(addr, n, lane, false);
       std::memcpy(out, smem.data() + addr, n);
     } else {
       if (addr == 0)
         throw Failure{"simulator: load through a null pointer"};
+      checkGlobal(address, addr, n, lane, false, eltBytes);
       std::memcpy(out, reinterpret_cast<const void *>(uintptr_t(addr)), n);
     }
   }
-  void storeBytes(Type ptrType, uint64_t addr, const void *in, unsigned n, int lane) {
-    if (isShared(ptrType)) {
+  void storeBytes(Value address, uint64_t addr, const void *in, unsigned n, int lane,
+                  unsigned align, unsigned eltBytes) {
+    checkAlign(addr, align, lane);
+    if (isShared(address.getType())) {
       checkShared(addr, n, lane, true);
       std::memcpy(smem.data() + addr, in, n);
     } else {
       if (addr == 0)
         throw Failure{"simulator: store through a null pointer"};
+      checkGlobal(address, addr, n, lane, true, eltBytes);
       std::memcpy(reinterpret_cast<void *>(uintptr_t(addr)), in, n);
     }
+  }
+  std::string what() const {
+    return current ? current->getName().getStringRef().str() : std::string("an access");
+  }
+  /// PTX faults on a misaligned access; LLVM may also widen an access to the alignment
+  /// an op promises. Shared addresses are offsets in the window (its base is aligned).
+  void checkAlign(uint64_t addr, unsigned align, int lane) {
+    if (align > 1 && addr % align)
+      throw Failure{"simulator: " + what() + " by thread " + std::to_string(lane) +
+                    " at a misaligned address (" + std::to_string(addr % align) +
+                    " bytes past a multiple of " + std::to_string(align) + ")"};
+  }
+  /// The tensor an address derives from: GEPs and address-space casts back to a kernel
+  /// argument or a global. kUnchecked: an argument of unknown size; kUnknown: no
+  /// single root (then the access must lie inside some tensor).
+  static constexpr int kUnchecked = -1, kUnknown = -2;
+  int regionOf(Value v) {
+    auto it = regionCache.find(v);
+    if (it != regionCache.end())
+      return it->second;
+    int r = kUnknown;
+    if (auto g = v.getDefiningOp<LLVM::GEPOp>())
+      r = regionOf(g.getBase());
+    else if (auto c = v.getDefiningOp<LLVM::AddrSpaceCastOp>())
+      r = regionOf(c.getArg());
+    return regionCache[v] = r;
+  }
+  /// Every global access stays inside the tensor its address derives from.
+  void checkGlobal(Value address, uint64_t addr, uint64_t n, int lane, bool write,
+                   unsigned eltBytes) {
+    int r = regionOf(address);
+    if (r == kUnchecked)
+      return;
+    auto inside = [&](const Region &g) { return addr >= g.base && addr + n <= g.base + uint64_t(g.bytes); };
+    if (r == kUnknown) {
+      if (!allSized)
+        return;
+      for (const Region &g : regions)
+        if (inside(g))
+          return;
+      throw Failure{"simulator: " + what() + " by thread " + std::to_string(lane) +
+                    (write ? " writes " : " reads ") + std::to_string(n) +
+                    " bytes of global memory outside every tensor"};
+    }
+    const Region &g = regions[size_t(r)];
+    if (inside(g))
+      return;
+    // Indices in the tensor's elements: the type the address was computed in.
+    // (Byte offsets, i8 GEPs, are added to a pointer in the tensor's elements.)
+    for (Value a = address; a;) {
+      if (auto cast = a.getDefiningOp<LLVM::AddrSpaceCastOp>()) {
+        a = cast.getArg();
+      } else if (auto gep = a.getDefiningOp<LLVM::GEPOp>()) {
+        eltBytes = byteSize(gep.getElemType());
+        if (eltBytes > 1)
+          break;
+        a = gep.getBase();
+      } else {
+        break;
+      }
+    }
+    int64_t off = int64_t(addr - g.base), e = std::max(1u, eltBytes);
+    int64_t index = off >= 0 ? off / e : -((-off + e - 1) / e);
+    throw Failure{"simulator: out-of-bounds " + std::string(write ? "write" : "read") + " by " +
+                  what() + " (thread " + std::to_string(lane) + " of CTA (" +
+                  std::to_string(ctaid[0]) + ", " + std::to_string(ctaid[1]) + ", " +
+                  std::to_string(ctaid[2]) + ")): element " + std::to_string(index) +
+                  " (bytes " + std::to_string(off) + ".." + std::to_string(off + int64_t(n)) +
+                  ") of tensor '" + g.name + "', which holds " + std::to_string(g.bytes / e) +
+                  " elements (" + std::to_string(g.bytes) + " bytes)"};
   }
   /// Scalar or vector of type t from bytes.
   void decode(Type t, const uint8_t *bytes, Col &c, int lane) {
@@ -316,6 +510,8 @@ private:
       for (const CopyOp &c : q.front()) {
         uint8_t buf[16] = {0};
         std::memcpy(buf, c.src, c.srcBytes);
+        for (unsigned k = 0; k < c.bytes; ++k)
+          copyIssuer[c.dst + k] = -1;
         checkShared(c.dst, c.bytes, lane, true);
         std::memcpy(smem.data() + c.dst, buf, c.bytes);
       }
@@ -363,6 +559,18 @@ private:
   /// Per byte, the commit group of the last wgmma that read it; groups below
   /// retiredGroups have been waited for.
   std::vector<int64_t> asyncReadGroup;
+  /// Per byte, the thread whose cp.async into it is in flight (issued, not landed).
+  std::vector<int> copyIssuer;
+  struct Region {
+    uint64_t base;
+    int64_t bytes;
+    std::string name;
+  };
+  std::vector<Region> regions;
+  llvm::DenseMap<Value, int> regionCache;
+  llvm::StringMap<int> globalRegions;
+  bool allSized = true; // every non-null pointer argument has a size
+  Operation *current = nullptr;
   int64_t retiredGroups = 0;
   int epoch = 0;
   // wgmma: fenced since the last commit; accumulators in flight until wait_group.
@@ -496,7 +704,7 @@ void Simulator::execWarp(Operation &op, const Mask &mask) {
       for (int i = 0; i < num; ++i)
         for (int r = 0; r < 8; ++r) {
           int src = w * 32 + 8 * i + r;
-          loadBytes(ld.getPtr().getType(), ptr.at(src), m[i][r], 16, src);
+          loadBytes(ld.getPtr(), ptr.at(src), m[i][r], 16, src, 16, 2);
         }
       for (int l = 0; l < 32; ++l)
         for (int i = 0; i < num; ++i) {
@@ -866,13 +1074,25 @@ void Simulator::wgmma(LLVM::InlineAsmOp call, const Mask &mask) {
   inflight[call.getRes()] = openGroup;
 }
 
+/// The empty inline asm of KernelEmitter::fenceOperands: one register in, the same out
+/// ("=f,0" or "=r,0"), with side effects so that LLVM keeps it in place.
+static bool isOperandFence(LLVM::InlineAsmOp call) {
+  StringRef c = call.getConstraints();
+  return call.getAsmString().trim().empty() && call.getHasSideEffects() &&
+         call->getNumResults() == 1 && call->getNumOperands() == 1 &&
+         (c == "=f,0" || c == "=r,0");
+}
+
 void Simulator::exec(Operation &op, const Mask &mask) {
+  current = &op;
   if (isa<scf::IfOp, scf::ForOp, scf::WhileOp>(op))
     return execScf(op, mask);
   if (isa<NVVM::LdMatrixOp, NVVM::MmaOp, NVVM::ShflOp, NVVM::VoteSyncOp>(op))
     return execWarp(op, mask);
-  if (isa<LLVM::InlineAsmOp, NVVM::FenceProxyOp, NVVM::WgmmaFenceAlignedOp,
-          NVVM::WgmmaGroupSyncAlignedOp, NVVM::WgmmaWaitGroupSyncOp>(op))
+  auto call = dyn_cast<LLVM::InlineAsmOp>(op);
+  if ((call && !isOperandFence(call)) ||
+      isa<NVVM::FenceProxyOp, NVVM::WgmmaFenceAlignedOp, NVVM::WgmmaGroupSyncAlignedOp,
+          NVVM::WgmmaWaitGroupSyncOp>(op))
     return execWarpgroup(op, mask);
   int64_t inflightGroup = -1;
   if (!inflight.empty()) {
@@ -923,6 +1143,14 @@ void Simulator::exec(Operation &op, const Mask &mask) {
         else
           outs[0].at(l) = fromFloat(resultType, float(fn(double(toFloat(resultType, x.at(l))))));
       }
+  };
+  auto approxUnary = [&](float (*f32)(float), double (*other)(double)) {
+    if (!resultType.isF32())
+      return floatUnary(other);
+    Col &x = in(0);
+    for (int l = 0; l < threads; ++l)
+      if (mask[l])
+        outs[0].at(l) = fbits(f32(bitsf(x.at(l))));
   };
   auto umask = [](int64_t v, unsigned w) -> uint64_t {
     return w >= 64 ? uint64_t(v) : uint64_t(v) & ((uint64_t(1) << w) - 1);
@@ -1152,13 +1380,18 @@ void Simulator::exec(Operation &op, const Mask &mask) {
             }
           }
       })
-      .Case([&](math::ExpOp) { floatUnary([](double a) { return std::exp(a); }); })
-      .Case([&](math::Exp2Op) { floatUnary([](double a) { return std::exp2(a); }); })
-      .Case([&](math::LogOp) { floatUnary([](double a) { return std::log(a); }); })
-      .Case([&](math::Log2Op) { floatUnary([](double a) { return std::log2(a); }); })
-      .Case([&](math::TanhOp) { floatUnary([](double a) { return std::tanh(a); }); })
-      .Case([&](math::SinOp) { floatUnary([](double a) { return std::sin(a); }); })
-      .Case([&](math::CosOp) { floatUnary([](double a) { return std::cos(a); }); })
+      // f32: PTX's approximations (see ex2Approx); other types as libm.
+      .Case([&](math::ExpOp) { approxUnary(expF32, [](double a) { return std::exp(a); }); })
+      .Case([&](math::Exp2Op) { approxUnary(exp2F32, [](double a) { return std::exp2(a); }); })
+      .Case([&](math::LogOp) { approxUnary(logF32, [](double a) { return std::log(a); }); })
+      .Case([&](math::Log2Op) { approxUnary(log2F32, [](double a) { return std::log2(a); }); })
+      .Case([&](math::TanhOp) { approxUnary(tanhF32, [](double a) { return std::tanh(a); }); })
+      .Case([&](math::SinOp) {
+        approxUnary([](float a) { return sinCosApprox(a, false); }, [](double a) { return std::sin(a); });
+      })
+      .Case([&](math::CosOp) {
+        approxUnary([](float a) { return sinCosApprox(a, true); }, [](double a) { return std::cos(a); });
+      })
       .Case([&](math::FloorOp) { floatUnary([](double a) { return std::floor(a); }); })
       .Case([&](math::CeilOp) { floatUnary([](double a) { return std::ceil(a); }); })
       .Case([&](math::SqrtOp) { floatUnary([](double a) { return std::sqrt(a); }); })
@@ -1193,12 +1426,38 @@ void Simulator::exec(Operation &op, const Mask &mask) {
         ++epoch;
       })
       .Case([&](NVVM::CpAsyncOp c) {
+        unsigned size = c.getSize();
         for (int l = 0; l < threads; ++l)
           if (mask[l]) {
-            unsigned srcBytes = c.getCpSize() ? unsigned(get(c.getCpSize()).at(l)) : c.getSize();
-            pending[l].push_back({get(c.getDst()).at(l),
-                                  reinterpret_cast<const uint8_t *>(uintptr_t(get(c.getSrc()).at(l))),
-                                  c.getSize(), srcBytes});
+            unsigned srcBytes = c.getCpSize() ? unsigned(get(c.getCpSize()).at(l)) : size;
+            if (srcBytes > size)
+              throw Failure{"simulator: cp.async src-size " + std::to_string(srcBytes) +
+                            " exceeds its cp-size " + std::to_string(size)};
+            uint64_t dst = get(c.getDst()).at(l), src = get(c.getSrc()).at(l);
+            // Both addresses aligned to cp-size; only the src-size bytes are read.
+            checkAlign(dst, size, l);
+            checkAlign(src, size, l);
+            if (srcBytes > 0) {
+              if (src == 0)
+                throw Failure{"simulator: cp.async from a null pointer"};
+              checkGlobal(c.getSrc(), src, srcBytes, l, false, 1);
+            }
+            // The copy writes its destination at some time before the wait that lands
+            // it: from now on any access to those bytes is a race.
+            if (dst >= kSmemStart && dst + size <= smem.size())
+              for (unsigned k = 0; k < size; ++k)
+                if (copyIssuer[dst + k] >= 0)
+                  throw Failure{"simulator: shared-memory race: cp.async by thread " +
+                                std::to_string(l) + " into shared byte " +
+                                std::to_string(dst + k - kSmemStart) +
+                                " while the cp.async that thread " +
+                                std::to_string(copyIssuer[dst + k]) +
+                                " issued into it is in flight"};
+            checkShared(dst, size, l, true);
+            for (unsigned k = 0; k < size; ++k)
+              copyIssuer[dst + k] = l;
+            pending[l].push_back({dst, reinterpret_cast<const uint8_t *>(uintptr_t(src)), size,
+                                  srcBytes});
           }
       })
       .Case([&](NVVM::CpAsyncCommitGroupOp) {
@@ -1212,6 +1471,13 @@ void Simulator::exec(Operation &op, const Mask &mask) {
         for (int l = 0; l < threads; ++l)
           if (mask[l])
             landGroups(l, w.getN());
+      })
+      // An operand fence (empty asm, "=f,0"): the value unchanged. It reads its
+      // operand, so one on an accumulator still in flight fails above.
+      .Case([&](LLVM::InlineAsmOp) {
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            outs[0].at(l) = in(0).at(l);
       })
       .Case([&](LLVM::UndefOp) {})
       .Case([&](LLVM::ZeroOp) {})
@@ -1237,6 +1503,10 @@ void Simulator::exec(Operation &op, const Mask &mask) {
             }
           }
           addr = uint64_t(reinterpret_cast<uintptr_t>(bytes.data()));
+          auto [it, fresh] = globalRegions.try_emplace(name, int(regions.size()));
+          if (fresh)
+            regions.push_back({addr, int64_t(bytes.size()), "@" + name});
+          regionCache[a.getResult()] = it->second;
         }
         for (int l = 0; l < threads; ++l)
           outs[0].at(l) = addr;
@@ -1274,21 +1544,23 @@ void Simulator::exec(Operation &op, const Mask &mask) {
       })
       .Case([&](LLVM::LoadOp ld) {
         unsigned n = byteSize(ld.getType());
+        unsigned align = unsigned(ld.getAlignment().value_or(naturalAlign(ld.getType())));
         for (int l = 0; l < threads; ++l)
           if (mask[l]) {
             uint8_t buf[64];
-            loadBytes(ld.getAddr().getType(), in(0).at(l), buf, n, l);
+            loadBytes(ld.getAddr(), in(0).at(l), buf, n, l, align, eltBytesOf(ld.getType()));
             decode(ld.getType(), buf, outs[0], l);
           }
       })
       .Case([&](LLVM::StoreOp st) {
         Type t = st.getValue().getType();
         unsigned n = byteSize(t);
+        unsigned align = unsigned(st.getAlignment().value_or(naturalAlign(t)));
         for (int l = 0; l < threads; ++l)
           if (mask[l]) {
             uint8_t buf[64];
             encode(t, get(st.getValue()), l, buf);
-            storeBytes(st.getAddr().getType(), get(st.getAddr()).at(l), buf, n, l);
+            storeBytes(st.getAddr(), get(st.getAddr()).at(l), buf, n, l, align, eltBytesOf(t));
           }
       })
       .Case([&](LLVM::BitcastOp bc) {
@@ -1390,10 +1662,27 @@ void Simulator::exec(Operation &op, const Mask &mask) {
           if (mask[l]) {
             Col &desc = get(ld.getMemRef());
             int64_t offset = int64_t(desc.at(l, 2));
-            for (int64_t i = 0; i < rank; ++i)
-              offset += int64_t(get(ld.getIndices()[i]).at(l)) * int64_t(desc.at(l, unsigned(3 + rank + i)));
+            uint64_t base = desc.at(l, 1);
+            int r = kUnknown;
+            for (size_t g = 0; g < regions.size() && r == kUnknown; ++g)
+              if (regions[g].base == base)
+                r = int(g);
+            std::string tensor = r >= 0 ? "tensor '" + regions[size_t(r)].name + "'" : "a memref";
+            for (int64_t i = 0; i < rank; ++i) {
+              int64_t idx = int64_t(get(ld.getIndices()[i]).at(l)), dim = int64_t(desc.at(l, unsigned(3 + i)));
+              if (idx < 0 || idx >= dim)
+                throw Failure{"simulator: memref.load (thread " + std::to_string(l) +
+                              ") index " + std::to_string(idx) + " of dimension " +
+                              std::to_string(i) + " is outside " + tensor + " (size " +
+                              std::to_string(dim) + ")"};
+              offset += idx * int64_t(desc.at(l, unsigned(3 + rank + i)));
+            }
+            if (r >= 0 && (offset < 0 || uint64_t(offset + 1) * size > uint64_t(regions[size_t(r)].bytes)))
+              throw Failure{"simulator: memref.load (thread " + std::to_string(l) + ") element " +
+                            std::to_string(offset) + " is outside " + tensor + ", which holds " +
+                            std::to_string(regions[size_t(r)].bytes / size) + " elements"};
             uint8_t buf[8];
-            std::memcpy(buf, reinterpret_cast<const uint8_t *>(uintptr_t(desc.at(l, 1))) + offset * size, size);
+            std::memcpy(buf, reinterpret_cast<const uint8_t *>(uintptr_t(base)) + offset * size, size);
             decode(type.getElementType(), buf, outs[0], l);
           }
       })
@@ -1407,6 +1696,16 @@ void Simulator::exec(Operation &op, const Mask &mask) {
 }
 
 } // namespace
+
+namespace ptxmath {
+float ex2(float x) { return exp2F32(x); }
+float lg2(float x) { return log2F32(x); }
+float sin(float x) { return sinCosApprox(x, false); }
+float cos(float x) { return sinCosApprox(x, true); }
+float exp(float x) { return expF32(x); }
+float log(float x) { return logF32(x); }
+float tanh(float x) { return tanhF32(x); }
+} // namespace ptxmath
 
 bool simulateKernel(ModuleOp module, const std::string &symbol, std::array<int64_t, 3> grid,
                     int64_t threads, int64_t smemBytes, const std::vector<SimArg> &args,

@@ -4,7 +4,11 @@
 // (scf, arith, math, llvm and nvvm ops): all threads of a CTA step through each op
 // in lockstep with per-lane activity masks; ldmatrix, mma.sync and shfl act on whole
 // warps with the PTX fragment layouts; cp.async lands at cp.async.wait_group in
-// commit-group order; shared-memory accesses are checked for races between barriers.
+// commit-group order, and its destination bytes are in flight from the issue to that
+// wait (any access to them in between, by any thread, is a race); shared-memory
+// accesses are checked for races between barriers; every global access is checked
+// against the bounds of the tensor its address derives from; f32 ex2/lg2/sin/cos (and
+// exp/log/tanh built on them) follow PTX's .approx.ftz semantics.
 // It proves the GPU kernel's logic (fragment layouts, the key schedule, masking,
 // online softmax, stores) where there is no GPU; it says nothing about speed.
 //
@@ -33,12 +37,24 @@ struct SimArg {
   bool pointer = false;
   void *ptr = nullptr;
   int64_t value = 0;
-  /// For pointers: the bytes reachable from `ptr` (the tensor's span, a scratch
-  /// buffer's size), 0 when unknown or null; and the parameter's name ("q",
-  /// "input:doc", "scratch:o_partial").
-  uint64_t bytes = 0;
+  /// Pointers: the bytes the tensor spans from `ptr` (every global access through it
+  /// must stay inside), or -1 when unknown (then unchecked); its name for messages.
+  int64_t bytes = -1;
   std::string name;
 };
+
+/// The f32 transcendentals as the simulator runs them: PTX's ex2/lg2/sin/cos.approx.ftz
+/// (flushed subnormals, the instructions' special values, an error at the documented
+/// bound) and the exp/log/tanh that NvidiaPipeline's lowering builds from them.
+namespace ptxmath {
+float ex2(float x);
+float lg2(float x);
+float sin(float x);
+float cos(float x);
+float exp(float x);
+float log(float x);
+float tanh(float x);
+} // namespace ptxmath
 
 /// Runs `kernel` (gpu.func named `symbol` in `module`) for the whole grid.
 bool simulateKernel(mlir::ModuleOp module, const std::string &symbol,

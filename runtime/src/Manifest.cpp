@@ -493,6 +493,16 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
                                          " bytes, got " + std::to_string(rep.smemStatic));
     out.ptxas = rep;
   }
+  if (const Json *warnings = v.find("ptxas_warnings"); warnings && !warnings->isNull()) {
+    std::string wpath = path + "/ptxas_warnings";
+    if (!warnings->isArray())
+      r.fail(wpath, "expected an array of strings");
+    for (size_t i = 0; i < warnings->size(); ++i) {
+      if (!(*warnings)[i].isString())
+        r.fail(wpath + "/" + std::to_string(i), "expected a string");
+      out.ptxasWarnings.push_back((*warnings)[i].asString());
+    }
+  }
   return out;
 }
 
@@ -705,6 +715,10 @@ Json manifestJson(const Manifest &m) {
       p.set("stack_frame", v.ptxas->stackFrame);
       p.set("smem_static", v.ptxas->smemStatic);
       e.set("ptxas", p);
+      Json warnings = Json::array();
+      for (const std::string &w : v.ptxasWarnings)
+        warnings.push_back(Json(w));
+      e.set("ptxas_warnings", warnings);
     }
     variants.push_back(e);
   }

@@ -93,6 +93,8 @@ struct Variant {
   Expr grid[3];
   std::vector<Param> params;
   std::optional<PtxasReport> ptxas;
+  /// ptxas's warnings when the compiler assembled the variant (optional key).
+  std::vector<std::string> ptxasWarnings;
   std::optional<SplitKv> splitKv;
   /// The compiler's time for this variant (informational; "compile_seconds").
   std::optional<double> compileSeconds;

@@ -535,3 +535,20 @@ TEST(Manifest, BadSplitKv) {
   EXPECT_EQ(with("/variants/0/split_kv", "yes"),
             "manifest.json: /variants/0/split_kv: expected an object");
 }
+
+TEST(Manifest, PtxasWarnings) {
+  Json doc = baseline();
+  EXPECT_TRUE(parseManifest(doc).variants[0].ptxasWarnings.empty()); // optional
+  Json list = Json::array();
+  list.push_back(Json("(C7511) Potential Performance Loss: wgmma.mma_async instructions are serialized"));
+  setAt(doc, "/variants/0/ptxas_warnings", list);
+  Manifest m = parseManifest(doc);
+  ASSERT_EQ(m.variants[0].ptxasWarnings.size(), 1u);
+  EXPECT_NE(m.variants[0].ptxasWarnings[0].find("serialized"), std::string::npos);
+  EXPECT_EQ(errorWith("/variants/0/ptxas_warnings", "none"),
+            "manifest.json: /variants/0/ptxas_warnings: expected an array of strings");
+  Json bad = Json::array();
+  bad.push_back(Json(int64_t(3)));
+  EXPECT_EQ(errorWith("/variants/0/ptxas_warnings", bad),
+            "manifest.json: /variants/0/ptxas_warnings/0: expected a string");
+}

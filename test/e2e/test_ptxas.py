@@ -45,6 +45,19 @@ def check_variant(name, out, v, present, absent, failures):
     failures += [f"{name}/{v['name']}: {n} in the PTX" for n in absent if n in ptx]
 
 
+SERIALIZED = "wgmma.mma_async instructions are serialized"
+
+
+def serialized(name, v, failures, what):
+    """ptxas's warnings are recorded; a default variant whose wgmmas ptxas serialized
+    (an accumulator or A register it cannot prove safe, too few registers) fails."""
+    if "ptxas_warnings" not in v:
+        failures.append(f"{name}: {what} {v['name']} has a ptxas report but no ptxas_warnings")
+        return
+    failures += [f"{name}: {what} {v['name']}: ptxas: {w}" for w in v["ptxas_warnings"]
+                 if SERIALIZED in w]
+
+
 def spills(name, v, failures, what):
     p = v["ptxas"]
     if p["spill_stores"] or p["spill_loads"]:
@@ -71,6 +84,7 @@ def test_every_example_assembles_without_spills():
                     failures.append(f"{name}: {len(defaults)} default variants for {arch}")
                 elif "ptxas" in defaults[0]:
                     spills(name, defaults[0], failures, "default")
+                    serialized(name, defaults[0], failures, "default")
     assert not failures, "\n".join(failures)
 
 
@@ -99,4 +113,24 @@ def test_every_example_assembles_on_wgmma():
                               ("mma.sync", "ldmatrix"), failures)
             if "ptxas" in variants[0]:
                 spills(name, variants[0], failures, "first")
+            # The first is the default of a --configs list: its wgmmas must not be
+            # serialized.
+            if variants and "ptxas" in variants[0]:
+                serialized(name, variants[0], failures, "first")
+    assert not failures, "\n".join(failures)
+
+
+def test_every_wgmma_variant_passes_the_register_lint():
+    """Bundle writing lints each variant's PTX (codegen/nvidia/PtxLint.h: no access to
+    a wgmma's accumulator or A registers between it and the wgmma.wait_group that
+    retires it, none after the wgmma.fence before it): every example's wgmma variants
+    compile, so they pass. Needs no ptxas."""
+    failures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["--arch", "sm_90a", "--configs", WGMMA_CONFIGS + ",64x128w,128x32w", "--no-ptxas"]
+        for name, out, manifest, failure in compile_examples(tmp, args):
+            if failure:
+                failures.append(f"{name}: {failure}")
+            elif [v["config"]["mma"] for v in manifest["variants"]] != ["wgmma"] * 5:
+                failures.append(f"{name}: variants {[v['name'] for v in manifest['variants']]}")
     assert not failures, "\n".join(failures)

@@ -104,7 +104,8 @@ static void checkFiniteResult(const std::string &backend, const AttentionArgs &a
 int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
-                "block-m", "block-n", "bundle", "arch", "configs", "variant", "num-splits"},
+                "block-m", "block-n", "bundle", "arch", "configs", "variant", "num-splits",
+                "layout", "pad"},
                {"timing", "pack-gqa", "wgmma"}, {"input"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
@@ -116,6 +117,13 @@ int cmdRun(int argc, char **argv) {
   std::optional<int64_t> splits = opts.getInt("num-splits", 1, 1024);
   if (splits && backend != "gpu" && backend != "gpu-sim")
     throw Failure{"--num-splits is for the gpu and gpu-sim backends (split-KV)", 2};
+  std::string layout = opts.get("layout").value_or("bhsd");
+  if (layout != "bhsd" && layout != "bshd")
+    throw Failure{"--layout must be bhsd or bshd, got '" + layout + "'", 2};
+  std::optional<int64_t> pad = opts.getInt("pad", 0, 1 << 20);
+  if ((opts.get("layout") || pad) && backend != "gpu-sim")
+    throw Failure{"--layout and --pad are for the gpu-sim backend (the tensors' layout in "
+                  "simulated device memory)", 2};
 
   AttentionArgs args;
   const int64_t kLimit = int64_t(1) << 40;
@@ -192,8 +200,11 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
       if (!loadSpecFile(opts.positional[0], json, err))
         throw Failure{err.message};
     }
+    SimLayout layout;
+    layout.bshd = opts.get("layout").value_or("bhsd") == "bshd";
+    layout.pad = opts.getInt("pad", 0, 1 << 20).value_or(0);
     if (!runGpuSimulation(*spec.module, spec.fromJson ? &json : nullptr, spec.info, config, args,
-                          result, error, splits.value_or(1)))
+                          result, error, splits.value_or(1), layout))
       throw Failure{error};
   } else {
     HostCompileOptions options;

@@ -30,13 +30,18 @@ commands:
   run SPEC --backend reference|cpu|gpu-sim|gpu --q Q.npy --k K.npy --v V.npy --out O.npy
           [--input NAME=FILE.npy ...] [--q-offset N] [--kv-offset N] [--lse LSE.npy]
           [--block-m N --block-n N [--pack-gqa] [--wgmma] [--num-splits N]] [--timing]
+          [--layout bhsd|bshd] [--pad N]   (gpu-sim)
           [--bundle DIR | --arch A --configs BMxBN,...] [--variant NAME]   (gpu)
       run SPEC on float32 .npy tensors (int32 for integer inputs): `reference` is
       the float64 oracle, `cpu` the tiled program JIT-compiled for this machine,
       `gpu-sim` the NVIDIA kernel run by a functional SIMT simulator (no GPU needed),
       `gpu` the kernel bundle on this machine's GPU through the runtime (the bundle
       comes from the cache, compiled for the GPU on first use, or from --bundle;
-      q, k, v are stored in the spec's dtype, o is read back as float32)
+      q, k, v are stored in the spec's dtype, o is read back as float32);
+      for gpu-sim, --layout bshd stores q, k, v and o sequence-major ([B, S, H, D]
+      memory, as a transposed torch tensor: non-contiguous strides) and --pad N adds
+      N elements after every row, head and batch (odd strides; the kernels need
+      16-byte aligned rows, so N % 8 != 0 is refused by the simulator as on the GPU)
   compile SPEC (-o DIR | --cache [-o DIR]) [--arch sm_80,sm_90a] [--configs 64x64,64x64g,...]
           [--no-ptxas]
       compile SPEC to a kernel bundle: manifest.json, PTX per variant, and cubins
