@@ -1,5 +1,6 @@
 //===- KernelSimulator.cpp - run the emitted GPU kernel on the CPU --------===//
 #include "codegen/nvidia/KernelSimulator.h"
+#include "codegen/nvidia/PtxMath.h"
 
 #include "codegen/HalfFloat.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
@@ -168,10 +169,10 @@ bool isShared(Type t) {
 //===----------------------------------------------------------------------===//
 // PTX's approximate f32 transcendentals
 //===----------------------------------------------------------------------===//
-// On the GPU, f32 math.exp2/log2/sin/cos become ex2/lg2/sin/cos.approx.ftz.f32 and
-// exp, log and tanh are built from them (lowerMathToNvvm in NvidiaPipeline.cpp; the
-// formulas below follow it and must change with it). The simulator models what these
-// instructions do differently from libm: .ftz flushes subnormal inputs and results to
+// convert-attn-to-nvvm turns f32 math.exp2/log2/sin/cos into ex2/lg2/sin/cos.approx.ftz.f32
+// (NVVM intrinsic calls, PtxMath.h) and builds exp, log and tanh from them, so these
+// four instructions are all the simulator models. It models what they do differently
+// from libm: .ftz flushes subnormal inputs and results to
 // a zero of the same sign; the special values are the instructions' own (ex2(-inf) =
 // +0, lg2(+-0) = -inf, lg2(x < 0) = NaN, sin/cos(+-inf) = NaN); sin and cos see the
 // argument the way the hardware reduces it (x times 1/(2 pi), rounded toward zero to
@@ -232,15 +233,8 @@ float sinCosApprox(float x, bool cosine) {
   return ftz(float(std::clamp(r, -1.0, 1.0)));
 }
 
-/// The f32 forms of lowerMathToNvvm, operation by operation (f32 rounding between).
-float exp2F32(float x) { return ex2Approx(x); }
-float expF32(float x) { return ex2Approx(x * float(1.4426950408889634)); }
-float log2F32(float x) { return lg2Approx(x); }
-float logF32(float x) { return lg2Approx(x) * float(0.69314718055994531); }
-float tanhF32(float x) {
-  float e = ex2Approx(x * float(2.0 * 1.4426950408889634));
-  return 1.0f - 2.0f / (e + 1.0f);
-}
+float sinApprox(float x) { return sinCosApprox(x, false); }
+float cosApprox(float x) { return sinCosApprox(x, true); }
 
 //===----------------------------------------------------------------------===//
 // The simulator
@@ -1144,13 +1138,12 @@ void Simulator::exec(Operation &op, const Mask &mask) {
           outs[0].at(l) = fromFloat(resultType, float(fn(double(toFloat(resultType, x.at(l))))));
       }
   };
-  auto approxUnary = [&](float (*f32)(float), double (*other)(double)) {
-    if (!resultType.isF32())
-      return floatUnary(other);
-    Col &x = in(0);
-    for (int l = 0; l < threads; ++l)
-      if (mask[l])
-        outs[0].at(l) = fbits(f32(bitsf(x.at(l))));
+  // On the GPU, f32 transcendentals are PTX approximations: a kernel that still holds
+  // one was not lowered (lowerMathToPtxApprox), and libm would hide what the device does.
+  auto noF32Math = [&] {
+    if (resultType.isF32())
+      throw Failure{"simulator: f32 " + op.getName().getStringRef().str() +
+                    " was not lowered to a PTX approximation (PtxMath.h)"};
   };
   auto umask = [](int64_t v, unsigned w) -> uint64_t {
     return w >= 64 ? uint64_t(v) : uint64_t(v) & ((uint64_t(1) << w) - 1);
@@ -1380,17 +1373,27 @@ void Simulator::exec(Operation &op, const Mask &mask) {
             }
           }
       })
-      // f32: PTX's approximations (see ex2Approx); other types as libm.
-      .Case([&](math::ExpOp) { approxUnary(expF32, [](double a) { return std::exp(a); }); })
-      .Case([&](math::Exp2Op) { approxUnary(exp2F32, [](double a) { return std::exp2(a); }); })
-      .Case([&](math::LogOp) { approxUnary(logF32, [](double a) { return std::log(a); }); })
-      .Case([&](math::Log2Op) { approxUnary(log2F32, [](double a) { return std::log2(a); }); })
-      .Case([&](math::TanhOp) { approxUnary(tanhF32, [](double a) { return std::tanh(a); }); })
-      .Case([&](math::SinOp) {
-        approxUnary([](float a) { return sinCosApprox(a, false); }, [](double a) { return std::sin(a); });
-      })
-      .Case([&](math::CosOp) {
-        approxUnary([](float a) { return sinCosApprox(a, true); }, [](double a) { return std::cos(a); });
+      // f32 ones were lowered to PTX approximations (below); other types as libm.
+      .Case([&](math::ExpOp) { noF32Math(); floatUnary([](double a) { return std::exp(a); }); })
+      .Case([&](math::Exp2Op) { noF32Math(); floatUnary([](double a) { return std::exp2(a); }); })
+      .Case([&](math::LogOp) { noF32Math(); floatUnary([](double a) { return std::log(a); }); })
+      .Case([&](math::Log2Op) { noF32Math(); floatUnary([](double a) { return std::log2(a); }); })
+      .Case([&](math::TanhOp) { noF32Math(); floatUnary([](double a) { return std::tanh(a); }); })
+      .Case([&](math::SinOp) { noF32Math(); floatUnary([](double a) { return std::sin(a); }); })
+      .Case([&](math::CosOp) { noF32Math(); floatUnary([](double a) { return std::cos(a); }); })
+      .Case([&](LLVM::CallIntrinsicOp call) {
+        StringRef name = call.getIntrin();
+        float (*f)(float) = name == ptx::kEx2   ? ex2Approx
+                            : name == ptx::kLg2 ? lg2Approx
+                            : name == ptx::kSin ? sinApprox
+                            : name == ptx::kCos ? cosApprox
+                                                : nullptr;
+        if (!f)
+          throw Failure{"simulator: unsupported intrinsic " + name.str()};
+        Col &x = in(0);
+        for (int l = 0; l < threads; ++l)
+          if (mask[l])
+            outs[0].at(l) = fbits(f(bitsf(x.at(l))));
       })
       .Case([&](math::FloorOp) { floatUnary([](double a) { return std::floor(a); }); })
       .Case([&](math::CeilOp) { floatUnary([](double a) { return std::ceil(a); }); })
@@ -1698,13 +1701,10 @@ void Simulator::exec(Operation &op, const Mask &mask) {
 } // namespace
 
 namespace ptxmath {
-float ex2(float x) { return exp2F32(x); }
-float lg2(float x) { return log2F32(x); }
-float sin(float x) { return sinCosApprox(x, false); }
-float cos(float x) { return sinCosApprox(x, true); }
-float exp(float x) { return expF32(x); }
-float log(float x) { return logF32(x); }
-float tanh(float x) { return tanhF32(x); }
+float ex2(float x) { return ex2Approx(x); }
+float lg2(float x) { return lg2Approx(x); }
+float sin(float x) { return sinApprox(x); }
+float cos(float x) { return cosApprox(x); }
 } // namespace ptxmath
 
 bool simulateKernel(ModuleOp module, const std::string &symbol, std::array<int64_t, 3> grid,

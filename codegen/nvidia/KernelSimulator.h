@@ -43,17 +43,13 @@ struct SimArg {
   std::string name;
 };
 
-/// The f32 transcendentals as the simulator runs them: PTX's ex2/lg2/sin/cos.approx.ftz
-/// (flushed subnormals, the instructions' special values, an error at the documented
-/// bound) and the exp/log/tanh that NvidiaPipeline's lowering builds from them.
+/// PTX's ex2/lg2/sin/cos.approx.ftz.f32 as the simulator runs them (flushed subnormals,
+/// the instructions' special values, an error at the documented bound).
 namespace ptxmath {
 float ex2(float x);
 float lg2(float x);
 float sin(float x);
 float cos(float x);
-float exp(float x);
-float log(float x);
-float tanh(float x);
 } // namespace ptxmath
 
 /// Runs `kernel` (gpu.func named `symbol` in `module`) for the whole grid.

@@ -12,6 +12,7 @@
 #include "codegen/nvidia/KernelEmitter.h"
 #include "codegen/nvidia/KernelPlan.h"
 #include "codegen/nvidia/NvidiaPasses.h"
+#include "codegen/nvidia/PtxMath.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -74,6 +75,8 @@ struct ConvertAttnToNVVMPass
       gpuModule->setAttr("attn.abi", attune::kernelAbiAttr(info, &getContext()));
     kernel.erase();
     attune::lowerTensorReads(module);
+    for (auto gpuModule : module.getOps<gpu::GPUModuleOp>())
+      attune::lowerMathToPtxApprox(gpuModule);
     return success();
   }
 };
