@@ -10,6 +10,7 @@
 
 #include "Json.h" // the runtime's JSON reader (runtime/src)
 #include "dialect/AttnOps.h"
+#include "dialect/AttnSemantics.h"
 #include "specs/Expr.h"
 #include "specs/ExprEmitter.h"
 
@@ -1176,7 +1177,7 @@ private:
     }
     if (key == "t5_bias") {
       checkKeys(params, p, {"table", "num_buckets", "max_distance", "bidirectional"});
-      int64_t buckets = intKey(params, p, "num_buckets", 32, 2, 4096);
+      int64_t buckets = intKey(params, p, "num_buckets", 32, 2, mlir::attn::kMaxT5Buckets);
       int64_t maxDistance = intKey(params, p, "max_distance", 128, 1, kMaxPosition);
       bool bidirectional = true;
       if (const json *bd = find(params, "bidirectional")) {
