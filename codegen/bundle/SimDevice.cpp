@@ -1,6 +1,8 @@
 //===- SimDevice.cpp - the functional simulator behind the runtime's Device ===//
 #include "codegen/bundle/SimDevice.h"
 
+#include "codegen/Diagnostics.h"
+
 #include "codegen/HalfFloat.h"
 #include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
@@ -238,9 +240,14 @@ std::unique_ptr<rt::Bundle> buildSimBundle(ModuleOp l1, const nlohmann::json *sp
   for (const GpuConfig &config : configs) {
     BundleVariant v;
     v.config = config;
-    OwningOpRef<ModuleOp> kernel = buildKernelModule(l1, config, v.kernel.info, error);
-    if (!kernel)
+    DiagnosticCollector diags(l1.getContext());
+    FailureOr<KernelModule> built = buildKernelModule(l1, config);
+    if (failed(built)) {
+      error = diags.message("building the kernel failed");
       return nullptr;
+    }
+    OwningOpRef<ModuleOp> kernel = std::move(built->module);
+    v.kernel.info = built->info;
     v.isDefault = !archHasDefault[config.arch];
     archHasDefault[config.arch] = true;
     std::string name = config.name();

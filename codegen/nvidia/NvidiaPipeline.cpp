@@ -67,12 +67,11 @@ static void registerNvidiaTranslations(MLIRContext *ctx) {
   ctx->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, LLVM::LLVMDialect>();
 }
 
-OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, GpuKernelInfo &info,
-                                        std::string &error) {
+FailureOr<KernelModule> buildKernelModule(ModuleOp l1, const GpuConfig &config) {
   MLIRContext *ctx = l1.getContext();
   registerNvidiaTranslations(ctx);
-  DiagnosticCollector diags(ctx);
-  OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
+  KernelModule out;
+  out.module = cast<ModuleOp>(l1->clone());
   // attn-to-nvvm, exactly as attn-opt runs it.
   PassManager pm(ctx);
   attn::NvvmPipelineOptions options;
@@ -83,26 +82,18 @@ OwningOpRef<ModuleOp> buildKernelModule(ModuleOp l1, const GpuConfig &config, Gp
   options.packGqa = config.packGqa;
   options.pipeline = config.pipeline;
   attn::buildNvvmPipeline(pm, options);
-  if (failed(pm.run(*module))) {
-    error = diags.message("lowering to the kernel failed");
-    return nullptr;
-  }
-  auto gpuModules = module->getOps<gpu::GPUModuleOp>();
-  if (gpuModules.empty()) {
-    error = "the module holds no attn.attention";
-    return nullptr;
-  }
+  if (failed(pm.run(*out.module)))
+    return failure(); // the passes said why, at the ops
+  auto gpuModules = out.module->getOps<gpu::GPUModuleOp>();
+  if (gpuModules.empty())
+    return l1.emitError("the module holds no attn.attention");
   FailureOr<GpuKernelInfo> abi = readKernelAbi(*gpuModules.begin());
-  if (failed(abi)) {
-    error = "internal error: " + diags.text();
-    return nullptr;
-  }
-  info = *abi;
-  if (failed(verify(*module))) {
-    error = "internal error: the emitted kernel does not verify:\n" + diags.text();
-    return nullptr;
-  }
-  return module;
+  if (failed(abi))
+    return failure();
+  out.info = *abi;
+  if (failed(verify(*out.module)))
+    return l1.emitError("internal error: the emitted kernel does not verify");
+  return out;
 }
 
 /// 32-bit shared-memory pointers in the NVPTX back end. With the default 64-bit ones,
@@ -121,15 +112,16 @@ static void useShortSharedPointers() {
   });
 }
 
-bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::string &error,
-                  bool keepGpuIr) {
+FailureOr<PtxResult> compileToPtx(ModuleOp l1, const GpuConfig &config, bool keepGpuIr) {
   useShortSharedPointers();
   auto t0 = std::chrono::steady_clock::now();
   MLIRContext *ctx = l1.getContext();
-  OwningOpRef<ModuleOp> container = buildKernelModule(l1, config, result.info, error);
-  if (!container)
-    return false;
-  DiagnosticCollector diags(ctx);
+  FailureOr<KernelModule> kernelModule = buildKernelModule(l1, config);
+  if (failed(kernelModule))
+    return failure();
+  OwningOpRef<ModuleOp> container = std::move(kernelModule->module);
+  PtxResult result;
+  result.info = kernelModule->info;
   if (keepGpuIr) {
     llvm::raw_string_ostream os(result.gpuIr);
     container->print(os);
@@ -139,10 +131,8 @@ bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::
   {
     RewritePatternSet patterns(ctx);
     arith::populateCeilFloorDivExpandOpsPatterns(patterns);
-    if (failed(applyPatternsGreedily(*container, std::move(patterns)))) {
-      error = "internal error: expanding divisions failed";
-      return false;
-    }
+    if (failed(applyPatternsGreedily(*container, std::move(patterns))))
+      return l1.emitError("internal error: expanding divisions failed");
   }
 
   PassManager pm(ctx);
@@ -166,20 +156,17 @@ bool compileToPtx(ModuleOp l1, const GpuConfig &config, PtxResult &result, std::
   GpuModuleToBinaryPassOptions toBinary;
   toBinary.compilationTarget = "isa";
   pm.addPass(createGpuModuleToBinaryPass(toBinary));
-  if (failed(pm.run(*container))) {
-    error = "lowering the kernel to PTX failed:\n" + diags.text();
-    return false;
-  }
+  if (failed(pm.run(*container)))
+    return l1.emitError("lowering the kernel to PTX failed (an internal error; the passes' "
+                        "diagnostics say where)");
   for (auto binary : container->getOps<gpu::BinaryOp>())
     for (Attribute a : binary.getObjects())
       if (auto object = dyn_cast<gpu::ObjectAttr>(a))
         result.ptx = object.getObject().getValue().str();
-  if (result.ptx.empty()) {
-    error = "internal error: no PTX was produced";
-    return false;
-  }
+  if (result.ptx.empty())
+    return l1.emitError("internal error: no PTX was produced");
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return true;
+  return result;
 }
 
 } // namespace attune

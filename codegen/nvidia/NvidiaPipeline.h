@@ -22,16 +22,22 @@ struct PtxResult {
   std::string gpuIr; // the kernel before lowering to LLVM (for lit tests), on request
 };
 
-/// L1 module (imported with the GPU dtype) -> analysis -> the kernel as a
-/// container module holding `gpu.module @attn_kernels` (structured: scf, arith,
-/// math, llvm, nvvm ops), before any lowering to LLVM. The simulator runs this form.
-mlir::OwningOpRef<mlir::ModuleOp> buildKernelModule(mlir::ModuleOp l1, const GpuConfig &config,
-                                                    GpuKernelInfo &info, std::string &error);
+/// The kernel as a container module holding `gpu.module @attn_kernels` (structured:
+/// scf, arith, llvm, nvvm ops), before any lowering to LLVM, and its ABI.
+struct KernelModule {
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  GpuKernelInfo info;
+};
+
+/// L1 module (imported with the GPU dtype) -> attn-to-nvvm for `config`: the form the
+/// simulator runs. Errors are emitted at the ops (a configuration the kernel cannot
+/// run: at the attention), or at `l1` for internal ones.
+mlir::FailureOr<KernelModule> buildKernelModule(mlir::ModuleOp l1, const GpuConfig &config);
 
 /// L1 module (imported with the GPU dtype) -> analysis -> kernel -> PTX for
-/// `config.arch`. Needs no GPU and no CUDA runtime.
-bool compileToPtx(mlir::ModuleOp l1, const GpuConfig &config, PtxResult &result,
-                  std::string &error, bool keepGpuIr = false);
+/// `config.arch`. Needs no GPU and no CUDA runtime. Errors as buildKernelModule's.
+mlir::FailureOr<PtxResult> compileToPtx(mlir::ModuleOp l1, const GpuConfig &config,
+                                        bool keepGpuIr = false);
 
 } // namespace attune
 

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "codegen/HalfFloat.h"
+#include "codegen/Diagnostics.h"
 #include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "specs/Importer.h"
@@ -55,9 +56,13 @@ struct Launch {
     c.blockN = blockN;
     c.wgmma = wgmma;
     c.arch = wgmma ? "sm_90a" : "sm_80";
-    std::string error;
-    kernel = buildKernelModule(*l1, c, info, error);
-    EXPECT_TRUE(kernel) << error;
+    DiagnosticCollector diags(l1->getContext());
+    FailureOr<KernelModule> built = buildKernelModule(*l1, c);
+    EXPECT_TRUE(succeeded(built)) << diags.text();
+    if (succeeded(built)) {
+      kernel = std::move(built->module);
+      info = built->info;
+    }
     std::mt19937 gen(7);
     std::normal_distribution<float> dist;
     auto fill = [&](std::vector<uint16_t> &h, std::vector<float> &f) {

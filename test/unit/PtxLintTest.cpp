@@ -1,6 +1,7 @@
 //===- PtxLintTest.cpp - the wgmma register lint on hand-written and real PTX ===//
 #include "codegen/bundle/BundleWriter.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
+#include "codegen/Diagnostics.h"
 #include "codegen/nvidia/PtxLint.h"
 #include "specs/Importer.h"
 
@@ -140,10 +141,10 @@ std::string compiled(const std::string &config, int64_t blockN) {
   c.blockN = blockN;
   c.wgmma = true;
   c.arch = "sm_90a";
-  PtxResult r;
-  std::string error;
-  EXPECT_TRUE(compileToPtx(*module, c, r, error)) << config << ": " << error;
-  return r.ptx;
+  DiagnosticCollector diags(module->getContext());
+  mlir::FailureOr<PtxResult> r = compileToPtx(*module, c);
+  EXPECT_TRUE(mlir::succeeded(r)) << config << ": " << diags.text();
+  return mlir::succeeded(r) ? r->ptx : std::string();
 }
 
 /// Moves the first line holding `what` down past the next `count` instruction lines,

@@ -1,6 +1,8 @@
 //===- CmdCompile.cpp - attnc compile: a spec to a kernel bundle ----------===//
 #include "tools/attnc/Driver.h"
 
+#include "codegen/Diagnostics.h"
+
 #include "codegen/bundle/BundleWriter.h"
 #include "specs/SpecHash.h"
 
@@ -152,8 +154,12 @@ static void unpipelineIfSpilling(mlir::ModuleOp module, BundleVariant &v) {
     return;
   BundleVariant plain = v;
   plain.config.pipeline = false;
-  if (!compileToPtx(module, plain.config, plain.kernel, error))
+  // It compiled pipelined, so it compiles plain; if not, the pipelined one is kept.
+  DiagnosticCollector quiet(module.getContext());
+  mlir::FailureOr<PtxResult> plainPtx = compileToPtx(module, plain.config);
+  if (mlir::failed(plainPtx))
     return;
+  plain.kernel = std::move(*plainPtx);
   int64_t plainSpill = spilled(plain.kernel);
   if (plainSpill >= 0 && plainSpill < pipelined)
     v = std::move(plain);
@@ -186,9 +192,11 @@ void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_
       lastArch = config.arch;
       BundleVariant v;
       v.config = config;
-      std::string error;
-      if (!compileToPtx(*spec.module, v.config, v.kernel, error))
-        throw Failure{"variant " + v.config.name() + ": " + error};
+      DiagnosticCollector diags(spec.module->getContext());
+      mlir::FailureOr<PtxResult> ptx = compileToPtx(*spec.module, v.config);
+      if (mlir::failed(ptx))
+        throw Failure{"variant " + v.config.name() + ": " + diags.message("compilation failed")};
+      v.kernel = std::move(*ptx);
       if (v.config.pipelined() && req.ptxas)
         unpipelineIfSpilling(*spec.module, v);
       v.isDefault = first;
@@ -260,9 +268,11 @@ static int emitOne(const CompileRequest &req, const std::string &what) {
   v.config.packGqa = configs.front().packGqa;
   v.config.wgmma = configs.front().wgmma;
   v.config.arch = req.archs.front();
-  std::string error;
-  if (!compileToPtx(*spec.module, v.config, v.kernel, error, /*keepGpuIr=*/what == "gpu-ir"))
-    throw Failure{"variant " + v.config.name() + ": " + error};
+  DiagnosticCollector diags(spec.module->getContext());
+  mlir::FailureOr<PtxResult> ptx = compileToPtx(*spec.module, v.config, /*keepGpuIr=*/what == "gpu-ir");
+  if (mlir::failed(ptx))
+    throw Failure{"variant " + v.config.name() + ": " + diags.message("compilation failed")};
+  v.kernel = std::move(*ptx);
   // gpu-ir ends as mlir-opt's output does (the module, then a newline), so it is
   // byte-for-byte what `attn-opt -attn-to-nvvm` prints for the config.
   if (what == "gpu-ir")
