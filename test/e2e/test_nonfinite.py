@@ -145,3 +145,34 @@ def test_nan_score_rows_are_nan_in_the_reference(tmp_path):
         o, lse = run_attnc(ATTNC, path, backend, str(tmp_path), {"q": q, "k": k, "v": v}, {}, [])
         assert np.isnan(o[0, 0, 2]).all() and np.isnan(lse[0, 0, 2]), backend
         assert not np.isnan(np.delete(o[0, 0], 2, axis=0)).any(), backend
+
+
+@pytest.mark.parametrize("variant", ["reference", "cpu", "gpu-sim", "gpu-sim-wgmma"])
+def test_masked_inf_contributes_nothing(variant, tmp_path):
+    """+inf in v at a key: o is +inf in that column on the rows that allow the key,
+    finite elsewhere (0 * inf is NaN on tensor cores; a masked pair must add nothing)."""
+    backend, flags, dtype, d = VARIANTS[variant]
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = np.random.default_rng(seed)
+    s = 100
+    extra, inputs, allowed = doc_case(rng, s)
+    spec = {"name": "inf-document", "heads_q": H, "heads_kv": H, "head_dim": d,
+            "dtype": dtype, "outputs": ["o", "lse"], **extra}
+    path = str(tmp_path / "spec.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    q, k, v = (round_to(rng.standard_normal((1, H, s, d)), dtype) for _ in range(3))
+    # A key some rows allow and others mask.
+    hs, js = np.nonzero(allowed.any(1) & ~allowed.all(1))
+    pick = rng.integers(len(hs))
+    h, j, c = hs[pick], js[pick], rng.integers(d)
+    v[0, h, j, c] = np.inf
+    arrays = {"q": q, "k": k, "v": v, **inputs}
+    o, _ = run_attnc(ATTNC, path, backend, str(tmp_path), arrays, inputs, flags)
+    want = np.zeros(o[0].shape, bool)
+    want[h, :, c] = allowed[h, :, j]
+    assert want.any() and (~want[h, :, c]).any(), f"seed {seed}: degenerate case"
+    assert (np.isposinf(o[0]) == want).all(), (
+        f"seed {seed}: {int((np.isinf(o[0]) & ~want).sum())} elements inf that should not "
+        f"be, {int((want & ~np.isposinf(o[0])).sum())} not +inf that should be")
+    assert not np.isnan(o[0]).any(), f"seed {seed}: NaN in o"
