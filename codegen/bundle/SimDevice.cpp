@@ -8,6 +8,7 @@
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "dialect/AttnOps.h"
 
+#include "Args.h"
 #include "Json.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
@@ -271,17 +272,7 @@ std::unique_ptr<rt::Bundle> buildSimBundle(ModuleOp l1, const nlohmann::json *sp
 namespace {
 
 attn_tensor describe(const void *data, int32_t dtype, const std::vector<int64_t> &shape) {
-  attn_tensor t{};
-  t.data = const_cast<void *>(data);
-  t.dtype = dtype;
-  t.ndim = int32_t(shape.size());
-  int64_t stride = 1;
-  for (int d = t.ndim - 1; d >= 0; --d) {
-    t.shape[d] = shape[size_t(d)];
-    t.strides[d] = stride;
-    stride *= std::max<int64_t>(shape[size_t(d)], 1); // as PyTorch: no zero strides
-  }
-  return t;
+  return rt::contiguousTensor(const_cast<void *>(data), dtype, shape);
 }
 
 int32_t apiDtype(rt::DType t) {

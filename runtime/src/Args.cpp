@@ -471,4 +471,18 @@ std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::st
   return slots;
 }
 
+attn_tensor contiguousTensor(void *data, int32_t dtype, const std::vector<int64_t> &shape) {
+  attn_tensor t{};
+  t.data = data;
+  t.dtype = dtype;
+  t.ndim = int32_t(shape.size());
+  int64_t stride = 1;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    t.shape[d] = shape[size_t(d)];
+    t.strides[d] = stride;
+    stride *= std::max<int64_t>(shape[size_t(d)], 1);
+  }
+  return t;
+}
+
 } // namespace attune::rt

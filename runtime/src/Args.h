@@ -78,6 +78,10 @@ std::string shapeText(const int64_t *shape, int ndim);
 /// Bytes from the first element to one past the last one of `t` (0 if it is empty);
 /// UINT64_MAX when that is not representable (checkCall refuses such tensors).
 uint64_t spanBytes(const attn_tensor &t);
+
+/// A contiguous (row-major) tensor over `data`; as PyTorch, no stride is 0 (a
+/// dimension of size 0 counts as 1 for the strides outside it).
+attn_tensor contiguousTensor(void *data, int32_t dtype, const std::vector<int64_t> &shape);
 /// The same; false when the span overflows or exceeds 2^62 bytes.
 bool checkedSpanBytes(const attn_tensor &t, uint64_t &bytes);
 

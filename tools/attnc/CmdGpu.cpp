@@ -14,6 +14,7 @@
 #include "codegen/HalfFloat.h"
 #include "codegen/reference/Reference.h"
 
+#include "Args.h"
 #include "Cuda.h"
 #include "attune/runtime.h"
 
@@ -102,17 +103,7 @@ HostTensor decode(const std::vector<uint8_t> &bytes, attn_dtype dtype, std::vect
 }
 
 attn_tensor describe(cu::CUdeviceptr data, attn_dtype dtype, const std::vector<int64_t> &shape) {
-  attn_tensor t{};
-  t.data = reinterpret_cast<void *>(data);
-  t.dtype = dtype;
-  t.ndim = int32_t(shape.size());
-  int64_t stride = 1;
-  for (int d = t.ndim - 1; d >= 0; --d) {
-    t.shape[d] = shape[size_t(d)];
-    t.strides[d] = stride;
-    stride *= std::max<int64_t>(shape[size_t(d)], 1); // as PyTorch: no zero strides
-  }
-  return t;
+  return rt::contiguousTensor(reinterpret_cast<void *>(data), dtype, shape);
 }
 
 size_t numel(const std::vector<int64_t> &shape) {
