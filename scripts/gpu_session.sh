@@ -31,7 +31,8 @@ if [[ $what == all || $what == checks ]]; then
   python3 test/gpu/check.py /tmp/gc/gpu-checks --results "$results" || status=1
 fi
 if [[ $what == all || $what == bench ]]; then
-  python3 bench/gpu_compare.py --bundles .carry/bundles --out "$results" \
+  mkdir -p /tmp/bb && tar -C /tmp/bb -xJf .carry/bundles.tar.xz
+  python3 bench/gpu_compare.py --bundles /tmp/bb/bundles --out "$results" \
     ${BENCH_ARGS:---seqs 2048,8192 --dims 128} || status=1
 fi
 if [[ $what == sanitize ]]; then
