@@ -2,6 +2,7 @@
 #include "tools/attnc/Driver.h"
 
 #include "codegen/Diagnostics.h"
+#include "codegen/nvidia/PtxLint.h"
 
 #include "codegen/bundle/BundleWriter.h"
 #include "specs/SpecHash.h"
@@ -273,6 +274,17 @@ static int emitOne(const CompileRequest &req, const std::string &what) {
   if (mlir::failed(ptx))
     throw Failure{"variant " + v.config.name() + ": " + diags.message("compilation failed")};
   v.kernel = std::move(*ptx);
+  // The PTX printed is held to the same wgmma register discipline as a bundle's.
+  if (what == "ptx") {
+    std::vector<std::string> issues = lintWgmmaRegisters(v.kernel.ptx);
+    if (!issues.empty()) {
+      std::string message = "variant " + v.config.name() +
+                            ": the PTX breaks the wgmma register discipline:";
+      for (const std::string &i : issues)
+        message += "\n  " + i;
+      throw Failure{message};
+    }
+  }
   // gpu-ir ends as mlir-opt's output does (the module, then a newline), so it is
   // byte-for-byte what `attn-opt -attn-to-nvvm` prints for the config.
   if (what == "gpu-ir")
