@@ -43,14 +43,6 @@ struct SimArg {
   std::string name;
 };
 
-/// PTX's ex2/lg2/sin/cos.approx.ftz.f32 as the simulator runs them (flushed subnormals,
-/// the instructions' special values, an error at the documented bound).
-namespace ptxmath {
-float ex2(float x);
-float lg2(float x);
-float sin(float x);
-float cos(float x);
-} // namespace ptxmath
 
 /// Runs `kernel` (gpu.func named `symbol` in `module`) for the whole grid.
 bool simulateKernel(mlir::ModuleOp module, const std::string &symbol,

@@ -3,7 +3,7 @@
 // The kernels need no libdevice: convert-attn-to-nvvm rewrites f32 math.exp2, log2,
 // sin and cos into PTX's ex2/lg2/sin/cos.approx.ftz.f32 (as NVVM intrinsic calls) and
 // builds exp, log and tanh from them. Only these four instructions reach the
-// simulator, which models them as the hardware computes them (KernelSimulator.cpp).
+// simulator, which models them as the hardware computes them (PtxMathModel.cpp).
 //
 //===----------------------------------------------------------------------===//
 #ifndef ATTUNE_CODEGEN_NVIDIA_PTXMATH_H
@@ -24,6 +24,15 @@ inline constexpr const char *kCos = "llvm.nvvm.cos.approx.ftz.f";
 
 /// Rewrites every f32 math.exp, exp2, log, log2, tanh, sin and cos under `root`.
 void lowerMathToPtxApprox(mlir::Operation *root);
+
+/// The four instructions as the simulator runs them (PtxMathModel.cpp): flushed
+/// subnormals, the instructions' special values, an error at the documented bound.
+namespace ptxmath {
+float ex2(float x);
+float lg2(float x);
+float sin(float x);
+float cos(float x);
+} // namespace ptxmath
 
 } // namespace attune
 

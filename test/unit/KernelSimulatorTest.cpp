@@ -10,6 +10,7 @@
 #include "codegen/HalfFloat.h"
 #include "codegen/Diagnostics.h"
 #include "codegen/nvidia/KernelSimulator.h"
+#include "codegen/nvidia/PtxMath.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "specs/Importer.h"
 
