@@ -87,6 +87,12 @@ void AttentionOp::getAsmBlockArgumentNames(Region &region,
     name(kRangeNames, 0);
   } else if (&region == &getTileClass()) {
     name(kClassNames, 0);
+  } else if (&region == &getScoreGrad()) {
+    if (block.getNumArguments() > 1) {
+      setNameFn(block.getArgument(0), "g");
+      setNameFn(block.getArgument(1), "s");
+    }
+    name(kMaskNames, 2);
   }
 }
 
@@ -312,6 +318,13 @@ LogicalResult AttentionOp::verifyRegions() {
         failed(verifyTensorUses(*this, getTileClass())))
       return failure();
   }
+  if (!getScoreGrad().empty()) {
+    SmallVector<Type> gradArgs{f32, f32};
+    gradArgs.append(kNumMaskArgs, i64);
+    if (failed(verifyRegionSignature(*this, getScoreGrad(), "score_grad", gradArgs, f32)) ||
+        failed(verifyTensorUses(*this, getScoreGrad())))
+      return failure();
+  }
   return success();
 }
 
@@ -504,6 +517,16 @@ LogicalResult LookupOp::verify() {
   } else {
     return emitOpError("tensor elements must be i32, i64 or f32, got ") << elt;
   }
+  return success();
+}
+
+LogicalResult AccumulateGradOp::verify() {
+  auto t = cast<ShapedType>(getTarget().getType());
+  if (static_cast<int64_t>(getIndices().size()) != t.getRank())
+    return emitOpError("needs ") << t.getRank() << " indices for " << t << ", got "
+                                 << getIndices().size();
+  if (!t.getElementType().isF32())
+    return emitOpError("accumulates into f32 tensors only, got ") << t.getElementType();
   return success();
 }
 
@@ -767,20 +790,23 @@ private:
 };
 } // namespace
 
-/// `mask {...} score {...} [kv_ranges {...}] [tile_class {...}]`
+/// `mask {...} score {...} [kv_ranges {...}] [tile_class {...}] [score_grad {...}]`
 static ParseResult parseAttentionRegions(OpAsmParser &parser, Region &mask, Region &score,
-                                         Region &kvRanges, Region &tileClass) {
+                                         Region &kvRanges, Region &tileClass,
+                                         Region &scoreGrad) {
   RegionListParser regions(parser, "attn.attention");
   if (parser.parseKeyword("mask") || regions.parse(mask, "mask") ||
       parser.parseKeyword("score") || regions.parse(score, "score") ||
       regions.parseOptional(kvRanges, "kv_ranges") ||
-      regions.parseOptional(tileClass, "tile_class"))
+      regions.parseOptional(tileClass, "tile_class") ||
+      regions.parseOptional(scoreGrad, "score_grad"))
     return failure();
   return regions.finish();
 }
 
 static void printAttentionRegions(OpAsmPrinter &printer, Operation *, Region &mask,
-                                  Region &score, Region &kvRanges, Region &tileClass) {
+                                  Region &score, Region &kvRanges, Region &tileClass,
+                                  Region &scoreGrad) {
   printer << "mask ";
   printer.printRegion(mask);
   printer << " score ";
@@ -792,6 +818,10 @@ static void printAttentionRegions(OpAsmPrinter &printer, Operation *, Region &ma
   if (!tileClass.empty()) {
     printer << " tile_class ";
     printer.printRegion(tileClass);
+  }
+  if (!scoreGrad.empty()) {
+    printer << " score_grad ";
+    printer.printRegion(scoreGrad);
   }
 }
 

@@ -39,6 +39,12 @@ def Attn_AttentionOp : Attn_Op<"attention", [
         yields an i32 class of the tile [q_lo, q_hi) x [kv_lo, kv_hi):
         0 = EMPTY (no pair allowed), 1 = PARTIAL (unknown), 2 = FULL (all allowed).
 
+    `score_grad` is empty until `attn-differentiate-score` fills it with the reverse
+    derivative of `score`:
+      score_grad(g, s, b, h, q_idx, kv_idx, q, kv, seq_q, seq_kv) yields the f32
+        g * d score(s, ...) / ds, and adds g * d score / d t[idx] to the gradient of
+        every float input t that `score` reads, by attn.accumulate_grad.
+
     The op always takes both offsets. `default_q_offset` / `default_kv_offset` (from
     the spec) and `align` say which ones a caller passes when the user gives none:
     kv_offset defaults to 0; q_offset to seq_kv - seq_q (bottom_right) or 0 (top_left).
@@ -63,14 +69,15 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     OptionalAttr<DenseI64ArrayAttr>:$kv_list_block);
   let results = (outs AnyRankedTensor:$o, Optional<AnyRankedTensor>:$lse);
   let regions = (region SizedRegion<1>:$mask, SizedRegion<1>:$score,
-                        AnyRegion:$kv_ranges, AnyRegion:$tile_class);
+                        AnyRegion:$kv_ranges, AnyRegion:$tile_class,
+                        AnyRegion:$score_grad);
 
   let assemblyFormat = [{
     `q` `(` $q `:` type($q) `)` `k` `(` $k `:` type($k) `)` `v` `(` $v `:` type($v) `)`
     (`inputs` `(` $inputs^ `:` type($inputs) `)`)?
     `offsets` `(` $q_offset `,` $kv_offset `)`
     attr-dict `->` type(results)
-    custom<AttentionRegions>($mask, $score, $kv_ranges, $tile_class)
+    custom<AttentionRegions>($mask, $score, $kv_ranges, $tile_class, $score_grad)
   }];
   let hasVerifier = 1;
   let hasRegionVerifier = 1;
@@ -80,6 +87,7 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     static constexpr unsigned kNumScoreArgs = 9;
     static constexpr unsigned kNumRangeArgs = 8;
     static constexpr unsigned kNumClassArgs = 10;
+    static constexpr unsigned kNumScoreGradArgs = 10;
     int64_t getHeadsQ();
     int64_t getHeadsKv();
     int64_t getHeadDim();
@@ -369,6 +377,23 @@ def Attn_ContainsOp : Attn_Op<"contains", [Pure,
   let arguments = (ins I64:$value, Attn_Shaped:$tensor, Variadic<I64>:$indices);
   let results = (outs I1:$found);
   let assemblyFormat = "$value `in` $tensor `[` $indices `]` attr-dict `:` type($tensor)";
+  let hasVerifier = 1;
+}
+
+def Attn_AccumulateGradOp : Attn_Op<"accumulate_grad", [
+    MemoryEffects<[MemRead, MemWrite]>]> {
+  let summary = "adds `value` to the gradient of a float tensor at [indices]";
+  let description = [{
+    In a `score_grad` region (L1), `target` is the extra input whose gradient
+    receives the value; after tiling for the backward pass it is the gradient buffer
+    itself. An index outside the tensor adds nothing (the forward's lookup read
+    nothing there either). The order of the additions is the back end's to fix: the
+    deterministic schedules sum per-tile partials in a fixed order.
+  }];
+  let arguments = (ins Attn_Shaped:$target, Variadic<I64>:$indices, F32:$value);
+  let assemblyFormat = [{
+    $value `into` $target `[` $indices `]` attr-dict `:` type($target)
+  }];
   let hasVerifier = 1;
 }
 

@@ -30,6 +30,22 @@ def AttnExpandPatterns : Pass<"attn-expand-patterns", "::mlir::ModuleOp"> {
                            "::mlir::scf::SCFDialect"];
 }
 
+def AttnDifferentiateScore : Pass<"attn-differentiate-score", "::mlir::ModuleOp"> {
+  let summary = "Build the reverse derivative of the score region (score_grad)";
+  let description = [{
+    Fills the `score_grad` region of every attn.attention, for the backward pass:
+    given g = dL/ds' at the score s' = score(s, ...), it yields dL/ds = g ds'/ds and
+    adds g ds'/dt[idx] to the gradient of every float input t the score reads
+    (attn.accumulate_grad), so that every named pattern and every `expr` score gets
+    its backward with no rule per pattern. Reverse mode over the region's ops after
+    attn-expand-patterns: arith and math ops, select, attn.lookup, and loops whose
+    carried float values are sums (FIRE's hidden units). An op without a derivative
+    is an error at the op. Runs before attn-fuse, so the derivative is that of the
+    score PATTERNS.md defines (natural-log units).
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect"];
+}
+
 def AttnFuse : Pass<"attn-fuse", "::mlir::ModuleOp"> {
   let summary = "Fold RoPE into the q/k reads and log2(e) into the score";
   let description = [{

@@ -29,6 +29,23 @@ struct AttentionResult {
 mlir::FailureOr<AttentionResult> runReference(mlir::ModuleOp module, const AttentionArgs &args,
                                               int threads = 0);
 
+/// The gradients of a scalar loss L through the attention, given dO = dL/do (and
+/// optionally dlse = dL/dlse, softmax only): dq, dk, dv of the function's q, k, v
+/// (before any attn.rope; dk, dv summed over the query heads of each kv head) and
+/// dL/dt for every float extra input t, by name (zero where the score never reads
+/// t). Recomputes the forward itself; the derivatives of the named score transforms
+/// are its own (RegionProgram::runGrad), not the compiler's. Fully masked rows give
+/// zero gradients.
+struct AttentionGradients {
+  HostTensor dq, dk, dv;
+  std::map<std::string, HostTensor> dinputs;
+};
+mlir::FailureOr<AttentionGradients> runReferenceBackward(mlir::ModuleOp module,
+                                                         const AttentionArgs &args,
+                                                         const HostTensor &dO,
+                                                         const HostTensor *dlse,
+                                                         int threads = 0);
+
 /// Applies rotary embedding to a [B, H, S, D] tensor at positions row + offset,
 /// with the parameters of an attn.rope op.
 struct RopeParams {
@@ -41,6 +58,8 @@ struct RopeParams {
   double betaFast = 32.0, betaSlow = 1.0, mscale = 1.0;
 };
 void applyRope(HostTensor &x, int64_t offset, const RopeParams &params);
+/// The transpose of applyRope (the map a gradient goes back through).
+void applyRopeTranspose(HostTensor &g, int64_t offset, const RopeParams &params);
 /// Per-pair inverse frequencies (radians per position) after scaling; pair m
 /// rotates features (m, m + R/2) or (2m, 2m + 1).
 std::vector<double> ropeFrequencies(const RopeParams &params);

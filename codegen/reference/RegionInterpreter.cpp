@@ -638,4 +638,139 @@ void RegionProgram::run(const Slot *args, const std::vector<const HostTensor *> 
     results[i] = r[impl->results[i]];
 }
 
+
+namespace {
+/// Adds `g` to t's gradient at idx (t's shape); false when idx is outside it.
+bool addElement(HostTensor *grad, const int64_t *idx, size_t n, double g) {
+  if (!grad || n != grad->shape.size())
+    return false;
+  int64_t flat = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (idx[i] < 0 || idx[i] >= grad->shape[i])
+      return false;
+    flat = flat * grad->shape[i] + idx[i];
+  }
+  grad->data[static_cast<size_t>(flat)] += g;
+  return true;
+}
+} // namespace
+
+// Reverse mode over the instruction list. Slots are single-assignment (one per SSA
+// value), so the forward values are all still in `r` when the sweep runs backwards.
+// The derivatives of the named transforms are written here from PATTERNS.md's
+// formulas, independently of the compiler's attn-differentiate-score pass (which sees
+// them expanded into arith/math).
+double RegionProgram::runGrad(const Slot *args, const std::vector<const HostTensor *> &tensors,
+                              std::vector<Slot> &r, std::vector<double> &adj, double seed,
+                              unsigned wrt, const std::vector<HostTensor *> &grads) const {
+  std::vector<Slot> results(impl->results.size());
+  run(args, tensors, r, results.data());
+  adj.assign(impl->numSlots, 0.0);
+  if (impl->results.empty())
+    return 0.0;
+  adj[impl->results[0]] = seed;
+  auto gradOf = [&](int t) -> HostTensor * {
+    return t >= 0 && size_t(t) < grads.size() ? grads[t] : nullptr;
+  };
+  for (auto it = impl->code.rbegin(); it != impl->code.rend(); ++it) {
+    const Instr &in = *it;
+    double a = adj[in.res];
+    if (a == 0.0)
+      continue;
+    auto I = [&](size_t k) { return r[in.in[k]].i; };
+    auto F = [&](size_t k) { return r[in.in[k]].f; };
+    auto add = [&](size_t k, double g) { adj[in.in[k]] += g; };
+    double out = r[in.res].f;
+    switch (in.code) {
+    case Code::Copy: add(0, a); break;
+    case Code::AddF: add(0, a); add(1, a); break;
+    case Code::SubF: add(0, a); add(1, -a); break;
+    case Code::MulF: add(0, a * F(1)); add(1, a * F(0)); break;
+    case Code::DivF: add(0, a / F(1)); add(1, -a * F(0) / (F(1) * F(1))); break;
+    case Code::NegF: add(0, -a); break;
+    case Code::MaxF: add(F(0) >= F(1) ? 0 : 1, a); break;
+    case Code::MinF: add(F(0) <= F(1) ? 0 : 1, a); break;
+    case Code::Select: add(I(0) ? 1 : 2, a); break;
+    case Code::Exp: add(0, a * out); break;
+    case Code::Exp2: add(0, a * out * std::log(2.0)); break;
+    case Code::Log: add(0, a / F(0)); break;
+    case Code::Log2: add(0, a / (F(0) * std::log(2.0))); break;
+    case Code::Sqrt: add(0, a / (2.0 * out)); break;
+    case Code::Tanh: add(0, a * (1.0 - out * out)); break;
+    case Code::AbsF: add(0, F(0) < 0 ? -a : (F(0) > 0 ? a : 0.0)); break;
+    case Code::Softcap: {
+      double t = std::tanh(F(0) / in.f[0]);
+      add(0, a * (1.0 - t * t));
+      break;
+    }
+    case Code::Alibi:
+    case Code::KerpleLog: add(0, a); break;
+    case Code::LogLengthScale: {
+      double pos = double(std::max<int64_t>(I(1) + 1, 1));
+      add(0, a * std::max(1.0, std::log(pos) / std::log(in.f[0])));
+      break;
+    }
+    case Code::T5Bias: {
+      add(0, a);
+      int64_t bucket = t5Bucket(I(2) - I(3), in.p[2] != 0, in.p[0], in.p[1]);
+      int64_t idx[2] = {bucket, I(1)};
+      addElement(gradOf(in.tensors[0]), idx, 2, a);
+      break;
+    }
+    case Code::Fire: {
+      add(0, a);
+      // out = s + sum_k w2[h,k] relu(w1[k] x + b1[k]) + b2[h], only where every read
+      // is in bounds (else out = s).
+      int64_t h = I(1), q = I(2), d = std::max<int64_t>(I(2) - I(3), 0);
+      double c = in.f[0], L = in.f[1];
+      auto psi = [c](double x) { return std::log(c * x + 1.0); };
+      double x = psi(double(d)) / psi(std::max(L, double(q)));
+      const HostTensor &w1 = *tensors[in.tensors[0]], &b1 = *tensors[in.tensors[1]],
+                       &w2 = *tensors[in.tensors[2]], &b2 = *tensors[in.tensors[3]];
+      int64_t hidden = w1.shape[0], hh[1] = {h};
+      double unused;
+      bool ok = element(b2, hh, 1, unused);
+      for (int64_t k = 0; k < hidden && ok; ++k) {
+        double w, bb, ww;
+        int64_t kk[1] = {k}, hk[2] = {h, k};
+        ok = element(w1, kk, 1, w) && element(b1, kk, 1, bb) && element(w2, hk, 2, ww);
+      }
+      if (!ok)
+        break;
+      addElement(gradOf(in.tensors[3]), hh, 1, a);
+      for (int64_t k = 0; k < hidden; ++k) {
+        double w, bb, ww;
+        int64_t kk[1] = {k}, hk[2] = {h, k};
+        element(w1, kk, 1, w);
+        element(b1, kk, 1, bb);
+        element(w2, hk, 2, ww);
+        double pre = w * x + bb;
+        if (pre <= 0.0)
+          continue;
+        addElement(gradOf(in.tensors[2]), hk, 2, a * pre);
+        addElement(gradOf(in.tensors[0]), kk, 1, a * ww * x);
+        addElement(gradOf(in.tensors[1]), kk, 1, a * ww);
+      }
+      break;
+    }
+    case Code::Lookup: {
+      const HostTensor &t = *tensors[in.tensors[0]];
+      if (t.isInt || !r[in.res2].i)
+        break;
+      int64_t idx[8];
+      size_t n = std::min<size_t>(in.in.size(), 8);
+      for (size_t k = 0; k < n; ++k)
+        idx[k] = I(k);
+      addElement(gradOf(in.tensors[0]), idx, n, a);
+      break;
+    }
+    default:
+      // Integer and boolean values, constants, and the piecewise-constant float ops
+      // (floor, ceil, comparisons, conversions to integers) pass nothing back.
+      break;
+    }
+  }
+  return wrt < impl->numArgs ? adj[wrt] : 0.0;
+}
+
 } // namespace attune

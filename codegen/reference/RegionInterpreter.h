@@ -52,6 +52,14 @@ public:
   void run(const Slot *args, const std::vector<const HostTensor *> &tensors,
            std::vector<Slot> &scratch, Slot *results) const;
 
+  /// Runs the region, then reverse mode from `seed` = dL/d(result 0): returns
+  /// dL/d(argument `wrt`) (a float argument: the score region's s) and adds dL/dt[idx]
+  /// into grads[n] for every element of float input n read (attn.lookup and the T5 and
+  /// FIRE tables; grads[n] null or absent: not wanted). `adjoint` is scratch.
+  double runGrad(const Slot *args, const std::vector<const HostTensor *> &tensors,
+                 std::vector<Slot> &scratch, std::vector<double> &adjoint, double seed,
+                 unsigned wrt, const std::vector<HostTensor *> &grads) const;
+
   struct Impl;
 
 private:

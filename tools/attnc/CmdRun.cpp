@@ -49,6 +49,75 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
                        const AttentionArgs &args, int64_t blockM, int64_t blockN, int threads,
                        std::optional<int64_t> splits, AttentionResult &result);
 
+/// The --dinput NAME=FILE.npy bindings: NAME must be a float input the spec declares.
+static std::map<std::string, std::string> gradientOutputs(const Options &opts,
+                                                          mlir::attn::AttentionOp op) {
+  std::map<std::string, std::string> files;
+  std::string floats;
+  std::map<std::string, bool> declared; // name -> is float
+  for (auto [n, attr] : llvm::enumerate(op.getInputNames())) {
+    std::string name = mlir::cast<mlir::StringAttr>(attr).str();
+    bool isFloat = mlir::isa<mlir::FloatType>(
+        mlir::cast<mlir::ShapedType>(op.getInputs()[n].getType()).getElementType());
+    declared[name] = isFloat;
+    if (isFloat)
+      floats += (floats.empty() ? "" : ", ") + name;
+  }
+  for (const std::string &binding : opts.all("dinput")) {
+    auto eq = binding.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == binding.size())
+      throw Failure{"--dinput needs NAME=FILE.npy, got '" + binding + "'", 2};
+    std::string name = binding.substr(0, eq);
+    auto it = declared.find(name);
+    if (it == declared.end())
+      throw Failure{"--dinput " + name + ": the spec declares no input '" + name +
+                        "' (float inputs: " + (floats.empty() ? "none" : floats) + ")",
+                    2};
+    if (!it->second)
+      throw Failure{"--dinput " + name + ": '" + name +
+                        "' is an integer input and has no gradient (float inputs: " +
+                        (floats.empty() ? "none" : floats) + ")",
+                    2};
+    if (files.count(name))
+      throw Failure{"--dinput " + name + " given twice", 2};
+    files[name] = binding.substr(eq + 1);
+  }
+  return files;
+}
+
+/// `attnc run --do`: the gradients of the attention, written to --dq/--dk/--dv and
+/// --dinput files.
+static void runBackward(const Options &opts, const std::string &backend, LoadedSpec &spec,
+                        const AttentionArgs &args, int threads) {
+  mlir::attn::AttentionOp op;
+  spec.module->walk([&](mlir::attn::AttentionOp a) { op = a; });
+  std::map<std::string, std::string> dinputs = gradientOutputs(opts, op);
+  HostTensor dO = readTensor("--do", *opts.get("do"));
+  std::optional<HostTensor> dlse;
+  if (auto path = opts.get("dlse")) {
+    if (!spec.info.lse && spec.fromJson)
+      throw Failure{"--dlse given but the spec's outputs do not include \"lse\"", 2};
+    dlse = readTensor("--dlse", *path);
+  }
+  if (backend != "reference")
+    throw Failure{"--do (gradients) runs on --backend reference only so far: the " + backend +
+                      " back end's backward kernels are not built yet",
+                  2};
+  DiagnosticCollector diags(spec.module->getContext());
+  mlir::FailureOr<AttentionGradients> grads =
+      runReferenceBackward(*spec.module, args, dO, dlse ? &*dlse : nullptr, threads);
+  if (mlir::failed(grads))
+    throw Failure{diags.message("the reference backward failed")};
+  if (auto path = opts.get("dq"))
+    writeTensor(*path, grads->dq);
+  if (auto path = opts.get("dk"))
+    writeTensor(*path, grads->dk);
+  if (auto path = opts.get("dv"))
+    writeTensor(*path, grads->dv);
+  for (const auto &[name, path] : dinputs)
+    writeTensor(path, grads->dinputs.at(name));
+}
+
 /// Kernels score in float32: q and k whose dot products leave float32's range (|q| near
 /// 3e38, or 1e20 against 1e20) give +-inf or NaN scores, and the online softmax turns
 /// them into NaN or an infinite lse. The float64 reference does not overflow. Rather
@@ -105,8 +174,8 @@ int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
                 "block-m", "block-n", "bundle", "arch", "configs", "variant", "num-splits",
-                "layout", "pad"},
-               {"timing", "pack-gqa", "wgmma"}, {"input"});
+                "layout", "pad", "do", "dq", "dk", "dv", "dlse"},
+               {"timing", "pack-gqa", "wgmma"}, {"input", "dinput"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
   std::string backend = opts.require("backend");
@@ -133,7 +202,15 @@ int cmdRun(int argc, char **argv) {
   args.q = readTensor("--q", opts.require("q"));
   args.k = readTensor("--k", opts.require("k"));
   args.v = readTensor("--v", opts.require("v"));
-  std::string out = opts.require("out");
+  bool backward = opts.get("do").has_value();
+  for (const char *flag : {"dq", "dk", "dv", "dlse"})
+    if (!backward && opts.get(flag))
+      throw Failure{std::string("--") + flag + " needs --do (the gradient of the output)", 2};
+  if (!backward && !opts.all("dinput").empty())
+    throw Failure{"--dinput needs --do (the gradient of the output)", 2};
+  std::optional<std::string> out = opts.get("out");
+  if (!out && !backward)
+    throw Failure{"missing --out", 2};
   args.inputs = readInputs(opts);
 
   mlir::MLIRContext context;
@@ -142,6 +219,11 @@ int cmdRun(int argc, char **argv) {
                              backend == "cpu" ? std::optional<std::string>("f32") : std::nullopt);
   if (opts.get("lse") && !spec.info.lse)
     throw Failure{"--lse given but the spec's outputs do not include \"lse\"", 2};
+  if (backward) {
+    runBackward(opts, backend, spec, args, threads);
+    if (!out && !opts.get("lse"))
+      return 0;
+  }
 
   AttentionResult result;
   std::string error;
@@ -159,7 +241,8 @@ int cmdRun(int argc, char **argv) {
                   args.v.shapeString() + " (a buffer would exceed the address space)"};
   }
   checkFiniteResult(backend, args, result);
-  writeTensor(out, result.o);
+  if (out)
+    writeTensor(*out, result.o);
   if (auto lse = opts.get("lse"))
     writeTensor(*lse, result.lse);
   return 0;
