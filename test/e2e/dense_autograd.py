@@ -1,8 +1,17 @@
 """A dense float64 torch implementation of Attune's attention semantics.
 
-Written from PATTERNS.md, the JSON Schema and the example specs only (not from Attune's
-C++ reference), so that it can serve as an independent oracle: its forward pass for the
+Written from PATTERNS.md, the JSON Schema and the example specs (not from Attune's C++
+reference), so that it can serve as an independent oracle: its forward pass for the
 outputs, and torch autograd through it for the gradients of Attune's backward pass.
+Where PATTERNS.md is silent or ambiguous it follows the written decisions in
+docs/decisions.md: `right` defaults to 0; `causal.align` sets the spec's alignment; an
+out-of-range read in a mask masks the pair whatever the combinators around it (`not`
+included), in a score leaves that transform's input unchanged; FIRE takes psi(0) for
+d < 0; log_length_scale uses log(max(P(i) + 1, 1)); YaRN is the paper's NTK-by-parts
+ramp with the temperature on the rotated features of q and k; dilated_segments'
+`head_offset` fixes o; shifted_groups shifts heads h >= Hq // 2 by G // 2; T5 buckets
+in double, truncated (bidirectional by default); expression literals are float32
+values, chained comparisons follow Python, `//` and `%` are integer-only.
 
     o, lse = attention(spec, q, k, v, inputs, q_offset=None, kv_offset=None)
 
@@ -18,6 +27,7 @@ and rows with no allowed key get exactly zero output and zero gradients.
 """
 import math
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -365,13 +375,9 @@ def _floordiv(a, n):
     return torch.div(a, n, rounding_mode="floor")
 
 
-def _in_list(x, values, valid=None):
-    """x (broadcast tensor) in values (tensor whose last axis lists candidates, already
-    broadcast against x with a trailing axis)."""
-    hit = x.unsqueeze(-1) == values
-    if valid is not None:
-        hit = hit & valid
-    return hit.any(-1)
+def _in_list(x, values):
+    """x (a broadcast tensor) in the 1-D list `values`, elementwise."""
+    return (x.unsqueeze(-1) == values).any(-1)
 
 
 # --------------------------------------------------------------------------------------
@@ -543,9 +549,8 @@ def t5_bucket(rel, num_buckets=32, max_distance=128, bidirectional=True):
     return out + torch.where(is_small, n, large)
 
 
-def _per_head(values, h, name):
-    t = torch.tensor([float(x) for x in values], dtype=F64)
-    return t[h]
+def _per_head(values, h):
+    return torch.tensor([float(x) for x in values], dtype=F64)[h]
 
 
 def _score(node, s, g, spec, tensors):
@@ -556,7 +561,7 @@ def _score(node, s, g, spec, tensors):
         return cap * torch.tanh(s / cap)
     if key == "alibi":
         slopes = val.get("slopes") or alibi_slopes(spec["heads_q"])
-        return s - _per_head(slopes, g.h, "slopes") * d.to(F64)
+        return s - _per_head(slopes, g.h) * d.to(F64)
     if key == "t5_bias":
         table = tensors[val["table"]]
         bucket = t5_bucket(-d, val.get("num_buckets", 32), val.get("max_distance", 128),
@@ -577,8 +582,8 @@ def _score(node, s, g, spec, tensors):
         f = (hidden * w2[g.h]).sum(-1) + b2[g.h]
         return s + f
     if key == "kerple_log":
-        r1 = _per_head(val["r1"], g.h, "r1")
-        r2 = _per_head(val["r2"], g.h, "r2")
+        r1 = _per_head(val["r1"], g.h)
+        r2 = _per_head(val["r2"], g.h)
         return s - r1 * torch.log(1.0 + r2 * torch.abs(d).to(F64))
     if key == "log_length_scale":
         n0 = float(val["base"])
@@ -750,7 +755,9 @@ def attention(spec, q, k, v, inputs=None, q_offset=None, kv_offset=None):
         with torch.no_grad():
             m = torch.full((rows,), -math.inf, dtype=F64)
             if s.numel():
-                m = m.scatter_reduce(0, flat, s.detach(), reduce="amax", include_self=True)
+                with warnings.catch_warnings():  # "scatter_reduce() is in beta"
+                    warnings.simplefilter("ignore")
+                    m = m.scatter_reduce(0, flat, s.detach(), reduce="amax", include_self=True)
             m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         e = torch.exp(s - m[flat])
         denom = torch.zeros(rows, dtype=F64).index_add(0, flat, e)
