@@ -203,4 +203,84 @@ def Attn_StoreLseOp : Attn_Op<"store_lse", [AllTypesMatch<["m", "l"]>]> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// The backward pass (attn-tile-backward)
+//===----------------------------------------------------------------------===//
+
+def Attn_LoadRowsOp : Attn_Op<"load_rows"> {
+  let summary = "rows [row, row + R) of source[b, h] (a [B, H, S] buffer) into a 1-D tile";
+  let description = [{ Zero past `valid_rows` (lse, dlse of the backward pass). }];
+  let arguments = (ins AnyStridedMemRef:$source, Index:$batch, Index:$head, Index:$row,
+                       Index:$valid_rows, Attn_Tile1D:$tile);
+  let assemblyFormat = [{
+    $source `[` $batch `,` $head `,` $row `]` `valid` `(` $valid_rows `)` `into` $tile
+    attr-dict `:` type($source) `,` type($tile)
+  }];
+}
+
+def Attn_RowDotTileOp : Attn_Op<"rowdot_tile"> {
+  let summary = "d[r] = sum_c a[r, c] b[r, c] (D = rowsum(dO o) of the backward pass)";
+  let arguments = (ins Attn_Tile2D:$a, Attn_Tile2D:$b, Attn_Tile1D:$d);
+  let assemblyFormat = "$a `,` $b `into` $d attr-dict `:` type($a) `,` type($b) `,` type($d)";
+}
+
+def Attn_GradWeightsTileOp : Attn_Op<"grad_weights_tile", [AttrSizedOperandSegments]> {
+  let summary = "recomputed weights p and dL/ds' of a score tile";
+  let description = [{
+    `s` holds the scores the normaliser saw (-inf where masked), `dp` = dO v^T.
+    Per element, in place: s becomes the weight p and dp becomes dL/ds':
+      softmax: p = exp(s - lse[r]) (0 when lse[r] = -inf),
+               dL/ds' = p (dp - delta[r] + dlse[r]) (dlse absent: 0);
+      sigmoid: p = 1 / (1 + exp(-(s + beta))), dL/ds' = dp p (1 - p);
+      relu:    p = max(s, 0) / seq_kv, dL/ds' = dp / seq_kv where s > 0, else 0.
+    A weight of 0 gives dL/ds' = 0 whatever dp is.
+  }];
+  let arguments = (ins Attn_Tile2D:$s, Attn_Tile2D:$dp, Optional<Attn_Tile1D>:$lse,
+                       Optional<Attn_Tile1D>:$delta, Optional<Attn_Tile1D>:$dlse,
+                       I64:$seq_kv, Attn_NormalizerAttr:$normalizer,
+                       OptionalAttr<F64Attr>:$beta);
+  let assemblyFormat = [{
+    $s `,` $dp (`lse` `(` $lse^ `:` type($lse) `)`)? (`delta` `(` $delta^ `:` type($delta) `)`)?
+    (`dlse` `(` $dlse^ `:` type($dlse) `)`)? `seq_kv` `(` $seq_kv `)` attr-dict `:` type($s) `,` type($dp)
+  }];
+}
+
+def Attn_ScoreGradTileOp : Attn_Op<"score_grad_tile"> {
+  let summary = "dL/ds over a tile through the score region's derivative (score_grad)";
+  let description = [{
+    For every element (r, c), i = q_lo + r, j = kv_lo + c, of a pair inside
+    [0, seq_q) x [0, seq_kv) that the mask allows (every pair without `masked`) and
+    whose ds[r, c] is not 0: ds[r, c] = scale * score_grad(ds[r, c], s[r, c], b, h,
+    i, j, i + q_offset, j + kv_offset, seq_q, seq_kv), where s holds the scaled dot
+    products; other elements become 0 and pass nothing to the tensor gradients. The
+    region's attn.accumulate_grad ops add into the gradient buffers (`grads`); those
+    of a pass that must not (the dq pass) have been dropped.
+  }];
+  let arguments = (ins Attn_Tile2D:$ds, Attn_Tile2D:$s, I64:$b, I64:$h, I64:$q_lo,
+                       I64:$kv_lo, I64:$q_offset, I64:$kv_offset, I64:$seq_q, I64:$seq_kv,
+                       Variadic<AnyStridedMemRef>:$inputs, F64Attr:$scale, UnitAttr:$masked);
+  let regions = (region SizedRegion<1>:$mask, SizedRegion<1>:$score_grad);
+  let assemblyFormat = [{
+    $ds `,` $s `at` `(` $b `,` $h `,` $q_lo `,` $kv_lo `)` `offsets` `(` $q_offset `,` $kv_offset `)`
+    `sizes` `(` $seq_q `,` $seq_kv `)` (`inputs` `(` $inputs^ `:` type($inputs) `)`)?
+    attr-dict `:` type($ds) `,` type($s) `mask` $mask `score_grad` $score_grad
+  }];
+}
+
+def Attn_TnTileOp : Attn_Op<"tn_tile"> {
+  let summary = "acc[c, d] += sum_r a[r, c] b[r, d] (dv += p^T dO, dk += ds^T q)";
+  let description = [{ Terms with a[r, c] == 0 contribute nothing (as in pv_tile). }];
+  let arguments = (ins Attn_Tile2D:$a, Attn_Tile2D:$b, Attn_Tile2D:$acc);
+  let assemblyFormat = "$a `,` $b `into` $acc attr-dict `:` type($a) `,` type($b) `,` type($acc)";
+}
+
+def Attn_RopeGradTileOp : Attn_Op<"rope_grad_tile"> {
+  let summary = "t[r] = R(row + r + position_offset)^T t[r]: a gradient back through RoPE";
+  let arguments = (ins Attn_Tile2D:$tile, Index:$row, I64:$position_offset,
+                       Attn_RopeAttr:$rope);
+  let assemblyFormat = [{
+    $tile `at` `(` $row `)` `positions` `(` $position_offset `)` attr-dict `:` type($tile)
+  }];
+}
+
 #endif // ATTN_TILE_OPS_TD

@@ -62,15 +62,18 @@ void moveScoreToBase2(AttentionOp op) {
 }
 
 struct FusePass : public mlir::attn::impl::AttnFuseBase<FusePass> {
+  using AttnFuseBase::AttnFuseBase;
+
   void runOnOperation() override {
-    getOperation().walk([](AttentionOp op) {
+    getOperation().walk([&](AttentionOp op) {
       if (!op.getQRope())
         if (RopeAttr r = foldRope(op, op.getQMutable(), op.getQOffset()))
           op.setQRopeAttr(r);
       if (!op.getKRope())
         if (RopeAttr r = foldRope(op, op.getKMutable(), op.getKvOffset()))
           op.setKRopeAttr(r);
-      moveScoreToBase2(op);
+      if (base2)
+        moveScoreToBase2(op);
     });
   }
 };

@@ -30,6 +30,10 @@ void buildAnalysisPipeline(OpPassManager &pm);
 /// The analysis pipeline, then attn-tile: L1 -> L2.
 void buildTilePipeline(OpPassManager &pm, const TilePipelineOptions &options);
 
+/// The same for the backward: attn-differentiate-score after the expansion,
+/// attn-fuse without base 2, attn-tile-backward in place of attn-tile.
+void buildBackwardTilePipeline(OpPassManager &pm, const TilePipelineOptions &options);
+
 /// Registers the passes and the named pipeline `attn-to-tiled` with the global
 /// registry (for attn-opt).
 void registerAttnPipelines();

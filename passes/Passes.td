@@ -1,7 +1,8 @@
 //===- Passes.td - the attn compiler passes ----------------*- tablegen -*-===//
 //
 // The pipeline, in order: attn-expand-patterns, attn-fuse, attn-analyze-blocks,
-// attn-tile (L1 -> L2). Back ends lower L2 (codegen/); attn-lower-kv-schedule turns
+// attn-tile (L1 -> L2); for the backward, attn-differentiate-score after the
+// expansion and attn-tile-backward in place of attn-tile. Back ends lower L2 (codegen/); attn-lower-kv-schedule turns
 // L2's key-block schedule into loops for those without a key loop of their own.
 //
 //===----------------------------------------------------------------------===//
@@ -53,8 +54,12 @@ def AttnFuse : Pass<"attn-fuse", "::mlir::ModuleOp"> {
     (the kernel rotates each tile as it loads it). For softmax, the score is moved to
     base 2 (`softmax_base2`): with an identity score region scale * log2(e) becomes
     the single multiply before exp2, otherwise the region's result is multiplied by
-    log2(e) once.
+    log2(e) once. With base2=false only RoPE is folded (the backward pass works
+    in natural-log units).
   }];
+  let options = [
+    Option<"base2", "base2", "bool", "true", "move the softmax to base 2">,
+  ];
 }
 
 def AttnAnalyzeBlocks : Pass<"attn-analyze-blocks", "::mlir::ModuleOp"> {
@@ -78,6 +83,29 @@ def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
     loops over the ranges of `kv_ranges`, skipping EMPTY tiles, evaluating the mask
     only on PARTIAL ones; online softmax (or sigmoid/relu weights); o and lse stored
     once. Runs attn-analyze-blocks' results; tile sizes are options.
+  }];
+  let options = [
+    Option<"blockM", "block-m", "int64_t", "64", "rows of q per tile (BM)">,
+    Option<"blockN", "block-n", "int64_t", "64", "rows of k/v per tile (BN)">,
+  ];
+  let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect",
+                           "::mlir::memref::MemRefDialect", "::mlir::func::FuncDialect"];
+}
+
+def AttnTileBackward : Pass<"attn-tile-backward", "::mlir::ModuleOp"> {
+  let summary = "Lower attn.attention (L1) to the tiled backward program (L2)";
+  let description = [{
+    Replaces each function holding an attn.attention by a kernel function that
+    computes dq, dk, dv and the gradients of the float inputs the score reads,
+    from q, k, v, the inputs, o, lse, dO and dlse (FlashAttention-2's algorithm):
+    a query-major attn.grid (the forward's key schedule) accumulates dq; a
+    key-major attn.grid over (batch, kv head, key block) visits, for each query
+    head of the kv head, the query blocks whose schedule holds that key block
+    (kv_ranges and tile_class evaluated per query block; EMPTY tiles are never
+    loaded) and accumulates dk, dv and, through score_grad's accumulate_grad, the
+    tensor gradients. No gradient is shared between grid items but the tensor
+    gradients, which the back end sums in a fixed order. Needs score_grad
+    (attn-differentiate-score), the block analysis, and natural-log scores.
   }];
   let options = [
     Option<"blockM", "block-m", "int64_t", "64", "rows of q per tile (BM)">,

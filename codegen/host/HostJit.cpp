@@ -43,7 +43,28 @@ struct HostKernel::Impl {
   std::unique_ptr<ExecutionEngine> engine;
   std::string entry;
   bool lse = false;
+  bool backward = false;
 };
+
+/// Gives a softmax `op` an lse result when it has none (a forward whose lse the
+/// backward reads; sigmoid and relu have none).
+static void addLseResult(attn::AttentionOp op) {
+  if (op.getLse() || op.getNormalizer() != attn::Normalizer::softmax)
+    return;
+  auto oType = cast<RankedTensorType>(op.getO().getType());
+  auto lseType = RankedTensorType::get(oType.getShape().take_front(3),
+                                       Float32Type::get(op.getContext()));
+  OpBuilder b(op);
+  OperationState state(op.getLoc(), op->getName());
+  state.addOperands(op->getOperands());
+  state.addAttributes(op->getAttrs());
+  state.addTypes({oType, lseType});
+  for (Region &region : op->getRegions())
+    state.addRegion()->takeBody(region);
+  Operation *created = b.create(state);
+  op.getO().replaceAllUsesWith(created->getResult(0));
+  op.erase();
+}
 
 HostKernel::HostKernel(std::unique_ptr<Impl> i) : impl(std::move(i)) {}
 HostKernel::~HostKernel() = default;
@@ -67,16 +88,24 @@ FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
   impl->l1->walk([&](attn::AttentionOp op) { attention = op; });
   if (!attention)
     return l1.emitError("the module holds no attn.attention");
+  if (options.forceLse && !options.backward) {
+    addLseResult(attention);
+    impl->l1->walk([&](attn::AttentionOp op) { attention = op; });
+  }
   impl->lse = static_cast<bool>(attention.getLse());
+  impl->backward = options.backward;
   impl->entry = cast<func::FuncOp>(attention->getParentOp()).getName().str();
 
-  OwningOpRef<ModuleOp> module = cast<ModuleOp>(l1->clone());
+  OwningOpRef<ModuleOp> module = cast<ModuleOp>(impl->l1->clone());
   auto t0 = std::chrono::steady_clock::now();
   PassManager pm(ctx);
   attn::TilePipelineOptions tile;
   tile.blockM = options.blockM;
   tile.blockN = options.blockN;
-  attn::buildTilePipeline(pm, tile);
+  if (options.backward)
+    attn::buildBackwardTilePipeline(pm, tile);
+  else
+    attn::buildTilePipeline(pm, tile);
   if (failed(pm.run(*module)))
     return failure(); // the passes said why, at the ops
   if (options.tiledIr) {
@@ -224,6 +253,95 @@ FailureOr<AttentionResult> HostKernel::run(const AttentionArgs &args) {
   result.o = toHost(buffers[oIndex]);
   result.lse = impl->lse ? toHost(buffers[oIndex + 1]) : HostTensor();
   return result;
+}
+
+FailureOr<AttentionGradients> HostKernel::runBackward(const AttentionArgs &args,
+                                                      const AttentionResult &forward,
+                                                      const HostTensor &dO,
+                                                      const HostTensor *dlse) {
+  attn::AttentionOp op;
+  impl->l1->walk([&](attn::AttentionOp a) { op = a; });
+  Location unknown = UnknownLoc::get(op.getContext());
+  if (!impl->backward)
+    return emitError(unknown, "this host kernel is a forward kernel");
+  BoundCall call;
+  std::string error;
+  if (!bindArguments(op, args, call, error))
+    return emitError(unknown, error);
+  std::vector<int64_t> oShape{call.batch, call.headsQ, call.seqQ, call.headDimV};
+  std::vector<int64_t> lseShape{call.batch, call.headsQ, call.seqQ};
+  bool softmax = op.getNormalizer() == attn::Normalizer::softmax;
+  auto shapeOf = [](const std::vector<int64_t> &sh) {
+    HostTensor t;
+    t.shape = sh;
+    return t.shapeString();
+  };
+  if (dO.isInt || dO.shape != oShape)
+    return emitError(unknown, "dO: expected a float tensor of o's shape ")
+           << shapeOf(oShape) << ", got " << dO.shapeString();
+  if (dlse && (!softmax || dlse->isInt || dlse->shape != lseShape))
+    return emitError(unknown, softmax ? "dlse: expected a float tensor of lse's shape "
+                                      : "dlse: the spec's normaliser has no lse (only "
+                                        "softmax does); shape ")
+           << shapeOf(lseShape) << ", got " << dlse->shapeString();
+  if (forward.o.shape != oShape || (softmax && forward.lse.shape != lseShape))
+    return emitError(unknown, "the forward's o and lse do not fit the arguments");
+  std::vector<Buffer> buffers;
+  buffers.reserve(12 + 2 * call.inputs.size());
+  buffers.emplace_back(args.q);
+  buffers.emplace_back(args.k);
+  buffers.emplace_back(args.v);
+  std::vector<size_t> floatInputs;
+  for (size_t n = 0; n < call.inputs.size(); ++n) {
+    buffers.emplace_back(*call.inputs[n]);
+    if (!call.inputs[n]->isInt)
+      floatInputs.push_back(n);
+  }
+  buffers.emplace_back(forward.o);
+  if (softmax)
+    buffers.emplace_back(forward.lse);
+  else
+    buffers.emplace_back(lseShape);
+  buffers.emplace_back(dO);
+  if (dlse)
+    buffers.emplace_back(*dlse);
+  else
+    buffers.emplace_back(lseShape);
+  size_t dqIndex = buffers.size();
+  buffers.emplace_back(args.q.shape);
+  buffers.emplace_back(args.k.shape);
+  buffers.emplace_back(args.v.shape);
+  for (size_t n : floatInputs)
+    buffers.emplace_back(call.inputs[n]->shape);
+  std::vector<Descriptor> descriptors;
+  descriptors.reserve(buffers.size());
+  for (Buffer &b : buffers)
+    descriptors.emplace_back(b.data(), b.shape);
+  std::vector<void *> pointers;
+  for (Descriptor &d : descriptors)
+    pointers.push_back(d.get());
+  int64_t qOffset = call.qOffset, kvOffset = call.kvOffset;
+  std::vector<void *> packed;
+  for (void *&p : pointers)
+    packed.push_back(&p);
+  packed.push_back(&qOffset);
+  packed.push_back(&kvOffset);
+  if (llvm::Error e = impl->engine->invokePacked("_mlir_ciface_" + impl->entry, packed))
+    return op.emitError("kernel invocation failed: ") << llvm::toString(std::move(e));
+  auto toHost = [](const Buffer &b) {
+    HostTensor t;
+    t.shape = b.shape;
+    t.data.assign(b.f.begin(), b.f.end());
+    return t;
+  };
+  AttentionGradients grads;
+  grads.dq = toHost(buffers[dqIndex]);
+  grads.dk = toHost(buffers[dqIndex + 1]);
+  grads.dv = toHost(buffers[dqIndex + 2]);
+  auto names = op.getInputNames();
+  for (auto [i, n] : llvm::enumerate(floatInputs))
+    grads.dinputs[cast<StringAttr>(names[n]).str()] = toHost(buffers[dqIndex + 3 + i]);
+  return grads;
 }
 
 } // namespace attune

@@ -27,6 +27,11 @@ struct HostCompileOptions {
   int optLevel = 2;
   /// When set, receives the L2 (tiled) IR and the lowered LLVM-dialect IR.
   std::string *tiledIr = nullptr;
+  /// Compile the backward program (attn-to-tiled-backward) instead of the forward.
+  bool backward = false;
+  /// The forward also writes lse when the spec does not ask for it (the backward
+  /// reads it).
+  bool forceLse = false;
 };
 
 struct HostCompileStats {
@@ -45,6 +50,13 @@ public:
 
   /// Runs the kernel on host tensors (o in fp32, lse when the spec asks for it).
   mlir::FailureOr<AttentionResult> run(const AttentionArgs &args);
+
+  /// Runs a backward kernel: the gradients given the forward's o and lse (lse may be
+  /// empty for sigmoid and relu), dO and optionally dlse. The same shape checks
+  /// as the reference's.
+  mlir::FailureOr<AttentionGradients> runBackward(const AttentionArgs &args,
+                                                  const AttentionResult &forward,
+                                                  const HostTensor &dO, const HostTensor *dlse);
 
   struct Impl;
 

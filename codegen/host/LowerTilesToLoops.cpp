@@ -293,6 +293,204 @@ void lowerStoreLse(StoreLseOp op) {
   op.erase();
 }
 
+//===----------------------------------------------------------------------===//
+// Backward tile ops
+//===----------------------------------------------------------------------===//
+
+void lowerLoadRows(LoadRowsOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  e.loop(e.idx(0), e.idx(dimOf(op.getTile(), 0)), [&](Value r) {
+    Value inside = e.cmpi(P::ult, r, op.getValidRows());
+    Value row = arith::AddIOp::create(b, op.getLoc(), op.getRow(), r);
+    Value x = e.ifElse(inside, b.getF32Type(), [&] {
+      return e.toF32(e.load(op.getSource(), {op.getBatch(), op.getHead(), row}));
+    }, e.f32(0.0));
+    e.store(x, op.getTile(), {r});
+  });
+  op.erase();
+}
+
+void lowerRowDot(RowDotTileOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  e.loop(e.idx(0), e.idx(dimOf(op.getA(), 0)), [&](Value r) {
+    Value dot = e.loop(e.idx(0), e.idx(dimOf(op.getA(), 1)), {e.f32(0.0)},
+                       [&](Value c, ValueRange acc) -> SmallVector<Value> {
+                         return {e.addf(acc[0], e.mulf(e.load(op.getA(), {r, c}),
+                                                       e.load(op.getB(), {r, c})))};
+                       })[0];
+    e.store(dot, op.getD(), {r});
+  });
+  op.erase();
+}
+
+void lowerGradWeights(GradWeightsTileOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  Emit e{b, loc};
+  Value negInf = e.f32(-std::numeric_limits<double>::infinity());
+  Value zero = e.f32(0.0), one = e.f32(1.0);
+  Value n = arith::SIToFPOp::create(b, loc, b.getF32Type(), op.getSeqKv());
+  Normalizer norm = op.getNormalizer();
+  Value beta;
+  if (norm == Normalizer::sigmoid)
+    beta = op.getBeta() ? e.f32(op.getBeta()->convertToDouble())
+                        : Value(arith::NegFOp::create(b, loc, math::LogOp::create(b, loc, n)));
+  auto oeq = [&](Value x, Value y) {
+    return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, x, y);
+  };
+  e.loop(e.idx(0), e.idx(dimOf(op.getS(), 0)), [&](Value r) {
+    Value lse, delta, dlse;
+    if (norm == Normalizer::softmax) {
+      lse = e.load(op.getLse(), {r});
+      delta = e.load(op.getDelta(), {r});
+      dlse = op.getDlse() ? e.load(op.getDlse(), {r}) : zero;
+    }
+    e.loop(e.idx(0), e.idx(dimOf(op.getS(), 1)), [&](Value c) {
+      Value s = e.load(op.getS(), {r, c}), dp = e.load(op.getDp(), {r, c});
+      Value masked = oeq(s, negInf);
+      Value p, ds;
+      if (norm == Normalizer::softmax) {
+        // A row with lse = -inf has no allowed key: weight 0, never exp(-inf + inf).
+        Value dead = e.ori(masked, oeq(lse, negInf));
+        p = e.select(dead, zero,
+                     math::ExpOp::create(b, loc, arith::SubFOp::create(b, loc, s, lse)));
+        ds = e.mulf(p, e.addf(arith::SubFOp::create(b, loc, dp, delta), dlse));
+      } else if (norm == Normalizer::sigmoid) {
+        Value z = arith::NegFOp::create(b, loc, e.addf(s, beta));
+        p = e.select(masked, zero,
+                     arith::DivFOp::create(b, loc, one,
+                                           e.addf(one, math::ExpOp::create(b, loc, z))));
+        ds = e.mulf(e.mulf(dp, p), arith::SubFOp::create(b, loc, one, p));
+      } else {
+        p = arith::DivFOp::create(b, loc, arith::MaximumFOp::create(b, loc, s, zero), n);
+        Value active = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, s, zero);
+        ds = e.select(active, arith::DivFOp::create(b, loc, dp, n), zero);
+      }
+      ds = e.select(oeq(p, zero), zero, ds);
+      e.store(p, op.getS(), {r, c});
+      e.store(ds, op.getDp(), {r, c});
+    });
+  });
+  op.erase();
+}
+
+void lowerScoreGrad(ScoreGradTileOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  Emit e{b, loc};
+  Value zero = e.f32(0.0);
+  Value scale = e.f32(op.getScale().convertToDouble());
+  e.loop(e.idx(0), e.idx(dimOf(op.getDs(), 0)), [&](Value r) {
+    Value i = arith::AddIOp::create(b, loc, op.getQLo(), e.toI64(r));
+    Value qPos = arith::AddIOp::create(b, loc, i, op.getQOffset());
+    e.loop(e.idx(0), e.idx(dimOf(op.getDs(), 1)), [&](Value c) {
+      Value j = arith::AddIOp::create(b, loc, op.getKvLo(), e.toI64(c));
+      Value kvPos = arith::AddIOp::create(b, loc, j, op.getKvOffset());
+      SmallVector<Value> coords{op.getB(), op.getH(), i, j, qPos, kvPos, op.getSeqQ(), op.getSeqKv()};
+      Value g = e.load(op.getDs(), {r, c});
+      Value live = e.andi(e.cmpi(P::slt, j, op.getSeqKv()), e.cmpi(P::slt, i, op.getSeqQ()));
+      live = e.andi(live, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE, g, zero));
+      auto ifLive = scf::IfOp::create(b, loc, b.getF32Type(), live, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(ifLive.thenBlock());
+        Value ds = zero;
+        auto body = [&] {
+          SmallVector<Value> args{g, e.load(op.getS(), {r, c})};
+          args.append(coords);
+          return e.mulf(inlineRegion(b, op.getScoreGrad(), args), scale);
+        };
+        if (op.getMasked()) {
+          Value allowed = inlineRegion(b, op.getMask(), coords);
+          ds = e.ifElse(allowed, b.getF32Type(), body, zero);
+        } else {
+          ds = body();
+        }
+        scf::YieldOp::create(b, loc, ds);
+        b.setInsertionPointToStart(ifLive.elseBlock());
+        scf::YieldOp::create(b, loc, zero);
+      }
+      e.store(ifLive.getResult(0), op.getDs(), {r, c});
+    });
+  });
+  op.erase();
+}
+
+void lowerTn(TnTileOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  Emit e{b, loc};
+  e.loop(e.idx(0), e.idx(dimOf(op.getAcc(), 0)), [&](Value c) {
+    e.loop(e.idx(0), e.idx(dimOf(op.getAcc(), 1)), [&](Value d) {
+      Value sum = e.loop(e.idx(0), e.idx(dimOf(op.getA(), 0)), {e.f32(0.0)},
+                         [&](Value r, ValueRange acc) -> SmallVector<Value> {
+                           Value a = e.load(op.getA(), {r, c});
+                           Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                                                a, e.f32(0.0));
+                           Value term = e.select(isZero, e.f32(0.0), e.mulf(a, e.load(op.getB(), {r, d})));
+                           return {e.addf(acc[0], term)};
+                         })[0];
+      e.store(e.addf(e.load(op.getAcc(), {c, d}), sum), op.getAcc(), {c, d});
+    });
+  });
+  op.erase();
+}
+
+void lowerRopeGrad(RopeGradTileOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  Emit e{b, loc};
+  RopeAttr rope = op.getRope();
+  SmallVector<double> freqs = rope.getFrequencies();
+  int64_t half = rope.getRotaryDim() / 2;
+  bool interleaved = rope.getStyle() == RopeStyle::interleaved;
+  double mscale = rope.getScaling() == RopeScaling::yarn ? rope.getMscale().getValueAsDouble() : 1.0;
+  Value tile = op.getTile();
+  e.loop(e.idx(0), e.idx(dimOf(tile, 0)), [&](Value r) {
+    Value row = arith::AddIOp::create(b, loc, op.getRow(), r);
+    Value pos = arith::SIToFPOp::create(b, loc, b.getF64Type(),
+                                        arith::AddIOp::create(b, loc, e.toI64(row), op.getPositionOffset()));
+    for (int64_t m = 0; m < half; ++m) {
+      Value i0 = e.idx(interleaved ? 2 * m : m), i1 = e.idx(interleaved ? 2 * m + 1 : m + half);
+      Value angle = e.mulf(pos, e.f64(freqs[m]));
+      Value c = arith::TruncFOp::create(b, loc, b.getF32Type(), math::CosOp::create(b, loc, angle));
+      Value s = arith::TruncFOp::create(b, loc, b.getF32Type(), math::SinOp::create(b, loc, angle));
+      Value g0 = e.load(tile, {r, i0}), g1 = e.load(tile, {r, i1});
+      // The transpose of the rotation (a, b) -> (a c - b s, a s + b c).
+      Value y0 = e.addf(e.mulf(g0, c), e.mulf(g1, s));
+      Value y1 = arith::SubFOp::create(b, loc, e.mulf(g1, c), e.mulf(g0, s));
+      if (mscale != 1.0) {
+        y0 = e.mulf(y0, e.f32(mscale));
+        y1 = e.mulf(y1, e.f32(mscale));
+      }
+      e.store(y0, tile, {r, i0});
+      e.store(y1, tile, {r, i1});
+    }
+  });
+  op.erase();
+}
+
+/// grad[indices] += value where every index is inside the buffer.
+void lowerAccumulateGrad(AccumulateGradOp op) {
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  Emit e{b, loc};
+  Value target = op.getTarget();
+  Value inside = e.i1(true);
+  SmallVector<Value> idxs;
+  for (auto [d, index] : llvm::enumerate(op.getIndices())) {
+    Value size = e.dimI64(target, int64_t(d));
+    inside = e.andi(inside, e.andi(e.cmpi(P::sge, index, e.i64(0)), e.cmpi(P::slt, index, size)));
+    idxs.push_back(e.toIndex(index));
+  }
+  auto ifIn = scf::IfOp::create(b, loc, inside, /*withElseRegion=*/false);
+  b.setInsertionPointToStart(ifIn.thenBlock());
+  e.store(e.addf(e.load(target, idxs), op.getValue()), target, idxs);
+  op.erase();
+}
+
 struct LowerTilesToLoopsPass
     : public mlir::attn::impl::AttnLowerTilesToLoopsBase<LowerTilesToLoopsPass> {
   void runOnOperation() override {
@@ -304,10 +502,15 @@ struct LowerTilesToLoopsPass
     module.walk([&](ScoreTileOp op) { scores.push_back(op); });
     for (auto op : scores)
       lowerScore(op);
+    SmallVector<ScoreGradTileOp> grads;
+    module.walk([&](ScoreGradTileOp op) { grads.push_back(op); });
+    for (auto op : grads)
+      lowerScoreGrad(op);
     SmallVector<Operation *> ops;
     module.walk([&](Operation *op) {
       if (isa<FillTileOp, LoadTileOp, QkTileOp, SoftmaxTileOp, WeightsTileOp, PvTileOp,
-              StoreTileOp, StoreLseOp>(op))
+              StoreTileOp, StoreLseOp, LoadRowsOp, RowDotTileOp, GradWeightsTileOp, TnTileOp,
+              RopeGradTileOp, AccumulateGradOp>(op))
         ops.push_back(op);
     });
     for (Operation *op : ops) {
@@ -319,7 +522,13 @@ struct LowerTilesToLoopsPass
           .Case([](WeightsTileOp o) { lowerWeights(o); })
           .Case([](PvTileOp o) { lowerPv(o); })
           .Case([](StoreTileOp o) { lowerStore(o); })
-          .Case([](StoreLseOp o) { lowerStoreLse(o); });
+          .Case([](StoreLseOp o) { lowerStoreLse(o); })
+          .Case([](LoadRowsOp o) { lowerLoadRows(o); })
+          .Case([](RowDotTileOp o) { lowerRowDot(o); })
+          .Case([](GradWeightsTileOp o) { lowerGradWeights(o); })
+          .Case([](TnTileOp o) { lowerTn(o); })
+          .Case([](RopeGradTileOp o) { lowerRopeGrad(o); })
+          .Case([](AccumulateGradOp o) { lowerAccumulateGrad(o); });
     }
     attune::lowerTensorReads(module);
     // Anything of attn left is a bug of this pass, not of the input.

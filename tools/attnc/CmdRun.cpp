@@ -88,7 +88,8 @@ static std::map<std::string, std::string> gradientOutputs(const Options &opts,
 /// `attnc run --do`: the gradients of the attention, written to --dq/--dk/--dv and
 /// --dinput files.
 static void runBackward(const Options &opts, const std::string &backend, LoadedSpec &spec,
-                        const AttentionArgs &args, int threads) {
+                        const AttentionArgs &args, int threads, int64_t blockM,
+                        int64_t blockN) {
   mlir::attn::AttentionOp op;
   spec.module->walk([&](mlir::attn::AttentionOp a) { op = a; });
   std::map<std::string, std::string> dinputs = gradientOutputs(opts, op);
@@ -99,15 +100,38 @@ static void runBackward(const Options &opts, const std::string &backend, LoadedS
       throw Failure{"--dlse given but the spec's outputs do not include \"lse\"", 2};
     dlse = readTensor("--dlse", *path);
   }
-  if (backend != "reference")
-    throw Failure{"--do (gradients) runs on --backend reference only so far: the " + backend +
-                      " back end's backward kernels are not built yet",
+  if (backend != "reference" && backend != "cpu")
+    throw Failure{"--do (gradients) runs on --backend reference and cpu so far: the " +
+                      backend + " back end's backward kernels are not built yet",
                   2};
   DiagnosticCollector diags(spec.module->getContext());
-  mlir::FailureOr<AttentionGradients> grads =
-      runReferenceBackward(*spec.module, args, dO, dlse ? &*dlse : nullptr, threads);
-  if (mlir::failed(grads))
-    throw Failure{diags.message("the reference backward failed")};
+  mlir::FailureOr<AttentionGradients> grads;
+  if (backend == "reference") {
+    grads = runReferenceBackward(*spec.module, args, dO, dlse ? &*dlse : nullptr, threads);
+    if (mlir::failed(grads))
+      throw Failure{diags.message("the reference backward failed")};
+  } else {
+    // The host kernels: the forward (with lse, which the backward reads), then the
+    // backward program of attn-to-tiled-backward, with the same tiles.
+    HostCompileOptions options;
+    options.blockM = blockM;
+    options.blockN = blockN;
+    options.forceLse = true;
+    auto forward = HostKernel::compile(*spec.module, options);
+    if (mlir::failed(forward))
+      throw Failure{diags.message("compiling for the host failed")};
+    mlir::FailureOr<AttentionResult> ran = (*forward)->run(args);
+    if (mlir::failed(ran))
+      throw Failure{diags.message("the host kernel failed")};
+    options.backward = true;
+    options.forceLse = false;
+    auto backwardKernel = HostKernel::compile(*spec.module, options);
+    if (mlir::failed(backwardKernel))
+      throw Failure{diags.message("compiling the backward for the host failed")};
+    grads = (*backwardKernel)->runBackward(args, *ran, dO, dlse ? &*dlse : nullptr);
+    if (mlir::failed(grads))
+      throw Failure{diags.message("the host backward kernel failed")};
+  }
   if (auto path = opts.get("dq"))
     writeTensor(*path, grads->dq);
   if (auto path = opts.get("dk"))
@@ -220,7 +244,7 @@ int cmdRun(int argc, char **argv) {
   if (opts.get("lse") && !spec.info.lse)
     throw Failure{"--lse given but the spec's outputs do not include \"lse\"", 2};
   if (backward) {
-    runBackward(opts, backend, spec, args, threads);
+    runBackward(opts, backend, spec, args, threads, blockM, blockN);
     if (!out && !opts.get("lse"))
       return 0;
   }
