@@ -188,3 +188,20 @@ def test_gradient_flags_are_checked(tmp_path):
     r = run_cli([a if a != "reference" else "gpu-sim" for a in base] +
                 ["--dq", str(tmp_path / "x.npy")])
     assert r.returncode != 0 and "not built yet" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["t5-bias", "causal", "sigmoid"])
+def test_empty_shapes(name, tmp_path):
+    """Skv = 0 (every row fully masked), B = 0 and Sq = 0: gradients of the right
+    shapes, zero where there is nothing to differentiate."""
+    path = os.path.join(ROOT, "specs", "examples", f"{name}.json")
+    spec = load_spec(path)
+    rng = np.random.default_rng(int.from_bytes(os.urandom(4), "little"))
+    for batch, sq, skv in [(1, 5, 0), (0, 4, 4), (1, 0, 6)]:
+        arrays, dO, dlse = case(spec, rng, batch, sq, skv)
+        ref = oracle(spec, arrays, dO, dlse, {})
+        for backend, extra in [("reference", []), ("cpu", ["--block-m", "16", "--block-n", "16"])]:
+            got = run_backward(path, backend, str(tmp_path), arrays, spec, dO, dlse, extra)
+            compare(ref, got, 1e-4, f"{name} {backend} B={batch} Sq={sq} Skv={skv}")
+            if skv == 0:
+                assert not got["dq"].any()
