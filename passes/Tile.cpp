@@ -23,6 +23,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "passes/Passes.h"
+#include "passes/TileCommon.h"
 
 #include "dialect/AttnOps.h"
 
@@ -75,7 +76,7 @@ private:
 
   void buildGridBody(Block *body);
   void processTile(Value kb, Value cls);
-  void schedule(bool useList);
+  void schedule();
 
   AttentionOp op;
   int64_t bm, bn;
@@ -179,10 +180,7 @@ void KernelBuilder::buildGridBody(Block *body) {
     FillTileOp::create(b, loc, l, b.getF32FloatAttr(0.0f));
   }
 
-  auto listBlock = op.getKvListBlock();
-  bool useList = op.getKvListInput() && listBlock && listBlock->size() == 2 &&
-                 (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
-  schedule(useList);
+  schedule();
 
   if (op.getNormalizer() == Normalizer::softmax) {
     StoreTileOp::create(b, loc, acc, l, o, bIdx, hIdx, qLo, qRows);
@@ -252,25 +250,11 @@ void KernelBuilder::processTile(Value kb, Value cls) {
 
 /// The key loop: attn.for_kv_blocks over the attention's kv_ranges (or its block
 /// list) and tile_class, with processTile as its body.
-void KernelBuilder::schedule(bool useList) {
-  Value list = useList ? inputBuffers[*op.getKvListInput()] : Value();
-  auto loop = ForKvBlocksOp::create(
-      b, loc, b64, ValueRange{h64}, qLo64, qHi64, qOffset, kvOffset, seqQ64, seqKv64, list,
-      /*split=*/Value(), /*num_splits=*/Value(), b.getI64IntegerAttr(bn),
-      useList ? b.getI64IntegerAttr((*op.getKvListBlock())[0]) : IntegerAttr());
+void KernelBuilder::schedule() {
+  auto loop = createKvBlockLoop(b, loc, op, inputs, b64, ValueRange{h64}, qLo64, qHi64,
+                                qOffset, kvOffset, seqQ64, seqKv64,
+                                kvListFor(op, inputBuffers, bm, bn), bn);
   OpBuilder::InsertionGuard guard(b);
-  {
-    b.setInsertionPoint(loop);
-    IRMapping mapping = inputs;
-    cloneConstantsUsedIn(op.getKvRanges(), b, mapping);
-    op.getKvRanges().cloneInto(&loop.getRanges(), mapping);
-  }
-  {
-    b.setInsertionPoint(loop);
-    IRMapping mapping = inputs;
-    cloneConstantsUsedIn(op.getTileClass(), b, mapping);
-    op.getTileClass().cloneInto(&loop.getTileClass(), mapping);
-  }
   Block *body = b.createBlock(&loop.getBody(), {}, {b.getI64Type(), b.getI32Type()}, {loc, loc});
   b.setInsertionPointToStart(body);
   processTile(toIndex(body->getArgument(0)), body->getArgument(1));
@@ -316,3 +300,30 @@ struct TilePass : public mlir::attn::impl::AttnTileBase<TilePass> {
 };
 
 } // namespace
+
+Value mlir::attn::kvListFor(AttentionOp op, ArrayRef<Value> inputBuffers, int64_t bm,
+                            int64_t bn) {
+  auto listBlock = op.getKvListBlock();
+  bool useList = op.getKvListInput() && listBlock && listBlock->size() == 2 &&
+                 (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
+  return useList ? inputBuffers[*op.getKvListInput()] : Value();
+}
+
+ForKvBlocksOp mlir::attn::createKvBlockLoop(OpBuilder &b, Location loc, AttentionOp op,
+                                            const IRMapping &inputs, Value batch,
+                                            ValueRange heads, Value qLo, Value qHi,
+                                            Value qOffset, Value kvOffset, Value seqQ,
+                                            Value seqKv, Value list, int64_t bn) {
+  auto loop = ForKvBlocksOp::create(
+      b, loc, batch, heads, qLo, qHi, qOffset, kvOffset, seqQ, seqKv, list,
+      /*split=*/Value(), /*num_splits=*/Value(), b.getI64IntegerAttr(bn),
+      list ? b.getI64IntegerAttr((*op.getKvListBlock())[0]) : IntegerAttr());
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(loop);
+  IRMapping ranges = inputs, classes = inputs;
+  cloneConstantsUsedIn(op.getKvRanges(), b, ranges);
+  op.getKvRanges().cloneInto(&loop.getRanges(), ranges);
+  cloneConstantsUsedIn(op.getTileClass(), b, classes);
+  op.getTileClass().cloneInto(&loop.getTileClass(), classes);
+  return loop;
+}

@@ -31,6 +31,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "passes/Passes.h"
+#include "passes/TileCommon.h"
 
 #include "dialect/AttnOps.h"
 
@@ -78,6 +79,8 @@ private:
   }
   Value minIdx(Value x, Value y) { return arith::MinUIOp::create(b, loc, x, y); }
 
+  /// The tiles of the recomputation, in the current grid body.
+  void allocateTiles();
   void buildQueryGrid();
   void buildKeyGrid();
   /// The recomputed tile for query rows [qLo, qLo + qRows) and keys [kvLo, kvLo +
@@ -247,6 +250,21 @@ void BackwardBuilder::recomputeTile(Value b64, Value h64, Value qLo64, Value kvL
   });
 }
 
+void BackwardBuilder::allocateTiles() {
+  int64_t d = op.getHeadDim(), dvDim = op.getHeadDimV();
+  qt = tile({bm, d});
+  kt = tile({bn, d});
+  vt = tile({bn, dvDim});
+  dot = tile({bm, dvDim});
+  ot = tile({bm, dvDim});
+  lseT = tile({bm});
+  dlseT = tile({bm});
+  delta = tile({bm});
+  sraw = tile({bm, bn});
+  st = tile({bm, bn});
+  dp = tile({bm, bn});
+}
+
 void BackwardBuilder::buildQueryGrid() {
   Value qBlocks = arith::CeilDivUIOp::create(b, loc, seqQ, idx(bm));
   auto grid = GridOp::create(b, loc, batch, idx(op.getHeadsQ()), qBlocks, bm, bn);
@@ -265,17 +283,7 @@ void BackwardBuilder::buildQueryGrid() {
   Value qLo64 = toI64(qLo);
   Value qHi64 = toI64(arith::AddIOp::create(b, loc, qLo, qRows));
   int64_t d = op.getHeadDim(), dvDim = op.getHeadDimV();
-  qt = tile({bm, d});
-  kt = tile({bn, d});
-  vt = tile({bn, dvDim});
-  dot = tile({bm, dvDim});
-  ot = tile({bm, dvDim});
-  lseT = tile({bm});
-  dlseT = tile({bm});
-  delta = tile({bm});
-  sraw = tile({bm, bn});
-  st = tile({bm, bn});
-  dp = tile({bm, bn});
+  allocateTiles();
   Value dqAcc = tile({bm, d});
   LoadTileOp::create(b, loc, q, bIdx, hIdx, qLo, qRows, qt, op.getQRope() ? qOffset : Value(),
                      op.getQRopeAttr());
@@ -286,23 +294,9 @@ void BackwardBuilder::buildQueryGrid() {
   RowDotTileOp::create(b, loc, dot, ot, delta);
   FillTileOp::create(b, loc, dqAcc, b.getF32FloatAttr(0.0f));
 
-  auto listBlock = op.getKvListBlock();
-  bool useList = op.getKvListInput() && listBlock && listBlock->size() == 2 &&
-                 (*listBlock)[0] % bm == 0 && (*listBlock)[1] == bn;
-  Value list = useList ? inputBuffers[*op.getKvListInput()] : Value();
-  auto loop = ForKvBlocksOp::create(
-      b, loc, b64, ValueRange{h64}, qLo64, qHi64, qOffset, kvOffset, seqQ64, seqKv64, list,
-      Value(), Value(), b.getI64IntegerAttr(bn),
-      useList ? b.getI64IntegerAttr((*listBlock)[0]) : IntegerAttr());
-  {
-    OpBuilder::InsertionGuard g(b);
-    b.setInsertionPoint(loop);
-    IRMapping m1 = inputs, m2 = inputs;
-    cloneConstantsUsedIn(op.getKvRanges(), b, m1);
-    op.getKvRanges().cloneInto(&loop.getRanges(), m1);
-    cloneConstantsUsedIn(op.getTileClass(), b, m2);
-    op.getTileClass().cloneInto(&loop.getTileClass(), m2);
-  }
+  auto loop = createKvBlockLoop(b, loc, op, inputs, b64, ValueRange{h64}, qLo64, qHi64,
+                                qOffset, kvOffset, seqQ64, seqKv64,
+                                kvListFor(op, inputBuffers, bm, bn), bn);
   {
     OpBuilder::InsertionGuard g(b);
     Block *lb = b.createBlock(&loop.getBody(), {}, {b.getI64Type(), b.getI32Type()}, {loc, loc});
@@ -344,17 +338,7 @@ void BackwardBuilder::buildKeyGrid() {
   Value kvEnd64 = toI64(arith::AddIOp::create(b, loc, kvLo, idx(bn)));
   Value kvHi64 = toI64(arith::AddIOp::create(b, loc, kvLo, kvRows));
   int64_t d = op.getHeadDim(), dvDim = op.getHeadDimV();
-  qt = tile({bm, d});
-  kt = tile({bn, d});
-  vt = tile({bn, dvDim});
-  dot = tile({bm, dvDim});
-  ot = tile({bm, dvDim});
-  lseT = tile({bm});
-  dlseT = tile({bm});
-  delta = tile({bm});
-  sraw = tile({bm, bn});
-  st = tile({bm, bn});
-  dp = tile({bm, bn});
+  allocateTiles();
   Value dkAcc = tile({bn, d}), dvAcc = tile({bn, dvDim});
   LoadTileOp::create(b, loc, k, bIdx, hkIdx, kvLo, kvRows, kt,
                      op.getKRope() ? kvOffset : Value(), op.getKRopeAttr());

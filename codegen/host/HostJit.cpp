@@ -207,6 +207,35 @@ struct Buffer {
   void *data() { return f.empty() ? static_cast<void *>(i.data()) : static_cast<void *>(f.data()); }
 };
 
+/// Calls the kernel on `buffers` (its memref arguments, in order) and the call's
+/// offsets.
+LogicalResult invoke(HostKernel::Impl &impl, attn::AttentionOp op, std::vector<Buffer> &buffers,
+                     const BoundCall &call) {
+  std::vector<Descriptor> descriptors;
+  descriptors.reserve(buffers.size());
+  for (Buffer &b : buffers)
+    descriptors.emplace_back(b.data(), b.shape);
+  std::vector<void *> pointers;
+  for (Descriptor &d : descriptors)
+    pointers.push_back(d.get());
+  int64_t qOffset = call.qOffset, kvOffset = call.kvOffset;
+  std::vector<void *> packed;
+  for (void *&p : pointers)
+    packed.push_back(&p);
+  packed.push_back(&qOffset);
+  packed.push_back(&kvOffset);
+  if (llvm::Error e = impl.engine->invokePacked("_mlir_ciface_" + impl.entry, packed))
+    return op.emitError("kernel invocation failed: ") << llvm::toString(std::move(e));
+  return success();
+}
+
+HostTensor toHost(const Buffer &b) {
+  HostTensor t;
+  t.shape = b.shape;
+  t.data.assign(b.f.begin(), b.f.end());
+  return t;
+}
+
 } // namespace
 
 FailureOr<AttentionResult> HostKernel::run(const AttentionArgs &args) {
@@ -228,27 +257,8 @@ FailureOr<AttentionResult> HostKernel::run(const AttentionArgs &args) {
   size_t oIndex = buffers.size() - 1;
   if (impl->lse)
     buffers.emplace_back(std::vector<int64_t>{call.batch, call.headsQ, call.seqQ});
-  std::vector<Descriptor> descriptors;
-  descriptors.reserve(buffers.size());
-  for (Buffer &b : buffers)
-    descriptors.emplace_back(b.data(), b.shape);
-  std::vector<void *> pointers;
-  for (Descriptor &d : descriptors)
-    pointers.push_back(d.get());
-  int64_t qOffset = call.qOffset, kvOffset = call.kvOffset;
-  std::vector<void *> packed;
-  for (void *&p : pointers)
-    packed.push_back(&p);
-  packed.push_back(&qOffset);
-  packed.push_back(&kvOffset);
-  if (llvm::Error e = impl->engine->invokePacked("_mlir_ciface_" + impl->entry, packed))
-    return op.emitError("kernel invocation failed: ") << llvm::toString(std::move(e));
-  auto toHost = [](const Buffer &b) {
-    HostTensor t;
-    t.shape = b.shape;
-    t.data.assign(b.f.begin(), b.f.end());
-    return t;
-  };
+  if (failed(invoke(*impl, op, buffers, call)))
+    return failure();
   AttentionResult result;
   result.o = toHost(buffers[oIndex]);
   result.lse = impl->lse ? toHost(buffers[oIndex + 1]) : HostTensor();
@@ -313,27 +323,8 @@ FailureOr<AttentionGradients> HostKernel::runBackward(const AttentionArgs &args,
   buffers.emplace_back(args.v.shape);
   for (size_t n : floatInputs)
     buffers.emplace_back(call.inputs[n]->shape);
-  std::vector<Descriptor> descriptors;
-  descriptors.reserve(buffers.size());
-  for (Buffer &b : buffers)
-    descriptors.emplace_back(b.data(), b.shape);
-  std::vector<void *> pointers;
-  for (Descriptor &d : descriptors)
-    pointers.push_back(d.get());
-  int64_t qOffset = call.qOffset, kvOffset = call.kvOffset;
-  std::vector<void *> packed;
-  for (void *&p : pointers)
-    packed.push_back(&p);
-  packed.push_back(&qOffset);
-  packed.push_back(&kvOffset);
-  if (llvm::Error e = impl->engine->invokePacked("_mlir_ciface_" + impl->entry, packed))
-    return op.emitError("kernel invocation failed: ") << llvm::toString(std::move(e));
-  auto toHost = [](const Buffer &b) {
-    HostTensor t;
-    t.shape = b.shape;
-    t.data.assign(b.f.begin(), b.f.end());
-    return t;
-  };
+  if (failed(invoke(*impl, op, buffers, call)))
+    return failure();
   AttentionGradients grads;
   grads.dq = toHost(buffers[dqIndex]);
   grads.dk = toHost(buffers[dqIndex + 1]);

@@ -83,6 +83,38 @@ void lowerFill(FillTileOp op) {
   op.erase();
 }
 
+/// Rotates row r of a tile at position row + offset by RoPE, or by its transpose
+/// (the rotation a gradient goes back through).
+void rotateTileRow(Emit &e, Value tile, Value r, Value row64, Value offset, RopeAttr rope,
+                   bool transpose) {
+  OpBuilder &b = e.b;
+  Location loc = e.loc;
+  // Angles in double: positions can be large and f32 angles lose whole radians.
+  SmallVector<double> freqs = rope.getFrequencies();
+  int64_t half = rope.getRotaryDim() / 2;
+  bool interleaved = rope.getStyle() == RopeStyle::interleaved;
+  double mscale = rope.getScaling() == RopeScaling::yarn ? rope.getMscale().getValueAsDouble() : 1.0;
+  Value pos = arith::SIToFPOp::create(b, loc, b.getF64Type(),
+                                      arith::AddIOp::create(b, loc, row64, offset));
+  for (int64_t m = 0; m < half; ++m) {
+    Value i0 = e.idx(interleaved ? 2 * m : m), i1 = e.idx(interleaved ? 2 * m + 1 : m + half);
+    Value angle = e.mulf(pos, e.f64(freqs[m]));
+    Value c = arith::TruncFOp::create(b, loc, b.getF32Type(), math::CosOp::create(b, loc, angle));
+    Value s = arith::TruncFOp::create(b, loc, b.getF32Type(), math::SinOp::create(b, loc, angle));
+    if (transpose)
+      s = arith::NegFOp::create(b, loc, s);
+    Value x0 = e.load(tile, {r, i0}), x1 = e.load(tile, {r, i1});
+    Value y0 = arith::SubFOp::create(b, loc, e.mulf(x0, c), e.mulf(x1, s));
+    Value y1 = e.addf(e.mulf(x0, s), e.mulf(x1, c));
+    if (mscale != 1.0) {
+      y0 = e.mulf(y0, e.f32(mscale));
+      y1 = e.mulf(y1, e.f32(mscale));
+    }
+    e.store(y0, tile, {r, i0});
+    e.store(y1, tile, {r, i1});
+  }
+}
+
 void lowerLoad(LoadTileOp op) {
   OpBuilder b(op);
   Emit e{b, op.getLoc()};
@@ -98,33 +130,8 @@ void lowerLoad(LoadTileOp op) {
       }, e.f32(0.0));
       e.store(x, tile, {r, d});
     });
-    if (RopeAttr rope = op.getRopeAttr()) {
-      // Angles in double: positions can be large and f32 angles lose whole radians.
-      SmallVector<double> freqs = rope.getFrequencies();
-      int64_t half = rope.getRotaryDim() / 2;
-      bool interleaved = rope.getStyle() == RopeStyle::interleaved;
-      double mscale = rope.getScaling() == RopeScaling::yarn ? rope.getMscale().getValueAsDouble() : 1.0;
-      Value pos = arith::SIToFPOp::create(
-          b, op.getLoc(), b.getF64Type(),
-          arith::AddIOp::create(b, op.getLoc(), e.toI64(row), op.getPositionOffset()));
-      for (int64_t m = 0; m < half; ++m) {
-        Value i0 = e.idx(interleaved ? 2 * m : m), i1 = e.idx(interleaved ? 2 * m + 1 : m + half);
-        Value angle = e.mulf(pos, e.f64(freqs[m]));
-        Value c = arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(),
-                                          math::CosOp::create(b, op.getLoc(), angle));
-        Value s = arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(),
-                                          math::SinOp::create(b, op.getLoc(), angle));
-        Value x0 = e.load(tile, {r, i0}), x1 = e.load(tile, {r, i1});
-        Value y0 = arith::SubFOp::create(b, op.getLoc(), e.mulf(x0, c), e.mulf(x1, s));
-        Value y1 = e.addf(e.mulf(x0, s), e.mulf(x1, c));
-        if (mscale != 1.0) {
-          y0 = e.mulf(y0, e.f32(mscale));
-          y1 = e.mulf(y1, e.f32(mscale));
-        }
-        e.store(y0, tile, {r, i0});
-        e.store(y1, tile, {r, i1});
-      }
-    }
+    if (RopeAttr rope = op.getRopeAttr())
+      rotateTileRow(e, tile, r, e.toI64(row), op.getPositionOffset(), rope, /*transpose=*/false);
   });
   op.erase();
 }
@@ -440,34 +447,11 @@ void lowerTn(TnTileOp op) {
 
 void lowerRopeGrad(RopeGradTileOp op) {
   OpBuilder b(op);
-  Location loc = op.getLoc();
-  Emit e{b, loc};
-  RopeAttr rope = op.getRope();
-  SmallVector<double> freqs = rope.getFrequencies();
-  int64_t half = rope.getRotaryDim() / 2;
-  bool interleaved = rope.getStyle() == RopeStyle::interleaved;
-  double mscale = rope.getScaling() == RopeScaling::yarn ? rope.getMscale().getValueAsDouble() : 1.0;
-  Value tile = op.getTile();
-  e.loop(e.idx(0), e.idx(dimOf(tile, 0)), [&](Value r) {
-    Value row = arith::AddIOp::create(b, loc, op.getRow(), r);
-    Value pos = arith::SIToFPOp::create(b, loc, b.getF64Type(),
-                                        arith::AddIOp::create(b, loc, e.toI64(row), op.getPositionOffset()));
-    for (int64_t m = 0; m < half; ++m) {
-      Value i0 = e.idx(interleaved ? 2 * m : m), i1 = e.idx(interleaved ? 2 * m + 1 : m + half);
-      Value angle = e.mulf(pos, e.f64(freqs[m]));
-      Value c = arith::TruncFOp::create(b, loc, b.getF32Type(), math::CosOp::create(b, loc, angle));
-      Value s = arith::TruncFOp::create(b, loc, b.getF32Type(), math::SinOp::create(b, loc, angle));
-      Value g0 = e.load(tile, {r, i0}), g1 = e.load(tile, {r, i1});
-      // The transpose of the rotation (a, b) -> (a c - b s, a s + b c).
-      Value y0 = e.addf(e.mulf(g0, c), e.mulf(g1, s));
-      Value y1 = arith::SubFOp::create(b, loc, e.mulf(g1, c), e.mulf(g0, s));
-      if (mscale != 1.0) {
-        y0 = e.mulf(y0, e.f32(mscale));
-        y1 = e.mulf(y1, e.f32(mscale));
-      }
-      e.store(y0, tile, {r, i0});
-      e.store(y1, tile, {r, i1});
-    }
+  Emit e{b, op.getLoc()};
+  e.loop(e.idx(0), e.idx(dimOf(op.getTile(), 0)), [&](Value r) {
+    Value row = arith::AddIOp::create(b, op.getLoc(), op.getRow(), r);
+    rotateTileRow(e, op.getTile(), r, e.toI64(row), op.getPositionOffset(), op.getRope(),
+                  /*transpose=*/true);
   });
   op.erase();
 }

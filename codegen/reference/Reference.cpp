@@ -41,7 +41,9 @@ std::vector<double> ropeFrequencies(const RopeParams &p) {
   return freqs;
 }
 
-void applyRope(HostTensor &x, int64_t offset, const RopeParams &p) {
+/// Rotates (or, with `transpose`, applies the transposed rotation to) every row of a
+/// [B, H, S, D] tensor at positions row + offset.
+static void rotateRows(HostTensor &x, int64_t offset, const RopeParams &p, bool transpose) {
   int64_t B = x.shape[0], H = x.shape[1], S = x.shape[2], D = x.shape[3];
   int64_t half = p.rotaryDim / 2;
   std::vector<double> freqs = ropeFrequencies(p);
@@ -55,12 +57,20 @@ void applyRope(HostTensor &x, int64_t offset, const RopeParams &p) {
           int64_t i0 = p.interleaved ? 2 * m : m;
           int64_t i1 = p.interleaved ? 2 * m + 1 : m + half;
           double angle = pos * freqs[m];
-          double c = std::cos(angle), sn = std::sin(angle);
+          double c = std::cos(angle), sn = transpose ? -std::sin(angle) : std::sin(angle);
           double a = row[i0], bb = row[i1];
           row[i0] = (a * c - bb * sn) * mscale;
           row[i1] = (a * sn + bb * c) * mscale;
         }
       }
+}
+
+void applyRope(HostTensor &x, int64_t offset, const RopeParams &p) {
+  rotateRows(x, offset, p, /*transpose=*/false);
+}
+
+void applyRopeTranspose(HostTensor &g, int64_t offset, const RopeParams &p) {
+  rotateRows(g, offset, p, /*transpose=*/true);
 }
 
 static RopeParams ropeParams(attn::RopeOp op) {
@@ -306,29 +316,6 @@ FailureOr<AttentionResult> runReference(ModuleOp module, const AttentionArgs &ar
     }
   });
   return result;
-}
-
-void applyRopeTranspose(HostTensor &g, int64_t offset, const RopeParams &p) {
-  int64_t B = g.shape[0], H = g.shape[1], S = g.shape[2], D = g.shape[3];
-  int64_t half = p.rotaryDim / 2;
-  std::vector<double> freqs = ropeFrequencies(p);
-  double mscale = p.scaling == RopeParams::Scaling::Yarn ? p.mscale : 1.0;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t s = 0; s < S; ++s) {
-        double *row = g.data.data() + ((b * H + h) * S + s) * D;
-        double pos = double(s + offset);
-        for (int64_t m = 0; m < half; ++m) {
-          int64_t i0 = p.interleaved ? 2 * m : m;
-          int64_t i1 = p.interleaved ? 2 * m + 1 : m + half;
-          double angle = pos * freqs[m];
-          double c = std::cos(angle), sn = std::sin(angle);
-          double ga = row[i0], gb = row[i1];
-          // The transpose of (a, b) -> m (a c - b s, a s + b c).
-          row[i0] = (ga * c + gb * sn) * mscale;
-          row[i1] = (-ga * sn + gb * c) * mscale;
-        }
-      }
 }
 
 FailureOr<AttentionGradients> runReferenceBackward(ModuleOp module, const AttentionArgs &args,
