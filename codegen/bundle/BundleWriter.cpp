@@ -113,7 +113,8 @@ rt::Json toRuntimeJson(const json &j) {
 }
 
 rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
-                            const std::vector<BundleVariant> &variants) {
+                            const std::vector<BundleVariant> &variants,
+                            const std::vector<HostBundleVariant> &host) {
   rt::Manifest m;
   m.format = "attune-bundle/1";
   m.compilerVersion = ATTUNE_VERSION_STRING;
@@ -215,13 +216,40 @@ rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
     }
     m.variants.push_back(std::move(out));
   }
+  for (const HostBundleVariant &h : host) {
+    rt::HostVariant out;
+    out.name = h.name;
+    out.library = h.name + ".so";
+    rt::Json config = rt::Json::object();
+    config.set("block_m", h.blockM);
+    config.set("block_n", h.blockN);
+    out.config = config;
+    out.isDefault = h.isDefault;
+    out.cpu = h.library.cpu;
+    out.features = h.library.features;
+    auto kernel = [](const HostLibraryKernel &k) {
+      rt::HostKernelDecl d;
+      d.entry = k.entry;
+      d.items = k.items;
+      d.serialGrids = k.serialGrids;
+      d.lse = k.lse;
+      return d;
+    };
+    out.forward = kernel(h.library.forward);
+    if (!h.library.backward.entry.empty())
+      out.backward = kernel(h.library.backward);
+    out.backwardError = h.library.backwardError;
+    out.compileSeconds = h.library.seconds;
+    m.hostVariants.push_back(std::move(out));
+  }
   // Through the runtime's writer and reader: what is returned is what a loaded bundle
   // holds (parameter sources resolved, every rule of the reader checked).
   return rt::parseManifest(rt::manifestJson(m), "the manifest of " + info.name);
 }
 
 bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
-                 std::vector<BundleVariant> &variants, bool assemble, std::string &error) {
+                 std::vector<BundleVariant> &variants, bool assemble, std::string &error,
+                 const std::vector<HostBundleVariant> &host) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) {
@@ -275,7 +303,7 @@ bool writeBundle(const std::string &dir, const json &spec, const SpecInfo &info,
   }
   rt::Manifest manifest;
   try {
-    manifest = bundleManifest(toRuntimeJson(spec), info, variants);
+    manifest = bundleManifest(toRuntimeJson(spec), info, variants, host);
   } catch (const std::exception &e) {
     error = std::string("internal error: the bundle's manifest does not validate: ") + e.what();
     return false;

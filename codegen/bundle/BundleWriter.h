@@ -8,6 +8,7 @@
 #ifndef ATTUNE_CODEGEN_BUNDLE_BUNDLEWRITER_H
 #define ATTUNE_CODEGEN_BUNDLE_BUNDLEWRITER_H
 
+#include "codegen/host/HostAot.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "specs/Importer.h"
 
@@ -50,6 +51,15 @@ struct BundleVariant {
   bool hasCubin = false;
 };
 
+/// A host variant: the library `<name>.so` already written into the bundle directory
+/// (compileHostLibrary).
+struct HostBundleVariant {
+  std::string name;
+  int64_t blockM = 64, blockN = 64;
+  bool isDefault = false;
+  HostLibrary library;
+};
+
 /// The manifest of a bundle of `variants`, as the runtime's own type, validated by the
 /// runtime's reader (rt::parseManifest of rt::manifestJson): the bundle ABI (parameter
 /// names, grid rule, scratch sizes) is what the emitter recorded in each variant's
@@ -58,7 +68,8 @@ struct BundleVariant {
 /// report, "<name>.cubin". Throws rt::ManifestError when the result does not validate
 /// (a compiler bug: the message names the key).
 rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
-                            const std::vector<BundleVariant> &variants);
+                            const std::vector<BundleVariant> &variants,
+                            const std::vector<HostBundleVariant> &host = {});
 
 /// nlohmann's tree as the runtime's value (numbers kept exactly).
 rt::Json toRuntimeJson(const nlohmann::json &j);
@@ -66,7 +77,8 @@ rt::Json toRuntimeJson(const nlohmann::json &j);
 /// Writes `dir` (created if needed). `spec` is the spec as given. Every variant's PTX
 /// must pass the wgmma register lint (PtxLint.h) first.
 bool writeBundle(const std::string &dir, const nlohmann::json &spec, const SpecInfo &info,
-                 std::vector<BundleVariant> &variants, bool assemble, std::string &error);
+                 std::vector<BundleVariant> &variants, bool assemble, std::string &error,
+                 const std::vector<HostBundleVariant> &host = {});
 
 } // namespace attune
 

@@ -3,7 +3,7 @@
 
 #include "codegen/Diagnostics.h"
 
-#include "codegen/HalfFloat.h"
+#include "runtime/src/HalfFloat.h"
 #include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "dialect/AttnOps.h"

@@ -1,5 +1,6 @@
 //===- HostJit.cpp - compile a spec for the host and run it ---------------===//
 #include "codegen/host/HostJit.h"
+#include "codegen/host/HostProgram.h"
 
 #include "codegen/host/HostPasses.h"
 #include "dialect/AttnOps.h"
@@ -30,6 +31,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
+#include <limits>
 #include <mutex>
 
 using namespace mlir;
@@ -41,9 +43,12 @@ void registerHostPasses() { mlir::attn::registerAttnHostPasses(); }
 struct HostKernel::Impl {
   OwningOpRef<ModuleOp> l1;                   // for binding arguments
   std::unique_ptr<ExecutionEngine> engine;
-  std::string entry;
+  rt::HostEntryFn entry = nullptr;
+  rt::HostItemsFn items = nullptr;
+  std::vector<int64_t> serialGrids;
   bool lse = false;
   bool backward = false;
+  int threads = 0;
 };
 
 /// Gives a softmax `op` an lse result when it has none (a forward whose lse the
@@ -69,7 +74,7 @@ static void addLseResult(attn::AttentionOp op) {
 HostKernel::HostKernel(std::unique_ptr<Impl> i) : impl(std::move(i)) {}
 HostKernel::~HostKernel() = default;
 
-static void initNativeTarget() {
+void initHostTarget() {
   static std::once_flag once;
   std::call_once(once, [] {
     llvm::InitializeNativeTarget();
@@ -77,27 +82,54 @@ static void initNativeTarget() {
   });
 }
 
-FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
-                                                           const HostCompileOptions &options,
-                                                           HostCompileStats *stats) {
+/// `<name>(ptr args)` calling `callee` (a C wrapper of memref descriptors and
+/// scalars): args[i] is the descriptor pointer of a memref argument, or the address
+/// of a scalar one (rt::HostEntryFn / rt::HostItemsFn).
+static LogicalResult addPackedEntry(ModuleOp module, StringRef calleeName, StringRef name) {
+  auto callee = module.lookupSymbol<LLVM::LLVMFuncOp>(calleeName);
+  if (!callee)
+    return module.emitError("the host lowering produced no ") << calleeName;
+  MLIRContext *ctx = module.getContext();
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(module.getBody());
+  Location loc = callee.getLoc();
+  auto ptr = LLVM::LLVMPointerType::get(ctx);
+  LLVM::LLVMFunctionType calleeType = callee.getFunctionType();
+  auto type = LLVM::LLVMFunctionType::get(calleeType.getReturnType(), {ptr});
+  auto fn = LLVM::LLVMFuncOp::create(b, loc, name, type);
+  Block *block = fn.addEntryBlock(b);
+  b.setInsertionPointToStart(block);
+  SmallVector<Value> args;
+  for (auto [i, t] : llvm::enumerate(calleeType.getParams())) {
+    Value slot = LLVM::GEPOp::create(b, loc, ptr, ptr, block->getArgument(0),
+                                     ArrayRef<LLVM::GEPArg>{int32_t(i)});
+    Value p = LLVM::LoadOp::create(b, loc, ptr, slot);
+    args.push_back(isa<LLVM::LLVMPointerType>(t) ? p : LLVM::LoadOp::create(b, loc, t, p).getResult());
+  }
+  auto call = LLVM::CallOp::create(b, loc, callee, args);
+  if (isa<LLVM::LLVMVoidType>(calleeType.getReturnType()))
+    LLVM::ReturnOp::create(b, loc, ValueRange{});
+  else
+    LLVM::ReturnOp::create(b, loc, call.getResult());
+  return success();
+}
+
+FailureOr<HostProgram> lowerHostProgram(ModuleOp l1, const HostCompileOptions &options,
+                                        StringRef entryName) {
   MLIRContext *ctx = l1.getContext();
   ctx->loadDialect<LLVM::LLVMDialect, memref::MemRefDialect>();
-  auto impl = std::make_unique<Impl>();
-  impl->l1 = cast<ModuleOp>(l1->clone());
+  HostProgram program;
+  program.module = cast<ModuleOp>(l1->clone());
   attn::AttentionOp attention;
-  impl->l1->walk([&](attn::AttentionOp op) { attention = op; });
+  program.module->walk([&](attn::AttentionOp op) { attention = op; });
   if (!attention)
     return l1.emitError("the module holds no attn.attention");
   if (options.forceLse && !options.backward) {
     addLseResult(attention);
-    impl->l1->walk([&](attn::AttentionOp op) { attention = op; });
+    program.module->walk([&](attn::AttentionOp op) { attention = op; });
   }
-  impl->lse = static_cast<bool>(attention.getLse());
-  impl->backward = options.backward;
-  impl->entry = cast<func::FuncOp>(attention->getParentOp()).getName().str();
-
-  OwningOpRef<ModuleOp> module = cast<ModuleOp>(impl->l1->clone());
-  auto t0 = std::chrono::steady_clock::now();
+  program.lse = static_cast<bool>(attention.getLse());
+  ModuleOp module = *program.module;
   PassManager pm(ctx);
   attn::TilePipelineOptions tile;
   tile.blockM = options.blockM;
@@ -106,19 +138,40 @@ FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
     attn::buildBackwardTilePipeline(pm, tile);
   else
     attn::buildTilePipeline(pm, tile);
-  if (failed(pm.run(*module)))
+  if (failed(pm.run(module)))
     return failure(); // the passes said why, at the ops
   if (options.tiledIr) {
     llvm::raw_string_ostream os(*options.tiledIr);
-    module->print(os);
+    module.print(os);
   }
-  module->walk([&](func::FuncOp f) {
+  func::FuncOp kernel;
+  module.walk([&](func::FuncOp f) {
     if (f->hasAttr("attn.kernel"))
-      f->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(), UnitAttr::get(ctx));
+      kernel = f;
   });
+  if (!kernel)
+    return l1.emitError("the tile pipeline produced no attn.kernel function");
+  // One name per kind of kernel: a library holds the forward and the backward.
+  std::string kernelName = (entryName + "_kernel").str();
+  if (failed(SymbolTable::replaceAllSymbolUses(kernel, StringAttr::get(ctx, kernelName), module)))
+    return kernel.emitError("cannot rename the kernel");
+  kernel.setName(kernelName);
+  kernel->setAttr(LLVM::LLVMDialect::getEmitCWrapperAttrName(), UnitAttr::get(ctx));
+
+  PassManager loops(ctx);
+  loops.addPass(attn::createAttnLowerKvSchedule());
+  attn::AttnLowerTilesToLoopsOptions loopOptions;
+  loopOptions.gridRange = true;
+  loops.addPass(attn::createAttnLowerTilesToLoops(loopOptions));
+  if (failed(loops.run(module)))
+    return failure();
+  program.gridCount = 0;
+  if (auto n = kernel->getAttrOfType<IntegerAttr>("attn.grid_count"))
+    program.gridCount = n.getInt();
+  if (auto serial = kernel->getAttrOfType<DenseI64ArrayAttr>("attn.serial_grids"))
+    program.serialGrids.assign(serial.asArrayRef().begin(), serial.asArrayRef().end());
+
   PassManager lower(ctx);
-  lower.addPass(attn::createAttnLowerKvSchedule());
-  lower.addPass(attn::createAttnLowerTilesToLoops());
   lower.addPass(createCanonicalizerPass());
   lower.addPass(createLoopInvariantCodeMotionPass());
   lower.addPass(createCSEPass());
@@ -137,11 +190,47 @@ FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
   lower.addPass(createConvertFuncToLLVMPass());
   lower.addPass(createConvertControlFlowToLLVMPass());
   lower.addPass(createReconcileUnrealizedCastsPass());
-  if (failed(lower.run(*module)))
+  if (failed(lower.run(module)))
     return l1.emitError("lowering the tiled program to LLVM failed (an internal error)");
+  program.entry = entryName.str();
+  program.items = (entryName + "_items").str();
+  if (failed(addPackedEntry(module, "_mlir_ciface_" + kernelName, program.entry)) ||
+      failed(addPackedEntry(module, "_mlir_ciface_" + kernelName + "_grid_items", program.items)))
+    return failure();
+  // Only the packed entries are the library's interface: the rest may be inlined,
+  // and two programs' helpers never clash when they are linked into one library.
+  for (auto f : module.getOps<LLVM::LLVMFuncOp>())
+    if (!f.isExternal() && f.getName() != program.entry && f.getName() != program.items)
+      f.setLinkage(LLVM::Linkage::Internal);
+  return program;
+}
+
+FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
+                                                           const HostCompileOptions &options,
+                                                           HostCompileStats *stats) {
+  MLIRContext *ctx = l1.getContext();
+  ctx->loadDialect<LLVM::LLVMDialect, memref::MemRefDialect>();
+  auto impl = std::make_unique<Impl>();
+  impl->l1 = cast<ModuleOp>(l1->clone());
+  if (options.forceLse && !options.backward) {
+    // Arguments bind to the op as compiled (with its lse).
+    attn::AttentionOp op;
+    impl->l1->walk([&](attn::AttentionOp a) { op = a; });
+    if (op)
+      addLseResult(op);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  FailureOr<HostProgram> program = lowerHostProgram(
+      *impl->l1, options, options.backward ? "attn_host_backward" : "attn_host_forward");
+  if (failed(program))
+    return failure();
+  impl->lse = program->lse;
+  impl->backward = options.backward;
+  impl->serialGrids = program->serialGrids;
+  impl->threads = options.threads;
   auto t1 = std::chrono::steady_clock::now();
 
-  initNativeTarget();
+  initHostTarget();
   registerBuiltinDialectTranslation(*ctx);
   registerLLVMDialectTranslation(*ctx);
   ExecutionEngineOptions engineOptions;
@@ -150,14 +239,20 @@ FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
   std::function<llvm::Error(llvm::Module *)> transformer =
       makeOptimizingTransformer(options.optLevel, 0, nullptr);
   engineOptions.transformer = transformer;
-  auto engine = ExecutionEngine::create(*module, engineOptions);
+  auto engine = ExecutionEngine::create(*program->module, engineOptions);
   if (!engine)
     return l1.emitError("JIT compilation failed: ") << llvm::toString(engine.takeError());
   impl->engine = std::move(*engine);
   // Machine code is generated at the first lookup: do it now, so that compile time
   // is measured here and a failure is reported here.
-  if (auto fn = impl->engine->lookupPacked("_mlir_ciface_" + impl->entry); !fn)
-    return l1.emitError("JIT compilation failed: ") << llvm::toString(fn.takeError());
+  auto entry = impl->engine->lookup(program->entry);
+  if (!entry)
+    return l1.emitError("JIT compilation failed: ") << llvm::toString(entry.takeError());
+  auto items = impl->engine->lookup(program->items);
+  if (!items)
+    return l1.emitError("JIT compilation failed: ") << llvm::toString(items.takeError());
+  impl->entry = reinterpret_cast<rt::HostEntryFn>(*entry);
+  impl->items = reinterpret_cast<rt::HostItemsFn>(*items);
   auto t2 = std::chrono::steady_clock::now();
   if (stats) {
     stats->pipelineSeconds = std::chrono::duration<double>(t1 - t0).count();
@@ -166,26 +261,23 @@ FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
   return std::unique_ptr<HostKernel>(new HostKernel(std::move(impl)));
 }
 
-namespace {
+void runHostProgram(rt::HostEntryFn entry, rt::HostItemsFn items,
+                    const std::vector<int64_t> &serialGrids, std::vector<void *> args,
+                    int threads) {
+  // items(args, upto): the items of the first `upto` grids.
+  auto countUpTo = [&](int64_t upto) {
+    std::vector<void *> a = args;
+    a.push_back(&upto);
+    return items(a.data());
+  };
+  int64_t total = countUpTo(std::numeric_limits<int64_t>::max());
+  std::vector<std::pair<int64_t, int64_t>> serial;
+  for (int64_t g : serialGrids)
+    serial.push_back({countUpTo(g), countUpTo(g + 1)});
+  rt::runHostItems(entry, args, total, rt::hostThreads(threads), serial);
+}
 
-/// A memref descriptor of any rank, laid out as StridedMemRefType<T, N>:
-/// {allocated, aligned, offset, sizes[N], strides[N]}.
-struct Descriptor {
-  std::vector<int64_t> words;
-  Descriptor(void *data, const std::vector<int64_t> &shape) {
-    size_t n = shape.size();
-    words.assign(3 + 2 * n, 0);
-    words[0] = reinterpret_cast<intptr_t>(data);
-    words[1] = reinterpret_cast<intptr_t>(data);
-    int64_t stride = 1;
-    for (size_t d = n; d-- > 0;) {
-      words[3 + d] = shape[d];
-      words[3 + n + d] = stride;
-      stride *= shape[d];
-    }
-  }
-  void *get() { return words.data(); }
-};
+namespace {
 
 /// Host storage for one tensor in the kernel's element type.
 struct Buffer {
@@ -211,21 +303,18 @@ struct Buffer {
 /// offsets.
 LogicalResult invoke(HostKernel::Impl &impl, attn::AttentionOp op, std::vector<Buffer> &buffers,
                      const BoundCall &call) {
-  std::vector<Descriptor> descriptors;
+  (void)op;
+  std::vector<rt::MemrefDescriptor> descriptors;
   descriptors.reserve(buffers.size());
   for (Buffer &b : buffers)
     descriptors.emplace_back(b.data(), b.shape);
-  std::vector<void *> pointers;
-  for (Descriptor &d : descriptors)
-    pointers.push_back(d.get());
   int64_t qOffset = call.qOffset, kvOffset = call.kvOffset;
-  std::vector<void *> packed;
-  for (void *&p : pointers)
-    packed.push_back(&p);
-  packed.push_back(&qOffset);
-  packed.push_back(&kvOffset);
-  if (llvm::Error e = impl.engine->invokePacked("_mlir_ciface_" + impl.entry, packed))
-    return op.emitError("kernel invocation failed: ") << llvm::toString(std::move(e));
+  std::vector<void *> args;
+  for (rt::MemrefDescriptor &d : descriptors)
+    args.push_back(d.get());
+  args.push_back(&qOffset);
+  args.push_back(&kvOffset);
+  runHostProgram(impl.entry, impl.items, impl.serialGrids, args, impl.threads);
   return success();
 }
 

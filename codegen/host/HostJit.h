@@ -32,6 +32,8 @@ struct HostCompileOptions {
   /// The forward also writes lse when the spec does not ask for it (the backward
   /// reads it).
   bool forceLse = false;
+  /// Threads of a run (rt::hostThreads: 0 = $ATTUNE_NUM_THREADS or the cores).
+  int threads = 0;
 };
 
 struct HostCompileStats {

@@ -9,6 +9,8 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/Analysis/SliceAnalysis.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
@@ -50,6 +52,129 @@ void lowerGrid(GridOp grid) {
   for (auto [arg, iv] : llvm::zip(body.getArguments(), ivs))
     arg.replaceAllUsesWith(iv);
   grid.erase();
+}
+
+/// The number of work items of `grid`: batch * heads * q_blocks.
+Value gridItems(OpBuilder &b, Location loc, Value batch, Value heads, Value blocks) {
+  return arith::MulIOp::create(b, loc, arith::MulIOp::create(b, loc, batch, heads), blocks);
+}
+
+/// `grid` as one loop over the flat items [begin, end) of the function's range,
+/// of which this grid holds [base, base + items): item f is (b, h, qb) with qb
+/// fastest, the order of lowerGrid's nest. Returns base + items for the next grid.
+Value lowerGridRange(GridOp grid, Value begin, Value end, Value base) {
+  OpBuilder b(grid);
+  Location loc = grid.getLoc();
+  Emit e{b, loc};
+  Value items = gridItems(b, loc, grid.getBatch(), grid.getHeads(), grid.getQBlocks());
+  auto clamp = [&](Value x) {
+    Value rel = arith::SubIOp::create(b, loc, x, base);
+    return arith::MinSIOp::create(b, loc, arith::MaxSIOp::create(b, loc, rel, e.idx(0)), items)
+        .getResult();
+  };
+  Value lo = clamp(begin), hi = clamp(end);
+  auto f = scf::ForOp::create(b, loc, lo, hi, e.idx(1));
+  b.setInsertionPointToStart(f.getBody());
+  Value iv = f.getInductionVar();
+  Value qb = arith::RemUIOp::create(b, loc, iv, grid.getQBlocks());
+  Value rest = arith::DivUIOp::create(b, loc, iv, grid.getQBlocks());
+  Value h = arith::RemUIOp::create(b, loc, rest, grid.getHeads());
+  Value bat = arith::DivUIOp::create(b, loc, rest, grid.getHeads());
+  Block &body = grid.getBody().front();
+  body.getTerminator()->erase();
+  Block *inner = b.getInsertionBlock();
+  inner->getOperations().splice(Block::iterator(inner->getTerminator()), body.getOperations());
+  for (auto [arg, v] : llvm::zip(body.getArguments(), ValueRange{bat, h, qb}))
+    arg.replaceAllUsesWith(v);
+  b.setInsertionPointAfter(f);
+  Value next = arith::AddIOp::create(b, loc, base, items);
+  grid.erase();
+  return next;
+}
+
+/// For a kernel function with grids: `<name>_grid_items(args, upto) -> index`, the
+/// number of work items of its first `upto` grids, computed from the ops the grid sizes depend on
+/// (memref.dim and arithmetic on the arguments: pure, checked).
+LogicalResult buildGridItems(func::FuncOp func, ArrayRef<GridOp> grids) {
+  OpBuilder b(func);
+  Location loc = func.getLoc();
+  SmallVector<Type> argTypes(func.getArgumentTypes());
+  argTypes.push_back(b.getIndexType());
+  auto type = FunctionType::get(func.getContext(), argTypes, {b.getIndexType()});
+  auto items = func::FuncOp::create(b, loc, (func.getName() + "_grid_items").str(), type);
+  // The C wrapper that the kernel has (HostJit asks for it), so that the runtime
+  // calls both the same way.
+  if (Attribute c = func->getAttr("llvm.emit_c_interface"))
+    items->setAttr("llvm.emit_c_interface", c);
+  Block *entry = items.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  IRMapping map;
+  for (auto [from, to] : llvm::zip(func.getArguments(), entry->getArguments()))
+    map.map(from, to);
+  // What the sizes depend on, in the function's order (a backward slice is
+  // topologically sorted).
+  SetVector<Operation *> slice;
+  BackwardSliceOptions options;
+  options.omitBlockArguments = true;
+  for (GridOp g : grids)
+    for (Value v : {g.getBatch(), g.getHeads(), g.getQBlocks()})
+      if (Operation *def = v.getDefiningOp()) {
+        (void)getBackwardSlice(def, &slice, options);
+        slice.insert(def);
+      }
+  SmallVector<Operation *> ordered(slice.begin(), slice.end());
+  llvm::sort(ordered, [](Operation *x, Operation *y) { return x->isBeforeInBlock(y); });
+  for (Operation *op : ordered) {
+    if (op->getBlock() != &func.getBody().front() || !isPure(op))
+      return op->emitError("attn-lower-tiles-to-loops: a grid size depends on an op that is "
+                           "not pure at the function's top level");
+    b.clone(*op, map);
+  }
+  Emit e{b, loc};
+  Value upto = entry->getArguments().back();
+  Value total = e.idx(0);
+  for (auto [k, grid] : llvm::enumerate(grids)) {
+    GridOp g = grid;
+    Value n = gridItems(b, loc, map.lookupOrDefault(g.getBatch()),
+                        map.lookupOrDefault(g.getHeads()), map.lookupOrDefault(g.getQBlocks()));
+    Value counted = e.cmpi(P::sgt, upto, e.idx(int64_t(k)));
+    total = arith::AddIOp::create(b, loc, total, e.select(counted, n, e.idx(0)));
+  }
+  func::ReturnOp::create(b, loc, total);
+  return success();
+}
+
+/// grid-range: every grid of `func` over one flat range [begin, end) of its items,
+/// taken as two new index arguments.
+LogicalResult lowerGridsAsRange(func::FuncOp func) {
+  SmallVector<GridOp> grids;
+  for (Operation &op : func.getBody().front())
+    if (auto g = dyn_cast<GridOp>(op))
+      grids.push_back(g);
+  if (grids.empty())
+    return success();
+  if (failed(buildGridItems(func, grids)))
+    return failure();
+  Type index = IndexType::get(func.getContext());
+  unsigned n = func.getNumArguments();
+  if (failed(func.insertArguments({n, n}, {index, index}, {DictionaryAttr(), DictionaryAttr()},
+                                  {func.getLoc(), func.getLoc()})))
+    return func.emitError("attn-lower-tiles-to-loops: cannot add the range arguments");
+  // The grids whose items accumulate into a tensor gradient: the caller runs each
+  // of those in one thread, in order (HostLaunch.h).
+  SmallVector<int64_t> serial;
+  for (auto [k, grid] : llvm::enumerate(grids))
+    if (GridOp(grid)->walk([](AccumulateGradOp) { return WalkResult::interrupt(); }).wasInterrupted())
+      serial.push_back(int64_t(k));
+  OpBuilder attrs(func);
+  func->setAttr("attn.grid_count", attrs.getI64IntegerAttr(int64_t(grids.size())));
+  func->setAttr("attn.serial_grids", attrs.getDenseI64ArrayAttr(serial));
+  Value begin = func.getArgument(n), end = func.getArgument(n + 1);
+  OpBuilder b(grids.front());
+  Value base = arith::ConstantIndexOp::create(b, func.getLoc(), 0);
+  for (GridOp g : grids)
+    base = lowerGridRange(g, begin, end, base);
+  return success();
 }
 
 /// Static tile buffers go to the entry block: allocas inside loops grow the stack.
@@ -477,8 +602,19 @@ void lowerAccumulateGrad(AccumulateGradOp op) {
 
 struct LowerTilesToLoopsPass
     : public mlir::attn::impl::AttnLowerTilesToLoopsBase<LowerTilesToLoopsPass> {
+  using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (gridRange) {
+      SmallVector<func::FuncOp> kernels;
+      module.walk([&](func::FuncOp f) {
+        if (f->hasAttr("attn.kernel"))
+          kernels.push_back(f);
+      });
+      for (func::FuncOp f : kernels)
+        if (failed(lowerGridsAsRange(f)))
+          return signalPassFailure();
+    }
     module.walk([](GridOp g) { lowerGrid(g); });
     module.walk([](func::FuncOp f) { hoistAllocas(f); });
     // Regions first (their bodies are inlined), then the ops they contained.

@@ -2,7 +2,7 @@
 #include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/nvidia/PtxMath.h"
 
-#include "codegen/HalfFloat.h"
+#include "runtime/src/HalfFloat.h"
 #include "codegen/nvidia/NvidiaPipeline.h"
 #include "dialect/AttnOps.h"
 

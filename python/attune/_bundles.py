@@ -17,7 +17,9 @@ from . import _capi
 from ._capi import AttuneError
 from ._kernel import Kernel
 
-DEFAULT_ARCH = "sm_80,sm_90a"
+# attnc's default too: GPU variants for Ampere and Hopper and a host variant for this
+# machine's CPU, so that one bundle serves CUDA and CPU tensors.
+DEFAULT_ARCH = "sm_80,sm_90a,host"
 
 
 def _dict_text(spec):

@@ -24,6 +24,8 @@ class AttuneError(RuntimeError):
 
 # attn_dtype
 ATTN_BF16, ATTN_FP16, ATTN_F32, ATTN_I32 = 0, 1, 2, 3
+# attn_device
+ATTN_DEVICE_CUDA, ATTN_DEVICE_HOST = 0, 1
 
 MAX_DIMS = 8
 
@@ -59,6 +61,24 @@ class Call(ctypes.Structure):
         ("stream", ctypes.c_void_p),
         ("variant", ctypes.c_char_p),
         ("num_splits", ctypes.c_int32),
+        ("device", ctypes.c_int32),
+        ("num_threads", ctypes.c_int32),
+    ]
+
+
+class BackwardCall(ctypes.Structure):
+    """attn_backward_call."""
+
+    _fields_ = [
+        ("fwd", Call),
+        ("dout", Tensor),
+        ("dlse", Tensor),
+        ("dq", Tensor),
+        ("dk", Tensor),
+        ("dv", Tensor),
+        ("num_grads", ctypes.c_int32),
+        ("grad_names", ctypes.POINTER(ctypes.c_char_p)),
+        ("grads", ctypes.POINTER(Tensor)),
     ]
 
 
@@ -69,6 +89,9 @@ _PROTOTYPES = {
     "attn_bundle_load": (ctypes.c_int, [ctypes.c_char_p, ctypes.POINTER(_BUNDLE)]),
     "attn_bundle_free": (None, [_BUNDLE]),
     "attn_launch": (ctypes.c_int, [_BUNDLE, _CALL]),
+    "attn_backward": (ctypes.c_int, [_BUNDLE, ctypes.POINTER(BackwardCall)]),
+    "attn_bundle_num_host_variants": (ctypes.c_int, [_BUNDLE]),
+    "attn_bundle_host_variant_name": (ctypes.c_char_p, [_BUNDLE, ctypes.c_int]),
     "attn_tune": (ctypes.c_int, [_BUNDLE, _CALL, ctypes.c_int, ctypes.c_int]),
     "attn_last_error": (ctypes.c_char_p, []),
     "attn_version": (ctypes.c_char_p, []),

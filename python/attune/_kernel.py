@@ -23,7 +23,10 @@ _API_DTYPES = {
     torch.int32: _capi.ATTN_I32,
 }
 
-_DEVICE_RULE = "the kernel needs CUDA tensors (all on one device)"
+_DEVICE_RULE = (
+    "the kernel takes CUDA tensors (all on one device) or CPU tensors (run by the "
+    "bundle's host variant)"
+)
 
 
 def _env_flag(name):
@@ -94,6 +97,15 @@ class Kernel:
         self.head_dim_v = self.info["head_dim_v"]
         self.input_names = tuple(i["name"] for i in self.info["inputs"])
         self._inputs = {i["name"]: i for i in self.info["inputs"]}
+        self.host_variants = tuple(
+            lib.attn_bundle_host_variant_name(handle, i).decode("utf-8")
+            for i in range(lib.attn_bundle_num_host_variants(handle))
+        )
+        host = [h for h in self.info.get("host", []) if h["default"]]
+        # Whether the host forward writes lse (softmax), which its backward reads.
+        self._host_lse = bool(host and host[0]["lse"])
+        self._host_backward = bool(host and host[0]["backward"])
+        self._host_backward_error = host[0].get("backward_error") if host else None
 
     def __del__(self):
         handle, self._handle = getattr(self, "_handle", None), None
@@ -124,28 +136,40 @@ class Kernel:
         variant=None,
         tune=None,
         num_splits=None,
+        num_threads=None,
         **tensors,
     ):
         """Attention of q [B, Hq, Sq, D] over k [B, Hkv, Skv, D], v [B, Hkv, Skv, Dv].
 
         Returns o [B, Hq, Sq, Dv] (q's dtype), or (o, lse) with lse [B, Hq, Sq] float32
         when return_lse. The bundle's extra inputs are keyword arguments (``doc=...``).
-        Forward only: the outputs carry no autograd history.
+
+        CUDA tensors run on a GPU variant; CPU tensors on the bundle's host variant
+        (``attnc compile --arch host``, in the default archs): float32 or the bundle's
+        dtype (converted to float32 for the kernel, o returned in q's dtype), on
+        ``num_threads`` threads (default: $ATTUNE_NUM_THREADS, else the cores).
+
+        Autograd: when q, k, v or a float input requires grad (and grad mode is on),
+        the outputs carry a backward that the bundle's backward kernel computes
+        (deterministic; the host variant's: on CUDA the backward raises until GPU
+        backward kernels exist). o.sum().backward() fills q.grad, k.grad, v.grad and the
+        grad of every float input passed with requires_grad=True.
 
         Everything about the arguments is checked before the device is touched, so a
-        wrong call fails with a message naming the argument, never with a fault. The
-        first call of each shape bucket (batch, seq lengths rounded up to powers of two)
-        tunes the bundle's variants unless the tuning database already has a choice.
-        The runtime's tuner runs the default variant first and keeps only candidates
-        whose output agrees with it on these inputs (bf16 tolerance; NaN never passes),
-        so a wrong-but-fast variant is dropped, never stored. ``tune=False`` uses the
-        tuned or default variant without tuning; ``ATTUNE_TUNE=0`` turns tuning off and
-        the default variant runs (the database is not consulted); ``tune=True``
-        re-tunes (an explicit request, even with ATTUNE_TUNE=0); ``variant="name"``
-        forces one variant.
-        ``ATTUNE_VERBOSE=1`` prints the tuner's table on stderr. ``num_splits``: split
-        the keys over that many CTAs per query block (split-KV, merged by lse); the
-        default lets the runtime split when the grid would leave SMs idle (decoding).
+        wrong call fails with a message naming the argument, never with a fault. On
+        CUDA the first call of each shape bucket (batch, seq lengths rounded up to
+        powers of two) tunes the bundle's variants unless the tuning database already
+        has a choice. The runtime's tuner runs the default variant first and keeps only
+        candidates whose output agrees with it on these inputs (bf16 tolerance; NaN
+        never passes), so a wrong-but-fast variant is dropped, never stored.
+        ``tune=False`` uses the tuned or default variant without tuning;
+        ``ATTUNE_TUNE=0`` turns tuning off and the default variant runs (the database
+        is not consulted); ``tune=True`` re-tunes (an explicit request, even with
+        ATTUNE_TUNE=0); ``variant="name"`` forces one variant (a host variant's name
+        for CPU tensors). ``ATTUNE_VERBOSE=1`` prints the tuner's table on stderr.
+        ``num_splits``: split the keys over that many CTAs per query block (split-KV,
+        merged by lse); the default lets the runtime split when the grid would leave
+        SMs idle (decoding).
         """
         if num_splits is not None and (
             isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
@@ -154,28 +178,111 @@ class Kernel:
                 f"attune: num_splits={num_splits!r}; expected a positive int, or None for "
                 "the runtime's choice"
             )
-        call, o, lse, _keep = self._checked_call(
-            q, k, v, return_lse, q_offset, kv_offset, variant, tensors
+        if num_threads is not None and (
+            isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+        ):
+            raise AttuneError(
+                f"attune: num_threads={num_threads!r}; expected a positive int, or None for "
+                "the default"
+            )
+        options = dict(
+            q_offset=q_offset, kv_offset=kv_offset, variant=variant, tune=tune,
+            num_splits=num_splits, num_threads=num_threads,
         )
-        call.num_splits = num_splits or 0
-        # The runtime uses the driver context current on this thread; entering q's device
-        # makes that PyTorch's primary context of q's device (the runtime would otherwise
-        # retain the same primary context itself).
-        with torch.cuda.device(q.device):
-            call.stream = torch.cuda.current_stream(q.device).cuda_stream
-            self._run(call, q, k, variant, tune)
+        floats = [n for n in self.input_names if self._inputs[n]["dtype"] != "i32"]
+        wants_grad = torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad
+            for t in [q, k, v] + [tensors.get(n) for n in floats]
+        )
+        if not wants_grad:
+            o, lse, _ = self._forward(q, k, v, return_lse, tensors, **options)
+            return (o, lse) if return_lse else o
+        self._checked_call(q, k, v, return_lse, q_offset, kv_offset, variant, tensors,
+                           host=q.device.type == "cpu")
+        extras = [tensors[n] for n in self.input_names]
+        o, lse = _Attention.apply(self, return_lse, options, q, k, v, *extras)
         return (o, lse) if return_lse else o
+
+    def _forward(self, q, k, v, return_lse, tensors, *, q_offset, kv_offset, variant, tune,
+                 num_splits, num_threads, keep_lse=False):
+        """(o, lse or None, the lse a backward reads or None) without autograd.
+        keep_lse: a host forward also returns the lse it computes (softmax) when the
+        caller did not ask for it."""
+        host = isinstance(q, torch.Tensor) and q.device.type == "cpu"
+        want_lse = return_lse or (keep_lse and host and self._host_lse)
+        call, o, lse, _keep = self._checked_call(
+            q, k, v, want_lse, q_offset, kv_offset, variant, tensors, host=host
+        )
+        if host:
+            call.device = _capi.ATTN_DEVICE_HOST
+            call.num_threads = num_threads or 0
+            _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(call)))
+        else:
+            call.num_splits = num_splits or 0
+            # The runtime uses the driver context current on this thread; entering q's
+            # device makes that PyTorch's primary context of q's device (the runtime
+            # would otherwise retain the same primary context itself).
+            with torch.cuda.device(q.device):
+                call.stream = torch.cuda.current_stream(q.device).cuda_stream
+                self._run(call, q, k, variant, tune)
+        return o, (lse if return_lse else None), lse
+
+    def _backward(self, q, k, v, o, lse, dout, dlse, tensors, needs, *, q_offset, kv_offset,
+                  variant, num_threads, **_):
+        """(dq, dk, dv, {input: grad}) from the bundle's backward kernel: the float
+        inputs named in `needs` get gradients."""
+        if q.device.type != "cpu":
+            raise AttuneError(
+                "attune: the backward of a CUDA call needs GPU backward kernels, which are "
+                "not built yet; run the call on CPU tensors (the host variant has a backward)"
+            )
+        if not self._host_backward:
+            raise AttuneError(
+                "attune: this bundle's host variant has no backward kernel"
+                + (f": {self._host_backward_error}" if self._host_backward_error else "")
+            )
+        call, _, _, keep = self._checked_call(
+            q, k, v, False, q_offset, kv_offset, variant, tensors, host=True, outputs=(o, lse)
+        )
+        call.device = _capi.ATTN_DEVICE_HOST
+        call.num_threads = num_threads or 0
+        b = _capi.BackwardCall()
+        b.fwd = call
+        dout = dout.contiguous()
+        b.dout = _describe("dO", dout)
+        if dlse is not None:
+            dlse = dlse.to(torch.float32).contiguous()
+            b.dlse = _describe("dlse", dlse)
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        b.dq, b.dk, b.dv = _describe("dq", dq), _describe("dk", dk), _describe("dv", dv)
+        grads = {n: torch.empty(tensors[n].shape, dtype=torch.float32) for n in needs}
+        names = (ctypes.c_char_p * len(grads))(*(n.encode("utf-8") for n in grads))
+        descs = (_capi.Tensor * len(grads))(*(_describe(f"grad {n}", g) for n, g in grads.items()))
+        b.num_grads = len(grads)
+        if grads:
+            b.grad_names = ctypes.cast(names, ctypes.POINTER(ctypes.c_char_p))
+            b.grads = ctypes.cast(descs, ctypes.POINTER(_capi.Tensor))
+        _capi.check(self._lib.attn_backward(self._handle, ctypes.byref(b)))
+        return dq, dk, dv, grads
 
     def selected_variant(self, q, k, v, *, q_offset=None, kv_offset=None, **tensors):
         """The variant a call with these arguments runs: the tuned choice for its shape
-        bucket on this GPU if there is one, else the default (no tuning happens)."""
-        call, _, _, _keep = self._checked_call(q, k, v, False, q_offset, kv_offset, None, tensors)
+        bucket on this GPU if there is one, else the default (no tuning happens); for
+        CPU tensors the default host variant."""
+        host = isinstance(q, torch.Tensor) and q.device.type == "cpu"
+        call, _, _, _keep = self._checked_call(
+            q, k, v, False, q_offset, kv_offset, None, tensors, host=host
+        )
+        if host:
+            return _capi.text_out(self._lib.attn_select_variant, self._handle, ctypes.byref(call))
         with torch.cuda.device(q.device):
             return _capi.text_out(self._lib.attn_select_variant, self._handle, ctypes.byref(call))
 
-    def _checked_call(self, q, k, v, return_lse, q_offset, kv_offset, variant, tensors):
+    def _checked_call(self, q, k, v, return_lse, q_offset, kv_offset, variant, tensors,
+                      host=False, outputs=None):
         """(attn_call, o, lse, what must stay alive while the call is used), after every
-        check; nothing here touches the device."""
+        check; nothing here touches the device. `host`: CPU tensors for the host variant.
+        `outputs`: (o, lse) given (a backward's call reads them) instead of allocated."""
         # (a) what each argument is, and the extra inputs by name.
         for name, t in (("q", q), ("k", k), ("v", v)):
             _require_tensor(name, t)
@@ -197,10 +304,15 @@ class Kernel:
             _require_tensor(name, tensors[name])
 
         # (b) dtypes: the runtime would refuse them too, but cannot say torch's names.
+        # The host kernels compute in float32: CPU tensors may be float32 or the
+        # bundle's dtype, all three alike.
         for name, t in (("q", q), ("k", k), ("v", v)):
+            if host and t.dtype in (self.dtype, torch.float32) and t.dtype == q.dtype:
+                continue
             if t.dtype != self.dtype:
+                also = " or torch.float32 (on CPU, q, k and v alike)" if host else ""
                 raise AttuneError(
-                    f"attune: {name} has dtype {t.dtype}; this kernel takes {self.dtype} "
+                    f"attune: {name} has dtype {t.dtype}; this kernel takes {self.dtype}{also} "
                     f"(the bundle's dtype is {self.info['dtype']})"
                 )
         for name in self.input_names:
@@ -212,20 +324,30 @@ class Kernel:
                 )
 
         # (c) shapes, strides and alignment, by the runtime's own host-side checks.
-        if return_lse and "lse" not in self.info["outputs"]:
+        if host and not self.host_variants:
+            raise AttuneError(
+                f"attune: q is on the CPU, but this bundle ({self.info['dir']}) has no host "
+                "variant; compile it with `attnc compile SPEC --arch host` (with GPU archs: "
+                "--arch sm_80,sm_90a,host), or pass CUDA tensors"
+            )
+        if return_lse and "lse" not in self.info["outputs"] and not (host and self._host_lse):
             raise AttuneError(
                 f"attune: return_lse=True, but this bundle ({self.info['spec_name']}) does not "
                 f"compute lse (its outputs are {self.info['outputs']}); add \"lse\" to the "
                 "spec's outputs and recompile"
             )
-        if variant is not None and variant not in self.variants:
+        known = self.host_variants if host else self.variants
+        if variant is not None and variant not in known:
             raise AttuneError(
-                f"attune: unknown variant {variant!r}; this bundle has: {', '.join(self.variants)}"
+                f"attune: unknown {'host ' if host else ''}variant {variant!r}; this bundle "
+                f"has: {', '.join(known)}"
             )
         # Outputs on q's device: cheap even on the CPU, and it lets the runtime check
         # them with everything else. A q of the wrong rank is refused before o matters.
         o = lse = None
-        if q.dim() == 4:
+        if outputs is not None:
+            o, lse = outputs
+        elif q.dim() == 4:
             B, Sq = q.shape[0], q.shape[2]
             o = q.new_empty((B, self.heads_q, Sq, self.head_dim_v))
             if return_lse:
@@ -252,6 +374,8 @@ class Kernel:
             call.has_kv_offset, call.kv_offset = 1, operator.index(kv_offset)
         if variant is not None:
             call.variant = variant.encode("utf-8")
+        if host:
+            call.device = _capi.ATTN_DEVICE_HOST
         if self._lib.attn_check(self._handle, ctypes.byref(call)) != 0:
             message = _capi.last_error()
             strided = [
@@ -268,7 +392,7 @@ class Kernel:
 
         # (d) where the tensors live: the last check, so that (a)-(c) run on any machine.
         for name, t in [("q", q), ("k", k), ("v", v)] + [(n, tensors[n]) for n in self.input_names]:
-            if t.device.type != "cuda":
+            if t.device.type not in ("cuda", "cpu"):
                 raise AttuneError(f"attune: {name} is on {t.device}; {_DEVICE_RULE}")
             if t.device != q.device:
                 raise AttuneError(
@@ -295,3 +419,47 @@ class Kernel:
                 _capi.check(lib.attn_tune(handle, ref, 0, int(_env_flag("ATTUNE_VERBOSE"))))
                 return
         _capi.check(lib.attn_launch(handle, ref))
+
+
+class _Attention(torch.autograd.Function):
+    """A kernel call in autograd: the forward keeps what the backward kernel reads (q,
+    k, v, the extra inputs, o and lse); the backward runs the bundle's backward kernel
+    for the inputs that need a gradient."""
+
+    @staticmethod
+    def forward(ctx, kernel, return_lse, options, q, k, v, *extras):
+        tensors = dict(zip(kernel.input_names, extras))
+        o, lse, saved_lse = kernel._forward(q, k, v, return_lse, tensors, keep_lse=True, **options)
+        ctx.kernel, ctx.options, ctx.return_lse = kernel, options, return_lse
+        ctx.has_lse = saved_lse is not None
+        ctx.save_for_backward(q, k, v, o, *( [saved_lse] if ctx.has_lse else []), *extras)
+        if not return_lse:
+            # autograd needs a tensor output in each slot; this one gets no gradient.
+            lse = torch.empty(0, dtype=torch.float32, device=q.device)
+        ctx.mark_non_differentiable(*([] if return_lse else [lse]))
+        return o, lse
+
+    @staticmethod
+    def backward(ctx, do, dlse):
+        kernel = ctx.kernel
+        saved = list(ctx.saved_tensors)
+        q, k, v, o = saved[:4]
+        lse = saved[4] if ctx.has_lse else None
+        extras = saved[5 if ctx.has_lse else 4:]
+        tensors = dict(zip(kernel.input_names, extras))
+        offset = 6  # ctx.needs_input_grad: kernel, return_lse, options, q, k, v, extras...
+        needs = [
+            n for i, n in enumerate(kernel.input_names)
+            if ctx.needs_input_grad[offset + i] and kernel._inputs[n]["dtype"] != "i32"
+        ]
+        if do is None:
+            do = torch.zeros_like(o)
+        if not ctx.return_lse:
+            dlse = None
+        dq, dk, dv, grads = kernel._backward(
+            q, k, v, o, lse, do, dlse, tensors, needs, **ctx.options
+        )
+        extra_grads = [
+            grads[n].to(tensors[n].dtype) if n in grads else None for n in kernel.input_names
+        ]
+        return (None, None, None, dq, dk, dv, *extra_grads)

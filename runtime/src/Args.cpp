@@ -70,6 +70,14 @@ attn_dtype toApi(DType d) {
   return ATTN_I32;
 }
 
+} // namespace
+
+const char *dtypeCodeName(int32_t code) {
+  return code >= ATTN_BF16 && code <= ATTN_I32 ? apiDtypeName(attn_dtype(code)) : "?";
+}
+
+namespace {
+
 /// Whether `t` has any element (no zero or negative size), without multiplying.
 bool hasElements(const attn_tensor &t) {
   for (int i = 0; i < t.ndim && i < 8; ++i)
@@ -80,7 +88,8 @@ bool hasElements(const attn_tensor &t) {
 
 class Checker {
 public:
-  Checker(const Manifest &m, const attn_call &call, const char *fn) : m_(m), call_(call), fn_(fn) {}
+  Checker(const Manifest &m, const attn_call &call, const char *fn, const CheckOptions &options)
+      : m_(m), call_(call), fn_(fn), options_(options) {}
 
   CheckedCall run() {
     CheckedCall c;
@@ -89,6 +98,11 @@ public:
     basics("k", c.k, "[B, Hkv, Skv, D]");
     basics("v", c.v, "[B, Hkv, Skv, Dv]");
     basics("o", c.o, "[B, Hq, Sq, Dv]");
+    if (options_.host)
+      for (auto [name, t] : {std::pair{"k", &c.k}, {"v", &c.v}, {"o", &c.o}})
+        if (t->dtype != c.q.dtype)
+          fail(std::string(name) + ": expected q's dtype " + apiDtypeName(attn_dtype(c.q.dtype)) +
+               ", got " + apiDtypeName(attn_dtype(t->dtype)));
 
     // q gives B and Sq, k gives Skv; heads and head dims come from the bundle.
     c.batch = c.q.shape[0];
@@ -114,7 +128,7 @@ public:
                 {"Skv", Skv}, {"D", c.headDim}, {"Dv", c.headDimV}};
     inputs(c);
 
-    if (m_.alignment > 0) {
+    if (m_.alignment > 0 && !options_.host) {
       aligned("q", c.q);
       aligned("k", c.k);
       aligned("v", c.v);
@@ -167,7 +181,10 @@ private:
            std::to_string(t.ndim) + (t.ndim == 0 && !t.data ? " (missing)" : ""));
     dtypeKnown(name, t);
     attn_dtype want = toApi(m_.dtype);
-    if (t.dtype != want)
+    if (options_.host && t.dtype != want && t.dtype != ATTN_F32)
+      fail(name + ": expected dtype " + apiDtypeName(want) + " (the bundle's) or f32 (host "
+           "kernels compute in f32), got " + apiDtypeName(attn_dtype(t.dtype)));
+    if (!options_.host && t.dtype != want)
       fail(name + ": expected dtype " + apiDtypeName(want) + " (the bundle's), got " +
            apiDtypeName(attn_dtype(t.dtype)));
     for (int i = 0; i < 4; ++i)
@@ -232,7 +249,7 @@ private:
     const attn_tensor &t = c.lse;
     if (!t.data)
       return;
-    if (!m_.hasLse)
+    if (!m_.hasLse && !options_.lseAvailable)
       fail("lse: this bundle does not compute lse (its outputs are [o]); pass none");
     if (t.ndim != 3)
       fail("lse: expected a tensor of 3 dimensions [B, Hq, Sq], got " + std::to_string(t.ndim));
@@ -359,13 +376,15 @@ private:
   const Manifest &m_;
   const attn_call &call_;
   const char *fn_;
+  CheckOptions options_;
   std::map<std::string, int64_t> symbols_;
 };
 
 } // namespace
 
-CheckedCall checkCall(const Manifest &m, const attn_call &call, const char *fn) {
-  return Checker(m, call, fn).run();
+CheckedCall checkCall(const Manifest &m, const attn_call &call, const char *fn,
+                      const CheckOptions &options) {
+  return Checker(m, call, fn, options).run();
 }
 
 void evalGrid(const Expr expr[3], const std::string &what, const CheckedCall &c, const char *fn,

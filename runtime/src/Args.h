@@ -38,9 +38,21 @@ struct CheckedCall {
   bool empty = false;
 };
 
+/// How a call is checked besides the manifest.
+struct CheckOptions {
+  /// A host call (the tensors in host memory, a host variant runs): q, k, v and o may
+  /// be float32 or the bundle's dtype (the host kernels compute in float32 and the
+  /// runtime converts), all four the same; no alignment rule.
+  bool host = false;
+  /// lse may be asked for although the spec's outputs lack it (a host forward always
+  /// computes it for softmax: the backward reads it).
+  bool lseAvailable = false;
+};
+
 /// Checks `call` against the manifest (dtypes, ranks, shapes, strides, extra inputs,
 /// alignment) and binds its sizes. `fn` prefixes messages ("attn_launch").
-CheckedCall checkCall(const Manifest &m, const attn_call &call, const char *fn);
+CheckedCall checkCall(const Manifest &m, const attn_call &call, const char *fn,
+                      const CheckOptions &options = {});
 
 /// The grid of variant `v` for the call; throws ArgError when an expression fails or
 /// evaluates outside [1, 2^31 - 1] (x) / [1, 65535] (y, z).
@@ -71,6 +83,9 @@ std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::st
 /// when the unsplit grid (`ctas` CTAs) already fills most of the `smCount` SMs, else
 /// enough to fill them, at most one per two key blocks (`kvBlocks`) and 128.
 int64_t chooseSplits(int64_t requested, int64_t ctas, int64_t smCount, int64_t kvBlocks);
+
+/// "bf16", "fp16", "f32", "i32" for an attn_dtype code, "?" for another.
+const char *dtypeCodeName(int32_t code);
 
 /// "[2, 8, 1000, 128]"
 std::string shapeText(const int64_t *shape, int ndim);

@@ -1,6 +1,8 @@
 //===- Bundle.cpp - a loaded kernel bundle: selection, launch, tuning -----===//
 #include "Bundle.h"
 
+#include "HalfFloat.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -163,6 +165,20 @@ Json infoJsonOf(const std::string &dir, const Manifest &m) {
     variants.push_back(e);
   }
   j.set("variants", variants);
+  Json host = Json::array();
+  for (const HostVariant &h : m.hostVariants) {
+    Json e = Json::object();
+    e.set("name", h.name);
+    e.set("library", h.library);
+    e.set("config", h.config);
+    e.set("default", h.isDefault);
+    e.set("cpu", h.cpu);
+    e.set("backward", h.backward.has_value());
+    e.set("backward_error", h.backwardError.empty() ? Json() : Json(h.backwardError));
+    e.set("lse", h.forward.lse);
+    host.push_back(e);
+  }
+  j.set("host", host);
   return j;
 }
 
@@ -335,8 +351,57 @@ int Bundle::choose(const attn_call &call, const CheckedCall &c, const DeviceInfo
   return selectVariant(m_, dev.major, dev.minor, forced, tuned, fn);
 }
 
+namespace {
+void checkDevice(const attn_call &call, const char *fn) {
+  if (call.device != ATTN_DEVICE_CUDA && call.device != ATTN_DEVICE_HOST)
+    throw ArgError(std::string(fn) + ": device is " + std::to_string(call.device) +
+                   "; expected ATTN_DEVICE_CUDA (0) or ATTN_DEVICE_HOST (1)");
+  if (call.device == ATTN_DEVICE_HOST && call.num_threads < 0)
+    throw ArgError(std::string(fn) + ": num_threads is " + std::to_string(call.num_threads) +
+                   "; expected 0 (the default) or a positive count");
+}
+} // namespace
+
+CheckedCall Bundle::check(const attn_call &call, const char *fn) const {
+  checkDevice(call, fn);
+  CheckOptions options;
+  if (call.device == ATTN_DEVICE_HOST) {
+    options.host = true;
+    int v = selectHostVariant(m_, call.variant, fn);
+    options.lseAvailable = m_.hostVariants[size_t(v)].forward.lse;
+  }
+  return checkCall(m_, call, fn, options);
+}
+
+void Bundle::launchHost(const attn_call &call) {
+  const char *fn = "attn_launch";
+  CheckedCall c = check(call, fn);
+  if (c.empty)
+    return;
+  int v = selectHostVariant(m_, call.variant, fn);
+  runHostForward(m_.hostVariants[size_t(v)], host_.get(m_, dir_, v, fn), c, call.num_threads);
+}
+
+void Bundle::backward(const attn_backward_call &call) {
+  const char *fn = "attn_backward";
+  checkDevice(call.fwd, fn);
+  if (call.fwd.device != ATTN_DEVICE_HOST)
+    throw ArgError(std::string(fn) + ": GPU backward kernels are not built yet; run the "
+                   "backward on the host (fwd.device = ATTN_DEVICE_HOST, a bundle with "
+                   "--arch host)");
+  int v = selectHostVariant(m_, call.fwd.variant, fn);
+  const HostVariant &host = m_.hostVariants[size_t(v)];
+  CheckedBackward b = checkBackward(m_, call, fn);
+  if (host.backward && host.backward->lse && !b.fwd.lse.data)
+    throw ArgError(std::string(fn) + ": lse: the softmax backward needs the forward's lse "
+                   "(fwd.lse, [B, Hq, Sq] f32)");
+  runHostBackward(host, host_.get(m_, dir_, v, fn), b, call.fwd.num_threads, fn);
+}
+
 void Bundle::launch(const attn_call &call) {
   const char *fn = "attn_launch";
+  if (call.device == ATTN_DEVICE_HOST)
+    return launchHost(call);
   CheckedCall c = check(call, fn);
   if (c.empty)
     return;
@@ -348,11 +413,15 @@ void Bundle::launch(const attn_call &call) {
 std::string Bundle::selected(const attn_call &call) {
   const char *fn = "attn_select_variant";
   CheckedCall c = check(call, fn);
+  if (call.device == ATTN_DEVICE_HOST)
+    return m_.hostVariants[size_t(selectHostVariant(m_, call.variant, fn))].name;
   const DeviceInfo &dev = device_->open(c);
   return m_.variants[size_t(choose(call, c, dev, fn))].name;
 }
 
 std::optional<std::string> Bundle::tunedChoice(const attn_call &call) {
+  if (call.device == ATTN_DEVICE_HOST)
+    throw ArgError(std::string("attn_tuned_variant") + ": host variants are not tuned (run one with `variant`)");
   CheckedCall c = check(call, "attn_tuned_variant");
   const DeviceInfo &dev = device_->open(c);
   std::string name = tunedName(dev, c);
@@ -362,6 +431,8 @@ std::optional<std::string> Bundle::tunedChoice(const attn_call &call) {
 }
 
 std::string Bundle::tuningKeyOf(const attn_call &call) {
+  if (call.device == ATTN_DEVICE_HOST)
+    throw ArgError(std::string("attn_tune") + ": host variants are not tuned (run one with `variant`)");
   CheckedCall c = check(call, "attn_tune");
   return key(device_->open(c), c);
 }
@@ -372,25 +443,6 @@ std::string Bundle::tuningKeyOf(const attn_call &call) {
 
 namespace {
 
-float bf16ToFloat(uint16_t h) {
-  uint32_t bits = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-float f16ToFloat(uint16_t h) {
-  uint32_t sign = uint32_t(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-  float f;
-  if (exp == 0x1f) {
-    uint32_t bits = sign | 0x7f800000u | (man << 13);
-    std::memcpy(&f, &bits, 4);
-    return f;
-  }
-  f = exp == 0 ? std::ldexp(float(man), -24) : std::ldexp(float(man | 0x400), int(exp) - 25);
-  return sign ? -f : f;
-}
-
 /// Element `off` (in elements) of a buffer of dtype `dtype`.
 double elementAt(const uint8_t *base, int32_t dtype, uint64_t off) {
   if (dtype == ATTN_F32) {
@@ -400,7 +452,7 @@ double elementAt(const uint8_t *base, int32_t dtype, uint64_t off) {
   }
   uint16_t h;
   std::memcpy(&h, base + off * 2, 2);
-  return dtype == ATTN_BF16 ? bf16ToFloat(h) : f16ToFloat(h);
+  return dtype == ATTN_BF16 ? half::fromBf16(h) : half::fromF16(h);
 }
 
 /// Calls `each(index, offset)` for every element of `t` (offset in elements).
@@ -539,6 +591,8 @@ std::string tuneTable(const TuneReport &report, const Manifest &m) {
 
 TuneReport Bundle::measure(const attn_call &call, int repeats, bool verbose,
                            const std::vector<std::string> &only, TuneObserver *observer) {
+  if (call.device == ATTN_DEVICE_HOST)
+    throw ArgError(std::string("attn_tune") + ": host variants are not tuned (run one with `variant`)");
   const char *fn = "attn_tune";
   if (repeats <= 0)
     repeats = 20;

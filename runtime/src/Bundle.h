@@ -5,6 +5,7 @@
 #include "Args.h"
 #include "Cuda.h"
 #include "Device.h"
+#include "HostRun.h"
 #include "Manifest.h"
 #include "TuningDb.h"
 
@@ -110,12 +111,15 @@ public:
   const std::string &dir() const { return dir_; }
   Device &device() { return *device_; }
 
-  /// Argument checks only (no device).
-  CheckedCall check(const attn_call &call, const char *fn) const {
-    return checkCall(m_, call, fn);
-  }
+  /// Argument checks only (no device). A host call (call.device) is checked as a
+  /// host variant takes it.
+  CheckedCall check(const attn_call &call, const char *fn) const;
 
+  /// Runs the call: on a GPU variant (asynchronously), or for a host call on a host
+  /// variant (synchronously).
   void launch(const attn_call &call);
+  /// The backward of a call (host variants only, today).
+  void backward(const attn_backward_call &call);
   /// The tuner's rule: the device's default variant runs first and its output is the
   /// reference; then each candidate runs on the same inputs and is kept only when its
   /// o (and lse) agree with the reference (compareOutput). Candidates that cannot run
@@ -161,9 +165,12 @@ private:
   int choose(const attn_call &call, const CheckedCall &c, const cu::DeviceInfo &dev,
              const char *fn);
 
+  void launchHost(const attn_call &call);
+
   std::string dir_;
   Manifest m_;
   std::unique_ptr<Device> device_;
+  HostLibraries host_;
   std::string info_;
   std::mutex mu_;
   std::map<std::string, std::string> tuned_;  // tuning key -> variant ("" = none)

@@ -108,6 +108,14 @@ ATTN_API int attn_tune(attn_bundle *bundle, const attn_call *call, int repeats, 
   return guarded("attn_tune", [&] { bundle->impl.tune(*call, repeats, verbose != 0); });
 }
 
+ATTN_API int attn_backward(attn_bundle *bundle, const attn_backward_call *call) {
+  if (!bundle)
+    return failWith("attn_backward: bundle is NULL");
+  if (!call)
+    return failWith("attn_backward: call is NULL");
+  return guarded("attn_backward", [&] { bundle->impl.backward(*call); });
+}
+
 ATTN_API int attn_check(attn_bundle *bundle, const attn_call *call) {
   if (!requireBundle("attn_check", bundle, call))
     return 1;
@@ -134,6 +142,16 @@ ATTN_API int attn_tuned_variant(attn_bundle *bundle, const attn_call *call, char
   if (buf && copyOut("attn_tuned_variant", *name, buf, n))
     return -1;
   return 1;
+}
+
+ATTN_API int attn_bundle_num_host_variants(const attn_bundle *bundle) {
+  return bundle ? int(bundle->impl.manifest().hostVariants.size()) : 0;
+}
+
+ATTN_API const char *attn_bundle_host_variant_name(const attn_bundle *bundle, int i) {
+  if (!bundle || i < 0 || size_t(i) >= bundle->impl.manifest().hostVariants.size())
+    return nullptr;
+  return bundle->impl.manifest().hostVariants[size_t(i)].name.c_str();
 }
 
 ATTN_API int attn_bundle_num_variants(const attn_bundle *bundle) {

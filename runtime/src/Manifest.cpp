@@ -124,6 +124,13 @@ int Manifest::findVariant(const std::string &name) const {
   return -1;
 }
 
+int Manifest::findHostVariant(const std::string &name) const {
+  for (size_t i = 0; i < hostVariants.size(); ++i)
+    if (hostVariants[i].name == name)
+      return int(i);
+  return -1;
+}
+
 namespace {
 
 /// Typed access to members with errors naming the JSON pointer of the key.
@@ -506,6 +513,53 @@ Variant readVariant(const Reader &r, const Manifest &m, const Json &v, const std
   return out;
 }
 
+HostKernelDecl readHostKernel(const Reader &r, const Json &v, const std::string &path) {
+  HostKernelDecl k;
+  k.entry = r.string(v, path, "entry");
+  k.items = r.string(v, path, "items");
+  if (!isIdentifier(k.entry))
+    r.fail(path + "/entry", "expected a symbol name, got '" + k.entry + "'");
+  if (!isIdentifier(k.items))
+    r.fail(path + "/items", "expected a symbol name, got '" + k.items + "'");
+  const Json &serial = r.array(v, path, "serial_grids");
+  for (size_t i = 0; i < serial.size(); ++i)
+    k.serialGrids.push_back(r.integer(serial[i], path + "/serial_grids/" + std::to_string(i), 0));
+  k.lse = r.boolean(v, path, "lse");
+  return k;
+}
+
+HostVariant readHostVariant(const Reader &r, const Json &v, const std::string &path) {
+  if (!v.isObject())
+    r.fail(path, "expected an object");
+  HostVariant h;
+  h.name = r.string(v, path, "name");
+  if (!isPlainFileName(h.name))
+    r.fail(path + "/name", "expected a plain name, got '" + h.name + "'");
+  h.library = r.string(v, path, "library");
+  if (!isPlainFileName(h.library))
+    r.fail(path + "/library", "expected a file name inside the bundle, got '" + h.library + "'");
+  h.config = r.object(v, path, "config");
+  for (const char *key : {"block_m", "block_n"})
+    r.integer(h.config, path + "/config", key, 1);
+  h.isDefault = r.boolean(v, path, "default");
+  h.cpu = r.string(v, path, "cpu");
+  h.features = r.string(v, path, "features");
+  h.forward = readHostKernel(r, r.object(v, path, "forward"), path + "/forward");
+  if (const Json *b = v.find("backward"); b && !b->isNull()) {
+    if (!b->isObject())
+      r.fail(path + "/backward", "expected an object or null");
+    h.backward = readHostKernel(r, *b, path + "/backward");
+  }
+  if (const Json *e = v.find("backward_error"); e && !e->isNull()) {
+    if (!e->isString())
+      r.fail(path + "/backward_error", "expected a string");
+    h.backwardError = e->asString();
+  }
+  if (const Json *c = v.find("compile_seconds"); c && c->isNumber())
+    h.compileSeconds = c->asDouble();
+  return h;
+}
+
 } // namespace
 
 Manifest parseManifest(const Json &doc, const std::string &where) {
@@ -584,8 +638,27 @@ Manifest parseManifest(const Json &doc, const std::string &where) {
   for (const std::string &s : m.freeSymbols())
     gridNames.push_back(s);
 
+  if (const Json *host = doc.find("host"); host && !host->isNull()) {
+    if (!host->isArray())
+      r.fail("/host", "expected an array");
+    bool hasDefault = false;
+    for (size_t i = 0; i < host->size(); ++i) {
+      std::string path = "/host/" + std::to_string(i);
+      HostVariant h = readHostVariant(r, (*host)[i], path);
+      for (const HostVariant &prev : m.hostVariants)
+        if (prev.name == h.name)
+          r.fail(path + "/name", "duplicate host variant name '" + h.name + "'");
+      if (h.isDefault && hasDefault)
+        r.fail(path + "/default", "a second default host variant");
+      hasDefault |= h.isDefault;
+      m.hostVariants.push_back(std::move(h));
+    }
+    if (!m.hostVariants.empty() && !hasDefault)
+      r.fail("/host", "no default host variant (one must have \"default\": true)");
+  }
+
   const Json &variants = r.array(doc, "", "variants");
-  if (variants.size() == 0)
+  if (variants.size() == 0 && m.hostVariants.empty())
     r.fail("/variants", "the bundle has no variants");
   for (size_t i = 0; i < variants.size(); ++i) {
     std::string path = "/variants/" + std::to_string(i);
@@ -723,6 +796,37 @@ Json manifestJson(const Manifest &m) {
     variants.push_back(e);
   }
   j.set("variants", variants);
+  if (!m.hostVariants.empty()) {
+    auto kernel = [](const HostKernelDecl &k) {
+      Json e = Json::object();
+      e.set("entry", k.entry);
+      e.set("items", k.items);
+      Json serial = Json::array();
+      for (int64_t g : k.serialGrids)
+        serial.push_back(Json(g));
+      e.set("serial_grids", serial);
+      e.set("lse", k.lse);
+      return e;
+    };
+    Json host = Json::array();
+    for (const HostVariant &h : m.hostVariants) {
+      Json e = Json::object();
+      e.set("name", h.name);
+      e.set("library", h.library);
+      e.set("config", h.config);
+      e.set("default", h.isDefault);
+      e.set("cpu", h.cpu);
+      e.set("features", h.features);
+      e.set("forward", kernel(h.forward));
+      e.set("backward", h.backward ? kernel(*h.backward) : Json());
+      if (!h.backwardError.empty())
+        e.set("backward_error", h.backwardError);
+      if (h.compileSeconds)
+        e.set("compile_seconds", *h.compileSeconds);
+      host.push_back(e);
+    }
+    j.set("host", host);
+  }
   return j;
 }
 
@@ -769,6 +873,16 @@ Manifest loadManifest(const std::string &dir) {
     present(v.ptx, "ptx");
     if (v.cubin)
       present(*v.cubin, "cubin");
+  }
+  for (size_t i = 0; i < m.hostVariants.size(); ++i) {
+    const HostVariant &h = m.hostVariants[i];
+    std::string full = dir + "/" + h.library;
+    struct stat fs;
+    if (::stat(full.c_str(), &fs) != 0 || !S_ISREG(fs.st_mode))
+      throw ManifestError(path + ": /host/" + std::to_string(i) + "/library: host variant '" +
+                          h.name + "': " + full + ": " +
+                          (::stat(full.c_str(), &fs) != 0 ? std::strerror(errno)
+                                                           : "not a regular file"));
   }
   return m;
 }

@@ -107,6 +107,28 @@ struct Variant {
   std::string configSummary() const;
 };
 
+/// One kernel of a host variant's library (runtime/src/HostLaunch.h): the packed
+/// entry and item-count symbols, the grids that run serially, whether it writes lse.
+struct HostKernelDecl {
+  std::string entry, items;
+  std::vector<int64_t> serialGrids;
+  bool lse = false;
+};
+
+/// A host (CPU) variant (`attnc compile --arch host`): the tiled kernels compiled
+/// ahead of time for the compiling machine's CPU, in a shared object of the bundle.
+/// They compute in float32 over contiguous tensors (the runtime converts).
+struct HostVariant {
+  std::string name, library;
+  Json config; // block_m, block_n
+  bool isDefault = false;
+  std::string cpu, features;
+  HostKernelDecl forward;
+  std::optional<HostKernelDecl> backward;
+  std::string backwardError; // why there is no backward, when there is none
+  std::optional<double> compileSeconds;
+};
+
 struct Manifest {
   std::string format, compilerVersion, specName, specHash;
   Json spec;
@@ -117,6 +139,8 @@ struct Manifest {
   bool hasLse = false;
   std::vector<InputDecl> inputs;
   std::vector<Variant> variants;
+  /// Optional "host": host variants (a bundle may have only those).
+  std::vector<HostVariant> hostVariants;
   /// Optional "alignment" (bytes) the kernels need of q/k/v/o pointers and row strides.
   int64_t alignment = 0;
 
@@ -124,6 +148,7 @@ struct Manifest {
   std::vector<std::string> freeSymbols() const;
   int findInput(const std::string &name) const;
   int findVariant(const std::string &name) const;
+  int findHostVariant(const std::string &name) const;
 };
 
 /// Validates a parsed manifest. `where` prefixes messages ("manifest.json"). Besides

@@ -7,7 +7,7 @@
 // wait, copies left in flight at the end; and PTX's approximate transcendentals.
 //
 //===----------------------------------------------------------------------===//
-#include "codegen/HalfFloat.h"
+#include "runtime/src/HalfFloat.h"
 #include "codegen/Diagnostics.h"
 #include "codegen/nvidia/KernelSimulator.h"
 #include "codegen/nvidia/PtxMath.h"

@@ -103,6 +103,8 @@ static std::vector<TileConfig> parseConfigs(const std::string &list, const SpecI
 /// list serves a bundle for several archs.
 static std::vector<TileConfig> configsFor(const CompileRequest &req, const SpecInfo &info,
                                           const std::string &arch) {
+  if (arch == "host")
+    return {};
   std::vector<TileConfig> all = req.configs ? parseConfigs(*req.configs, &info) : defaultConfigs(info);
   std::vector<TileConfig> out;
   for (const TileConfig &c : all)
@@ -169,6 +171,7 @@ static void unpipelineIfSpilling(mlir::ModuleOp module, BundleVariant &v) {
 std::vector<GpuConfig> bundleConfigs(const CompileRequest &req, const SpecInfo &info) {
   std::vector<GpuConfig> out;
   for (const std::string &arch : req.archs)
+    if (arch != "host")
     for (const TileConfig &c : configsFor(req, info, arch)) {
       GpuConfig config;
       config.blockM = c.blockM;
@@ -206,11 +209,45 @@ void compileBundle(const CompileRequest &req, const std::string &dir, llvm::raw_
       variants.push_back(std::move(v));
     }
   }
+  // The host variant: the first plain (not packed, not wgmma) configuration, compiled
+  // for this machine's CPU; its libraries go straight into the bundle directory.
+  std::vector<HostBundleVariant> host;
+  if (std::find(req.archs.begin(), req.archs.end(), "host") != req.archs.end()) {
+    std::vector<TileConfig> all =
+        req.configs ? parseConfigs(*req.configs, &spec.info) : defaultConfigs(spec.info);
+    auto plain = std::find_if(all.begin(), all.end(),
+                              [](const TileConfig &c) { return !c.packGqa && !c.wgmma; });
+    TileConfig c = plain != all.end() ? *plain : TileConfig{64, 64};
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec)
+      throw Failure{"cannot create '" + dir + "': " + ec.message()};
+    LoadedSpec f32 = loadSpec(context, req.specPath, std::string("f32"));
+    HostBundleVariant h;
+    h.name = "host_" + std::to_string(c.blockM) + "x" + std::to_string(c.blockN);
+    h.blockM = c.blockM;
+    h.blockN = c.blockN;
+    h.isDefault = true;
+    DiagnosticCollector diags(&context);
+    auto lib = compileHostLibrary(*f32.module, c.blockM, c.blockN,
+                                  (fs::path(dir) / (h.name + ".so")).string());
+    if (mlir::failed(lib))
+      throw Failure{"host variant " + h.name + ": " + diags.message("compilation failed")};
+    h.library = std::move(*lib);
+    if (req.verbose)
+      llvm::errs() << "attnc compile: " << h.name << " in " << h.library.seconds << " s\n";
+    host.push_back(std::move(h));
+  }
   std::string error;
-  if (!writeBundle(dir, json, spec.info, variants, req.ptxas, error))
+  if (!writeBundle(dir, json, spec.info, variants, req.ptxas, error, host))
     throw Failure{error};
   if (!log)
     return;
+  for (const HostBundleVariant &h : host)
+    *log << h.name << ": host library for " << h.library.cpu
+         << (h.library.backward.entry.empty() ? " (forward only: " + h.library.backwardError + ")"
+                                              : " (forward and backward)")
+         << "\n";
   for (const BundleVariant &v : variants) {
     *log << v.config.name() << ": " << v.kernel.ptx.size() << " bytes of PTX";
     if (v.ptxas)

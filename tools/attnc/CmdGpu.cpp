@@ -11,7 +11,7 @@
 #include "tools/attnc/Tune.h"
 
 #include "codegen/Arguments.h"
-#include "codegen/HalfFloat.h"
+#include "runtime/src/HalfFloat.h"
 #include "codegen/reference/Reference.h"
 
 #include "Args.h"

@@ -78,7 +78,7 @@ struct CompileRequest {
   bool verbose = false;
   /// From --arch (default `defaultArchs`) and --configs, both checked.
   static CompileRequest fromOptions(const Options &opts, const std::string &specPath,
-                                    const std::string &defaultArchs = "sm_80,sm_90a");
+                                    const std::string &defaultArchs = "sm_80,sm_90a,host");
 };
 
 /// Compiles every (arch, config) variant into the bundle directory `dir`; a line per

@@ -23,7 +23,8 @@
  *   attn_version, attn_check, attn_select_variant, attn_tuned_variant,
  *   attn_bundle_num_variants, attn_bundle_variant_name, attn_bundle_info_json,
  *   attn_device_info, attn_spec_hash, attn_canonical_json, attn_bundle_cache_key,
- *   attn_cache_root
+ *   attn_cache_root, attn_backward, attn_bundle_num_host_variants,
+ *   attn_bundle_host_variant_name
  *===----------------------------------------------------------------------===*/
 #ifndef ATTUNE_RUNTIME_H
 #define ATTUNE_RUNTIME_H
@@ -53,6 +54,9 @@ typedef struct {
   int64_t strides[8]; /* in elements */
 } attn_tensor;
 
+/* Where a call's tensors live and what runs them. */
+typedef enum { ATTN_DEVICE_CUDA = 0, ATTN_DEVICE_HOST = 1 } attn_device;
+
 typedef struct {
   attn_tensor q, k, v, o;
   attn_tensor lse;    /* lse.data == NULL: no lse wanted */
@@ -68,7 +72,35 @@ typedef struct {
                           default; a name forces one */
   int32_t num_splits;  /* split-KV: 0 = the runtime's choice (split when the grid would
                           leave SMs idle: decoding, short chunks), 1 = never, N = N */
+  int32_t device;      /* an attn_device. ATTN_DEVICE_CUDA: device pointers, a GPU variant
+                          runs. ATTN_DEVICE_HOST: host pointers, the bundle's host variant
+                          (attnc compile --arch host) runs on this machine's CPU,
+                          synchronously; q, k, v, o may then be f32 or the bundle's
+                          dtype (all four alike; the kernels compute in f32), lse may be
+                          asked for with softmax even when the spec's outputs lack it,
+                          `variant` names a host variant, stream and num_splits are
+                          ignored, and no tuning happens. */
+  int32_t num_threads; /* host: threads (0 = $ATTUNE_NUM_THREADS, else the cores) */
 } attn_call;
+
+/* The backward of a call (the host variant's backward kernel; GPU backward kernels
+ * are not built yet): given the forward's arguments and outputs and dO (and dlse),
+ * the gradients. fwd.o and fwd.lse are the forward's outputs, read; fwd.lse is
+ * required for softmax. Gradients of float extra inputs are computed for the names
+ * in grad_names (f32, contiguous, the input's shape); the others are not returned.
+ * dq, dk, dv are q's, k's and v's shapes in q's dtype. Deterministic: the same
+ * arguments give bitwise the same gradients for every thread count. */
+typedef struct {
+  attn_call fwd;
+  attn_tensor dout;    /* dO: o's shape and dtype */
+  attn_tensor dlse;    /* dlse [B, Hq, Sq] f32; dlse.data == NULL: zero */
+  attn_tensor dq, dk, dv;
+  int32_t num_grads;
+  const char *const *grad_names;
+  const attn_tensor *grads;
+} attn_backward_call;
+
+ATTN_API int attn_backward(attn_bundle *bundle, const attn_backward_call *call);
 
 /* Loads and validates <dir>/manifest.json ([ABI 1]); the PTX/cubin files are read
  * when a variant is first used. 0 on success (*out set), else *out = NULL. */
@@ -121,6 +153,9 @@ ATTN_API int attn_tuned_variant(attn_bundle *bundle, const attn_call *call, char
  * range). */
 ATTN_API int attn_bundle_num_variants(const attn_bundle *bundle);
 ATTN_API const char *attn_bundle_variant_name(const attn_bundle *bundle, int i);
+/* The same for the host variants (manifest "host"). */
+ATTN_API int attn_bundle_num_host_variants(const attn_bundle *bundle);
+ATTN_API const char *attn_bundle_host_variant_name(const attn_bundle *bundle, int i);
 
 /* A JSON summary of the manifest, owned by the bundle:
  * {"dir", "format", "compiler_version", "spec_name", "spec_hash", "heads_q", "heads_kv",

@@ -1,12 +1,13 @@
 //===- HalfFloat.h - bf16 and fp16 conversions on the host ------*- C++ -*-===//
 //
 // The kernels store q, k, v and o as bf16 or fp16; the host sides that feed them or
-// imitate them (the simulator, `attnc run --backend gpu`) convert with these, rounding
+// imitate them (the simulator, `attnc run --backend gpu`, the runtime's host variants)
+// convert with these, rounding
 // to nearest even as the hardware's cvt.rn does, so host and device agree bit for bit.
 //
 //===----------------------------------------------------------------------===//
-#ifndef ATTUNE_CODEGEN_HALFFLOAT_H
-#define ATTUNE_CODEGEN_HALFFLOAT_H
+#ifndef ATTUNE_RUNTIME_HALFFLOAT_H
+#define ATTUNE_RUNTIME_HALFFLOAT_H
 
 #include <cmath>
 #include <cstdint>
