@@ -30,6 +30,9 @@ __all__ = [
     "spec_hash",
     "version",
 ]
+from . import distributed  # noqa: E402  (ring attention: attune.distributed.ring_attention)
+from .merge import merge  # noqa: E402  (the LSE merge of partial results)
+__all__ += ["distributed", "merge"]
 
 
 def version():

@@ -1,0 +1,597 @@
+"""Context-parallel (ring) attention over torch.distributed, built on any Attune kernel.
+
+    from attune.distributed import ring_attention, shard
+    o = ring_attention(kernel, q, k, v, group=None, sharding="zigzag")
+
+Every rank of `group` holds a shard of one global sequence along dim 2 of q [B, Hq, S, D],
+k [B, Hkv, S, D] and v [B, Hkv, S, Dv] (q, k and v sharded alike: self-attention). The
+K/V shards travel around the ring (rank r sends to r + 1, receives from r - 1) with
+torch.distributed's point-to-point ops, the next shard's transfer in flight while the
+kernel runs on the current one; each step's partial (o, lse) is merged into the running
+result by lse (attune.merge's arithmetic, in float32). No transport of its own: gloo and
+NCCL both work.
+
+Shardings (N the global length, W the world size; `positions` gives each rank's tokens):
+- "contiguous": rank r holds chunk r; the chunks may have any lengths (each rank learns
+  the others' from one all_gather), so uneven N needs nothing special. `shard` cuts
+  N like torch.tensor_split (the first N mod W chunks one token longer).
+- "zigzag": N cut into 2W chunks like torch.tensor_split(N, 2W); rank r holds chunks r
+  and 2W-1-r, concatenated in that order (causal work balanced across ranks). A rank
+  holding another split is refused with the lengths expected.
+- "striped": token t on rank t mod W (so rank r holds ceil((N - r) / W) tokens).
+  Positions are strided, which the kernel's offsets cannot express for every mask: only
+  masks made of full, causal, document, buckets and keep (under all/any/not), softcap
+  and elementwise bias scores, no RoPE, are supported exactly (Striped Attention's
+  diagonal shift); anything else is refused with an AttuneError naming it.
+
+Offsets: positions are global. The query at global index t sits at P = t + q_offset, the
+key at t at K = t + kv_offset, where q_offset / kv_offset are the arguments, else the
+spec's, else 0: with Sq == Skv globally, bottom_right and top_left alignment agree on 0.
+Each kernel call gets both offsets explicitly (never the kernel's Skv - Sq default,
+which would be wrong for a shard pair).
+
+Extra inputs (kernel.info["inputs"]): one indexed by query (declared with an "Sq"
+dimension, or named as a mask's q_ids / q_buckets) is this rank's shard along that
+dimension, laid out like q; one indexed by key ("Skv", or kv_ids / kv_buckets /
+kv_keep) is this rank's shard laid out like k, and travels around the ring with k and v
+(the same point-to-point ops, so nothing is gathered); the rest are passed unchanged to
+every call. One tensor read both by query and by key (document.json's "doc" as q_ids and
+kv_ids) cannot be: a step's queries and keys are different tokens, so it is refused;
+declare the key ids as their own input ("kv_ids": "kv_doc", shape ["B", "Skv"]).
+Tensors over both Sq and Skv (a [.., Sq, Skv] bias), raw-index masks (vertical_slash,
+block_list) and expressions that read q_idx, kv_idx, seq_q or seq_kv are refused.
+
+Skipping: a shard pair the mask cannot allow anywhere (causal: every key after every
+query; sliding_window: outside the band; sinks; all/any of these) does not call the
+kernel. Rows no step allows give o = 0 and lse = -inf.
+
+Autograd: the result is differentiable in q (and in the replicated float inputs) when
+the kernel's outputs are: every step's kernel call on this rank's queries and the merge
+are in the graph. The keys and values that arrive from other ranks carry no history,
+so dk and dv would miss every remote step's contribution: with W > 1, k, v or a
+travelling input that requires grad (under grad mode) is refused rather than given a
+silently partial gradient.
+
+Errors: each rank checks its arguments before the first collective and the ranks then
+exchange one flag, so a bad argument on one rank raises an AttuneError on every rank
+(no rank is left waiting in the ring).
+"""
+
+import collections
+import math
+import re
+
+import torch
+import torch.distributed as dist
+
+from ._capi import AttuneError
+from .merge import _combine
+
+SHARDINGS = ("contiguous", "zigzag", "striped")
+
+# A run of this rank's tokens: local indices [start, start + length) hold the global
+# tokens pos, pos + stride, ... (stride 1, or W for striped).
+_Seg = collections.namedtuple("_Seg", "start length pos stride")
+
+# Masks whose value depends on the tokens only through their positions P and K: the
+# offsets place a shard pair exactly (contiguous and zigzag shardings).
+_POSITION_MASKS = {
+    "full", "causal", "sliding_window", "dilated_window", "sinks", "global_tokens",
+    "prefix_lm", "strided", "fixed", "dilated_segments", "shifted_groups",
+}
+# Masks reading tensors elementwise by the raw indices (b, h, i) and (b, h, j): exact on
+# any sharding once the tensors are sliced like the tokens.
+_INDEX_MASKS = {"document": (("q_ids", "q"), ("kv_ids", "kv")),
+                "buckets": (("q_buckets", "q"), ("kv_buckets", "kv")),
+                "keep": (("kv_keep", "kv"),)}
+_STRIPED_MASKS = {"full", "causal"} | set(_INDEX_MASKS)
+_POSITION_SCORES = {"alibi", "t5_bias", "fire", "kerple_log", "log_length_scale"}
+# Expression variables that are local to a kernel call, not global.
+_LOCAL_VARS = ("q_idx", "kv_idx", "seq_q", "seq_kv")
+
+_DTYPE_CODES = {d: i + 1 for i, d in enumerate((
+    torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+    torch.int16, torch.int8, torch.uint8, torch.bool))}
+
+
+def _ceil_div(a, b):
+    return -((-a) // b)
+
+
+def zigzag_chunks(n, world_size):
+    """The 2W chunk lengths of a global length n, as torch.tensor_split(n, 2W) cuts."""
+    parts = 2 * world_size
+    return [n // parts + (1 if c < n % parts else 0) for c in range(parts)]
+
+
+def _layout(lengths, sharding):
+    """Each rank's segments, from every rank's token count; AttuneError when the counts
+    are not a layout of `sharding`."""
+    W = len(lengths)
+    N = sum(lengths)
+    if sharding == "contiguous":
+        out, start = [], 0
+        for n in lengths:
+            out.append([_Seg(0, n, start, 1)])
+            start += n
+        return out
+    if sharding == "zigzag":
+        sizes = zigzag_chunks(N, W)
+        starts = [sum(sizes[:c]) for c in range(2 * W)]
+        want = [sizes[r] + sizes[2 * W - 1 - r] for r in range(W)]
+        if list(lengths) != want:
+            raise AttuneError(
+                f"attune.ring_attention: sharding='zigzag' with ranks holding {list(lengths)} "
+                f"tokens (N = {N}); zigzag cuts N into {2 * W} chunks like "
+                f"torch.tensor_split, so the ranks must hold {want} (attune.distributed.shard "
+                "cuts a global tensor so)"
+            )
+        return [[_Seg(0, sizes[r], starts[r], 1),
+                 _Seg(sizes[r], sizes[2 * W - 1 - r], starts[2 * W - 1 - r], 1)]
+                for r in range(W)]
+    want = [_ceil_div(N - r, W) for r in range(W)]
+    if list(lengths) != want:
+        raise AttuneError(
+            f"attune.ring_attention: sharding='striped' with ranks holding {list(lengths)} "
+            f"tokens (N = {N}); token t lives on rank t mod {W}, so the ranks must hold {want}"
+        )
+    return [[_Seg(0, lengths[r], r, W)] for r in range(W)]
+
+
+def positions(n, rank, world_size, sharding="contiguous"):
+    """The global token indices (int64, in local order) that `rank` holds of a sequence
+    of n tokens under `sharding` (contiguous: tensor_split's chunks)."""
+    _check_sharding(sharding)
+    if sharding == "contiguous":
+        sizes = [n // world_size + (1 if c < n % world_size else 0) for c in range(world_size)]
+        start = sum(sizes[:rank])
+        return torch.arange(start, start + sizes[rank], dtype=torch.int64)
+    if sharding == "striped":
+        return torch.arange(rank, max(n, rank), world_size, dtype=torch.int64)
+    sizes = zigzag_chunks(n, world_size)
+    out = []
+    for c in (rank, 2 * world_size - 1 - rank):
+        start = sum(sizes[:c])
+        out.append(torch.arange(start, start + sizes[c], dtype=torch.int64))
+    return torch.cat(out)
+
+
+def shard(x, rank, world_size, sharding="contiguous", dim=2):
+    """`rank`'s shard of a global tensor x along `dim` (2: the sequence of [B, H, S, D];
+    use 1 for ids [B, S]), in the layout ring_attention expects."""
+    idx = positions(x.shape[dim], rank, world_size, sharding).to(x.device)
+    return x.index_select(dim, idx)
+
+
+def _check_sharding(sharding):
+    if sharding not in SHARDINGS:
+        raise AttuneError(
+            f"attune.ring_attention: sharding={sharding!r}; expected one of "
+            f"{', '.join(SHARDINGS)}"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# What the spec allows, and how each extra input is sharded
+# --------------------------------------------------------------------------------------
+
+def _refuse(what, sharding, why):
+    return AttuneError(f"attune.ring_attention: {what} with sharding={sharding!r}: {why}")
+
+
+def _expr_names(text):
+    return set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+
+
+def _walk_mask(node, sharding, usage, declared):
+    if not isinstance(node, dict) or len(node) != 1:
+        raise AttuneError(f"attune.ring_attention: cannot read the spec's mask node {node!r}")
+    (key, val), = node.items()
+    if key in ("all", "any"):
+        for m in val:
+            _walk_mask(m, sharding, usage, declared)
+        return
+    if key == "not":
+        _walk_mask(val, sharding, usage, declared)
+        return
+    if sharding == "striped" and key not in _STRIPED_MASKS:
+        raise _refuse(
+            f"mask {key!r}", sharding,
+            "striped positions (P = r + W i) turn only causal, full and index-tensor masks "
+            "into a kernel call (a diagonal shift); use sharding='zigzag' or 'contiguous'")
+    if key in _INDEX_MASKS:
+        fields = _INDEX_MASKS[key]
+        for field, role in fields:
+            name = val.get(field)
+            if name is None and field == "kv_ids":
+                name = val.get("q_ids")  # kv_ids defaults to q_ids (self-attention)
+            if name is not None:
+                usage.setdefault(name, set()).add(role)
+        return
+    if key == "prefix_lm":
+        if isinstance(val.get("prefix"), str):
+            usage.setdefault(val["prefix"], set()).add("rep")
+        return
+    if key in _POSITION_MASKS:
+        return
+    if key == "expr":
+        _check_expr(val, "mask", sharding, usage, declared)
+        return
+    if key in ("vertical_slash", "block_list"):
+        raise _refuse(
+            f"mask {key!r}", sharding,
+            "its tensors hold raw key indices (columns, blocks) of the whole sequence, "
+            "which no shard's kernel call can read")
+    raise _refuse(f"mask {key!r}", sharding, "ring attention does not know this mask")
+
+
+def _check_expr(text, where, sharding, usage, declared):
+    names = _expr_names(text)
+    if sharding == "striped":
+        raise _refuse(f"{where} expression {text!r}", sharding,
+                      "an expression may read positions, which striped sharding cannot give")
+    local = [n for n in _LOCAL_VARS if n in names]
+    if local:
+        raise _refuse(f"{where} expression {text!r}", sharding,
+                      f"it reads {', '.join(local)}, which are per-call (shard) values, "
+                      "not the global sequence's; write it with q and kv (positions)")
+    for n in names & set(declared):
+        usage.setdefault(n, set()).add("expr")
+
+
+def _analyse(spec, sharding, declared):
+    """The role of each declared input ('q', 'kv' or 'rep') and its sequence axis, or
+    AttuneError naming what cannot be sharded."""
+    norm = spec.get("normalizer", "softmax")
+    norm_name = next(iter(norm)) if isinstance(norm, dict) else norm
+    if norm_name != "softmax":
+        raise _refuse(f"normalizer {norm_name!r}", sharding,
+                      "ring attention merges the steps by lse, which only softmax has")
+    usage = {}
+    _walk_mask(spec.get("mask", {"full": {}}), sharding, usage, declared)
+    for node in spec.get("score", []):
+        (key, val), = node.items()
+        if key == "softcap":
+            continue
+        if key == "bias":
+            usage.setdefault(val["tensor"], set()).add("score")
+            continue
+        if key == "expr":
+            _check_expr(val, "score", sharding, usage, declared)
+            continue
+        if key in _POSITION_SCORES:
+            if sharding == "striped":
+                raise _refuse(f"score {key!r}", sharding,
+                              "it reads positions, which striped sharding cannot give a "
+                              "kernel call")
+            for field in ("table", "w1", "b1", "w2", "b2"):
+                if isinstance(val.get(field), str):
+                    usage.setdefault(val[field], set()).add("rep")
+            continue
+        raise _refuse(f"score {key!r}", sharding, "ring attention does not know this transform")
+    if spec.get("rope") is not None and sharding == "striped":
+        raise _refuse("rope", sharding,
+                      "RoPE rotates by position, which striped sharding cannot give a kernel "
+                      "call; rotate q and k before sharding and compile without rope")
+
+    roles = {}
+    for name, shape in declared.items():
+        dims = [d for d in shape]
+        has_q, has_kv = "Sq" in dims, "Skv" in dims
+        use = usage.get(name, set())
+        desc = f"input {name!r} (declared [{', '.join(map(str, dims))}])"
+        if has_q and has_kv:
+            raise AttuneError(
+                f"attune.ring_attention: {desc} is over both queries and keys; the ring "
+                "shards one sequence axis per tensor (a [.., Sq, Skv] bias would also cost "
+                "N^2 / W memory per rank)")
+        if "q" in use and "kv" in use:
+            raise AttuneError(
+                f"attune.ring_attention: {desc} is read both by query and by key index; in "
+                "a ring step the queries and the keys are different tokens, so one tensor "
+                "cannot hold both ids. Declare the key ids as their own input (e.g. "
+                "\"kv_ids\": \"kv_doc\" with shape [\"B\", \"Skv\"]) and pass this rank's "
+                "shard of each")
+        if "expr" in use and (has_q or has_kv):
+            raise AttuneError(
+                f"attune.ring_attention: {desc} is read by an expression, at indices ring "
+                "attention cannot translate to a shard's")
+        if "kv" in use and not has_kv:
+            raise AttuneError(
+                f"attune.ring_attention: {desc} holds key ids (read by j) but has no Skv "
+                "dimension; declare its key dimension as \"Skv\"")
+        if "q" in use and not has_q:
+            raise AttuneError(
+                f"attune.ring_attention: {desc} holds query ids (read by i) but has no Sq "
+                "dimension; declare its query dimension as \"Sq\"")
+        if has_q:
+            roles[name] = ("q", dims.index("Sq"))
+        elif has_kv:
+            roles[name] = ("kv", dims.index("Skv"))
+        else:
+            roles[name] = ("rep", None)
+    return roles
+
+
+def _may_attend(node, pmin, pmax, kmin, kmax):
+    """False only when `node` masks every pair of queries at positions in [pmin, pmax]
+    and keys in [kmin, kmax]; True whenever unsure (the kernel then decides)."""
+    (key, val), = node.items()
+    if key == "all":
+        return all(_may_attend(m, pmin, pmax, kmin, kmax) for m in val)
+    if key == "any":
+        return any(_may_attend(m, pmin, pmax, kmin, kmax) for m in val)
+    if key == "causal":
+        return pmax >= kmin  # some d = P - K >= 0
+    if key == "sliding_window":
+        left, right = val["left"], val.get("right", 0)
+        if left != -1 and pmin - kmax > left:
+            return False
+        if right != -1 and pmax - kmin < -right:
+            return False
+        return True
+    if key == "sinks":
+        return kmin < val["count"]
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# The ring
+# --------------------------------------------------------------------------------------
+
+def _global_rank(group, rank):
+    if group is None or group is dist.GroupMember.WORLD:
+        return rank
+    if hasattr(dist, "get_global_rank"):
+        return dist.get_global_rank(group, rank)
+    return dist.distributed_c10d._get_global_rank(group, rank)
+
+
+def _kernel_info(kernel):
+    info = getattr(kernel, "info", None)
+    if not isinstance(info, dict) or not isinstance(info.get("spec"), dict):
+        raise AttuneError(
+            "attune.ring_attention: kernel must have an info dict with the spec (an "
+            f"attune.Kernel), got {type(kernel).__name__}")
+    spec = info["spec"]
+    if "lse" not in info.get("outputs", spec.get("outputs", ["o"])):
+        raise AttuneError(
+            f"attune.ring_attention: the kernel ({spec.get('name', '?')}) does not compute lse "
+            "(outputs " f"{info.get('outputs', spec.get('outputs'))}); ring attention merges "
+            "the steps by it: add \"lse\" to the spec's outputs and recompile")
+    if "inputs" in info:
+        declared = {i["name"]: list(i["shape"]) for i in info["inputs"]}
+    else:
+        declared = {n: list(d["shape"]) for n, d in spec.get("inputs", {}).items()}
+    return info, spec, declared
+
+
+def _local_checks(kernel, q, k, v, sharding, inputs, world_size):
+    """Everything this rank can check alone: (spec, roles, global offsets)."""
+    _check_sharding(sharding)
+    info, spec, declared = _kernel_info(kernel)
+    roles = _analyse(spec, sharding, declared)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise AttuneError(f"attune.ring_attention: {name} must be a torch.Tensor, got "
+                              f"{type(t).__name__}")
+        if t.dim() != 4:
+            raise AttuneError(f"attune.ring_attention: {name} has shape {list(t.shape)}; "
+                              "expected [B, H, S, D] (this rank's shard along S)")
+        if t.device != q.device:
+            raise AttuneError(f"attune.ring_attention: {name} is on {t.device} but q is on "
+                              f"{q.device}")
+    if not (q.shape[2] == k.shape[2] == v.shape[2]):
+        raise AttuneError(
+            f"attune.ring_attention: q, k and v hold {q.shape[2]}, {k.shape[2]} and "
+            f"{v.shape[2]} tokens; ring attention is self-attention over one sharded "
+            "sequence, so every rank's q, k and v shards hold the same tokens")
+    if k.shape[:2] != v.shape[:2] or q.shape[0] != k.shape[0]:
+        raise AttuneError(
+            f"attune.ring_attention: q {list(q.shape)}, k {list(k.shape)}, v {list(v.shape)} "
+            "disagree on the batch or the kv heads")
+    unknown = sorted(set(inputs) - set(declared))
+    missing = sorted(set(declared) - set(inputs))
+    if unknown or missing:
+        raise AttuneError(
+            "attune.ring_attention: "
+            + (f"unknown inputs {', '.join(unknown)}; " if unknown else "")
+            + (f"missing inputs {', '.join(missing)}; " if missing else "")
+            + f"this kernel's extra inputs are: {', '.join(declared) or 'none'}")
+    n = q.shape[2]
+    for name, (role, axis) in roles.items():
+        t = inputs[name]
+        if not isinstance(t, torch.Tensor):
+            raise AttuneError(f"attune.ring_attention: {name} must be a torch.Tensor, got "
+                              f"{type(t).__name__}")
+        if t.device != q.device:
+            raise AttuneError(f"attune.ring_attention: {name} is on {t.device} but q is on "
+                              f"{q.device}")
+        if role != "rep" and (t.dim() != len(declared[name]) or t.shape[axis] != n):
+            raise AttuneError(
+                f"attune.ring_attention: {name} has shape {list(t.shape)}; declared "
+                f"{declared[name]}, it must hold this rank's {n} tokens along dimension "
+                f"{axis} (laid out like {'q' if role == 'q' else 'k'})")
+    if world_size > 1 and torch.is_grad_enabled():
+        travelling = [("k", k), ("v", v)] + [
+            (nm, inputs[nm]) for nm, (role, _) in roles.items() if role == "kv"]
+        needs = [nm for nm, t in travelling if t.requires_grad]
+        if needs:
+            raise AttuneError(
+                f"attune.ring_attention: {', '.join(needs)} require grad, but the key/value "
+                "shards received from other ranks carry no autograd history, so their "
+                "gradient would miss every remote step; only q is differentiated. Detach "
+                "them (or run under torch.no_grad())")
+
+    def offset(key, given):
+        if given is not None:
+            return int(given)
+        value = info.get(key, spec.get(key))
+        return 0 if value is None else int(value)
+
+    return spec, roles, offset
+
+
+def _exchange_meta(q, k, v, travel, problem, group, W):
+    """All ranks' token counts, after checking (one all_gather) that every rank passed
+    its checks and that the shards agree on everything but their length."""
+    sig = 0
+    if problem is None:
+        # q's dtype too: a kernel refusing it then refuses on every rank at step 0.
+        sig = _DTYPE_CODES.get(q.dtype, 99)
+        # Shape (less the sequence axis) and dtype of everything that travels: the
+        # receivers size their buffers from their own tensors and the senders' lengths.
+        for t, axis in [(k, 2), (v, 2)] + travel:
+            for a, d in enumerate(t.shape):
+                sig = (sig * 1000003 + (int(d) if a != axis else 7)) % (1 << 61)
+            sig = (sig * 1000003 + _DTYPE_CODES.get(t.dtype, 99)) % (1 << 61)
+    if problem is not None:
+        row = [1, 0, 0, 0, 0, 0, 0]
+    else:
+        row = [0, q.shape[0], q.shape[1], k.shape[1], k.shape[3], v.shape[3], q.shape[2]]
+    row.append(sig if problem is None else 0)
+    backend = dist.get_backend(group)
+    device = q.device if backend == "nccl" and problem is None else torch.device("cpu")
+    if backend == "nccl" and device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    mine = torch.tensor(row, dtype=torch.int64, device=device)
+    rows = [torch.empty_like(mine) for _ in range(W)]
+    dist.all_gather(rows, mine, group=group)
+    table = torch.stack(rows).cpu().tolist()
+    if problem is not None:
+        raise problem
+    bad = [r for r, row in enumerate(table) if row[0]]
+    if bad:
+        raise AttuneError(
+            f"attune.ring_attention: rank{'s' if len(bad) > 1 else ''} "
+            f"{', '.join(map(str, bad))} of the group refused its arguments (its AttuneError "
+            "says why); nothing was computed")
+    for r, row in enumerate(table):
+        if row[1:6] != table[0][1:6] or row[7] != table[0][7]:
+            raise AttuneError(
+                f"attune.ring_attention: rank {r} has [B, Hq, Hkv, D, Dv] = {row[1:6]}, rank 0 "
+                f"{table[0][1:6]} (or their k, v or travelling inputs differ in shape or "
+                "dtype); every rank's shards must differ only in their length")
+    return [row[6] for row in table]
+
+
+def ring_attention(kernel, q, k, v, group=None, sharding="contiguous", return_lse=False,
+                   q_offset=None, kv_offset=None, **inputs):
+    """This rank's attention output over the whole sharded sequence (see the module's
+    documentation for the shardings, offsets, inputs and what is refused).
+
+    kernel: an attune.Kernel (or anything with its `info` and call signature) whose
+    outputs include lse. q [B, Hq, n, D], k [B, Hkv, n, D], v [B, Hkv, n, Dv]: this
+    rank's shard. group: a torch.distributed process group (default: the world).
+    q_offset / kv_offset: the positions of the global sequence's first query / key
+    (default the spec's, else 0). inputs: the kernel's extra inputs, query- and
+    key-indexed ones as this rank's shard. Returns o [B, Hq, n, Dv] in the kernel's
+    output dtype, and lse [B, Hq, n] (float32 from an attune.Kernel) when return_lse.
+    """
+    if not dist.is_available() or not dist.is_initialized():
+        raise AttuneError("attune.ring_attention: torch.distributed is not initialized; call "
+                          "torch.distributed.init_process_group first")
+    W = dist.get_world_size(group)
+    r = dist.get_rank(group)
+    if r < 0:
+        raise AttuneError("attune.ring_attention: this process is not a member of `group`")
+    problem = spec = roles = None
+    try:
+        spec, roles, offset = _local_checks(kernel, q, k, v, sharding, inputs, W)
+        gq0 = offset("q_offset", q_offset)
+        gkv0 = offset("kv_offset", kv_offset)
+    except AttuneError as e:  # reported after every rank has said whether it passed
+        problem = e
+    travel_names = [] if roles is None else [n for n, (role, _) in roles.items() if role == "kv"]
+    travel = [inputs[n] for n in travel_names]
+    lengths = _exchange_meta(
+        q, k, v, [(t, roles[n][1]) for n, t in zip(travel_names, travel)], problem, group, W)
+    segs = _layout(lengths, sharding)
+    mask = spec.get("mask", {"full": {}})
+
+    B, Hq, Dv = q.shape[0], q.shape[1], v.shape[3]
+    nxt, prv = _global_rank(group, (r + 1) % W), _global_rank(group, (r - 1) % W)
+    # The travelling tensors, contiguous (the p2p ops need it); their sequence axes.
+    cur = [k.contiguous(), v.contiguous()] + [t.contiguous() for t in travel]
+    axes = [2, 2] + [roles[n][1] for n in travel_names]
+    acc = [None] * len(segs[r])
+    out_dtype = None
+
+    for step in range(W):
+        src = (r - step) % W
+        works, incoming = [], None
+        if step < W - 1:
+            # The next shard's transfer is posted before this step's kernel calls.
+            n_in = lengths[(r - step - 1) % W]
+            incoming = []
+            for t, ax in zip(cur, axes):
+                shape = list(t.shape)
+                shape[ax] = n_in
+                incoming.append(torch.empty(shape, dtype=t.dtype, device=t.device))
+            ops = []
+            for t, buf in zip(cur, incoming):
+                # Both ends know every length, so they agree on skipping empty tensors.
+                if t.numel():
+                    ops.append(dist.P2POp(dist.isend, t, nxt, group))
+                if buf.numel():
+                    ops.append(dist.P2POp(dist.irecv, buf, prv, group))
+            if ops:
+                works = dist.batch_isend_irecv(ops)
+        kc, vc, extra_kv = cur[0], cur[1], dict(zip(travel_names, cur[2:]))
+        for qi, qs in enumerate(segs[r]):
+            for ks in segs[src]:
+                if qs.length == 0 or ks.length == 0:
+                    continue
+                pmin = gq0 + qs.pos
+                pmax = pmin + qs.stride * (qs.length - 1)
+                kmin = gkv0 + ks.pos
+                kmax = kmin + ks.stride * (ks.length - 1)
+                if not _may_attend(mask, pmin, pmax, kmin, kmax):
+                    continue
+                if qs.stride == 1:
+                    qo, ko = pmin, kmin
+                else:
+                    # Striped: P - K = W (i - j) + (pmin - kmin), so d >= 0 exactly when
+                    # i - j >= t = ceil((kmin - pmin) / W): a causal mask with a diagonal
+                    # shift t in local indices (0 or 1 with equal offsets).
+                    t_shift = _ceil_div(kmin - pmin, W)
+                    qo, ko = max(0, -t_shift), max(0, t_shift)
+                sliced = {}
+                for name, (role, axis) in roles.items():
+                    if role == "q":
+                        sliced[name] = inputs[name].narrow(axis, qs.start, qs.length)
+                    elif role == "kv":
+                        sliced[name] = extra_kv[name].narrow(axis, ks.start, ks.length)
+                    else:
+                        sliced[name] = inputs[name]
+                o_part, lse_part = kernel(
+                    q.narrow(2, qs.start, qs.length), kc.narrow(2, ks.start, ks.length),
+                    vc.narrow(2, ks.start, ks.length), q_offset=qo, kv_offset=ko,
+                    return_lse=True, **sliced)
+                out_dtype = out_dtype or o_part.dtype
+                # The running result stays in float32 (float64) between steps: rounding
+                # it to bf16 after every step would lose what the later steps add.
+                acc[qi] = (o_part, lse_part) if acc[qi] is None else _combine(
+                    [acc[qi][0], o_part], [acc[qi][1], lse_part])
+        for w in works:
+            w.wait()
+        if incoming is not None:
+            cur = incoming
+
+    out_dtype = out_dtype or q.dtype
+    # Rows no step computed are o = 0; the sum of an empty slice of q (exactly 0, for any
+    # q) keeps them in q's graph, so a rank with nothing to attend can still backward.
+    zero = q.narrow(2, 0, 0).sum() if q.requires_grad and torch.is_grad_enabled() else 0
+    os, lses = [], []
+    for qs, part in zip(segs[r], acc):
+        if part is None:  # no step allowed any key: o = 0, lse = -inf
+            os.append(q.new_zeros((B, Hq, qs.length, Dv), dtype=out_dtype) + zero)
+            lses.append(torch.full((B, Hq, qs.length), -math.inf, dtype=torch.float32,
+                                   device=q.device))
+        else:
+            os.append(part[0].to(out_dtype))
+            lses.append(part[1])
+    lse_dtype = next((t.dtype for t, p in zip(lses, acc) if p is not None), torch.float32)
+    o = torch.cat(os, dim=2) if len(os) > 1 else os[0]
+    lse = torch.cat([t.to(lse_dtype) for t in lses], dim=2) if len(lses) > 1 else lses[0]
+    return (o, lse) if return_lse else o
