@@ -64,7 +64,7 @@ def make_kernel(spec, factory="dense"):
     attune.Kernel of the spec (float32 bundle, compiled in the parent: see
     kernel_factory)."""
     if factory == "attune":
-        return attune.compile(spec)
+        return attune.compile(spec, arch="host")
     return DenseKernel(spec)
 
 
@@ -302,11 +302,11 @@ def _attune_kernels_run_on_cpu():
     cases is compiled into the cache, so the ranks do not race to compile), else why
     not."""
     try:
-        kernel = attune.compile(SPECS["causal"])
+        kernel = attune.compile(SPECS["causal"], arch="host")
         x = torch.randn(1, 4, 3, 8)
         kernel(x, x[:, :2], torch.randn(1, 2, 3, 6), q_offset=0, kv_offset=0, return_lse=True)
         for spec in SPECS.values():
-            attune.compile(spec)
+            attune.compile(spec, arch="host")
     except attune.AttuneError as e:
         return str(e)
     return None

@@ -109,6 +109,7 @@ Json infoJsonOf(const std::string &dir, const Manifest &m) {
   j.set("compiler_version", m.compilerVersion);
   j.set("spec_name", m.specName);
   j.set("spec_hash", m.specHash);
+  j.set("spec", m.spec);
   j.set("heads_q", m.headsQ);
   j.set("heads_kv", m.headsKv);
   j.set("head_dim", m.headDim);

@@ -158,11 +158,13 @@ ATTN_API int attn_bundle_num_host_variants(const attn_bundle *bundle);
 ATTN_API const char *attn_bundle_host_variant_name(const attn_bundle *bundle, int i);
 
 /* A JSON summary of the manifest, owned by the bundle:
- * {"dir", "format", "compiler_version", "spec_name", "spec_hash", "heads_q", "heads_kv",
+ * {"dir", "format", "compiler_version", "spec_name", "spec_hash", "spec", "heads_q", "heads_kv",
  *  "head_dim", "head_dim_v", "dtype", "align", "q_offset", "kv_offset", "outputs",
  *  "alignment", "inputs": [{"name", "dtype", "shape"}],
  *  "variants": [{"name", "arch", "config", "default", "threads", "smem_bytes",
- *                "grid": {"x", "y", "z"}, "kernel", "ptx", "cubin", "ptxas"}]} */
+ *                "grid": {"x", "y", "z"}, "kernel", "ptx", "cubin", "ptxas"}],
+ *  "host": [{"name", "library", "config", "default", "cpu", "backward", "backward_error",
+ *            "lse"}]} */
 ATTN_API const char *attn_bundle_info_json(const attn_bundle *bundle);
 
 /* JSON about device `ordinal` into buf[n]: {"ordinal", "name", "compute_capability":
