@@ -23,10 +23,14 @@ _API_DTYPES = {
     torch.int32: _capi.ATTN_I32,
 }
 
-_DEVICE_RULE = (
-    "the kernel takes CUDA tensors (all on one device) or CPU tensors (run by the "
-    "bundle's host variant)"
-)
+_DEVICE_RULE = "the kernel needs CUDA tensors (all on one device)"
+
+
+def _ops_module():
+    # Imported late: _ops imports this module.
+    from . import _ops
+
+    return _ops
 
 
 def _env_flag(name):
@@ -189,6 +193,13 @@ class Kernel:
             q_offset=q_offset, kv_offset=kv_offset, variant=variant, tune=tune,
             num_splits=num_splits, num_threads=num_threads,
         )
+        if _ops_module().HAVE_CUSTOM_OP and variant is None and tune is None and (
+            num_splits is None and num_threads is None
+        ):
+            # The same checks first, so that errors do not depend on the torch version.
+            self._checked_call(q, k, v, return_lse, q_offset, kv_offset, variant, tensors,
+                               host=isinstance(q, torch.Tensor) and q.device.type == "cpu")
+            return _ops_module().call(self, q, k, v, return_lse, q_offset, kv_offset, tensors)
         floats = [n for n in self.input_names if self._inputs[n]["dtype"] != "i32"]
         wants_grad = torch.is_grad_enabled() and any(
             isinstance(t, torch.Tensor) and t.requires_grad
@@ -282,7 +293,11 @@ class Kernel:
                       host=False, outputs=None):
         """(attn_call, o, lse, what must stay alive while the call is used), after every
         check; nothing here touches the device. `host`: CPU tensors for the host variant.
-        `outputs`: (o, lse) given (a backward's call reads them) instead of allocated."""
+        `outputs`: (o, lse) given (a backward's call reads them) instead of allocated.
+        A bundle without a host variant checks CPU tensors as CUDA ones and refuses
+        them last, for where they are."""
+        no_host = host and not self.host_variants
+        host = host and not no_host
         # (a) what each argument is, and the extra inputs by name.
         for name, t in (("q", q), ("k", k), ("v", v)):
             _require_tensor(name, t)
@@ -307,7 +322,12 @@ class Kernel:
         # The host kernels compute in float32: CPU tensors may be float32 or the
         # bundle's dtype, all three alike.
         for name, t in (("q", q), ("k", k), ("v", v)):
-            if host and t.dtype in (self.dtype, torch.float32) and t.dtype == q.dtype:
+            if host and t.dtype != q.dtype and q.dtype in (self.dtype, torch.float32):
+                raise AttuneError(
+                    f"attune: {name} has dtype {t.dtype} but q has {q.dtype}; on CPU q, k and v "
+                    f"take one dtype: {self.dtype} or torch.float32"
+                )
+            if host and t.dtype in (self.dtype, torch.float32):
                 continue
             if t.dtype != self.dtype:
                 also = " or torch.float32 (on CPU, q, k and v alike)" if host else ""
@@ -324,12 +344,6 @@ class Kernel:
                 )
 
         # (c) shapes, strides and alignment, by the runtime's own host-side checks.
-        if host and not self.host_variants:
-            raise AttuneError(
-                f"attune: q is on the CPU, but this bundle ({self.info['dir']}) has no host "
-                "variant; compile it with `attnc compile SPEC --arch host` (with GPU archs: "
-                "--arch sm_80,sm_90a,host), or pass CUDA tensors"
-            )
         if return_lse and "lse" not in self.info["outputs"] and not (host and self._host_lse):
             raise AttuneError(
                 f"attune: return_lse=True, but this bundle ({self.info['spec_name']}) does not "
@@ -392,8 +406,22 @@ class Kernel:
 
         # (d) where the tensors live: the last check, so that (a)-(c) run on any machine.
         for name, t in [("q", q), ("k", k), ("v", v)] + [(n, tensors[n]) for n in self.input_names]:
-            if t.device.type not in ("cuda", "cpu"):
-                raise AttuneError(f"attune: {name} is on {t.device}; {_DEVICE_RULE}")
+            if host:
+                if t.device.type != "cpu":
+                    raise AttuneError(
+                        f"attune: {name} is on {t.device} but q is on cpu; a CPU call (the "
+                        "bundle's host variant) takes CPU tensors only"
+                    )
+                continue
+            if t.device.type != "cuda":
+                hint = ""
+                if no_host and t.device.type == "cpu" and q.device.type == "cpu":
+                    hint = (
+                        "; for CPU tensors the bundle needs a host variant, which this one "
+                        f"({self.info['dir']}) has not: compile it with `attnc compile SPEC "
+                        "--arch host` (with GPU archs: --arch sm_80,sm_90a,host)"
+                    )
+                raise AttuneError(f"attune: {name} is on {t.device}; {_DEVICE_RULE}{hint}")
             if t.device != q.device:
                 raise AttuneError(
                     f"attune: {name} is on {t.device} but q is on {q.device}; {_DEVICE_RULE}"
