@@ -128,7 +128,10 @@ FailureOr<HostProgram> lowerHostProgram(ModuleOp l1, const HostCompileOptions &o
     addLseResult(attention);
     program.module->walk([&](attn::AttentionOp op) { attention = op; });
   }
-  program.lse = static_cast<bool>(attention.getLse());
+  // The forward writes lse when the op has it; the backward reads the forward's lse
+  // whenever the normaliser is softmax.
+  program.lse = options.backward ? attention.getNormalizer() == attn::Normalizer::softmax
+                                 : static_cast<bool>(attention.getLse());
   ModuleOp module = *program.module;
   PassManager pm(ctx);
   attn::TilePipelineOptions tile;

@@ -30,7 +30,8 @@ struct HostProgram {
   /// grids there are.
   std::vector<int64_t> serialGrids;
   int64_t gridCount = 0;
-  /// Whether the kernel writes lse (an argument after o).
+  /// The forward: whether it writes lse (an argument after o). The backward: whether
+  /// it reads the forward's lse (softmax).
   bool lse = false;
 };
 

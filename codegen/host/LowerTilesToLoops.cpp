@@ -31,6 +31,14 @@ namespace {
 
 int64_t dimOf(Value v, unsigned d) { return cast<MemRefType>(v.getType()).getDimSize(d); }
 
+/// acc + x in a dot product's reduction, reassociable (and contractable into an fma):
+/// LLVM vectorises a float reduction only when it may reorder the sum. The order is
+/// fixed at compile time, so results stay bitwise reproducible run to run.
+Value addReduction(OpBuilder &b, Location loc, Value acc, Value x) {
+  return arith::AddFOp::create(b, loc, acc, x,
+                               arith::FastMathFlags::reassoc | arith::FastMathFlags::contract);
+}
+
 //===----------------------------------------------------------------------===//
 // Grid and tile buffers
 //===----------------------------------------------------------------------===//
@@ -270,7 +278,7 @@ void lowerQk(QkTileOp op) {
       Value dot = e.loop(e.idx(0), e.idx(dimOf(op.getQ(), 1)), {e.f32(0.0)},
                          [&](Value d, ValueRange acc) -> SmallVector<Value> {
                            Value p = e.mulf(e.load(op.getQ(), {r, d}), e.load(op.getK(), {c, d}));
-                           return {e.addf(acc[0], p)};
+                           return {addReduction(b, e.loc, acc[0], p)};
                          })[0];
       e.store(e.mulf(dot, scale), op.getS(), {r, c});
     });
@@ -331,7 +339,7 @@ void lowerSoftmax(SoftmaxTileOp op) {
     Value sum = e.loop(e.idx(0), e.idx(cols), {e.f32(0.0)}, [&](Value c, ValueRange acc) -> SmallVector<Value> {
       Value p = exp(arith::SubFOp::create(b, loc, e.load(op.getS(), {r, c}), base));
       e.store(p, op.getS(), {r, c});
-      return {e.addf(acc[0], p)};
+      return {addReduction(b, e.loc, acc[0], p)};
     })[0];
     e.store(e.addf(e.mulf(e.load(op.getL(), {r}), alpha), sum), op.getL(), {r});
     e.store(mNew, op.getM(), {r});
@@ -368,20 +376,31 @@ void lowerPv(PvTileOp op) {
   OpBuilder b(op);
   Location loc = op.getLoc();
   Emit e{b, loc};
+  // acc[r, :] = alpha[r] * acc[r, :] + sum_c p[r, c] * v[c, :], with the value dimension
+  // innermost: unit-stride rows of v and acc that vectorise without reordering a sum.
+  Value cols = e.idx(dimOf(op.getAcc(), 1));
   e.loop(e.idx(0), e.idx(dimOf(op.getAcc(), 0)), [&](Value r) {
-    Value alpha = op.getAlpha() ? e.load(op.getAlpha(), {r}) : e.f32(1.0);
-    e.loop(e.idx(0), e.idx(dimOf(op.getAcc(), 1)), [&](Value d) {
-      Value sum = e.loop(e.idx(0), e.idx(dimOf(op.getP(), 1)), {e.f32(0.0)},
-                         [&](Value c, ValueRange acc) -> SmallVector<Value> {
-                           // A pair of weight 0 (masked) contributes nothing, even
-                           // where v is NaN or infinite (0 * NaN would be NaN).
-                           Value p = e.load(op.getP(), {r, c});
-                           Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                                              p, e.f32(0.0));
-                           Value term = e.select(zero, e.f32(0.0), e.mulf(p, e.load(op.getV(), {c, d})));
-                           return {e.addf(acc[0], term)};
-                         })[0];
-      e.store(e.addf(e.mulf(e.load(op.getAcc(), {r, d}), alpha), sum), op.getAcc(), {r, d});
+    if (op.getAlpha()) {
+      Value alpha = e.load(op.getAlpha(), {r});
+      e.loop(e.idx(0), cols, [&](Value d) {
+        e.store(e.mulf(e.load(op.getAcc(), {r, d}), alpha), op.getAcc(), {r, d});
+      });
+    }
+    e.loop(e.idx(0), e.idx(dimOf(op.getP(), 1)), [&](Value c) {
+      // A pair of weight 0 (masked) contributes nothing, even where v is NaN or
+      // infinite (0 * NaN would be NaN).
+      Value p = e.load(op.getP(), {r, c});
+      Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE, p, e.f32(0.0));
+      auto ifNonzero = scf::IfOp::create(b, loc, nonzero, /*withElseRegion=*/false);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(ifNonzero.thenBlock());
+      e.loop(e.idx(0), cols, [&](Value d) {
+        Value term = arith::MulFOp::create(b, loc, p, e.load(op.getV(), {c, d}),
+                                           arith::FastMathFlags::contract);
+        Value sum = arith::AddFOp::create(b, loc, e.load(op.getAcc(), {r, d}), term,
+                                          arith::FastMathFlags::contract);
+        e.store(sum, op.getAcc(), {r, d});
+      });
     });
   });
   op.erase();
@@ -449,7 +468,7 @@ void lowerRowDot(RowDotTileOp op) {
   e.loop(e.idx(0), e.idx(dimOf(op.getA(), 0)), [&](Value r) {
     Value dot = e.loop(e.idx(0), e.idx(dimOf(op.getA(), 1)), {e.f32(0.0)},
                        [&](Value c, ValueRange acc) -> SmallVector<Value> {
-                         return {e.addf(acc[0], e.mulf(e.load(op.getA(), {r, c}),
+                         return {addReduction(b, e.loc, acc[0], e.mulf(e.load(op.getA(), {r, c}),
                                                        e.load(op.getB(), {r, c})))};
                        })[0];
     e.store(dot, op.getD(), {r});
@@ -562,7 +581,7 @@ void lowerTn(TnTileOp op) {
                            Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
                                                                 a, e.f32(0.0));
                            Value term = e.select(isZero, e.f32(0.0), e.mulf(a, e.load(op.getB(), {r, d})));
-                           return {e.addf(acc[0], term)};
+                           return {addReduction(b, e.loc, acc[0], term)};
                          })[0];
       e.store(e.addf(e.load(op.getAcc(), {c, d}), sum), op.getAcc(), {c, d});
     });

@@ -108,7 +108,8 @@ struct Variant {
 };
 
 /// One kernel of a host variant's library (runtime/src/HostLaunch.h): the packed
-/// entry and item-count symbols, the grids that run serially, whether it writes lse.
+/// entry and item-count symbols, the grids that run serially, and `lse`: the forward
+/// writes lse / the backward reads it (softmax).
 struct HostKernelDecl {
   std::string entry, items;
   std::vector<int64_t> serialGrids;
