@@ -21,6 +21,7 @@
 #include "llvm/Target/TargetOptions.h"
 #include "llvm/TargetParser/Host.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -85,10 +86,20 @@ FailureOr<HostLibrary> compileHostLibrary(ModuleOp l1, int64_t blockM, int64_t b
   if (!target)
     return l1.emitError("no LLVM target for ") << triple.str() << ": " << error;
   lib.cpu = llvm::sys::getHostCPUName().str();
-  for (const auto &f : llvm::sys::getHostCPUFeatures())
-    lib.features += (lib.features.empty() ? "" : ",") + std::string(f.second ? "+" : "-") + f.first().str();
+  // The target gets every feature, on or off; the manifest lists those on (what a
+  // machine running the library must have: the runtime checks the ones it can).
+  std::string all;
+  std::vector<std::string> on;
+  for (const auto &f : llvm::sys::getHostCPUFeatures()) {
+    all += (all.empty() ? "" : ",") + std::string(f.second ? "+" : "-") + f.first().str();
+    if (f.second)
+      on.push_back("+" + f.first().str());
+  }
+  std::sort(on.begin(), on.end());
+  for (const std::string &f : on)
+    lib.features += (lib.features.empty() ? "" : ",") + f;
   std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
-      triple, lib.cpu, lib.features, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
+      triple, lib.cpu, all, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt,
       llvm::CodeGenOptLevel::Aggressive));
   if (!machine)
     return l1.emitError("cannot create a target machine for ") << lib.cpu;

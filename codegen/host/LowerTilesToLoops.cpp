@@ -271,16 +271,37 @@ void lowerLoad(LoadTileOp op) {
 
 void lowerQk(QkTileOp op) {
   OpBuilder b(op);
-  Emit e{b, op.getLoc()};
+  Location loc = op.getLoc();
+  Emit e{b, loc};
+  int64_t rows = dimOf(op.getS(), 0), cols = dimOf(op.getS(), 1), depth = dimOf(op.getQ(), 1);
+  // S = scale * Q K^T with the key dimension innermost: K is copied transposed (BN x D
+  // per tile, against BM x BN x D multiply-adds), so that each row of S is a sum of
+  // scaled unit-stride rows of K^T, which vectorises without reordering a reduction.
+  auto ktType = MemRefType::get({depth, cols}, b.getF32Type());
+  Value kt;
+  {
+    OpBuilder::InsertionGuard guard(b);
+    auto func = op->getParentOfType<func::FuncOp>();
+    b.setInsertionPointToStart(&func.getBody().front());
+    kt = memref::AllocaOp::create(b, loc, ktType);
+  }
+  e.loop(e.idx(0), e.idx(cols), [&](Value c) {
+    e.loop(e.idx(0), e.idx(depth), [&](Value d) { e.store(e.load(op.getK(), {c, d}), kt, {d, c}); });
+  });
   Value scale = e.f32(op.getScale().convertToDouble());
-  e.loop(e.idx(0), e.idx(dimOf(op.getS(), 0)), [&](Value r) {
-    e.loop(e.idx(0), e.idx(dimOf(op.getS(), 1)), [&](Value c) {
-      Value dot = e.loop(e.idx(0), e.idx(dimOf(op.getQ(), 1)), {e.f32(0.0)},
-                         [&](Value d, ValueRange acc) -> SmallVector<Value> {
-                           Value p = e.mulf(e.load(op.getQ(), {r, d}), e.load(op.getK(), {c, d}));
-                           return {addReduction(b, e.loc, acc[0], p)};
-                         })[0];
-      e.store(e.mulf(dot, scale), op.getS(), {r, c});
+  e.loop(e.idx(0), e.idx(rows), [&](Value r) {
+    e.loop(e.idx(0), e.idx(cols), [&](Value c) { e.store(e.f32(0.0), op.getS(), {r, c}); });
+    e.loop(e.idx(0), e.idx(depth), [&](Value d) {
+      Value qrd = e.load(op.getQ(), {r, d});
+      e.loop(e.idx(0), e.idx(cols), [&](Value c) {
+        Value term = arith::MulFOp::create(b, loc, qrd, e.load(kt, {d, c}), arith::FastMathFlags::contract);
+        Value sum = arith::AddFOp::create(b, loc, e.load(op.getS(), {r, c}), term,
+                                          arith::FastMathFlags::contract);
+        e.store(sum, op.getS(), {r, c});
+      });
+    });
+    e.loop(e.idx(0), e.idx(cols), [&](Value c) {
+      e.store(e.mulf(e.load(op.getS(), {r, c}), scale), op.getS(), {r, c});
     });
   });
   op.erase();

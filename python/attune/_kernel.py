@@ -238,6 +238,29 @@ class Kernel:
                 self._run(call, q, k, variant, tune)
         return o, (lse if return_lse else None), lse
 
+    def backward(self, q, k, v, o, lse, do, *, dlse=None, q_offset=None, kv_offset=None,
+                 variant=None, num_threads=None, grads_of=(), **tensors):
+        """The backward kernel on its own: (dq, dk, dv, {input: grad}) given the
+        forward's arguments, its o and lse (None for sigmoid and relu) and dO (and dlse).
+
+        The kernel recomputes the probabilities from `lse` and uses D = rowsum(dO * o):
+        passing the o and lse of attention over a longer key sequence (a ring's merged
+        result) gives this key shard's share of the gradients, as ring attention's
+        backward needs. `grads_of` names the float inputs to differentiate. CPU tensors
+        (the host variant's backward) only, today."""
+        for name, t in (("o", o), ("do", do)):
+            _require_tensor(name, t)
+        unknown = [n for n in grads_of if n not in self._inputs or self._inputs[n]["dtype"] == "i32"]
+        if unknown:
+            raise AttuneError(
+                f"attune: grads_of names {', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
+                f"not float inputs of this kernel (float inputs: "
+                f"{', '.join(n for n in self.input_names if self._inputs[n]['dtype'] != 'i32') or 'none'})"
+            )
+        return self._backward(q, k, v, o, lse, do, dlse, tensors, list(grads_of),
+                              q_offset=q_offset, kv_offset=kv_offset, variant=variant,
+                              num_threads=num_threads)
+
     def _backward(self, q, k, v, o, lse, dout, dlse, tensors, needs, *, q_offset, kv_offset,
                   variant, num_threads, **_):
         """(dq, dk, dv, {input: grad}) from the bundle's backward kernel: the float

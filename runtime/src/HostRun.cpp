@@ -35,6 +35,49 @@ HostLibraries::~HostLibraries() {
       dlclose(lib.first);
 }
 
+namespace {
+
+/// The first CPU feature the library was compiled for that this CPU lacks ("" if
+/// none of those this runtime can test): running it anyway would end in SIGILL.
+std::string missingCpuFeature(const std::string &features) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  struct Feature {
+    const char *name;
+    bool have;
+  };
+  static const Feature table[] = {
+      {"sse4.2", bool(__builtin_cpu_supports("sse4.2"))},
+      {"avx", bool(__builtin_cpu_supports("avx"))},
+      {"avx2", bool(__builtin_cpu_supports("avx2"))},
+      {"fma", bool(__builtin_cpu_supports("fma"))},
+      {"bmi", bool(__builtin_cpu_supports("bmi"))},
+      {"bmi2", bool(__builtin_cpu_supports("bmi2"))},
+      {"avx512f", bool(__builtin_cpu_supports("avx512f"))},
+      {"avx512bw", bool(__builtin_cpu_supports("avx512bw"))},
+      {"avx512vl", bool(__builtin_cpu_supports("avx512vl"))},
+      {"avx512dq", bool(__builtin_cpu_supports("avx512dq"))},
+      {"avx512cd", bool(__builtin_cpu_supports("avx512cd"))},
+      {"avx512vnni", bool(__builtin_cpu_supports("avx512vnni"))},
+  };
+  size_t at = 0;
+  while (at < features.size()) {
+    size_t comma = features.find(',', at);
+    std::string f = features.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    at = comma == std::string::npos ? features.size() : comma + 1;
+    if (f.size() < 2 || f[0] != '+')
+      continue;
+    for (const Feature &known : table)
+      if (f.compare(1, std::string::npos, known.name) == 0 && !known.have)
+        return known.name;
+  }
+#else
+  (void)features;
+#endif
+  return "";
+}
+
+} // namespace
+
 const HostLibraries::Entries &HostLibraries::get(const Manifest &m, const std::string &dir,
                                                  int index, const char *fn) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -43,6 +86,10 @@ const HostLibraries::Entries &HostLibraries::get(const Manifest &m, const std::s
     return it->second.second;
   const HostVariant &v = m.hostVariants[size_t(index)];
   std::string path = dir + "/" + v.library;
+  if (std::string missing = missingCpuFeature(v.features); !missing.empty())
+    throw ArgError(std::string(fn) + ": host variant " + v.name + " was compiled for " + v.cpu +
+                   ", whose " + missing + " instructions this CPU lacks; recompile the bundle "
+                   "on this machine (attnc compile SPEC --arch host)");
   void *handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
     const char *why = dlerror();
