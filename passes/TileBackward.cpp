@@ -6,6 +6,7 @@
 //
 //   func @f(q, k, v, <inputs>, o, lse, dO, dlse, dq, dk, dv, <float input grads>,
 //           q_offset, kv_offset)
+//     [block list: its transpose, see below]
 //     attn.grid B, Hq, ceil(Sq / BM) {                      // query-major: dq
 //       q, dO, o, lse, dlse tiles; delta = rowsum(dO o)
 //       attn.for_kv_blocks (the forward's schedule):
@@ -16,20 +17,38 @@
 //       dq <- R^T dq (RoPE)
 //     attn.grid B, Hkv, ceil(Skv / BN) {                    // key-major: dk, dv
 //       k, v tiles of the key block
-//       for each query head of the kv head, for each query block whose schedule
-//       visits this key block (its kv_ranges cover it and tile_class is not EMPTY):
+//       for each query head of the kv head, for each query block of the transposed
+//       schedule whose tile_class is not EMPTY:
 //         the same tile recomputation, then
 //         ds = scale * score_grad(dS', s), adding into the float inputs' gradients
 //         dv += p^T dO, dk += ds^T q
 //       dk <- R^T dk (RoPE); store dk, dv (summed over the kv head's query heads)
 //
-// The key-major grid finds the query blocks of a key block by evaluating the
-// forward's kv_ranges and tile_class for each query block (the transpose of the
-// schedule by search, O(Sq / BM) cheap evaluations per key block; EMPTY tiles are
-// never loaded). Runs after attn-differentiate-score and attn-analyze-blocks, and
+// The transposed schedule: the query blocks whose rows may see a key block.
+//  - Ranges: the mask solved for the query index over the key block's intervals
+//    (passes/MaskRanges.h, the algorithm that gives the forward's kv_ranges solved
+//    the other way round): causal gives q >= kv_lo + kv_offset - q_offset, a window
+//    q - kv <= left gives q <= kv_hi - 1 + kv_offset - q_offset + left. The intervals
+//    (at most 4, computed at run time from the offsets and sizes) are clamped to
+//    [0, seq_q) and give query blocks [lo / BM, ceil(hi / BM)); a block an earlier
+//    interval had is not visited again (it would add its tile to dk twice). A mask
+//    without a closed form keeps every query block, and the tile class decides.
+//    The work per key block is O(visited blocks + intervals), not O(Sq / BM).
+//  - Block list (the forward iterates list[b, h, q block row]): the key grid needs
+//    the rows that list each key block, so the kernel's prologue transposes the
+//    list once, a counting sort over its entries (count per (b, h, key block),
+//    prefix sums, scatter of row numbers in row order): O(B H R K) for the whole
+//    kernel, where asking every row for every key block is O(R K) per key block.
+//    A row that lists a block twice is kept once (the forward skips the repeat).
+//    The buffers are allocated and freed by the kernel (host: malloc; a GPU
+//    lowering would run the prologue as a kernel of its own before the grids).
+// Either way tiles the class calls EMPTY are never loaded, and FULL whole tiles run
+// no mask code. Runs after attn-differentiate-score and attn-analyze-blocks, and
 // after attn-fuse without base 2 (the backward works in natural-log units).
 //
 //===----------------------------------------------------------------------===//
+#include "passes/IntervalEmitter.h"
+#include "passes/MaskRanges.h"
 #include "passes/Passes.h"
 #include "passes/TileCommon.h"
 
@@ -83,6 +102,13 @@ private:
   void allocateTiles();
   void buildQueryGrid();
   void buildKeyGrid();
+  /// The block list's transpose (kernel prologue): listStart/listEnd/listRows.
+  void transposeList();
+  /// Calls `visit(qb)` (index) for every query block of the transposed schedule of
+  /// key rows [kvLo64, kvHi64) for query head h64 / hIdx, in the current block.
+  void forQueryBlocks(Region &queryRanges, Value b64, Value bIdx, Value h64, Value hIdx,
+                      Value kb, Value kvLo64, Value kvHi64,
+                      llvm::function_ref<void(Value)> visit);
   /// The recomputed tile for query rows [qLo, qLo + qRows) and keys [kvLo, kvLo +
   /// kvRows): leaves p in `st` and ds (scaled) in `dp`.
   void recomputeTile(Value b64, Value h64, Value qLo64, Value kvLo64, Value unmasked,
@@ -99,6 +125,10 @@ private:
 
   Value q, k, v, o, lse, dO, dlse, dq, dk, dv, qOffset, kvOffset;
   Value batch, seqQ, seqKv, seqQ64, seqKv64;
+  // The block list the forward iterates (or null), and its transpose: for the pair
+  // p = b * H + h of the list and key block kb, slot = p * kvBlocks + kb, the list
+  // rows naming kb are listRows[listStart[slot] .. listEnd[slot]), ascending.
+  Value list, listBatch, listHeads, kvBlocks, listStart, listEnd, listRows;
   // Tiles of the tile recomputation.
   Value qt, kt, vt, dot, ot, lseT, dlseT, delta, sraw, st, dp;
 };
@@ -169,8 +199,14 @@ LogicalResult BackwardBuilder::build(func::FuncOp oldFunc) {
   seqKv = memref::DimOp::create(b, loc, k, 2);
   seqQ64 = toI64(seqQ);
   seqKv64 = toI64(seqKv);
+  list = kvListFor(op, inputBuffers, bm, bn);
+  if (list)
+    transposeList();
   buildQueryGrid();
   buildKeyGrid();
+  if (list)
+    for (Value buffer : {listStart, listEnd, listRows})
+      memref::DeallocOp::create(b, loc, buffer);
   func::ReturnOp::create(b, loc);
   oldFunc.erase();
   return success();
@@ -296,7 +332,7 @@ void BackwardBuilder::buildQueryGrid() {
 
   auto loop = createKvBlockLoop(b, loc, op, inputs, b64, ValueRange{h64}, qLo64, qHi64,
                                 qOffset, kvOffset, seqQ64, seqKv64,
-                                kvListFor(op, inputBuffers, bm, bn), bn);
+                                list, bn);
   {
     OpBuilder::InsertionGuard g(b);
     Block *lb = b.createBlock(&loop.getBody(), {}, {b.getI64Type(), b.getI32Type()}, {loc, loc});
@@ -320,9 +356,255 @@ void BackwardBuilder::buildQueryGrid() {
   YieldOp::create(b, loc);
 }
 
+/// The transposed schedule's ranges: a region (b, h, kv_lo, kv_hi, q_offset,
+/// kv_offset, seq_q, seq_kv) -> [lo, hi) query-index intervals within [0, seq_q),
+/// the mask solved for the query over key rows [kv_lo, kv_hi) (passes/MaskRanges.h).
+/// It is built from the L1 mask and reads the L1 tensors (their sizes, summaries of
+/// their boxes), which inlining it maps to the kernel's buffers.
+void buildQueryRanges(AttentionOp op, Region &region) {
+  OpBuilder b(op.getContext());
+  Location loc = op.getLoc();
+  Block *block = new Block();
+  region.push_back(block);
+  for (int i = 0; i < 8; ++i)
+    block->addArgument(b.getI64Type(), loc);
+  b.setInsertionPointToEnd(block);
+  Value tb = block->getArgument(0), th = block->getArgument(1), kvLo = block->getArgument(2),
+        kvHi = block->getArgument(3), qOff = block->getArgument(4),
+        kvOff = block->getArgument(5), seqQ = block->getArgument(6),
+        seqKv = block->getArgument(7);
+  Block &mask = op.getMask().front();
+  // Mask arguments: (b, h, q_idx, kv_idx, q, kv, seq_q, seq_kv).
+  IntervalEmitter e(b, loc);
+  Value kvLast = e.sub(kvHi, e.i64(1));
+  e.bind(mask.getArgument(0), IntRange::of(tb, tb));
+  e.bind(mask.getArgument(1), IntRange::of(th, th));
+  e.bind(mask.getArgument(3), IntRange::of(kvLo, kvLast));
+  e.bind(mask.getArgument(5), IntRange::of(e.add(kvLo, kvOff), e.add(kvLast, kvOff)));
+  e.bind(mask.getArgument(6), IntRange::of(seqQ, seqQ));
+  e.bind(mask.getArgument(7), IntRange::of(seqKv, seqKv));
+  Value cond = cast<YieldOp>(mask.getTerminator()).getValues()[0];
+  auto ranges = solveMask(e, cond, {mask.getArgument(2), mask.getArgument(4), qOff});
+  SmallVector<Value> bounds;
+  for (auto [lo, hi] : ranges) {
+    // Closed [lo, hi] -> half-open [lo, hi + 1) within [0, seq_q).
+    Value l = e.min(e.max(lo, e.i64(0)), seqQ);
+    Value h = e.max(e.min(e.add(hi, e.i64(1)), seqQ), l);
+    bounds.push_back(l);
+    bounds.push_back(h);
+  }
+  YieldOp::create(b, loc, bounds);
+}
+
+void BackwardBuilder::transposeList() {
+  using P = arith::CmpIPredicate;
+  Type index = b.getIndexType();
+  auto dim = [&](int64_t d) { return memref::DimOp::create(b, loc, list, d).getResult(); };
+  auto add = [&](Value x, Value y) { return arith::AddIOp::create(b, loc, x, y).getResult(); };
+  auto mul = [&](Value x, Value y) { return arith::MulIOp::create(b, loc, x, y).getResult(); };
+  auto load = [&](Value m, Value i) { return memref::LoadOp::create(b, loc, m, ValueRange{i}).getResult(); };
+  auto store = [&](Value x, Value m, Value i) { memref::StoreOp::create(b, loc, x, m, ValueRange{i}); };
+  auto loop = [&](Value lo, Value hi, llvm::function_ref<void(Value)> body) {
+    auto f = scf::ForOp::create(b, loc, lo, hi, idx(1));
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(f.getBody());
+    body(f.getInductionVar());
+  };
+  auto when = [&](Value cond, llvm::function_ref<void()> body) {
+    auto ifOp = scf::IfOp::create(b, loc, cond, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifOp.thenBlock());
+    body();
+  };
+  listBatch = dim(0);
+  listHeads = dim(1);
+  Value listRowCount = dim(2), listEntries = dim(3);
+  kvBlocks = arith::CeilDivUIOp::create(b, loc, seqKv, idx(bn));
+  Value pairs = mul(listBatch, listHeads);
+  Value slots = mul(pairs, kvBlocks);
+  // Every entry of the list in (pair, row, entry) order: fn(slot, row) for the
+  // entries naming a key block that exists (the forward skips the others).
+  auto forEachEntry = [&](llvm::function_ref<void(Value, Value)> fn) {
+    loop(idx(0), pairs, [&](Value pair) {
+      Value bi = arith::DivUIOp::create(b, loc, pair, listHeads);
+      Value hi = arith::RemUIOp::create(b, loc, pair, listHeads);
+      loop(idx(0), listRowCount, [&](Value row) {
+        loop(idx(0), listEntries, [&](Value entry) {
+          Value kb32 = memref::LoadOp::create(b, loc, list, ValueRange{bi, hi, row, entry});
+          Value kb = arith::IndexCastOp::create(b, loc, index, kb32);
+          Value exists = arith::AndIOp::create(
+              b, loc, arith::CmpIOp::create(b, loc, P::sge, kb, idx(0)),
+              arith::CmpIOp::create(b, loc, P::slt, kb, kvBlocks));
+          when(exists, [&] { fn(add(mul(pair, kvBlocks), kb), row); });
+        });
+      });
+    });
+  };
+  MemRefType vec = MemRefType::get({ShapedType::kDynamic}, index);
+  Value slotsPlus1 = add(slots, idx(1));
+  listStart = memref::AllocOp::create(b, loc, vec, ValueRange{slotsPlus1});
+  listEnd = memref::AllocOp::create(b, loc, vec, ValueRange{slotsPlus1});
+  // Counts (repeats included: an upper bound of each slot's rows) at slot + 1, then
+  // their prefix sums: listStart[slot] is where the slot's rows begin.
+  loop(idx(0), slotsPlus1, [&](Value i) { store(idx(0), listStart, i); });
+  forEachEntry([&](Value slot, Value) {
+    Value at = add(slot, idx(1));
+    store(add(load(listStart, at), idx(1)), listStart, at);
+  });
+  loop(idx(0), slots, [&](Value i) {
+    Value next = add(i, idx(1));
+    store(add(load(listStart, next), load(listStart, i)), listStart, next);
+  });
+  loop(idx(0), slotsPlus1, [&](Value i) { store(load(listStart, i), listEnd, i); });
+  Value total = load(listStart, slots);
+  listRows = memref::AllocOp::create(b, loc, vec,
+                                     ValueRange{arith::MaxUIOp::create(b, loc, total, idx(1))});
+  // The scatter, rows in ascending order per slot: a repeat within a row is the
+  // slot's last row so far, and is dropped.
+  forEachEntry([&](Value slot, Value row) {
+    Value at = load(listEnd, slot);
+    Value some = arith::CmpIOp::create(b, loc, P::ugt, at, load(listStart, slot));
+    auto repeat = scf::IfOp::create(b, loc, TypeRange{b.getI1Type()}, some, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(repeat.thenBlock());
+      Value last = load(listRows, arith::SubIOp::create(b, loc, at, idx(1)));
+      scf::YieldOp::create(b, loc, ValueRange{arith::CmpIOp::create(b, loc, P::eq, last, row)});
+      b.setInsertionPointToStart(repeat.elseBlock());
+      scf::YieldOp::create(b, loc, ValueRange{arith::ConstantIntOp::create(b, loc, 0, 1)});
+    }
+    Value fresh = arith::XOrIOp::create(b, loc, repeat.getResult(0),
+                                        arith::ConstantIntOp::create(b, loc, 1, 1));
+    when(fresh, [&] {
+      store(row, listRows, at);
+      store(add(at, idx(1)), listEnd, slot);
+    });
+  });
+}
+
+void BackwardBuilder::forQueryBlocks(Region &queryRanges, Value b64, Value bIdx, Value h64,
+                                     Value hIdx, Value kb, Value kvLo64, Value kvHi64,
+                                     llvm::function_ref<void(Value)> visit) {
+  using P = arith::CmpIPredicate;
+  auto loop = [&](Value lo, Value hi, llvm::function_ref<void(Value)> body) {
+    auto f = scf::ForOp::create(b, loc, lo, hi, idx(1));
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(f.getBody());
+    body(f.getInductionVar());
+  };
+  Value qBlocks = arith::CeilDivUIOp::create(b, loc, seqQ, idx(bm));
+  if (list) {
+    // The rows of the list that name this key block, then their query blocks (a list
+    // row holds list_rows / BM whole query blocks). A (b, h) outside the list has
+    // no rows, as in the forward.
+    int64_t perRow = (*op.getKvListBlock())[0] / bm;
+    Value inList = arith::AndIOp::create(
+        b, loc, arith::CmpIOp::create(b, loc, P::ult, bIdx, listBatch),
+        arith::CmpIOp::create(b, loc, P::ult, hIdx, listHeads));
+    auto span = scf::IfOp::create(b, loc, TypeRange{b.getIndexType(), b.getIndexType()},
+                                  inList, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(span.thenBlock());
+      Value pair = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, bIdx, listHeads),
+                                         hIdx);
+      Value slot = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, pair, kvBlocks), kb);
+      scf::YieldOp::create(
+          b, loc,
+          ValueRange{memref::LoadOp::create(b, loc, listStart, ValueRange{slot}).getResult(),
+                     memref::LoadOp::create(b, loc, listEnd, ValueRange{slot}).getResult()});
+      b.setInsertionPointToStart(span.elseBlock());
+      scf::YieldOp::create(b, loc, ValueRange{idx(0), idx(0)});
+    }
+    loop(span.getResult(0), span.getResult(1), [&](Value at) {
+      Value row = memref::LoadOp::create(b, loc, listRows, ValueRange{at});
+      Value first = arith::MulIOp::create(b, loc, row, idx(perRow));
+      Value last = minIdx(arith::AddIOp::create(b, loc, first, idx(perRow)), qBlocks);
+      loop(first, last, visit);
+    });
+    return;
+  }
+  SmallVector<Value> bounds =
+      inlineRegion(b, queryRanges,
+                   {b64, h64, kvLo64, kvHi64, qOffset, kvOffset, seqQ64, seqKv64}, inputs);
+  // Interval r (within [0, seq_q)) covers query blocks [blockLo[r], blockHi[r]).
+  SmallVector<Value> blockLo, blockHi;
+  for (size_t r = 0; r + 1 < bounds.size(); r += 2) {
+    Value lo = toIndex(bounds[r]), hi = toIndex(bounds[r + 1]);
+    Value blo = arith::DivUIOp::create(b, loc, lo, idx(bm));
+    Value bhi = arith::SelectOp::create(b, loc,
+                                        arith::CmpIOp::create(b, loc, P::ule, hi, lo), blo,
+                                        arith::CeilDivUIOp::create(b, loc, hi, idx(bm)));
+    blockLo.push_back(blo);
+    blockHi.push_back(bhi);
+  }
+  if (blockLo.size() == 1)
+    return loop(blockLo[0], blockHi[0], visit);
+  // Several intervals, one loop (one copy of the tile code) in one of two ways,
+  // whichever has fewer steps at run time:
+  //  - positions: the intervals end to end, position p of interval r being block
+  //    blockLo[r] + p - start[r], a block that an earlier interval covered skipped
+  //    (disjoint intervals far apart: sinks and a window);
+  //  - hull: every block of [min blockLo, max blockHi) that some interval covers
+  //    (intervals that overlap, whose positions would repeat blocks).
+  // Either way a block is visited once, and the steps are at most ceil(Sq / BM).
+  size_t n = blockLo.size();
+  auto inside = [&](Value qb, size_t r) {
+    return arith::AndIOp::create(b, loc, arith::CmpIOp::create(b, loc, P::uge, qb, blockLo[r]),
+                                 arith::CmpIOp::create(b, loc, P::ult, qb, blockHi[r]))
+        .getResult();
+  };
+  SmallVector<Value> start{idx(0)};
+  Value hullLo = qBlocks, hullHi = idx(0);
+  for (size_t r = 0; r < n; ++r) {
+    Value size = arith::SubIOp::create(b, loc, blockHi[r], blockLo[r]);
+    start.push_back(arith::AddIOp::create(b, loc, start.back(), size));
+    Value some = arith::CmpIOp::create(b, loc, P::ugt, size, idx(0));
+    hullLo = arith::SelectOp::create(b, loc, some, arith::MinUIOp::create(b, loc, hullLo, blockLo[r]),
+                                     hullLo);
+    hullHi = arith::SelectOp::create(b, loc, some, arith::MaxUIOp::create(b, loc, hullHi, blockHi[r]),
+                                     hullHi);
+  }
+  Value hull = arith::SubIOp::create(
+      b, loc, hullHi, arith::MinUIOp::create(b, loc, hullLo, hullHi)); // 0 when none
+  Value byPosition = arith::CmpIOp::create(b, loc, P::ule, start.back(), hull);
+  Value steps = arith::SelectOp::create(b, loc, byPosition, start.back(), hull);
+  loop(idx(0), steps, [&](Value p) {
+    auto at = [&](size_t r) {
+      return arith::AddIOp::create(b, loc, blockLo[r], arith::SubIOp::create(b, loc, p, start[r]))
+          .getResult();
+    };
+    Value qbPos = at(n - 1);
+    for (size_t r = n - 1; r-- > 0;)
+      qbPos = arith::SelectOp::create(
+          b, loc, arith::CmpIOp::create(b, loc, P::ult, p, start[r + 1]), at(r), qbPos);
+    Value qbHull = arith::AddIOp::create(b, loc, hullLo, p);
+    Value qb = arith::SelectOp::create(b, loc, byPosition, qbPos, qbHull);
+    // positions: no earlier interval covers qb; hull: some interval covers qb.
+    Value earlier = arith::ConstantIntOp::create(b, loc, 0, 1);
+    Value any = arith::ConstantIntOp::create(b, loc, 0, 1);
+    for (size_t r = 0; r < n; ++r) {
+      Value in = inside(qb, r);
+      any = arith::OrIOp::create(b, loc, any, in);
+      if (r + 1 < n)
+        earlier = arith::OrIOp::create(
+            b, loc, earlier,
+            arith::AndIOp::create(b, loc, arith::CmpIOp::create(b, loc, P::uge, p, start[r + 1]),
+                                  in));
+    }
+    Value fresh = arith::SelectOp::create(
+        b, loc, byPosition,
+        arith::XOrIOp::create(b, loc, earlier, arith::ConstantIntOp::create(b, loc, 1, 1)), any);
+    auto ifFresh = scf::IfOp::create(b, loc, fresh, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifFresh.thenBlock());
+    visit(qb);
+  });
+}
+
 void BackwardBuilder::buildKeyGrid() {
-  Value kvBlocks = arith::CeilDivUIOp::create(b, loc, seqKv, idx(bn));
-  auto grid = GridOp::create(b, loc, batch, idx(op.getHeadsKv()), kvBlocks, bm, bn);
+  Value kvBlockCount = arith::CeilDivUIOp::create(b, loc, seqKv, idx(bn));
+  auto grid = GridOp::create(b, loc, batch, idx(op.getHeadsKv()), kvBlockCount, bm, bn);
   Block *body = new Block();
   grid.getBody().push_back(body);
   for (int i = 0; i < 3; ++i)
@@ -335,7 +617,6 @@ void BackwardBuilder::buildKeyGrid() {
   Value kvLo = arith::MulIOp::create(b, loc, kb, idx(bn));
   Value kvRows = minIdx(idx(bn), arith::SubIOp::create(b, loc, seqKv, kvLo));
   Value kvLo64 = toI64(kvLo);
-  Value kvEnd64 = toI64(arith::AddIOp::create(b, loc, kvLo, idx(bn)));
   Value kvHi64 = toI64(arith::AddIOp::create(b, loc, kvLo, kvRows));
   int64_t d = op.getHeadDim(), dvDim = op.getHeadDimV();
   allocateTiles();
@@ -345,7 +626,6 @@ void BackwardBuilder::buildKeyGrid() {
   LoadTileOp::create(b, loc, v, bIdx, hkIdx, kvLo, kvRows, vt, Value(), RopeAttr());
   FillTileOp::create(b, loc, dkAcc, b.getF32FloatAttr(0.0f));
   FillTileOp::create(b, loc, dvAcc, b.getF32FloatAttr(0.0f));
-  Value qBlocks = arith::CeilDivUIOp::create(b, loc, seqQ, idx(bm));
   Value whole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kvRows, idx(bn));
 
   auto heads = scf::ForOp::create(b, loc, idx(0), idx(group), idx(1));
@@ -353,55 +633,46 @@ void BackwardBuilder::buildKeyGrid() {
   Value hIdx = arith::AddIOp::create(
       b, loc, arith::MulIOp::create(b, loc, hkIdx, idx(group)), heads.getInductionVar());
   Value h64 = toI64(hIdx);
-  auto blocks = scf::ForOp::create(b, loc, idx(0), qBlocks, idx(1));
-  b.setInsertionPointToStart(blocks.getBody());
-  Value qLo = arith::MulIOp::create(b, loc, blocks.getInductionVar(), idx(bm));
-  Value qRows = minIdx(idx(bm), arith::SubIOp::create(b, loc, seqQ, qLo));
-  Value qLo64 = toI64(qLo);
-  Value qHi64 = toI64(arith::AddIOp::create(b, loc, qLo, qRows));
 
-  // Does the forward's schedule of this query block visit this key block? Its
-  // intervals, clamped to [0, seq_kv), cover blocks [lo / BN, ceil(hi / BN)).
-  IRMapping rangeMap = inputs, classMap = inputs;
-  cloneConstantsUsedIn(op.getKvRanges(), b, rangeMap);
-  SmallVector<Value> ranges =
-      inlineRegion(b, op.getKvRanges(),
-                   {b64, h64, qLo64, qHi64, qOffset, kvOffset, seqQ64, seqKv64}, rangeMap);
-  Value covered = arith::ConstantIntOp::create(b, loc, 0, 1);
-  for (size_t r = 0; r + 1 < ranges.size(); r += 2) {
-    Value lo = arith::MaxSIOp::create(b, loc, ranges[r], i64(0));
-    Value hi = arith::MinSIOp::create(b, loc, ranges[r + 1], seqKv64);
-    Value nonEmpty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, lo, hi);
-    Value startsBefore = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, lo, kvEnd64);
-    Value endsAfter = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, hi, kvLo64);
-    Value hit = arith::AndIOp::create(b, loc, nonEmpty,
-                                      arith::AndIOp::create(b, loc, startsBefore, endsAfter));
-    covered = arith::OrIOp::create(b, loc, covered, hit);
+  // The tile of query block qb, unless its class is EMPTY (then nothing is loaded).
+  auto visit = [&](Value qb) {
+    Value qLo = arith::MulIOp::create(b, loc, qb, idx(bm));
+    Value qRows = minIdx(idx(bm), arith::SubIOp::create(b, loc, seqQ, qLo));
+    Value qLo64 = toI64(qLo);
+    Value qHi64 = toI64(arith::AddIOp::create(b, loc, qLo, qRows));
+    IRMapping classMap = inputs;
+    cloneConstantsUsedIn(op.getTileClass(), b, classMap);
+    Value cls = inlineRegion(b, op.getTileClass(),
+                             {b64, h64, qLo64, qHi64, kvLo64, kvHi64, qOffset, kvOffset, seqQ64,
+                              seqKv64},
+                             classMap)[0];
+    Value notEmpty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls, i32(kEmpty));
+    auto ifVisit = scf::IfOp::create(b, loc, notEmpty, /*withElseRegion=*/false);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifVisit.thenBlock());
+    LoadTileOp::create(b, loc, q, bIdx, hIdx, qLo, qRows, qt, op.getQRope() ? qOffset : Value(),
+                       op.getQRopeAttr());
+    LoadTileOp::create(b, loc, dO, bIdx, hIdx, qLo, qRows, dot, Value(), RopeAttr());
+    LoadTileOp::create(b, loc, o, bIdx, hIdx, qLo, qRows, ot, Value(), RopeAttr());
+    LoadRowsOp::create(b, loc, lse, bIdx, hIdx, qLo, qRows, lseT);
+    LoadRowsOp::create(b, loc, dlse, bIdx, hIdx, qLo, qRows, dlseT);
+    RowDotTileOp::create(b, loc, dot, ot, delta);
+    // Query rows past seq_q take the masked path (their scores become -inf, weight 0).
+    Value wholeQ = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, qRows, idx(bm));
+    Value full = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls, i32(kFull));
+    Value unmasked =
+        arith::AndIOp::create(b, loc, arith::AndIOp::create(b, loc, whole, wholeQ), full);
+    recomputeTile(b64, h64, qLo64, kvLo64, unmasked, /*tensorGrads=*/true);
+    TnTileOp::create(b, loc, st, dot, dvAcc);
+    TnTileOp::create(b, loc, dp, qt, dkAcc);
+  };
+  {
+    // A scratch region, dropped before the L1 function (whose tensors it reads) is.
+    Region queryRanges;
+    if (!list)
+      buildQueryRanges(op, queryRanges);
+    forQueryBlocks(queryRanges, b64, bIdx, h64, hIdx, kb, kvLo64, kvHi64, visit);
   }
-  cloneConstantsUsedIn(op.getTileClass(), b, classMap);
-  Value cls = inlineRegion(b, op.getTileClass(),
-                           {b64, h64, qLo64, qHi64, kvLo64, kvHi64, qOffset, kvOffset, seqQ64,
-                            seqKv64},
-                           classMap)[0];
-  Value notEmpty = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, cls, i32(kEmpty));
-  auto visit = scf::IfOp::create(b, loc, arith::AndIOp::create(b, loc, covered, notEmpty),
-                                 /*withElseRegion=*/false);
-  b.setInsertionPointToStart(visit.thenBlock());
-  LoadTileOp::create(b, loc, q, bIdx, hIdx, qLo, qRows, qt, op.getQRope() ? qOffset : Value(),
-                     op.getQRopeAttr());
-  LoadTileOp::create(b, loc, dO, bIdx, hIdx, qLo, qRows, dot, Value(), RopeAttr());
-  LoadTileOp::create(b, loc, o, bIdx, hIdx, qLo, qRows, ot, Value(), RopeAttr());
-  LoadRowsOp::create(b, loc, lse, bIdx, hIdx, qLo, qRows, lseT);
-  LoadRowsOp::create(b, loc, dlse, bIdx, hIdx, qLo, qRows, dlseT);
-  RowDotTileOp::create(b, loc, dot, ot, delta);
-  // Query rows past seq_q take the masked path (their scores become -inf, weight 0).
-  Value wholeQ = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, qRows, idx(bm));
-  Value full = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, cls, i32(kFull));
-  Value unmasked =
-      arith::AndIOp::create(b, loc, arith::AndIOp::create(b, loc, whole, wholeQ), full);
-  recomputeTile(b64, h64, qLo64, kvLo64, unmasked, /*tensorGrads=*/true);
-  TnTileOp::create(b, loc, st, dot, dvAcc);
-  TnTileOp::create(b, loc, dp, qt, dkAcc);
 
   b.setInsertionPointAfter(heads);
   if (RopeAttr rope = op.getKRopeAttr())

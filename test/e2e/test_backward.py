@@ -205,3 +205,179 @@ def test_empty_shapes(name, tmp_path):
             compare(ref, got, 1e-4, f"{name} {backend} B={batch} Sq={sq} Skv={skv}")
             if skv == 0:
                 assert not got["dq"].any()
+
+
+# The key-major grid's transposed schedule (passes/TileBackward.cpp): which tiles the
+# two grids of the tiled backward visit, counted by running the tiled program itself
+# (attn-opt, then mlir-opt and mlir-runner) with counters added to its text.
+
+ATTN_OPT = os.environ.get("ATTN_OPT", os.path.join(os.path.dirname(ATTNC), "..", "attn-opt",
+                                                   "attn-opt"))
+LLVM_BIN = "/usr/lib/llvm-22/bin"
+
+
+def _tile_counters(l2):
+    """The L2 backward with three counters: [0] tiles of the query-major grid (its k
+    tile loads), [1] tiles of the key-major grid (its q tile loads), [2] query blocks
+    the key-major grid considers (iterations of the innermost loop around its q
+    load, EMPTY ones included)."""
+    lines = l2.split("\n")
+    grids = [i for i, line in enumerate(lines) if "attn.grid " in line]
+    assert len(grids) == 2, "expected the two grids of the backward"
+    k_load = next((i for i in range(grids[0], grids[1]) if "attn.load_tile %arg1[" in lines[i]), None)
+    q_load = next((i for i in range(grids[1], len(lines)) if "attn.load_tile %arg0[" in lines[i]), None)
+    assert k_load and q_load, "no k tile load in the first grid or q tile load in the second"
+    loop = max(i for i in range(grids[1], q_load) if "scf.for " in lines[i])
+
+    def counter(at, n):
+        ind = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+        return [ind + s for s in (
+            f"%vc{n}_m = memref.get_global @attn_visits : memref<3xi64>",
+            f"%vc{n}_i = arith.constant {n} : index",
+            f"%vc{n}_v = memref.load %vc{n}_m[%vc{n}_i] : memref<3xi64>",
+            f"%vc{n}_1 = arith.constant 1 : i64",
+            f"%vc{n}_n = arith.addi %vc{n}_v, %vc{n}_1 : i64",
+            f"memref.store %vc{n}_n, %vc{n}_m[%vc{n}_i] : memref<3xi64>")]
+    inserts = {k_load: counter(k_load, 0), q_load: counter(q_load, 1),
+               loop + 1: counter(loop + 1, 2)}
+    out = []
+    for i, line in enumerate(lines):
+        out += inserts.get(i, [])
+        out.append(line)
+        if line.strip() == "module {":
+            out.append('  memref.global "private" @attn_visits : memref<3xi64> = dense<0>')
+    return "\n".join(out)
+
+
+def _count_tiles(spec, batch, sq, skv, bm, bn, q_offset, kv_offset, tmp):
+    """(query-major tiles, key-major tiles, key-major query blocks considered) of the
+    backward of `spec` (no inputs) with q_offset and kv_offset."""
+    def run(cmd, text):
+        r = subprocess.run(cmd, input=text, capture_output=True, text=True)
+        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[:2000]}"
+        return r.stdout
+    path = os.path.join(tmp, "spec.json")
+    with open(path, "w") as f:
+        f.write(__import__("json").dumps(spec))
+    l1 = run([ATTNC, "import", path], None)
+    l2 = run([ATTN_OPT, "-", f"-attn-to-tiled-backward=block-m={bm} block-n={bn}"], l1)
+    l3 = run([ATTN_OPT, "-", "-attn-lower-kv-schedule", "-attn-lower-tiles-to-loops"],
+             _tile_counters(l2))
+    # main(): buffers of the sizes (their contents do not decide which tiles are
+    # visited), the kernel, then the counters packed into one i64.
+    sig = l3[l3.index("func.func @"):]
+    name = sig[len("func.func @"):sig.index("(")]
+    params, depth, cur = [], 0, ""
+    for ch in sig[sig.index("(") + 1:]:
+        if ch == ")" and depth == 0:
+            params.append(cur)
+            break
+        if ch == "," and depth == 0:
+            params.append(cur)
+            cur = ""
+            continue
+        depth += ch in "<[("
+        depth -= ch in ">])"
+        cur += ch
+    types = [p.split(":", 1)[1].strip() for p in params]
+    hq, hkv = spec["heads_q"], spec.get("heads_kv", spec["heads_q"])
+    # q k v o lse dO dlse dq dk dv: the key-side ones have seq_kv rows.
+    seq = [sq, skv, skv, sq, sq, sq, sq, sq, skv, skv]
+    body, args = [], []
+    for n, t in enumerate(types):
+        if t == "i64":
+            body.append(f"%a{n} = arith.constant {q_offset if n == len(types) - 2 else kv_offset} : i64")
+        else:
+            dims = t[len("memref<"):].split(",")[0].split("x")
+            elt, dims = dims[-1].rstrip(">"), dims[:-1]
+            fixed = [batch, hq if n not in (1, 2, 8, 9) else hkv, seq[n], 4][:len(dims)]
+            assert all(d == "?" or int(d) == f for d, f in zip(dims, fixed)), (t, fixed)
+            static = "memref<" + "x".join(map(str, fixed)) + "x" + elt + ">"
+            body += [f"%m{n} = memref.alloc() : {static}", f"%a{n} = memref.cast %m{n} : {static} to {t}"]
+        args.append(f"%a{n}")
+    main = ["func.func @main() -> i64 {"] + body + [
+        f"func.call @{name}({', '.join(args)}) : ({', '.join(types)}) -> ()",
+        "%g = memref.get_global @attn_visits : memref<3xi64>",
+        "%c0 = arith.constant 0 : index", "%c1 = arith.constant 1 : index",
+        "%c2 = arith.constant 2 : index", "%s = arith.constant 1000000 : i64",
+        "%x = memref.load %g[%c0] : memref<3xi64>", "%y = memref.load %g[%c1] : memref<3xi64>",
+        "%z = memref.load %g[%c2] : memref<3xi64>", "%xs = arith.muli %x, %s : i64",
+        "%xy = arith.addi %xs, %y : i64", "%xys = arith.muli %xy, %s : i64",
+        "%r = arith.addi %xys, %z : i64", "return %r : i64", "}"]
+    module = l3.rstrip()
+    module = module[:-1] + "\n".join(main) + "\n}\n"
+    ll = run([os.path.join(LLVM_BIN, "mlir-opt"), "-", "--arith-expand", "--expand-strided-metadata",
+              "--convert-math-to-llvm", "--convert-math-to-libm", "--convert-scf-to-cf",
+              "--finalize-memref-to-llvm", "--convert-arith-to-llvm", "--convert-index-to-llvm",
+              "--convert-func-to-llvm", "--convert-cf-to-llvm", "--reconcile-unrealized-casts"],
+             module)
+    v = int(run([os.path.join(LLVM_BIN, "mlir-runner"), "-e", "main", "-entry-point-result=i64"],
+                ll).split()[-1])
+    return v // 10**12, v // 10**6 % 10**6, v % 10**6
+
+
+def _tiles_with_allowed_pairs(allowed, bm, bn):
+    """Tiles (query block, key block) of a [sq, skv] boolean mask holding an allowed pair."""
+    sq, skv = allowed.shape
+    padded = np.zeros((-(-sq // bm) * bm, -(-skv // bn) * bn), dtype=bool)
+    padded[:sq, :skv] = allowed
+    return int(padded.reshape(padded.shape[0] // bm, bm, -1, bn).any(axis=(1, 3)).sum())
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(LLVM_BIN, "mlir-runner")),
+                    reason="needs mlir-runner (LLVM 22)")
+def test_transposed_schedule_visits_only_the_tiles_the_mask_allows(tmp_path):
+    """Causal at 1000 x 1000 with 64 x 64 tiles: 136 of the 256 tiles per head hold an
+    allowed pair; both grids visit exactly those, and the key-major grid considers
+    only the query blocks of its closed-form range (not all 16 per key block). The
+    same for a causal window (mistral-swa's mask) with offsets and seq_q != seq_kv."""
+    heads = 2
+    i = np.arange(1000)[:, None]
+    j = np.arange(1000)[None, :]
+    causal = {"name": "c", "heads_q": heads, "heads_kv": 1, "head_dim": 4, "dtype": "f32",
+              "mask": {"causal": {}}}
+    want = _tiles_with_allowed_pairs(i >= j, 64, 64)
+    assert want == 136
+    got = _count_tiles(causal, 1, 1000, 1000, 64, 64, 0, 0, str(tmp_path))
+    assert got == (heads * want,) * 3, got
+    assert abs(got[1] / (heads * 256) - 0.5) < 0.05
+
+    window = dict(causal, mask={"all": [{"causal": {}}, {"sliding_window": {"left": 127}}]})
+    sq, skv, q_off, kv_off = 700, 1000, 260, -30
+    qpos = np.arange(sq)[:, None] + q_off
+    kvpos = np.arange(skv)[None, :] + kv_off
+    allowed = (qpos >= kvpos) & (qpos - kvpos <= 127)
+    for bm, bn in [(64, 64), (32, 128)]:
+        want = _tiles_with_allowed_pairs(allowed, bm, bn)
+        got = _count_tiles(window, 1, sq, skv, bm, bn, q_off, kv_off, str(tmp_path))
+        assert got == (heads * want,) * 3, (bm, bn, got, want)
+
+
+def test_cpu_gradients_transposed_schedule(tmp_path):
+    """The key-major grid's schedule where it has several query-block intervals
+    (sinks and a window, global tokens and a window: overlapping and disjoint ones)
+    and where it reads the transposed block list (tiles that match the list's blocks;
+    entries repeated, past the last key block, and -1), with offsets and seq_q !=
+    seq_kv: gradients against the float64 autograd."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = np.random.default_rng(seed)
+    cases = [("streaming-llm", 300, 200, 16, 16, None), ("global-token-list", 300, 200, 16, 16, None),
+             ("global-tokens", 127, 260, 8, 32, (-40, 17)), ("prefix-lm", 260, 127, 32, 8, (90, -5)),
+             ("block-list", 200, 300, 32, 64, None), ("block-list", 129, 70, 64, 64, None),
+             ("bigbird", 150, 190, 16, 64, None)]
+    for name, sq, skv, bm, bn, offsets in cases:
+        path = os.path.join(ROOT, "specs", "examples", f"{name}.json")
+        spec = load_spec(path)
+        arrays, dO, dlse = case(spec, rng, 2 if name == "block-list" else 1, sq, skv)
+        for arr in arrays.values():
+            if arr.dtype == np.int32 and arr.ndim == 4:  # a block list
+                arr[rng.random(arr.shape) < 0.1] = 1000
+                arr[..., -1] = arr[..., 0]
+        extra = ["--block-m", str(bm), "--block-n", str(bn)]
+        kwargs = {}
+        if offsets:
+            extra += ["--q-offset", str(offsets[0]), "--kv-offset", str(offsets[1])]
+            kwargs = {"q_offset": offsets[0], "kv_offset": offsets[1]}
+        ref = oracle(spec, arrays, dO, dlse, kwargs)
+        got = run_backward(path, "cpu", str(tmp_path), arrays, spec, dO, dlse, extra)
+        compare(ref, got, 1e-4, f"{name} seed={seed} {sq}x{skv} tile={bm}x{bn} offsets={offsets}")

@@ -21,7 +21,8 @@
 // CHECK: attn.pv_tile
 // CHECK: attn.store_tile %{{.*}} into %arg8
 // The key-major grid over (b, kv head, key block): each query head of the group,
-// each query block whose schedule visits the key block.
+// each query block of the transposed schedule (all of them: the mask is `true`;
+// tile-backward-transposed.mlir shows the closed forms of causal and windows).
 // CHECK: attn.grid %{{.*}}, %c1,
 // CHECK: scf.for %{{.*}} = %c0 to %c2 step %c1 {
 // CHECK: scf.for
