@@ -251,7 +251,8 @@ def _tile_counters(l2):
 
 def _count_tiles(spec, batch, sq, skv, bm, bn, q_offset, kv_offset, tmp):
     """(query-major tiles, key-major tiles, key-major query blocks considered) of the
-    backward of `spec` (no inputs) with q_offset and kv_offset."""
+    backward of `spec` (no inputs) with q_offset and kv_offset; each below 10^6 (main
+    returns them packed in one i64)."""
     def run(cmd, text):
         r = subprocess.run(cmd, input=text, capture_output=True, text=True)
         assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[:2000]}"
