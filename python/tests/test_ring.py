@@ -1,10 +1,11 @@
 """attune.distributed.ring_attention on gloo with 2 and 4 processes, against attention
-over the whole sequence in one process (test/e2e/dense_autograd.py, float64).
+over the whole sequence in one process (test/e2e/dense_autograd.py, float64): o, lse and
+the gradients of q, k, v and the float inputs (the backward ring).
 
 The kernel the ring calls is a stand-in, `DenseKernel`: dense_autograd (an independent
-implementation of PATTERNS.md) behind attune.Kernel's call signature and `info`, so the
-ring is tested with real mask semantics on machines without a GPU. `make_kernel` is the
-one place to change to run the same cases on a real attune.Kernel (factory "attune").
+implementation of PATTERNS.md) behind attune.Kernel's call signature, `backward` and
+`info`, so the ring is tested with real mask semantics without a compiler. The same
+cases run on the real attune.Kernel (factory "attune": host kernels, float32 cases).
 
 Spawned processes are slow to start, so every case of a world size runs in one spawn
 (`_run_all`, module-scoped); each case is then its own test, reading its results.
@@ -33,12 +34,16 @@ import dense_autograd  # noqa: E402
 
 F64 = torch.float64
 TOL = {"float64": (1e-9, 1e-10), "float32": (1e-5, 1e-6)}  # (rtol, atol)
+# Gradients: the largest error relative to the largest magnitude of that gradient (over
+# the whole sequence, so a shard whose gradient is all 0 is held to the same bound).
+GRAD_TOL = {"float64": 1e-9, "float32": 1e-4}
 
 
 class DenseKernel:
     """dense_autograd.attention with attune.Kernel's interface: o in q's dtype, lse
     float32 (float64 for float64 q, so that float64 cases stay exact), `info` with the
-    spec and the inputs as a bundle manifest lists them; counts its calls."""
+    spec and the inputs as a bundle manifest lists them, and `backward` with
+    Kernel.backward's meaning; counts its calls of each."""
 
     def __init__(self, spec):
         self.info = {
@@ -48,6 +53,7 @@ class DenseKernel:
             "outputs": spec.get("outputs", ["o"]),
         }
         self.calls = 0
+        self.bwd_calls = 0
 
     def __call__(self, q, k, v, *, return_lse=False, q_offset=None, kv_offset=None, **inputs):
         assert q_offset is not None and kv_offset is not None  # the ring always passes both
@@ -58,10 +64,61 @@ class DenseKernel:
         lse = lse.to(F64 if q.dtype == F64 else torch.float32)
         return (o, lse) if return_lse else o
 
+    def backward(self, q, k, v, o, lse, do, *, dlse=None, q_offset=None, kv_offset=None,
+                 grads_of=(), **inputs):
+        """This pair's share of the gradients when o and lse are those of a longer key
+        sequence (the ring's merged result): with P = exp(s - lse) over this pair's
+        allowed entries, D = rowsum(dO o) and dlse of the whole row (constants here),
+
+            F = sum_rows sum_j P_j (dO . v_j - D + dlse)
+
+        has dF/dv_j = P_j dO and dF/ds_j = P_j (dO . v_j - D + dlse), softmax's backward
+        restricted to the pair; autograd through dense_autograd takes it on to q, k and
+        the float inputs, whatever the score transforms. sum_j P_j v_j and sum_j P_j are
+        this pair's own o and exp(lse_pair - lse), so F is written with them."""
+        assert q_offset is not None and kv_offset is not None
+        self.bwd_calls += 1
+        with torch.enable_grad():
+            q64, k64, v64 = (t.detach().to(F64).requires_grad_() for t in (q, k, v))
+            floats = {n: inputs[n].detach().to(F64).requires_grad_() for n in grads_of}
+            o_pair, lse_pair = dense_autograd.attention(
+                self.info["spec"], q64, k64, v64, dict(inputs, **floats), q_offset, kv_offset)
+            lse_g = lse.to(F64)
+            # Rows with no key anywhere have lse -inf (and lse_pair too): mass 0, no NaN.
+            mass = torch.exp(lse_pair - torch.where(torch.isfinite(lse_g), lse_g,
+                                                    torch.zeros_like(lse_g)))
+            do64 = do.to(F64)
+            const = -(do64 * o.to(F64)).sum(-1) + (0 if dlse is None else dlse.to(F64))
+            surrogate = (mass * ((do64 * o_pair).sum(-1) + const)).sum()
+            wrt = [q64, k64, v64, *floats.values()]
+            grads = torch.autograd.grad(surrogate, wrt, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, wrt)]
+        return (grads[0].to(q.dtype), grads[1].to(k.dtype), grads[2].to(v.dtype),
+                {n: g.to(F64 if q.dtype == F64 else torch.float32)
+                 for n, g in zip(floats, grads[3:])})
+
+
+class FailingOn:
+    """A kernel that raises (a RuntimeError, as a kernel might) in its forward or
+    backward: the ring must still complete and raise on every rank."""
+
+    def __init__(self, kernel, where):
+        self.kernel, self.where, self.info = kernel, where, kernel.info
+
+    def __call__(self, *args, **kwargs):
+        if self.where == "forward":
+            raise RuntimeError("injected forward failure")
+        return self.kernel(*args, **kwargs)
+
+    def backward(self, *args, **kwargs):
+        if self.where == "backward":
+            raise RuntimeError("injected backward failure")
+        return self.kernel.backward(*args, **kwargs)
+
 
 def make_kernel(spec, factory="dense"):
     """The kernel each rank's ring calls: the stand-in, or (factory "attune") the real
-    attune.Kernel of the spec (float32 bundle, compiled in the parent: see
+    attune.Kernel of the spec (float32 host bundle, compiled in the parent: see
     kernel_factory)."""
     if factory == "attune":
         return attune.compile(spec, arch="host")
@@ -116,6 +173,17 @@ def _specs():
     s["gemma2-local"] = _example("gemma2-local", heads_kv=4, scale=0.3,
                                  mask={"all": [{"causal": {}}, {"sliding_window": {"left": 6}}]})
     s["alibi"] = _example("alibi")
+    # Float inputs with gradients: a per-query and a per-key bias (sharded like q and
+    # like k: the key one's grad travels with dk, dv) and T5's table (replicated: each
+    # rank's grad is its queries' share).
+    s["bias-qk"] = _example(
+        "causal", name="bias-qk",
+        inputs={"qb": {"dtype": "f32", "shape": ["B", "Hq", "Sq", 1]},
+                "kb": {"dtype": "f32", "shape": ["B", 1, 1, "Skv"]}},
+        score=[{"bias": {"tensor": "qb"}}, {"bias": {"tensor": "kb"}}])
+    s["t5"] = _example("t5-bias", name="t5", inputs={"table": {"dtype": "f32", "shape": [16, "Hq"]}},
+                       score=[{"t5_bias": {"table": "table", "num_buckets": 16,
+                                           "max_distance": 20}}])
     return s
 
 
@@ -124,7 +192,10 @@ SPECS = _specs()
 STRIPED_REFUSALS = {"mistral-swa": "mask 'sliding_window'",
                     "sliding-window": "mask 'sliding_window'",
                     "streaming-llm": "mask 'sinks'", "gemma2-local": "mask 'sliding_window'",
-                    "alibi": "score 'alibi'"}
+                    "alibi": "score 'alibi'", "t5": "score 't5_bias'"}
+# What each case's loss reads: o, o and lse (so dlse flows into the backward), or lse
+# alone (dO is None).
+LOSSES = ("o", "o+lse", "lse")
 
 
 def _cases(W):
@@ -134,27 +205,34 @@ def _cases(W):
         for sharding in ("contiguous", "zigzag", "striped"):
             for dtype in ("float64", "float32"):
                 case = dict(id=f"{name}-{sharding}-{dtype}", spec=name, sharding=sharding,
-                            N=N, dtype=dtype, grad=dtype == "float64", seed=len(cases))
+                            N=N, dtype=dtype, grad=True, seed=len(cases),
+                            loss=LOSSES[len(cases) % 3])
                 if sharding == "striped" and name in STRIPED_REFUSALS:
                     case["error"] = f"{STRIPED_REFUSALS[name]} with sharding='striped'"
                 cases.append(case)
     # Awkward lengths: shards of one token and empty shards; uneven contiguous runs.
     for sharding in ("contiguous", "zigzag", "striped"):
         cases.append(dict(id=f"causal-{sharding}-N{W - 1}", spec="causal", sharding=sharding,
-                          N=W - 1, dtype="float64", grad=True, seed=len(cases)))
+                          N=W - 1, dtype="float64", grad=True, seed=len(cases), loss="o+lse"))
         cases.append(dict(id=f"packed-causal-{sharding}-N1", spec="packed-causal",
-                          sharding=sharding, N=1, dtype="float32", grad=False, seed=len(cases)))
+                          sharding=sharding, N=1, dtype="float32", grad=True, seed=len(cases),
+                          loss="o+lse"))
+        cases.append(dict(id=f"bias-qk-{sharding}-N{W + 1}", spec="bias-qk", sharding=sharding,
+                          N=W + 1, dtype="float32", grad=True, seed=len(cases), loss="o+lse"))
     lengths = [5, 20] if W == 2 else [5, 20, 1, 11]
-    for name in ("causal", "streaming-llm", "document"):
-        cases.append(dict(id=f"{name}-contiguous-lengths", spec=name, sharding="contiguous",
-                          N=sum(lengths), lengths=lengths, dtype="float64", grad=True,
-                          seed=len(cases)))
+    for name in ("causal", "streaming-llm", "document", "bias-qk"):
+        for dtype in ("float64", "float32"):
+            cases.append(dict(id=f"{name}-contiguous-lengths-{dtype}", spec=name,
+                              sharding="contiguous", N=sum(lengths), lengths=lengths,
+                              dtype=dtype, grad=True, seed=len(cases), loss="o+lse"))
     cases.append(dict(id="causal-zigzag-bad-split", spec="causal", sharding="zigzag",
                       N=sum(lengths), lengths=lengths, dtype="float64", grad=False, seed=0,
                       error="sharding='zigzag' with ranks holding"))
     if W == 4:  # a process group of ranks 1 and 3: the ring's peers are global ranks
-        cases.append(dict(id="causal-zigzag-subgroup", spec="causal", sharding="zigzag", N=21,
-                          dtype="float64", grad=True, seed=len(cases), subgroup=[1, 3]))
+        for dtype in ("float64", "float32"):
+            cases.append(dict(id=f"causal-zigzag-subgroup-{dtype}", spec="causal",
+                              sharding="zigzag", N=21, dtype=dtype, grad=True, seed=len(cases),
+                              loss="o+lse", subgroup=[1, 3]))
     # Refusals: every rank raises (no rank left waiting in the ring).
     shared = _example("document")  # "doc" read as both q_ids and kv_ids
     cases.append(dict(id="document-shared-ids", spec=shared, sharding="contiguous", N=N,
@@ -162,8 +240,15 @@ def _cases(W):
     sig = _example("sigmoid")
     cases.append(dict(id="sigmoid-refused", spec=sig, sharding="contiguous", N=N, dtype="float64",
                       seed=0, error="normalizer 'sigmoid'"))
-    cases.append(dict(id="kv-requires-grad", spec="causal", sharding="contiguous", N=N,
-                      dtype="float64", seed=0, kv_grad=True, error="k, v require grad"))
+    cases.append(dict(id="grads-disagree", spec="causal", sharding="contiguous", N=N,
+                      dtype="float32", seed=0, k_grad_rank=1,
+                      error="rank 1 wants gradients of k, rank 0 of nothing"))
+    # A kernel failing on one rank: the ring completes and every rank raises.
+    for where in ("forward", "backward"):
+        cases.append(dict(id=f"{where}-fails-on-rank-1", spec="bias-qk", sharding="zigzag",
+                          N=N, dtype="float32", grad=True, seed=0, loss="o", fail=where,
+                          error=f"injected {where} failure|the kernel's {where} failed on "
+                                "rank 1 of the group"))
     cases.append(dict(id="one-rank-bad-q", spec="causal", sharding="contiguous", N=N,
                       dtype="float64", seed=0, bad_rank=1,
                       error=r"q has shape|rank 1 of the group refused"))
@@ -190,6 +275,22 @@ def _excess(a, b, rtol):
     return float(((a.to(F64) - b).abs() - rtol * b.abs()).max())
 
 
+def _seq_axis(decl):
+    """The sequence axis of a declared input (as the ring shards it), None if neither."""
+    shape = list(decl["shape"])
+    return shape.index("Sq") if "Sq" in shape else shape.index("Skv") if "Skv" in shape else None
+
+
+def _grad_err(a, ref, full, floor=0.0):
+    """max |a - ref| over this rank's part, relative to the largest |gradient| of the
+    whole sequence (`full`), or `floor` if larger; NaN stays NaN (and fails every
+    bound)."""
+    if a.numel() == 0:
+        return 0.0
+    scale = max(float(full.abs().max()), floor) or 1.0
+    return float((a.to(F64) - ref).abs().max()) / scale
+
+
 def _run_case(case, rank, W):
     group = None
     if case.get("subgroup"):
@@ -201,6 +302,8 @@ def _run_case(case, rank, W):
     spec = case["spec"]
     spec = copy.deepcopy(SPECS[spec] if isinstance(spec, str) else spec)
     kernel = make_kernel(spec, case.get("factory", "dense"))
+    if case.get("fail") and rank == 1:
+        kernel = FailingOn(kernel, case["fail"])
     dtype = getattr(torch, case["dtype"])
     g = torch.Generator().manual_seed(1000 + case["seed"])  # the same on every rank
     B, N, Hq, Hkv, D, Dv = 2, case["N"], spec["heads_q"], spec["heads_kv"], 8, 6
@@ -208,16 +311,24 @@ def _run_case(case, rank, W):
     k = torch.randn(B, Hkv, N, D, generator=g, dtype=F64).to(dtype)
     v = torch.randn(B, Hkv, N, Dv, generator=g, dtype=F64).to(dtype)
     w = torch.randn(B, Hq, N, Dv, generator=g, dtype=F64)  # loss weights for the gradient
+    u = torch.randn(B, Hq, N, generator=g, dtype=F64)  # and for lse
+    declared = spec.get("inputs", {})
     inputs = {}
-    if "q_doc" in spec.get("inputs", {}):
+    if "q_doc" in declared:
         ids = _doc_ids(B, N, g)
         kv_ids = ids.clone()
         if spec["name"] == "document":
             # Keys of document 2 are relabelled: its queries see no key at all.
             kv_ids[ids == 2] = 99
         inputs = {"q_doc": ids, "kv_doc": kv_ids}
-    elif "doc" in spec.get("inputs", {}):
+    elif "doc" in declared:
         inputs = {"doc": _doc_ids(B, N, g)}
+    for name, decl in declared.items():
+        if decl["dtype"] == "f32":
+            shape = [{"B": B, "Hq": Hq, "Sq": N, "Skv": N}.get(d, d) for d in decl["shape"]]
+            # In q's dtype: float64 cases (the stand-in only) stay exact.
+            inputs[name] = torch.randn(shape, generator=g, dtype=F64).to(dtype)
+    floats = [n for n, t in inputs.items() if t.is_floating_point()]
 
     if "lengths" in case:
         starts = [sum(case["lengths"][:r]) for r in range(W)]
@@ -225,27 +336,47 @@ def _run_case(case, rank, W):
     else:
         pos = positions(N, rank, W, case["sharding"])
     ql, kl, vl = (t.index_select(2, pos).detach() for t in (q, k, v))
-    inl = {n: t.index_select(1, pos) for n, t in inputs.items()}
+
+    def local(name, t):
+        axis = _seq_axis(declared[name])
+        return t.clone() if axis is None else t.index_select(axis, pos)
+
+    inl = {n: local(n, t) for n, t in inputs.items()}
     if case.get("bad_rank") == rank:
         ql = ql[0]
-    if case.get("grad"):
-        ql.requires_grad_(True)
-    if case.get("kv_grad"):
+    grad = bool(case.get("grad"))
+    leaves = [ql, kl, vl] + [inl[n] for n in floats]
+    for t in leaves:
+        t.requires_grad_(grad)
+    if case.get("k_grad_rank") == rank:
         kl.requires_grad_(True)
-        vl.requires_grad_(True)
+    out = {}
     try:
         o, lse = ring_attention(kernel, ql, kl, vl, group=group, sharding=case["sharding"],
                                 return_lse=True, **inl)
-    except attune.AttuneError as e:
+        if grad:
+            wl, ul = w[:, :, pos], u[:, :, pos]
+            loss = 0
+            if "o" in case["loss"]:
+                loss = loss + (o.to(F64) * wl).sum()
+            if "lse" in case["loss"]:
+                # lse is -inf on rows without keys: those rows take no part in the loss.
+                loss = loss + (torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
+                               .to(F64) * ul).sum()
+            # Every rank runs the backward (the second ring), with or without tokens.
+            grads = torch.autograd.grad(loss, leaves)
+    except (attune.AttuneError, RuntimeError) as e:
         return {"error": str(e)}
 
     # The whole sequence in one process, float64 from the same (rounded) values.
-    q64 = q.to(F64).requires_grad_(bool(case.get("grad")))
-    o_ref, lse_ref = dense_autograd.attention(spec, q64, k.to(F64), v.to(F64), inputs)
+    q64, k64, v64 = (t.to(F64).requires_grad_(grad) for t in (q, k, v))
+    in64 = {n: (t.to(F64).requires_grad_(grad) if n in floats else t) for n, t in inputs.items()}
+    o_ref, lse_ref = dense_autograd.attention(spec, q64, k64, v64, in64)
     rtol, _ = TOL[case["dtype"]]
-    out = {"n": len(pos), "calls": getattr(kernel, "calls", None), "o_dtype": str(o.dtype),
-           "o_shape": list(o.shape), "lse_dtype": str(lse.dtype),
-           "nan": bool(torch.isnan(o).any() or torch.isnan(lse).any())}
+    out.update({"n": len(pos), "calls": getattr(kernel, "calls", None),
+                "bwd_calls": getattr(kernel, "bwd_calls", None), "o_dtype": str(o.dtype),
+                "o_shape": list(o.shape), "lse_dtype": str(lse.dtype),
+                "nan": bool(torch.isnan(o).any() or torch.isnan(lse).any())})
     o_ref_l, lse_ref_l = o_ref.detach()[:, :, pos], lse_ref.detach()[:, :, pos]
     masked = torch.isinf(lse_ref_l)
     out["masked_rows"] = int(masked.sum())
@@ -254,14 +385,41 @@ def _run_case(case, rank, W):
     out["masked_o_zero"] = bool((o.detach()[masked] == 0).all())
     out["o_excess"] = _excess(o.detach(), o_ref_l, rtol)
     out["lse_excess"] = _excess(lse.detach()[~masked], lse_ref_l[~masked], rtol)
-    if case.get("grad"):
-        (o_ref * w).sum().backward()
-        if o.requires_grad:
-            (dq,) = torch.autograd.grad((o.to(F64) * w[:, :, pos]).sum(), ql)
-        else:  # nothing on this rank depends on q (no tokens, or every row masked)
-            dq = torch.zeros_like(ql)
-        out["dq_nan"] = bool(torch.isnan(dq).any())
-        out["dq_excess"] = _excess(dq, q64.grad[:, :, pos], rtol)
+    if grad:
+        def ref_loss(rows):
+            loss = 0
+            if "o" in case["loss"]:
+                loss = loss + (o_ref * w)[:, :, rows].sum()
+            if "lse" in case["loss"]:
+                lse_fin = torch.where(torch.isinf(lse_ref), torch.zeros_like(lse_ref), lse_ref)
+                loss = loss + (lse_fin * u)[:, :, rows].sum()
+            return loss
+
+        wrt = [q64, k64, v64] + [in64[n] for n in floats]
+        full = torch.autograd.grad(ref_loss(slice(None)), wrt, retain_graph=True,
+                                   allow_unused=True)
+        full = [torch.zeros_like(t) if f is None else f for f, t in zip(full, wrt)]
+        # A replicated input's grad on a rank is its own queries' share (its loss rows).
+        reps = [n for n in floats if _seq_axis(declared[n]) is None]
+        share = dict(zip(reps, torch.autograd.grad(ref_loss(pos), [in64[n] for n in reps],
+                                                   allow_unused=True))) if reps else {}
+        # A gradient that is 0 in exact arithmetic (a per-query bias's, when the loss
+        # reads o only: softmax ignores a row's constant) holds rounding noise only, so
+        # the scale has a floor: 1% of the case's largest gradient.
+        floor = 0.01 * max(float(f.abs().max()) if f.numel() else 0.0 for f in full)
+        errs, nans = {}, {}
+        for name, got, ref in zip(["q", "k", "v"] + floats, grads, full):
+            if name in ("q", "k", "v"):
+                mine = ref[:, :, pos]
+            elif name in share:
+                mine = share[name] if share[name] is not None else torch.zeros_like(ref)
+                out[f"d{name}"] = got.tolist()  # the test sums the ranks' shares
+                out[f"d{name}_full"] = ref.tolist()
+            else:
+                mine = ref.index_select(_seq_axis(declared[name]), pos)
+            nans[name] = bool(torch.isnan(got).any())
+            errs[name] = _grad_err(got, mine, ref, floor)
+        out["grad_err"], out["grad_nan"] = errs, nans
     return out
 
 
@@ -356,9 +514,16 @@ def _check(case, per_rank):
         assert res["o_dtype"] == f"torch.{case['dtype']}"
         assert res["o_shape"] == [2, 4, res["n"], 6]
         if case.get("grad"):
-            assert not res["dq_nan"], f"rank {r}: NaN in dq"
-            assert res["dq_excess"] <= atol, f"rank {r}: dq off by {res['dq_excess']}"
+            for name, err in res["grad_err"].items():
+                assert not res["grad_nan"][name], f"rank {r}: NaN in d{name}"
+                assert err <= GRAD_TOL[case["dtype"]], f"rank {r}: d{name} off by {err:.3g}"
     assert sum(res["n"] for res in per_rank) == case["N"]
+    # A replicated input's grads, each rank's share, add up to the whole gradient.
+    for key in [key for key in per_rank[0] if key.endswith("_full")]:
+        total = sum(torch.tensor(res[key[:-5]], dtype=F64) for res in per_rank)
+        full = torch.tensor(per_rank[0][key], dtype=F64)
+        err = _grad_err(total, full, full)
+        assert err <= GRAD_TOL[case["dtype"]], f"sum of the ranks' {key[:-5]} off by {err:.3g}"
 
 
 @pytest.mark.parametrize("W, case", [(W, c) for W in (2, 4) for c in CASES[W]],
@@ -394,6 +559,14 @@ def test_fully_masked_shard_pairs_skip_the_kernel(ring_results, W):
     assert far["masked_rows"] == 2 * 4 * far["n"]  # B * Hq rows per token
     # Striped causal cannot skip: every rank's tokens interleave with every other's.
     assert [res[r]["causal-striped-float64"]["calls"] for r in range(W)] == [W] * W
+    # The backward ring calls the kernel on the same shard pairs as the forward.
+    checked = 0
+    for cid in res[0]:
+        for r in range(W):
+            if "grad_err" in res[r][cid]:
+                assert res[r][cid]["bwd_calls"] == res[r][cid]["calls"], (cid, r)
+                checked += 1
+    assert checked > 10 * W
 
 
 def test_one_rank_is_attention_in_one_call_with_every_gradient(tmp_path):
@@ -462,6 +635,26 @@ def test_bad_sharding_and_kernel_are_named(tmp_path):
             spec = dict(SPECS["causal"], mask=mask)
             with pytest.raises(attune.AttuneError, match=what):
                 ring_attention(DenseKernel(spec), x, kv, kv)
+        # Gradients need the kernel's backward; a kernel without one is named.
+        class ForwardOnly:  # the stand-in without its backward
+            def __init__(self, spec):
+                self.inner = DenseKernel(spec)
+                self.info = self.inner.info
+
+            def __call__(self, *args, **kwargs):
+                return self.inner(*args, **kwargs)
+
+        with pytest.raises(attune.AttuneError, match=r"k require grad, but the kernel "
+                                                     r"\(ForwardOnly\) has no backward"):
+            ring_attention(ForwardOnly(SPECS["causal"]), x, kv.clone().requires_grad_(), kv)
+        with torch.no_grad():  # no gradient wanted: fine
+            ring_attention(ForwardOnly(SPECS["causal"]), x, kv.clone().requires_grad_(), kv)
+        # No second derivatives (the kernel's backward has no graph).
+        xq = torch.randn(1, 4, 3, 8, requires_grad=True)
+        o = ring_attention(DenseKernel(SPECS["causal"]), xq, kv + 1, kv + 2)
+        (dq,) = torch.autograd.grad(o.square().sum(), xq, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable"):
+            dq.sum().backward()
         bias = dict(SPECS["causal"],
                     inputs={"bias": {"dtype": "f32", "shape": [1, "Hq", "Sq", "Skv"]}},
                     score=[{"bias": {"tensor": "bias"}}])
