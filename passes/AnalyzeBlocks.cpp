@@ -18,6 +18,7 @@
 
 #include "dialect/AttnOps.h"
 #include "passes/IntervalEmitter.h"
+#include "passes/MaskRanges.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -32,8 +33,6 @@ using P = arith::CmpIPredicate;
 
 namespace {
 
-constexpr int64_t kInf = int64_t(1) << 60;
-constexpr size_t kMaxRanges = 4;
 
 /// Mask block arguments, by meaning.
 struct MaskArgs {
@@ -95,183 +94,6 @@ void buildTileClass(AttentionOp op) {
 // kv_ranges
 //===----------------------------------------------------------------------===//
 
-/// The predicate of swapped operands: x op y <=> y mirror(op) x.
-P mirror(P p) {
-  switch (p) {
-  case P::slt: return P::sgt;
-  case P::sle: return P::sge;
-  case P::sgt: return P::slt;
-  case P::sge: return P::sle;
-  default: return p; // eq, ne; unsigned predicates are not analysed
-  }
-}
-
-/// Closed key-index intervals (emitted values); [kInf, -kInf] is empty.
-using Ranges = SmallVector<std::pair<Value, Value>, 4>;
-
-class RangeBuilder {
-public:
-  RangeBuilder(IntervalEmitter &e, MaskArgs args, Value kvOffset)
-      : e(e), args(args), kvOffset(kvOffset) {}
-
-  Ranges ranges(Value cond, bool negated) {
-    Operation *op = cond.getDefiningOp();
-    if (auto c = cond.getDefiningOp<arith::ConstantIntOp>())
-      return ((c.value() != 0) != negated) ? all() : none();
-    if (op && isa<arith::AndIOp, arith::OrIOp>(op)) {
-      bool conj = isa<arith::AndIOp>(op) != negated; // De Morgan
-      Ranges x = ranges(op->getOperand(0), negated), y = ranges(op->getOperand(1), negated);
-      return conj ? intersect(x, y) : unite(x, y);
-    }
-    if (auto x = dyn_cast_or_null<arith::XOrIOp>(op)) {
-      for (int side = 0; side < 2; ++side)
-        if (auto c = x->getOperand(side).getDefiningOp<arith::ConstantIntOp>())
-          return ranges(x->getOperand(1 - side), c.value() != 0 ? !negated : negated);
-    }
-    if (!dependsOn(cond, {args.kvIdx, args.kv})) {
-      // Decided by the query block alone: everything or nothing.
-      BoolRange r = e.boolOf(cond);
-      return guarded(negated ? r.mayFalse : r.mayTrue);
-    }
-    if (auto c = dyn_cast_or_null<arith::CmpIOp>(op))
-      if (auto r = atom(c, negated))
-        return *r;
-    return all();
-  }
-
-  Ranges all() { return {{e.i64(-kInf), e.i64(kInf)}}; }
-  Ranges none() { return {{e.i64(kInf), e.i64(-kInf)}}; }
-
-private:
-  /// all() when `cond`, else an empty interval.
-  Ranges guarded(Value cond) {
-    return {{e.select(cond, e.i64(-kInf), e.i64(kInf)), e.select(cond, e.i64(kInf), e.i64(-kInf))}};
-  }
-
-  Ranges intersect(const Ranges &x, const Ranges &y) {
-    Ranges out;
-    for (auto &a : x)
-      for (auto &c : y)
-        out.push_back({e.max(a.first, c.first), e.min(a.second, c.second)});
-    return cap(out);
-  }
-  Ranges unite(const Ranges &x, const Ranges &y) {
-    Ranges out(x);
-    out.append(y.begin(), y.end());
-    return cap(out);
-  }
-  /// Keeps at most kMaxRanges intervals by joining the tail into a hull.
-  Ranges cap(Ranges r) {
-    while (r.size() > kMaxRanges) {
-      auto last = r.pop_back_val();
-      // Hull of two, where an empty one (lo > hi) must not widen the other.
-      auto &prev = r.back();
-      Value lastEmpty = e.cmp(int(P::sgt), last.first, last.second);
-      Value prevEmpty = e.cmp(int(P::sgt), prev.first, prev.second);
-      Value lo = e.select(lastEmpty, prev.first,
-                          e.select(prevEmpty, last.first, e.min(prev.first, last.first)));
-      Value hi = e.select(lastEmpty, prev.second,
-                          e.select(prevEmpty, last.second, e.max(prev.second, last.second)));
-      prev = {lo, hi};
-    }
-    return r;
-  }
-
-  /// A linear form g * kv_idx + [rest.lo, rest.hi].
-  struct Linear {
-    int64_t g = 0;
-    IntRange rest;
-  };
-
-  std::optional<Linear> linear(Value v) {
-    if (v == args.kvIdx)
-      return Linear{1, IntRange::of(e.i64(0), e.i64(0))};
-    if (v == args.kv)
-      return Linear{1, IntRange::of(kvOffset, kvOffset)};
-    if (!dependsOn(v, {args.kvIdx, args.kv})) {
-      IntRange r = e.intOf(v);
-      if (r.top)
-        return std::nullopt;
-      return Linear{0, r};
-    }
-    Operation *op = v.getDefiningOp();
-    if (!op)
-      return std::nullopt;
-    if (isa<arith::AddIOp, arith::SubIOp>(op)) {
-      auto x = linear(op->getOperand(0)), y = linear(op->getOperand(1));
-      if (!x || !y)
-        return std::nullopt;
-      if (isa<arith::AddIOp>(op))
-        return Linear{x->g + y->g, IntRange::of(e.add(x->rest.lo, y->rest.lo),
-                                                e.add(x->rest.hi, y->rest.hi))};
-      return Linear{x->g - y->g, IntRange::of(e.sub(x->rest.lo, y->rest.hi),
-                                              e.sub(x->rest.hi, y->rest.lo))};
-    }
-    if (auto mul = dyn_cast<arith::MulIOp>(op)) {
-      for (int side = 0; side < 2; ++side) {
-        auto c = mul->getOperand(side).getDefiningOp<arith::ConstantIntOp>();
-        if (!c)
-          continue;
-        auto x = linear(mul->getOperand(1 - side));
-        if (!x)
-          return std::nullopt;
-        int64_t k = c.value();
-        auto scale = [&](Value p) { return arith::MulIOp::create(e.builder(), e.location(), p, e.i64(k)); };
-        Value lo = scale(x->rest.lo), hi = scale(x->rest.hi);
-        return Linear{x->g * k, k >= 0 ? IntRange::of(lo, hi) : IntRange::of(hi, lo)};
-      }
-    }
-    return std::nullopt;
-  }
-
-  Value floorDiv(Value x, int64_t c) {
-    return arith::FloorDivSIOp::create(e.builder(), e.location(), x, e.i64(c));
-  }
-  Value ceilDiv(Value x, int64_t c) {
-    return arith::CeilDivSIOp::create(e.builder(), e.location(), x, e.i64(c));
-  }
-
-  /// Keys for which g*kv + R (R in [lo, hi]) satisfies `pred` against 0 for some R.
-  std::optional<Ranges> atom(arith::CmpIOp c, bool negated) {
-    P pred = negated ? arith::invertPredicate(c.getPredicate()) : c.getPredicate();
-    auto x = linear(c.getLhs()), y = linear(c.getRhs());
-    if (!x || !y)
-      return std::nullopt;
-    int64_t g = x->g - y->g;
-    if (g == 0)
-      return std::nullopt; // handled as key-free by the caller when possible
-    Value rlo = e.sub(x->rest.lo, y->rest.hi), rhi = e.sub(x->rest.hi, y->rest.lo);
-    // Normalise to g > 0: g*kv + R op 0  <=>  (-g)*kv + (-R) mirror(op) 0, where
-    // mirror (sge <-> sle, sgt <-> slt) is the predicate of swapped operands.
-    if (g < 0) {
-      g = -g;
-      Value nlo = e.sub(e.i64(0), rhi), nhi = e.sub(e.i64(0), rlo);
-      rlo = nlo;
-      rhi = nhi;
-      pred = mirror(pred);
-    }
-    // Now g > 0: g*kv + R op 0 for some R in [rlo, rhi].
-    switch (pred) {
-    case P::sge: // kv >= -R / g for the largest R
-      return Ranges{{ceilDiv(e.sub(e.i64(0), rhi), g), e.i64(kInf)}};
-    case P::sgt:
-      return Ranges{{ceilDiv(e.sub(e.i64(1), rhi), g), e.i64(kInf)}};
-    case P::sle:
-      return Ranges{{e.i64(-kInf), floorDiv(e.sub(e.i64(0), rlo), g)}};
-    case P::slt:
-      return Ranges{{e.i64(-kInf), floorDiv(e.sub(e.i64(-1), rlo), g)}};
-    case P::eq:
-      return Ranges{{ceilDiv(e.sub(e.i64(0), rhi), g), floorDiv(e.sub(e.i64(0), rlo), g)}};
-    default:
-      return std::nullopt;
-    }
-  }
-
-  IntervalEmitter &e;
-  MaskArgs args;
-  Value kvOffset;
-};
-
 void buildKvRanges(AttentionOp op) {
   OpBuilder b(op.getContext());
   Location loc = op.getLoc();
@@ -290,8 +112,7 @@ void buildKvRanges(AttentionOp op) {
   e.bind(m.q, IntRange::of(e.add(qLo, qOff), e.add(qLast, qOff)));
   e.bind(m.seqQ, IntRange::of(seqQ, seqQ));
   e.bind(m.seqKv, IntRange::of(seqKv, seqKv));
-  RangeBuilder rb(e, m, kvOff);
-  Ranges ranges = rb.ranges(maskResult(op), /*negated=*/false);
+  auto ranges = solveMask(e, maskResult(op), {m.kvIdx, m.kv, kvOff});
   SmallVector<Value> bounds;
   for (auto [lo, hi] : ranges) {
     // Closed [lo, hi] -> half-open [lo, hi + 1) within [0, seq_kv).

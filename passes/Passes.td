@@ -100,10 +100,12 @@ def AttnTileBackward : Pass<"attn-tile-backward", "::mlir::ModuleOp"> {
     from q, k, v, the inputs, o, lse, dO and dlse (FlashAttention-2's algorithm):
     a query-major attn.grid (the forward's key schedule) accumulates dq; a
     key-major attn.grid over (batch, kv head, key block) visits, for each query
-    head of the kv head, the query blocks whose schedule holds that key block
-    (kv_ranges and tile_class evaluated per query block; EMPTY tiles are never
-    loaded) and accumulates dk, dv and, through score_grad's accumulate_grad, the
-    tensor gradients. No gradient is shared between grid items but the tensor
+    head of the kv head, the query blocks of the transposed schedule (the mask
+    solved for the query index in closed form, as the forward's kv_ranges are for
+    the key index; a block list transposed in the prologue by a counting sort;
+    every query block where neither applies) whose tile_class is not EMPTY (EMPTY
+    tiles are never loaded) and accumulates dk, dv and, through score_grad's
+    accumulate_grad, the tensor gradients. No gradient is shared between grid items but the tensor
     gradients, which the back end sums in a fixed order. Needs score_grad
     (attn-differentiate-score), the block analysis, and natural-log scores.
   }];
