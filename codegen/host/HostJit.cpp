@@ -20,6 +20,9 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -174,6 +177,29 @@ FailureOr<HostProgram> lowerHostProgram(ModuleOp l1, const HostCompileOptions &o
   if (auto serial = kernel->getAttrOfType<DenseI64ArrayAttr>("attn.serial_grids"))
     program.serialGrids.assign(serial.asArrayRef().begin(), serial.asArrayRef().end());
 
+  // exp, log, tanh, ... as polynomial approximations in arith ops (a few ulp of f32)
+  // rather than calls into libm: inline, so that LLVM vectorises the softmax and score
+  // loops around them.
+  {
+    // exp2 (base-2 scores) has no approximation of its own: exp(x ln 2), whose
+    // rounding of x ln 2 costs |x| ulp relative, negligible where exp2(x) matters.
+    SmallVector<math::Exp2Op> exp2s;
+    module.walk([&](math::Exp2Op op) {
+      if (op.getType().isF32())
+        exp2s.push_back(op);
+    });
+    for (math::Exp2Op op : exp2s) {
+      OpBuilder b(op);
+      Value ln2 = arith::ConstantOp::create(b, op.getLoc(), b.getF32FloatAttr(0.693147180559945309f));
+      Value x = arith::MulFOp::create(b, op.getLoc(), op.getOperand(), ln2);
+      op.replaceAllUsesWith(math::ExpOp::create(b, op.getLoc(), x).getResult());
+      op.erase();
+    }
+    RewritePatternSet patterns(ctx);
+    populateMathPolynomialApproximationPatterns(patterns);
+    if (failed(applyPatternsGreedily(module, std::move(patterns))))
+      return l1.emitError("approximating the host kernel's math failed (an internal error)");
+  }
   PassManager lower(ctx);
   lower.addPass(createCanonicalizerPass());
   lower.addPass(createLoopInvariantCodeMotionPass());
