@@ -301,13 +301,18 @@ void BackwardBuilder::allocateTiles() {
   dp = tile({bm, bn});
 }
 
-void BackwardBuilder::buildQueryGrid() {
-  Value qBlocks = arith::CeilDivUIOp::create(b, loc, seqQ, idx(bm));
-  auto grid = GridOp::create(b, loc, batch, idx(op.getHeadsQ()), qBlocks, bm, bn);
+/// The body block of a new attn.grid, with its (b, h, block) index arguments.
+static Block *gridBody(GridOp grid) {
   Block *body = new Block();
   grid.getBody().push_back(body);
   for (int i = 0; i < 3; ++i)
-    body->addArgument(b.getIndexType(), loc);
+    body->addArgument(IndexType::get(grid.getContext()), grid.getLoc());
+  return body;
+}
+
+void BackwardBuilder::buildQueryGrid() {
+  Value qBlocks = arith::CeilDivUIOp::create(b, loc, seqQ, idx(bm));
+  Block *body = gridBody(GridOp::create(b, loc, batch, idx(op.getHeadsQ()), qBlocks, bm, bn));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(body);
   Value bIdx = body->getArgument(0), hIdx = body->getArgument(1), qb = body->getArgument(2);
@@ -604,11 +609,8 @@ void BackwardBuilder::forQueryBlocks(Region &queryRanges, Value b64, Value bIdx,
 
 void BackwardBuilder::buildKeyGrid() {
   Value kvBlockCount = arith::CeilDivUIOp::create(b, loc, seqKv, idx(bn));
-  auto grid = GridOp::create(b, loc, batch, idx(op.getHeadsKv()), kvBlockCount, bm, bn);
-  Block *body = new Block();
-  grid.getBody().push_back(body);
-  for (int i = 0; i < 3; ++i)
-    body->addArgument(b.getIndexType(), loc);
+  Block *body =
+      gridBody(GridOp::create(b, loc, batch, idx(op.getHeadsKv()), kvBlockCount, bm, bn));
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(body);
   Value bIdx = body->getArgument(0), hkIdx = body->getArgument(1), kb = body->getArgument(2);
