@@ -56,10 +56,28 @@ bool readNpy(const std::string &path, HostTensor &out, std::string &error);
 /// (numpy loads them back with that shape). Fails when data and shape disagree.
 bool writeNpy(const std::string &path, const HostTensor &t, std::string &error);
 
+/// The per-sequence arguments of a call (ragged or paged storage, right-padded
+/// batches): int32 tensors, each optional. FlashAttention's varlen convention:
+/// sequence b of a ragged buffer is rows [cu[b], cu[b + 1]).
+struct SequenceArgs {
+  std::optional<HostTensor> cuSeqlensQ, cuSeqlensKv, pageTable, kvLens, qLens;
+  bool any() const { return cuSeqlensQ || cuSeqlensKv || pageTable || kvLens || qLens; }
+};
+
 struct AttentionArgs {
   HostTensor q, k, v;
   std::map<std::string, HostTensor> inputs;
   std::optional<int64_t> qOffset, kvOffset;
+  SequenceArgs seq;
+  /// q, k, v are the logical [B, H, S, D] batch whatever the op's storage (one
+  /// sequence gathered by gatherSequence): bound as a padded call.
+  bool logical = false;
+};
+
+/// One sequence of a per-sequence call: its lengths, where its rows start in the
+/// ragged buffers (0 otherwise), and its positions' offsets.
+struct SequenceView {
+  int64_t qLen = 0, kvLen = 0, qRow0 = 0, kvRow0 = 0, qOffset = 0, kvOffset = 0;
 };
 
 /// Sizes of one call, after binding.
@@ -69,6 +87,19 @@ struct BoundCall {
   int64_t qOffset = 0, kvOffset = 0;
   /// The extra inputs in the op's operand order.
   std::vector<const HostTensor *> inputs;
+
+  /// A per-sequence call: the spec's storage is not padded both ways, or lengths
+  /// were given. seqQ and seqKv are then the longest sequence's (padded: the
+  /// buffer's) lengths, which the inputs' Sq and Skv dims are.
+  bool perSequence = false;
+  std::string qStorage = "padded", kvStorage = "padded";
+  int64_t pageSize = 0, numPages = 0, maxSeqQ = 0;
+  /// q_offset_b = qOffset + kv_len_b - q_len_b (bottom_right with no offset given).
+  bool qOffsetFromLengths = false;
+  std::vector<SequenceView> sequences;
+  /// o's and lse's shapes in q's storage: [B, Hq, Sq, Dv] and [B, Hq, Sq], or
+  /// ragged [total_q, Hq, Dv] and [total_q, Hq].
+  std::vector<int64_t> oShape, lseShape;
 };
 
 /// Checks q, k, v and the extra inputs against `op` (ranks, head counts, head dims,
@@ -76,6 +107,19 @@ struct BoundCall {
 /// Errors name the argument: "k: expected [B=2, Hkv=2, Skv, D=64], got [2, 2, 17, 32]".
 bool bindArguments(mlir::attn::AttentionOp op, const AttentionArgs &args,
                    BoundCall &call, std::string &error);
+
+/// The dense arguments of sequence `b` of a bound per-sequence call: q, k, v as
+/// [1, H, len, D] and every input sliced to it (dims B -> b, Sq -> its q_len rows,
+/// Skv -> its kv_len columns), with its offsets given. What the reference runs.
+AttentionArgs gatherSequence(mlir::attn::AttentionOp op, const AttentionArgs &args,
+                             const BoundCall &call, int64_t b);
+/// Writes sequence b's o [1, Hq, q_len, Dv] (and lse) into the call's outputs, laid
+/// out as call.oShape / call.lseShape.
+void scatterSequence(const BoundCall &call, int64_t b, const HostTensor &o,
+                     const HostTensor *lse, HostTensor &outO, HostTensor *outLse);
+/// Outputs of a call's shapes: o = 0 and lse = -inf (rows past a padded sequence's
+/// length keep them).
+void allocateOutputs(const BoundCall &call, bool lse, HostTensor &o, HostTensor &outLse);
 
 } // namespace attune
 

@@ -66,6 +66,16 @@ def Attn_AlignAttr : EnumAttr<Attn_Dialect, Attn_Align, "align"> {
   let assemblyFormat = "`<` $value `>`";
 }
 
+def Attn_Storage : I32EnumAttr<"Storage", "how a call's buffers hold q or k/v", [
+    I32EnumAttrCase<"padded", 0>, I32EnumAttrCase<"ragged", 1>,
+    I32EnumAttrCase<"paged", 2>]> {
+  let cppNamespace = "::mlir::attn";
+  let genSpecializedAttr = 0;
+}
+def Attn_StorageAttr : EnumAttr<Attn_Dialect, Attn_Storage, "storage"> {
+  let assemblyFormat = "`<` $value `>`";
+}
+
 def Attn_RopeStyle : I32EnumAttr<"RopeStyle", "which feature pairs rotate", [
     I32EnumAttrCase<"half", 0>, I32EnumAttrCase<"interleaved", 1>]> {
   let cppNamespace = "::mlir::attn";

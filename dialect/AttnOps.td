@@ -48,6 +48,18 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     The op always takes both offsets. `default_q_offset` / `default_kv_offset` (from
     the spec) and `align` say which ones a caller passes when the user gives none:
     kv_offset defaults to 0; q_offset to seq_kv - seq_q (bottom_right) or 0 (top_left).
+
+    The tensors are the logical [B, H, S, D] batch of sequences. `q_storage` and
+    `kv_storage` (absent: padded) say how a call's buffers hold them, which only the
+    tiled kernel's signature sees (attn-tile): padded [B, H, S, D] with optional
+    per-sequence lengths; ragged [total, H, D] rows with cu_seqlens [B + 1] (sequence
+    b is rows [cu[b], cu[b + 1])); paged (k/v only) [pages, page_size, H, D] pages,
+    with page_table [B, max_pages] and kv_lens [B] (key j of sequence b is slot
+    j mod page_size of page page_table[b, j / page_size]). Every sequence b is then an
+    attention of its own lengths (seq_q, seq_kv in the regions are b's), with
+    q_offset_b = kv_len_b - q_len_b under bottom_right when the caller gives none;
+    tensor inputs keep [B, ..., Sq, Skv] dims over the batch's longest sequences,
+    indexed by the per-sequence i and j.
   }];
 
   let arguments = (ins
@@ -66,7 +78,9 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     OptionalAttr<Attn_RopeAttr>:$k_rope,
     UnitAttr:$softmax_base2,
     OptionalAttr<I64Attr>:$kv_list_input,
-    OptionalAttr<DenseI64ArrayAttr>:$kv_list_block);
+    OptionalAttr<DenseI64ArrayAttr>:$kv_list_block,
+    OptionalAttr<Attn_StorageAttr>:$q_storage,
+    OptionalAttr<Attn_StorageAttr>:$kv_storage);
   let results = (outs AnyRankedTensor:$o, Optional<AnyRankedTensor>:$lse);
   let regions = (region SizedRegion<1>:$mask, SizedRegion<1>:$score,
                         AnyRegion:$kv_ranges, AnyRegion:$tile_class,

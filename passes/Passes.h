@@ -21,6 +21,8 @@ namespace attn {
 struct TilePipelineOptions {
   int64_t blockM = 64;
   int64_t blockN = 64;
+  /// attn-tile's sequence-lengths: per-sequence arguments for padded kernels too.
+  bool sequenceLengths = false;
 };
 
 /// attn-expand-patterns, attn-fuse, attn-analyze-blocks (and clean-ups): L1 with

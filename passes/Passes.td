@@ -83,10 +83,25 @@ def AttnTile : Pass<"attn-tile", "::mlir::ModuleOp"> {
     loops over the ranges of `kv_ranges`, skipping EMPTY tiles, evaluating the mask
     only on PARTIAL ones; online softmax (or sigmoid/relu weights); o and lse stored
     once. Runs attn-analyze-blocks' results; tile sizes are options.
+
+    A kernel over ragged or paged storage (the attention's q_storage / kv_storage),
+    or any kernel with `sequence-lengths`, is a per-sequence kernel: after the
+    offsets it takes the sequence arguments
+      q:  padded: q_lens i32 [B] (empty: every sequence has Sq rows);
+          ragged: cu_seqlens_q i32 [B + 1]
+      kv: padded: kv_lens i32 [B] (empty: Skv); ragged: cu_seqlens_kv i32 [B + 1];
+          paged: page_table i32 [B, max_pages], kv_lens i32 [B]
+      q_offset_from_lengths i64 (1: q_offset_b = q_offset + kv_len_b - q_len_b),
+      max_seq_q i64 (the grid's query blocks)
+    and each grid item reads its sequence's lengths and row bases from them; ragged
+    buffers are [total, H, D] (o [total, Hq, Dv], lse [total, Hq]), paged k/v
+    [pages, page_size, Hkv, D] read through attn.load_tile's page table.
   }];
   let options = [
     Option<"blockM", "block-m", "int64_t", "64", "rows of q per tile (BM)">,
     Option<"blockN", "block-n", "int64_t", "64", "rows of k/v per tile (BN)">,
+    Option<"sequenceLengths", "sequence-lengths", "bool", "false",
+           "give padded kernels the per-sequence arguments too (q_lens, kv_lens)">,
   ];
   let dependentDialects = ["::mlir::arith::ArithDialect", "::mlir::scf::SCFDialect",
                            "::mlir::memref::MemRefDialect", "::mlir::func::FuncDialect"];

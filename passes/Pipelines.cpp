@@ -20,6 +20,7 @@ void buildTilePipeline(OpPassManager &pm, const TilePipelineOptions &options) {
   AttnTileOptions tile;
   tile.blockM = options.blockM;
   tile.blockN = options.blockN;
+  tile.sequenceLengths = options.sequenceLengths;
   pm.addPass(createAttnTile(tile));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

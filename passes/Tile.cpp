@@ -17,6 +17,12 @@
 //           online softmax (m, l, alpha), acc = alpha acc + p v
 //       o <- acc / l, lse <- m + log l
 //
+// A per-sequence kernel (ragged or paged storage, or sequence-lengths) takes the
+// sequence arguments after the offsets; each grid item then works in its
+// sequence's logical indices (lengths, q_offset_b, positions) and only the tile
+// loads and stores see where the rows lie (a row base for ragged buffers, the page
+// table for paged ones). Items past their sequence's last query block do nothing.
+//
 // With a block list (kv_list_*) whose blocks the tiles match, the key blocks are the
 // listed ones instead of the ranges. Back ends lower attn.for_kv_blocks through
 // passes/KvSchedule.h, the one implementation of the schedule.
@@ -58,10 +64,30 @@ MemRefType contiguousType(RankedTensorType t) {
   return MemRefType::get(t.getShape(), t.getElementType());
 }
 
+/// The physical buffer of a logical [B, H, S, D] tensor under `storage`: ragged
+/// [total, H, D], paged [pages, page_size, H, D], padded as it is.
+MemRefType storedType(RankedTensorType t, Storage storage) {
+  MLIRContext *ctx = t.getContext();
+  int64_t dyn = ShapedType::kDynamic;
+  SmallVector<int64_t> shape;
+  if (storage == Storage::ragged)
+    shape = {dyn, t.getDimSize(1), t.getDimSize(3)};
+  else if (storage == Storage::paged)
+    shape = {dyn, dyn, t.getDimSize(1), t.getDimSize(3)};
+  else
+    return stridedType(t);
+  SmallVector<int64_t> strides(shape.size(), dyn);
+  strides.back() = 1;
+  return MemRefType::get(shape, t.getElementType(), StridedLayoutAttr::get(ctx, dyn, strides));
+}
+
 class KernelBuilder {
 public:
-  KernelBuilder(AttentionOp op, int64_t bm, int64_t bn)
-      : op(op), bm(bm), bn(bn), b(op.getContext()), loc(op.getLoc()) {}
+  KernelBuilder(AttentionOp op, int64_t bm, int64_t bn, bool lengths)
+      : op(op), bm(bm), bn(bn), b(op.getContext()), loc(op.getLoc()),
+        qStorage(op.getQStorage().value_or(Storage::padded)),
+        kvStorage(op.getKvStorage().value_or(Storage::padded)),
+        perSequence(lengths || qStorage != Storage::padded || kvStorage != Storage::padded) {}
 
   LogicalResult build(func::FuncOp oldFunc);
 
@@ -75,6 +101,8 @@ private:
   }
 
   void buildGridBody(Block *body);
+  void readSequence();
+  Value viewRows(Value buffer, Storage storage);
   void processTile(Value kb, Value cls);
   void schedule();
 
@@ -82,6 +110,14 @@ private:
   int64_t bm, bn;
   OpBuilder b;
   Location loc;
+  Storage qStorage, kvStorage;
+  bool perSequence;
+  // The sequence arguments (per-sequence kernels) and the row views of ragged and
+  // paged buffers as [1, H, rows, D].
+  Value qLens, cuQ, kvLens, cuKv, pageTable, offsetFromLengths, maxSeqQ;
+  Value qView, kView, vView, oView, lseView;
+  // Per grid item: where its sequence's rows are, and its q_offset.
+  Value qBatch, kvBatch, qRow0, kvRow0, seqQOffset, pageRow, pageSize;
   IRMapping inputs; // L1 tensors -> kernel buffers
 
   // Kernel arguments and per-grid-item values.
@@ -97,14 +133,30 @@ LogicalResult KernelBuilder::build(func::FuncOp oldFunc) {
   auto kType = cast<RankedTensorType>(op.getK().getType());
   auto vType = cast<RankedTensorType>(op.getV().getType());
   auto oType = cast<RankedTensorType>(op.getO().getType());
-  SmallVector<Type> argTypes{stridedType(qType), stridedType(kType), stridedType(vType)};
+  SmallVector<Type> argTypes{storedType(qType, qStorage), storedType(kType, kvStorage),
+                             storedType(vType, kvStorage)};
   for (Value in : op.getInputs())
     argTypes.push_back(contiguousType(cast<RankedTensorType>(in.getType())));
-  argTypes.push_back(stridedType(oType));
-  if (Value l1Lse = op.getLse())
-    argTypes.push_back(contiguousType(cast<RankedTensorType>(l1Lse.getType())));
+  argTypes.push_back(storedType(oType, qStorage));
+  if (Value l1Lse = op.getLse()) {
+    auto lseType = cast<RankedTensorType>(l1Lse.getType());
+    argTypes.push_back(qStorage == Storage::ragged
+                           ? MemRefType::get({ShapedType::kDynamic, lseType.getDimSize(1)},
+                                             lseType.getElementType())
+                           : contiguousType(lseType));
+  }
   argTypes.push_back(b.getI64Type());
   argTypes.push_back(b.getI64Type());
+  auto lensType = MemRefType::get({ShapedType::kDynamic}, b.getI32Type());
+  if (perSequence) {
+    argTypes.push_back(lensType); // q_lens or cu_seqlens_q
+    if (kvStorage == Storage::paged)
+      argTypes.push_back(
+          MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, b.getI32Type()));
+    argTypes.push_back(lensType); // kv_lens or cu_seqlens_kv
+    argTypes.push_back(b.getI64Type());
+    argTypes.push_back(b.getI64Type());
+  }
 
   b.setInsertionPoint(oldFunc);
   auto func = func::FuncOp::create(b, oldFunc.getLoc(), oldFunc.getName(),
@@ -113,6 +165,8 @@ LogicalResult KernelBuilder::build(func::FuncOp oldFunc) {
   func->setAttr("attn.block", b.getDenseI64ArrayAttr({bm, bn}));
   // Back ends name the inputs in their ABI (the NVIDIA kernel's "input:<name>").
   func->setAttr("attn.input_names", op.getInputNamesAttr());
+  if (perSequence)
+    func->setAttr("attn.sequences", b.getUnitAttr());
   Block *entry = func.addEntryBlock();
   b.setInsertionPointToStart(entry);
   unsigned a = 0;
@@ -128,13 +182,37 @@ LogicalResult KernelBuilder::build(func::FuncOp oldFunc) {
     lse = entry->getArgument(a++);
   qOffset = entry->getArgument(a++);
   kvOffset = entry->getArgument(a++);
+  if (perSequence) {
+    (qStorage == Storage::ragged ? cuQ : qLens) = entry->getArgument(a++);
+    if (kvStorage == Storage::paged)
+      pageTable = entry->getArgument(a++);
+    (kvStorage == Storage::ragged ? cuKv : kvLens) = entry->getArgument(a++);
+    offsetFromLengths = entry->getArgument(a++);
+    maxSeqQ = entry->getArgument(a++);
+  }
 
-  Value batch = memref::DimOp::create(b, loc, q, 0);
-  seqQ = memref::DimOp::create(b, loc, q, 2);
-  seqKv = memref::DimOp::create(b, loc, k, 2);
-  seqQ64 = toI64(seqQ);
-  seqKv64 = toI64(seqKv);
-  Value qBlocks = arith::CeilDivUIOp::create(b, loc, seqQ, idx(bm));
+  Value batch, qBlocks;
+  if (!perSequence) {
+    batch = memref::DimOp::create(b, loc, q, 0);
+    seqQ = memref::DimOp::create(b, loc, q, 2);
+    seqKv = memref::DimOp::create(b, loc, k, 2);
+    seqQ64 = toI64(seqQ);
+    seqKv64 = toI64(seqKv);
+    qBlocks = arith::CeilDivUIOp::create(b, loc, seqQ, idx(bm));
+  } else {
+    // The batch: cu_seqlens has B + 1 entries, a page table B rows, a padded buffer B.
+    batch = qStorage == Storage::ragged
+                ? arith::SubIOp::create(b, loc, memref::DimOp::create(b, loc, cuQ, 0), idx(1))
+                      .getResult()
+                : memref::DimOp::create(b, loc, q, 0).getResult();
+    qBlocks = arith::CeilDivUIOp::create(b, loc, toIndex(maxSeqQ), idx(bm));
+    qView = viewRows(q, qStorage);
+    oView = viewRows(o, qStorage);
+    kView = viewRows(k, kvStorage);
+    vView = viewRows(v, kvStorage);
+    if (lse)
+      lseView = viewRows(lse, qStorage);
+  }
   auto grid = GridOp::create(b, loc, batch, idx(op.getHeadsQ()), qBlocks, bm, bn);
   Block *body = new Block();
   grid.getBody().push_back(body);
@@ -149,6 +227,111 @@ LogicalResult KernelBuilder::build(func::FuncOp oldFunc) {
   return success();
 }
 
+/// A ragged [total, H, D] or paged [pages, page_size, H, D] buffer as the rows of one
+/// [1, H, rows, D] tensor (lse: [total, H] as [1, H, total]), so that the tile ops
+/// address sequence rows by a row index. Pages must lie page_size rows apart (the
+/// caller's contiguity rule for paged caches). Padded buffers are returned as they are.
+Value KernelBuilder::viewRows(Value buffer, Storage storage) {
+  if (storage == Storage::padded)
+    return buffer;
+  auto type = cast<MemRefType>(buffer.getType());
+  auto meta = memref::ExtractStridedMetadataOp::create(b, loc, buffer);
+  auto sizes = meta.getSizes();
+  auto strides = meta.getStrides();
+  OpFoldResult one = b.getIndexAttr(1);
+  SmallVector<OpFoldResult> newSizes, newStrides;
+  SmallVector<int64_t> shape;
+  int64_t dyn = ShapedType::kDynamic;
+  // Head counts and head dims are static in the type: static sizes in the view too.
+  auto fixed = [&](int64_t n) -> OpFoldResult { return b.getIndexAttr(n); };
+  if (type.getRank() == 2) { // lse [total, H]
+    newSizes = {one, fixed(type.getDimSize(1)), sizes[0]};
+    newStrides = {strides[0], strides[1], strides[0]};
+    shape = {1, type.getDimSize(1), dyn};
+  } else if (storage == Storage::ragged) { // [total, H, D]
+    newSizes = {one, fixed(type.getDimSize(1)), sizes[0], fixed(type.getDimSize(2))};
+    newStrides = {strides[0], strides[1], strides[0], one};
+    shape = {1, type.getDimSize(1), dyn, type.getDimSize(2)};
+  } else { // paged [pages, page_size, H, D]: rows pages x page_size
+    Value rows = arith::MulIOp::create(b, loc, sizes[0], sizes[1]);
+    newSizes = {one, fixed(type.getDimSize(2)), rows, fixed(type.getDimSize(3))};
+    newStrides = {strides[1], strides[2], strides[1], one};
+    shape = {1, type.getDimSize(2), dyn, type.getDimSize(3)};
+  }
+  SmallVector<int64_t> layout(shape.size(), dyn);
+  if (type.getRank() != 2)
+    layout.back() = 1;
+  auto viewType = MemRefType::get(shape, type.getElementType(),
+                                  StridedLayoutAttr::get(b.getContext(), dyn, layout));
+  return memref::ReinterpretCastOp::create(b, loc, viewType, meta.getBaseBuffer(),
+                                           meta.getConstifiedMixedOffset(), newSizes,
+                                           newStrides);
+}
+
+/// The grid item's sequence: its lengths (seqQ, seqKv), where its rows are (the
+/// batch index and row base of each buffer) and its q_offset. Lengths are clamped to
+/// what the buffers hold (the callers check them; a kernel never reads past them).
+void KernelBuilder::readSequence() {
+  auto loadIndex = [&](Value lens, Value at) -> Value {
+    Value x = memref::LoadOp::create(b, loc, lens, ValueRange{at});
+    return arith::MaxSIOp::create(b, loc, toIndex(x), idx(0));
+  };
+  // An optional length: lens[b] when lens is not empty, else `full`, at most `full`.
+  auto optionalLength = [&](Value lens, Value full) -> Value {
+    Value given = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne,
+                                        memref::DimOp::create(b, loc, lens, 0), idx(0));
+    auto ifGiven = scf::IfOp::create(b, loc, b.getIndexType(), given, /*withElse=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(ifGiven.thenBlock());
+    scf::YieldOp::create(b, loc, arith::MinSIOp::create(b, loc, loadIndex(lens, bIdx), full).getResult());
+    b.setInsertionPointToStart(ifGiven.elseBlock());
+    scf::YieldOp::create(b, loc, full);
+    return ifGiven.getResult(0);
+  };
+  Value next = arith::AddIOp::create(b, loc, bIdx, idx(1));
+  if (qStorage == Storage::ragged) {
+    qRow0 = loadIndex(cuQ, bIdx);
+    Value end = arith::MinSIOp::create(b, loc, loadIndex(cuQ, next),
+                                       memref::DimOp::create(b, loc, q, 0));
+    seqQ = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, end, qRow0), idx(0));
+    qBatch = idx(0);
+  } else {
+    qRow0 = idx(0);
+    seqQ = optionalLength(qLens, memref::DimOp::create(b, loc, q, 2));
+    qBatch = bIdx;
+  }
+  if (kvStorage == Storage::ragged) {
+    kvRow0 = loadIndex(cuKv, bIdx);
+    Value end = arith::MinSIOp::create(b, loc, loadIndex(cuKv, next),
+                                       memref::DimOp::create(b, loc, k, 0));
+    seqKv = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, end, kvRow0), idx(0));
+    kvBatch = idx(0);
+  } else if (kvStorage == Storage::paged) {
+    kvRow0 = idx(0);
+    kvBatch = idx(0);
+    pageSize = memref::DimOp::create(b, loc, k, 1);
+    Value pages = memref::DimOp::create(b, loc, pageTable, 1);
+    Value capacity = arith::MulIOp::create(b, loc, pages, pageSize);
+    seqKv = arith::MinSIOp::create(b, loc, loadIndex(kvLens, bIdx), capacity);
+    // This sequence's row of the page table.
+    auto rowType = MemRefType::get({ShapedType::kDynamic}, b.getI32Type(),
+                                   StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, {1}));
+    pageRow = memref::SubViewOp::create(
+        b, loc, rowType, pageTable, ArrayRef<OpFoldResult>{bIdx, b.getIndexAttr(0)},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1), pages},
+        ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+  } else {
+    kvRow0 = idx(0);
+    kvBatch = bIdx;
+    seqKv = optionalLength(kvLens, memref::DimOp::create(b, loc, k, 2));
+  }
+  seqQ64 = toI64(seqQ);
+  seqKv64 = toI64(seqKv);
+  Value fromLengths = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ne, offsetFromLengths, i64(0));
+  Value own = arith::AddIOp::create(b, loc, qOffset, arith::SubIOp::create(b, loc, seqKv64, seqQ64));
+  seqQOffset = arith::SelectOp::create(b, loc, fromLengths, own, qOffset);
+}
+
 void KernelBuilder::buildGridBody(Block *body) {
   bIdx = body->getArgument(0);
   hIdx = body->getArgument(1);
@@ -158,9 +341,28 @@ void KernelBuilder::buildGridBody(Block *body) {
   b64 = toI64(bIdx);
   h64 = toI64(hIdx);
   qLo = arith::MulIOp::create(b, loc, qb, idx(bm));
+  std::optional<OpBuilder::InsertionGuard> inSequence;
+  if (perSequence) {
+    readSequence();
+    // The batch's longest sequence sets the grid; a shorter one's extra items stop.
+    Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, qLo, seqQ);
+    auto ifInside = scf::IfOp::create(b, loc, inside, /*withElseRegion=*/false);
+    inSequence.emplace(b);
+    b.setInsertionPointToStart(ifInside.thenBlock());
+  } else {
+    qBatch = kvBatch = bIdx;
+    qRow0 = kvRow0 = idx(0);
+    seqQOffset = qOffset;
+    qView = q;
+    kView = k;
+    vView = v;
+    oView = o;
+    lseView = lse;
+  }
   qRows = arith::MinUIOp::create(b, loc, idx(bm), arith::SubIOp::create(b, loc, seqQ, qLo));
   qLo64 = toI64(qLo);
   qHi64 = toI64(arith::AddIOp::create(b, loc, qLo, qRows));
+  Value qRow = arith::AddIOp::create(b, loc, qRow0, qLo);
 
   int64_t d = op.getHeadDim(), dv = op.getHeadDimV();
   qt = tile({bm, d});
@@ -168,9 +370,12 @@ void KernelBuilder::buildGridBody(Block *body) {
   vt = tile({bn, dv});
   s = tile({bm, bn});
   acc = tile({bm, dv});
-  auto qLoad = LoadTileOp::create(b, loc, q, bIdx, hIdx, qLo, qRows, qt,
-                                  op.getQRope() ? qOffset : Value(), op.getQRopeAttr());
-  (void)qLoad;
+  // RoPE rotates row x of the buffer at position x + (q_offset_b - row base).
+  Value qPositions;
+  if (op.getQRope())
+    qPositions = perSequence ? arith::SubIOp::create(b, loc, seqQOffset, toI64(qRow0)).getResult()
+                             : qOffset;
+  LoadTileOp::create(b, loc, qView, qBatch, hIdx, qRow, qRows, qt, qPositions, op.getQRopeAttr());
   FillTileOp::create(b, loc, acc, b.getF32FloatAttr(0.0f));
   if (op.getNormalizer() == Normalizer::softmax) {
     m = tile({bm});
@@ -183,11 +388,11 @@ void KernelBuilder::buildGridBody(Block *body) {
   schedule();
 
   if (op.getNormalizer() == Normalizer::softmax) {
-    StoreTileOp::create(b, loc, acc, l, o, bIdx, hIdx, qLo, qRows);
-    if (lse)
-      StoreLseOp::create(b, loc, m, l, lse, bIdx, hIdx, qLo, qRows, op.getSoftmaxBase2());
+    StoreTileOp::create(b, loc, acc, l, oView, qBatch, hIdx, qRow, qRows);
+    if (lseView)
+      StoreLseOp::create(b, loc, m, l, lseView, qBatch, hIdx, qRow, qRows, op.getSoftmaxBase2());
   } else {
-    StoreTileOp::create(b, loc, acc, Value(), o, bIdx, hIdx, qLo, qRows);
+    StoreTileOp::create(b, loc, acc, Value(), oView, qBatch, hIdx, qRow, qRows);
   }
 }
 
@@ -196,9 +401,15 @@ void KernelBuilder::buildGridBody(Block *body) {
 void KernelBuilder::processTile(Value kb, Value cls) {
   Value kvLo = arith::MulIOp::create(b, loc, kb, idx(bn));
   Value kvRows = arith::MinUIOp::create(b, loc, idx(bn), arith::SubIOp::create(b, loc, seqKv, kvLo));
-  LoadTileOp::create(b, loc, k, bIdx, hkIdx, kvLo, kvRows, kt,
-                     op.getKRope() ? kvOffset : Value(), op.getKRopeAttr());
-  LoadTileOp::create(b, loc, v, bIdx, hkIdx, kvLo, kvRows, vt, Value(), RopeAttr());
+  Value kvRow = arith::AddIOp::create(b, loc, kvRow0, kvLo);
+  Value kPositions;
+  if (op.getKRope())
+    kPositions = perSequence ? arith::SubIOp::create(b, loc, kvOffset, toI64(kvRow0)).getResult()
+                             : kvOffset;
+  LoadTileOp::create(b, loc, kView, kvBatch, hkIdx, kvRow, kvRows, kt, kPositions, pageRow,
+                     pageSize, op.getKRopeAttr());
+  LoadTileOp::create(b, loc, vView, kvBatch, hkIdx, kvRow, kvRows, vt, Value(), pageRow,
+                     pageSize, RopeAttr());
   QkTileOp::create(b, loc, qt, kt, s, op.getScaleAttr());
 
   Value kvLo64 = toI64(kvLo);
@@ -207,7 +418,7 @@ void KernelBuilder::processTile(Value kb, Value cls) {
                                      arith::ConstantIntOp::create(b, loc, kFull, 32));
   Value unmasked = arith::AndIOp::create(b, loc, whole, full);
   auto epilogue = [&](bool masked) {
-    auto score = ScoreTileOp::create(b, loc, s, b64, h64, qLo64, kvLo64, qOffset,
+    auto score = ScoreTileOp::create(b, loc, s, b64, h64, qLo64, kvLo64, seqQOffset,
                                      kvOffset, seqQ64, seqKv64, inputBuffers, masked);
     IRMapping mapping = inputs;
     {
@@ -252,7 +463,7 @@ void KernelBuilder::processTile(Value kb, Value cls) {
 /// list) and tile_class, with processTile as its body.
 void KernelBuilder::schedule() {
   auto loop = createKvBlockLoop(b, loc, op, inputs, b64, ValueRange{h64}, qLo64, qHi64,
-                                qOffset, kvOffset, seqQ64, seqKv64,
+                                seqQOffset, kvOffset, seqQ64, seqKv64,
                                 kvListFor(op, inputBuffers, bm, bn), bn);
   OpBuilder::InsertionGuard guard(b);
   Block *body = b.createBlock(&loop.getBody(), {}, {b.getI64Type(), b.getI32Type()}, {loc, loc});
@@ -292,7 +503,7 @@ struct TilePass : public mlir::attn::impl::AttnTileBase<TilePass> {
           op.emitError("attn-tile: extra inputs must be function arguments");
           return signalPassFailure();
         }
-      KernelBuilder builder(op, blockM, blockN);
+      KernelBuilder builder(op, blockM, blockN, sequenceLengths);
       if (failed(builder.build(func)))
         return signalPassFailure();
     }

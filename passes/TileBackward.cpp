@@ -709,6 +709,11 @@ struct TileBackwardPass : public mlir::attn::impl::AttnTileBackwardBase<TileBack
                      "missing)");
         return signalPassFailure();
       }
+      if (op.getQStorage() || op.getKvStorage()) {
+        op.emitError("attn-tile-backward: the backward over ragged or paged storage is not "
+                     "built yet (padded batches only)");
+        return signalPassFailure();
+      }
       if (op.getSoftmaxBase2()) {
         op.emitError("attn-tile-backward: the backward works in natural-log units (run "
                      "attn-fuse with base2=false)");

@@ -327,7 +327,7 @@ private:
     checkKeys(root, "",
               {"$schema", "name", "description", "heads_q", "heads_kv", "head_dim",
                "head_dim_v", "dtype", "scale", "align", "q_offset", "kv_offset",
-               "inputs", "params", "mask", "score", "normalizer", "rope", "outputs"});
+               "storage", "inputs", "params", "mask", "score", "normalizer", "rope", "outputs"});
     if (const json *s = find(root, "$schema"))
       string(*s, "/$schema");
     info.name = find(root, "name") ? string(root["name"], "/name") : "attention";
@@ -355,6 +355,7 @@ private:
       info.qOffset = integer(*o, "/q_offset", -kMaxPosition, kMaxPosition);
     if (const json *o = find(root, "kv_offset"))
       info.kvOffset = integer(*o, "/kv_offset", -kMaxPosition, kMaxPosition);
+    readStorage();
     readInputs();
     readParams();
     readNormalizer();
@@ -473,6 +474,21 @@ private:
     }
   }
 
+  /// `"storage": {"q": ..., "kv": ...}`: how a call's buffers hold the batch. Every
+  /// combination is a valid spec; the back ends that do not build one say so when
+  /// compiling.
+  void readStorage() {
+    const json *st = find(root, "storage");
+    if (!st)
+      return;
+    object(*st, "/storage");
+    checkKeys(*st, "/storage", {"q", "kv"});
+    if (const json *q = find(*st, "q"))
+      info.qStorage = oneOf(*q, "/storage/q", {"padded", "ragged"});
+    if (const json *kv = find(*st, "kv"))
+      info.kvStorage = oneOf(*kv, "/storage/kv", {"padded", "ragged", "paged"});
+  }
+
   void readNormalizer() {
     info.normalizer = "softmax";
     const json *n = find(root, "normalizer");
@@ -546,6 +562,14 @@ private:
   //===--------------------------------------------------------------------===//
   // Building the function
   //===--------------------------------------------------------------------===//
+
+  /// The op's storage attribute: absent for padded (today's behaviour).
+  attn::StorageAttr storageAttr(const std::string &s) {
+    if (s == "padded")
+      return {};
+    return attn::StorageAttr::get(&ctx, s == "ragged" ? attn::Storage::ragged
+                                                      : attn::Storage::paged);
+  }
 
   Type elementType() {
     std::string d = options.dtypeOverride.value_or(info.dtype);
@@ -658,7 +682,8 @@ private:
         builder.getArrayAttr(names), builder.getArrayAttr(dims),
         /*q_rope=*/attn::RopeAttr(), /*k_rope=*/attn::RopeAttr(),
         /*softmax_base2=*/UnitAttr(), /*kv_list_input=*/IntegerAttr(),
-        /*kv_list_block=*/DenseI64ArrayAttr());
+        /*kv_list_block=*/DenseI64ArrayAttr(),
+        storageAttr(info.qStorage), storageAttr(info.kvStorage));
     attention = op;
     buildMask(op, loc);
     buildScore(op, loc);

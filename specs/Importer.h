@@ -54,6 +54,8 @@ struct SpecInfo {
   std::string normalizer;     // "softmax" | "sigmoid" | "relu"
   bool lse = false;
   bool rope = false;
+  /// "storage": "padded" | "ragged" (q), "padded" | "ragged" | "paged" (kv).
+  std::string qStorage = "padded", kvStorage = "padded";
   std::string maskSummary;    // human-readable, for `attnc explain`
   std::string scoreSummary;
   std::string functionName;

@@ -233,6 +233,7 @@ rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
       d.items = k.items;
       d.serialGrids = k.serialGrids;
       d.lse = k.lse;
+      d.sequences = k.sequences;
       return d;
     };
     out.forward = kernel(h.library.forward);

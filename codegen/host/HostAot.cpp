@@ -51,7 +51,8 @@ FailureOr<HostLibrary> compileHostLibrary(ModuleOp l1, int64_t blockM, int64_t b
   FailureOr<HostProgram> forward = lowerHostProgram(l1, options, "attn_host_forward");
   if (failed(forward))
     return failure();
-  lib.forward = {forward->entry, forward->items, forward->serialGrids, forward->lse};
+  lib.forward = {forward->entry, forward->items, forward->serialGrids, forward->lse,
+                 forward->sequences};
   // The backward is part of the variant when it compiles; a spec whose backward the
   // compiler refuses still gets its forward (the runtime says why at a backward call).
   options.backward = true;
@@ -63,7 +64,8 @@ FailureOr<HostLibrary> compileHostLibrary(ModuleOp l1, int64_t blockM, int64_t b
       lib.backwardError = quiet.message("the backward does not compile");
   }
   if (succeeded(backward))
-    lib.backward = {backward->entry, backward->items, backward->serialGrids, backward->lse};
+    lib.backward = {backward->entry, backward->items, backward->serialGrids, backward->lse,
+                    backward->sequences};
 
   initHostTarget();
   registerBuiltinDialectTranslation(*ctx);

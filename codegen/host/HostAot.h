@@ -28,6 +28,7 @@ struct HostLibraryKernel {
   std::string entry, items;
   std::vector<int64_t> serialGrids;
   bool lse = false;
+  bool sequences = false; // takes the per-sequence arguments (HostProgram::sequences)
 };
 
 struct HostLibrary {

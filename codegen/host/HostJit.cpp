@@ -51,6 +51,7 @@ struct HostKernel::Impl {
   std::vector<int64_t> serialGrids;
   bool lse = false;
   bool backward = false;
+  bool sequences = false;
   int threads = 0;
 };
 
@@ -140,6 +141,9 @@ FailureOr<HostProgram> lowerHostProgram(ModuleOp l1, const HostCompileOptions &o
   attn::TilePipelineOptions tile;
   tile.blockM = options.blockM;
   tile.blockN = options.blockN;
+  // Host forward kernels always take the per-sequence arguments (lengths may be
+  // given at run time whatever the storage).
+  tile.sequenceLengths = !options.backward;
   if (options.backward)
     attn::buildBackwardTilePipeline(pm, tile);
   else
@@ -157,6 +161,7 @@ FailureOr<HostProgram> lowerHostProgram(ModuleOp l1, const HostCompileOptions &o
   });
   if (!kernel)
     return l1.emitError("the tile pipeline produced no attn.kernel function");
+  program.sequences = kernel->hasAttr("attn.sequences");
   // One name per kind of kernel: a library holds the forward and the backward.
   std::string kernelName = (entryName + "_kernel").str();
   if (failed(SymbolTable::replaceAllSymbolUses(kernel, StringAttr::get(ctx, kernelName), module)))
@@ -256,6 +261,7 @@ FailureOr<std::unique_ptr<HostKernel>> HostKernel::compile(ModuleOp l1,
   impl->lse = program->lse;
   impl->backward = options.backward;
   impl->serialGrids = program->serialGrids;
+  impl->sequences = program->sequences;
   impl->threads = options.threads;
   auto t1 = std::chrono::steady_clock::now();
 
@@ -329,22 +335,52 @@ struct Buffer {
 };
 
 /// Calls the kernel on `buffers` (its memref arguments, in order) and the call's
-/// offsets.
-LogicalResult invoke(HostKernel::Impl &impl, attn::AttentionOp op, std::vector<Buffer> &buffers,
-                     const BoundCall &call) {
-  (void)op;
-  std::vector<rt::MemrefDescriptor> descriptors;
+/// offsets; a per-sequence kernel also gets `sequence` (its sequence buffers) and
+/// the call's q_offset rule and longest query.
+LogicalResult invoke(HostKernel::Impl &impl, std::vector<Buffer> &buffers,
+                     const BoundCall &call, std::vector<Buffer> *sequence = nullptr) {
+  std::vector<rt::MemrefDescriptor> descriptors, seqDescriptors;
   descriptors.reserve(buffers.size());
   for (Buffer &b : buffers)
     descriptors.emplace_back(b.data(), b.shape);
   int64_t qOffset = call.qOffset, kvOffset = call.kvOffset;
+  int64_t fromLengths = call.qOffsetFromLengths, maxSeqQ = call.maxSeqQ;
   std::vector<void *> args;
   for (rt::MemrefDescriptor &d : descriptors)
     args.push_back(d.get());
   args.push_back(&qOffset);
   args.push_back(&kvOffset);
+  if (sequence) {
+    seqDescriptors.reserve(sequence->size());
+    for (Buffer &b : *sequence)
+      seqDescriptors.emplace_back(b.data(), b.shape);
+    for (rt::MemrefDescriptor &d : seqDescriptors)
+      args.push_back(d.get());
+    args.push_back(&fromLengths);
+    args.push_back(&maxSeqQ);
+  }
   runHostProgram(impl.entry, impl.items, impl.serialGrids, args, impl.threads);
   return success();
+}
+
+/// The sequence buffers of a per-sequence kernel for `call`: q's (cu_seqlens_q or
+/// q_lens), the page table when paged, k/v's (cu_seqlens_kv or kv_lens); an absent
+/// length is an empty buffer.
+std::vector<Buffer> sequenceBuffers(const AttentionArgs &args, const BoundCall &call) {
+  auto orEmpty = [](const std::optional<HostTensor> &t) {
+    if (t)
+      return Buffer(*t);
+    HostTensor empty;
+    empty.shape = {0};
+    empty.isInt = true;
+    return Buffer(empty);
+  };
+  std::vector<Buffer> out;
+  out.push_back(orEmpty(call.qStorage == "ragged" ? args.seq.cuSeqlensQ : args.seq.qLens));
+  if (call.kvStorage == "paged")
+    out.push_back(orEmpty(args.seq.pageTable));
+  out.push_back(orEmpty(call.kvStorage == "ragged" ? args.seq.cuSeqlensKv : args.seq.kvLens));
+  return out;
 }
 
 HostTensor toHost(const Buffer &b) {
@@ -364,6 +400,10 @@ FailureOr<AttentionResult> HostKernel::run(const AttentionArgs &args) {
   // Errors about the caller's arrays, not the IR: reported without a location.
   if (!bindArguments(op, args, call, error))
     return emitError(UnknownLoc::get(op.getContext()), error);
+  if (call.perSequence && !impl->sequences)
+    return emitError(UnknownLoc::get(op.getContext()),
+                     "this host kernel takes no per-sequence arguments (compiled without "
+                     "sequence lengths)");
   std::vector<Buffer> buffers;
   buffers.reserve(5 + call.inputs.size());
   buffers.emplace_back(args.q);
@@ -371,11 +411,18 @@ FailureOr<AttentionResult> HostKernel::run(const AttentionArgs &args) {
   buffers.emplace_back(args.v);
   for (const HostTensor *t : call.inputs)
     buffers.emplace_back(*t);
-  buffers.emplace_back(std::vector<int64_t>{call.batch, call.headsQ, call.seqQ, call.headDimV});
+  buffers.emplace_back(call.oShape);
   size_t oIndex = buffers.size() - 1;
-  if (impl->lse)
-    buffers.emplace_back(std::vector<int64_t>{call.batch, call.headsQ, call.seqQ});
-  if (failed(invoke(*impl, op, buffers, call)))
+  if (impl->lse) {
+    // Rows no sequence covers (past a padded sequence's q_len) keep lse = -inf.
+    buffers.emplace_back(call.lseShape);
+    std::fill(buffers.back().f.begin(), buffers.back().f.end(),
+              -std::numeric_limits<float>::infinity());
+  }
+  std::vector<Buffer> sequence;
+  if (impl->sequences)
+    sequence = sequenceBuffers(args, call);
+  if (failed(invoke(*impl, buffers, call, impl->sequences ? &sequence : nullptr)))
     return failure();
   AttentionResult result;
   result.o = toHost(buffers[oIndex]);
@@ -441,7 +488,10 @@ FailureOr<AttentionGradients> HostKernel::runBackward(const AttentionArgs &args,
   buffers.emplace_back(args.v.shape);
   for (size_t n : floatInputs)
     buffers.emplace_back(call.inputs[n]->shape);
-  if (failed(invoke(*impl, op, buffers, call)))
+  if (call.perSequence)
+    return emitError(unknown, "the backward over ragged or paged storage or per-sequence "
+                              "lengths is not built yet (padded batches only)");
+  if (failed(invoke(*impl, buffers, call)))
     return failure();
   AttentionGradients grads;
   grads.dq = toHost(buffers[dqIndex]);

@@ -33,6 +33,10 @@ struct HostProgram {
   /// The forward: whether it writes lse (an argument after o). The backward: whether
   /// it reads the forward's lse (softmax).
   bool lse = false;
+  /// The kernel takes the per-sequence arguments after the offsets (attn-tile's
+  /// sequence-lengths; every host forward): the sequence buffers, then
+  /// q_offset_from_lengths and max_seq_q (int64).
+  bool sequences = false;
 };
 
 /// L1 (`l1` is cloned) -> the tile pipeline (forward or backward per `options`) ->

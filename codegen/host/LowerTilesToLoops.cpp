@@ -257,6 +257,24 @@ void lowerLoad(LoadTileOp op) {
   e.loop(e.idx(0), e.idx(rows), [&](Value r) {
     Value inside = e.cmpi(P::ult, r, op.getValidRows());
     Value row = arith::AddIOp::create(b, op.getLoc(), op.getRow(), r);
+    if (Value table = op.getPageTable()) {
+      // Paged: the row's page id from the table (read only for rows inside, whose
+      // page index the caller bounds by the table's width), and the row of the
+      // cache it names; an id outside [0, pages) reads zeros.
+      Location loc = op.getLoc();
+      Value ps = op.getPageSize();
+      Value slot = arith::RemUIOp::create(b, loc, row, ps);
+      Value pageIndex = arith::DivUIOp::create(b, loc, row, ps);
+      Value readable = e.andi(inside, e.cmpi(P::ult, pageIndex,
+                                             memref::DimOp::create(b, loc, table, 0)));
+      Value page = e.ifElse(readable, b.getIndexType(), [&] {
+        return e.toIndex(e.load(table, {pageIndex}));
+      }, e.idx(-1));
+      Value pages = arith::DivUIOp::create(b, loc, memref::DimOp::create(b, loc, src, 2), ps);
+      // ult against the page count also refuses negative ids (huge as unsigned).
+      inside = e.andi(readable, e.cmpi(P::ult, page, pages));
+      row = arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, page, ps), slot);
+    }
     e.loop(e.idx(0), e.idx(width), [&](Value d) {
       Value x = e.ifElse(inside, b.getF32Type(), [&] {
         return e.toF32(e.load(src, {op.getBatch(), op.getHead(), row, d}));
@@ -264,7 +282,8 @@ void lowerLoad(LoadTileOp op) {
       e.store(x, tile, {r, d});
     });
     if (RopeAttr rope = op.getRopeAttr())
-      rotateTileRow(e, tile, r, e.toI64(row), op.getPositionOffset(), rope, /*transpose=*/false);
+      rotateTileRow(e, tile, r, e.toI64(arith::AddIOp::create(b, op.getLoc(), op.getRow(), r)),
+                    op.getPositionOffset(), rope, /*transpose=*/false);
   });
   op.erase();
 }

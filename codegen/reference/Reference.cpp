@@ -295,6 +295,22 @@ FailureOr<AttentionResult> runReference(ModuleOp module, const AttentionArgs &ar
   const BoundCall &call = p.call;
   attn::AttentionOp op = p.op;
   AttentionResult result;
+  if (call.perSequence) {
+    // Ragged and paged storage, per-sequence lengths: by definition (PATTERNS.md),
+    // each sequence gathered into dense tensors of its own lengths and run alone.
+    allocateOutputs(call, static_cast<bool>(op.getLse()), result.o, result.lse);
+    for (int64_t b = 0; b < call.batch; ++b) {
+      if (call.sequences[size_t(b)].qLen == 0)
+        continue;
+      FailureOr<AttentionResult> one = runReference(module, gatherSequence(op, args, call, b),
+                                                    threads);
+      if (failed(one))
+        return failure();
+      scatterSequence(call, b, one->o, op.getLse() ? &one->lse : nullptr, result.o,
+                      op.getLse() ? &result.lse : nullptr);
+    }
+    return result;
+  }
   result.o = HostTensor::zeros({call.batch, call.headsQ, call.seqQ, call.headDimV});
   result.lse = op.getLse() ? HostTensor::zeros({call.batch, call.headsQ, call.seqQ})
                            : HostTensor();

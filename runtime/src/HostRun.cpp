@@ -241,17 +241,35 @@ private:
   bool writeBack_ = false;
 };
 
-/// The kernel's arguments: a descriptor per staged tensor, then q_offset, kv_offset.
+/// The kernel's arguments: a descriptor per staged tensor, then q_offset, kv_offset;
+/// a per-sequence kernel (HostKernelDecl::sequences) then takes its sequence
+/// buffers, q_offset_from_lengths and max_seq_q.
 struct KernelArgs {
   std::vector<MemrefDescriptor> descriptors;
   int64_t qOffset = 0, kvOffset = 0;
+  bool sequences = false;
+  std::vector<MemrefDescriptor> sequenceDescriptors;
+  int64_t offsetFromLengths = 0, maxSeqQ = 0;
   std::vector<void *> pointers() {
     std::vector<void *> out;
     for (MemrefDescriptor &d : descriptors)
       out.push_back(d.get());
     out.push_back(&qOffset);
     out.push_back(&kvOffset);
+    if (sequences) {
+      for (MemrefDescriptor &d : sequenceDescriptors)
+        out.push_back(d.get());
+      out.push_back(&offsetFromLengths);
+      out.push_back(&maxSeqQ);
+    }
     return out;
+  }
+  /// A padded call: every sequence has the buffers' lengths (empty length buffers).
+  void paddedSequences(int64_t seqQ) {
+    sequences = true;
+    sequenceDescriptors.emplace_back(nullptr, std::vector<int64_t>{0});
+    sequenceDescriptors.emplace_back(nullptr, std::vector<int64_t>{0});
+    maxSeqQ = seqQ;
   }
 };
 
@@ -294,6 +312,8 @@ void runHostForward(const HostVariant &v, const HostLibraries::Entries &e, const
   if (v.forward.lse)
     args.descriptors.emplace_back(lse.data(), lse.shape());
   args.qOffset = c.qOffset, args.kvOffset = c.kvOffset;
+  if (v.forward.sequences)
+    args.paddedSequences(c.seqQ);
   run(e.forward, e.forwardItems, v.forward.serialGrids, args, threads);
   o.finish();
   lse.finish();

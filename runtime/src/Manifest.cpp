@@ -525,6 +525,8 @@ HostKernelDecl readHostKernel(const Reader &r, const Json &v, const std::string 
   for (size_t i = 0; i < serial.size(); ++i)
     k.serialGrids.push_back(r.integer(serial[i], path + "/serial_grids/" + std::to_string(i), 0));
   k.lse = r.boolean(v, path, "lse");
+  if (v.contains("sequences"))
+    k.sequences = r.boolean(v, path, "sequences");
   return k;
 }
 
@@ -806,6 +808,8 @@ Json manifestJson(const Manifest &m) {
         serial.push_back(Json(g));
       e.set("serial_grids", serial);
       e.set("lse", k.lse);
+      if (k.sequences)
+        e.set("sequences", true);
       return e;
     };
     Json host = Json::array();

@@ -114,6 +114,9 @@ struct HostKernelDecl {
   std::string entry, items;
   std::vector<int64_t> serialGrids;
   bool lse = false;
+  /// The entry takes the per-sequence arguments after the offsets (the sequence
+  /// buffers, q_offset_from_lengths, max_seq_q): "sequences" in the manifest.
+  bool sequences = false;
 };
 
 /// A host (CPU) variant (`attnc compile --arch host`): the tiled kernels compiled

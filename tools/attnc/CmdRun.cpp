@@ -17,6 +17,19 @@
 
 namespace attune::attnc {
 
+/// [a, b, c, d] -> [a, c, b, d]: between the bshd files and the logical bhsd tensors.
+static HostTensor swapAxes12(const HostTensor &t) {
+  HostTensor r = t;
+  int64_t a = t.shape[0], b = t.shape[1], c = t.shape[2], d = t.shape[3];
+  r.shape = {a, c, b, d};
+  for (int64_t i = 0; i < a; ++i)
+    for (int64_t j = 0; j < b; ++j)
+      for (int64_t k = 0; k < c; ++k)
+        for (int64_t x = 0; x < d; ++x)
+          r.data[size_t(((i * c + k) * b + j) * d + x)] = t.data[size_t(((i * b + j) * c + k) * d + x)];
+  return r;
+}
+
 static HostTensor readTensor(const std::string &what, const std::string &path) {
   HostTensor t;
   std::string error;
@@ -198,8 +211,9 @@ int cmdRun(int argc, char **argv) {
   Options opts(argc, argv, 2,
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
                 "block-m", "block-n", "bundle", "arch", "configs", "variant", "num-splits",
-                "layout", "pad", "do", "dq", "dk", "dv", "dlse"},
-               {"timing", "pack-gqa", "wgmma"}, {"input", "dinput"});
+                "layout", "pad", "do", "dq", "dk", "dv", "dlse", "cu-seqlens-q",
+                "cu-seqlens-kv", "page-table", "kv-lens", "q-lens"},
+               {"timing", "pack-gqa", "wgmma", "validate"}, {"input", "dinput"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
   std::string backend = opts.require("backend");
@@ -214,9 +228,10 @@ int cmdRun(int argc, char **argv) {
   if (layout != "bhsd" && layout != "bshd")
     throw Failure{"--layout must be bhsd or bshd, got '" + layout + "'", 2};
   std::optional<int64_t> pad = opts.getInt("pad", 0, 1 << 20);
-  if ((opts.get("layout") || pad) && backend != "gpu-sim")
-    throw Failure{"--layout and --pad are for the gpu-sim backend (the tensors' layout in "
-                  "simulated device memory)", 2};
+  if (pad && backend != "gpu-sim")
+    throw Failure{"--pad is for the gpu-sim backend (the tensors' layout in simulated device "
+                  "memory)", 2};
+  bool bshd = layout == "bshd";
 
   AttentionArgs args;
   const int64_t kLimit = int64_t(1) << 40;
@@ -226,7 +241,29 @@ int cmdRun(int argc, char **argv) {
   args.q = readTensor("--q", opts.require("q"));
   args.k = readTensor("--k", opts.require("k"));
   args.v = readTensor("--v", opts.require("v"));
+  for (auto [flag, slot] : {std::pair{"cu-seqlens-q", &args.seq.cuSeqlensQ},
+                            std::pair{"cu-seqlens-kv", &args.seq.cuSeqlensKv},
+                            std::pair{"page-table", &args.seq.pageTable},
+                            std::pair{"kv-lens", &args.seq.kvLens},
+                            std::pair{"q-lens", &args.seq.qLens}})
+    if (auto path = opts.get(flag))
+      *slot = readTensor(std::string("--") + flag, *path);
+  if (bshd) {
+    // The files are [B, S, H, D]; the back ends take the logical [B, H, S, D] tensors.
+    // gpu-sim lays them out bshd again in simulated memory, and its kernels read
+    // them through their strides; the cpu JIT is handed a contiguous copy here.
+    for (auto [name, t] : {std::pair{"--q", &args.q}, std::pair{"--k", &args.k},
+                           std::pair{"--v", &args.v}}) {
+      if (t->shape.size() != 4)
+        throw Failure{std::string(name) + ": --layout bshd needs a rank-4 [B, S, H, D] "
+                      "tensor, got " + t->shapeString(), 2};
+      *t = swapAxes12(*t);
+    }
+  }
   bool backward = opts.get("do").has_value();
+  if (backward && args.seq.any())
+    throw Failure{"--do with per-sequence arguments: the backward over ragged or paged "
+                  "storage or per-sequence lengths is not built yet", 2};
   for (const char *flag : {"dq", "dk", "dv", "dlse"})
     if (!backward && opts.get(flag))
       throw Failure{std::string("--") + flag + " needs --do (the gradient of the output)", 2};
@@ -265,6 +302,8 @@ int cmdRun(int argc, char **argv) {
                   args.v.shapeString() + " (a buffer would exceed the address space)"};
   }
   checkFiniteResult(backend, args, result);
+  if (bshd && result.o.shape.size() == 4)
+    result.o = swapAxes12(result.o);
   if (out)
     writeTensor(*out, result.o);
   if (auto lse = opts.get("lse"))
@@ -282,6 +321,10 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
     if (mlir::failed(ref))
       throw Failure{diags.message("the reference failed")};
     result = std::move(*ref);
+  } else if (args.seq.any() && (backend == "gpu-sim" || backend == "gpu")) {
+    throw Failure{"--cu-seqlens-q/--cu-seqlens-kv/--page-table/--kv-lens/--q-lens run on "
+                  "--backend reference and cpu so far: the NVIDIA kernels do not take "
+                  "per-sequence storage yet", 2};
   } else if (backend == "gpu") {
     // The same argument checks as the other back ends before the GPU is looked for.
     mlir::attn::AttentionOp op;
