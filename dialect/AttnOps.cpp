@@ -601,13 +601,12 @@ LogicalResult LoadTileOp::verify() {
     return emitOpError("tile width must equal the source's last dimension");
   if (getRope() && !getPositionOffset())
     return emitOpError("rope needs a position offset");
-  if (!getPageTable() != !getPageSize())
-    return emitOpError("pages needs both the page table row and the page size");
+  if (!getPageTable() != !getPageSize() || !getPageTable() != !getPageRow())
+    return emitOpError("pages needs the page table, its row and the page size");
   if (Value table = getPageTable()) {
     auto t = cast<MemRefType>(table.getType());
-    if (t.getRank() != 1 || !t.getElementType().isInteger(32))
-      return emitOpError("page table must be a rank-1 i32 memref (one sequence's row), got ")
-             << t;
+    if (t.getRank() != 2 || !t.getElementType().isInteger(32))
+      return emitOpError("page table must be a rank-2 i32 memref [B, max_pages], got ") << t;
   }
   return success();
 }

@@ -93,26 +93,28 @@ def Attn_LoadTileOp : Attn_Op<"load_tile", [AttrSizedOperandSegments]> {
     Converts to f32. With `rope`, rotates each row r at position
     row + r + position_offset as it is read (q and k after `attn-fuse`).
 
-    With `pages(table, page_size)` (a paged KV cache seen as source [1, H, pages x
-    page_size, D]), row x = row + r is read from source row
-    table[x / page_size] * page_size + x mod page_size; a page id outside
-    [0, pages) reads zeros, never memory outside the cache.
+    With `pages(table[s], page_size)` (a paged KV cache seen as source [1, H, pages x
+    page_size, D], table the [B, max_pages] page table, s the sequence), row
+    x = row + r is read from source row table[s, x / page_size] * page_size +
+    x mod page_size; a page id outside [0, pages) reads zeros, never memory outside
+    the cache.
   }];
   let arguments = (ins AnyStridedMemRef:$source, Index:$batch, Index:$head, Index:$row,
                        Index:$valid_rows, Attn_Tile2D:$tile,
                        Optional<I64>:$position_offset, Optional<AnyMemRef>:$page_table,
-                       Optional<Index>:$page_size, OptionalAttr<Attn_RopeAttr>:$rope);
+                       Optional<Index>:$page_row, Optional<Index>:$page_size,
+                       OptionalAttr<Attn_RopeAttr>:$rope);
   let assemblyFormat = [{
     $source `[` $batch `,` $head `,` $row `]` `valid` `(` $valid_rows `)` `into` $tile
     (`positions` `(` $position_offset^ `)`)?
-    (`pages` `(` $page_table^ `:` type($page_table) `,` $page_size `)`)?
+    (`pages` `(` $page_table^ `[` $page_row `]` `:` type($page_table) `,` $page_size `)`)?
     attr-dict `:` type($source) `,` type($tile)
   }];
   let builders = [OpBuilder<(ins "Value":$source, "Value":$batch, "Value":$head,
       "Value":$row, "Value":$valid_rows, "Value":$tile, "Value":$position_offset,
       "RopeAttr":$rope), [{
     build($_builder, $_state, source, batch, head, row, valid_rows, tile, position_offset,
-          Value(), Value(), rope);
+          Value(), Value(), Value(), rope);
   }]>];
   let hasVerifier = 1;
 }

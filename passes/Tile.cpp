@@ -102,6 +102,7 @@ private:
 
   void buildGridBody(Block *body);
   void readSequence();
+  void viewInputs();
   Value viewRows(Value buffer, Storage storage);
   void processTile(Value kb, Value cls);
   void schedule();
@@ -117,7 +118,7 @@ private:
   Value qLens, cuQ, kvLens, cuKv, pageTable, offsetFromLengths, maxSeqQ;
   Value qView, kView, vView, oView, lseView;
   // Per grid item: where its sequence's rows are, and its q_offset.
-  Value qBatch, kvBatch, qRow0, kvRow0, seqQOffset, pageRow, pageSize;
+  Value qBatch, kvBatch, qRow0, kvRow0, seqQOffset, pageSize;
   IRMapping inputs; // L1 tensors -> kernel buffers
 
   // Kernel arguments and per-grid-item values.
@@ -268,6 +269,54 @@ Value KernelBuilder::viewRows(Value buffer, Storage storage) {
                                            newStrides);
 }
 
+/// The inputs as the item's sequence sees them: a dim declared Sq or Skv holds the
+/// batch's longest length, and the sequence's own is its extent (so that a read past
+/// it is out of bounds, masked, as for the sequence run alone). The regions and the
+/// block list read the views.
+void KernelBuilder::viewInputs() {
+  auto dims = op.getInputDims();
+  for (auto [n, in] : llvm::enumerate(op.getInputs())) {
+    auto decl = dims.empty() ? ArrayAttr() : dyn_cast<ArrayAttr>(dims[n]);
+    if (!decl)
+      continue;
+    auto type = cast<MemRefType>(inputBuffers[n].getType());
+    SmallVector<OpFoldResult> sizes;
+    bool changed = false;
+    auto meta = memref::ExtractStridedMetadataOp::create(b, loc, inputBuffers[n]);
+    for (int64_t r = 0; r < type.getRank(); ++r) {
+      auto sym = r < int64_t(decl.size()) ? dyn_cast<StringAttr>(decl[r]) : StringAttr();
+      if (sym && sym.getValue() == "Sq") {
+        sizes.push_back(seqQ);
+        changed = true;
+      } else if (sym && sym.getValue() == "Skv") {
+        sizes.push_back(seqKv);
+        changed = true;
+      } else if (!type.isDynamicDim(r)) {
+        sizes.push_back(b.getIndexAttr(type.getDimSize(r)));
+      } else {
+        sizes.push_back(meta.getSizes()[r]);
+      }
+    }
+    if (!changed) {
+      meta.erase();
+      continue;
+    }
+    SmallVector<int64_t> shape(type.getShape());
+    for (int64_t r = 0; r < type.getRank(); ++r)
+      if (auto sym = r < int64_t(decl.size()) ? dyn_cast<StringAttr>(decl[r]) : StringAttr())
+        if (sym.getValue() == "Sq" || sym.getValue() == "Skv")
+          shape[r] = ShapedType::kDynamic;
+    SmallVector<int64_t> layout(type.getRank(), ShapedType::kDynamic);
+    auto viewType = MemRefType::get(shape, type.getElementType(),
+                                    StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, layout));
+    SmallVector<OpFoldResult> strides(meta.getStrides().begin(), meta.getStrides().end());
+    Value view = memref::ReinterpretCastOp::create(b, loc, viewType, meta.getBaseBuffer(),
+                                                   meta.getConstifiedMixedOffset(), sizes, strides);
+    inputBuffers[n] = view;
+    inputs.map(in, view);
+  }
+}
+
 /// The grid item's sequence: its lengths (seqQ, seqKv), where its rows are (the
 /// batch index and row base of each buffer) and its q_offset. Lengths are clamped to
 /// what the buffers hold (the callers check them; a kernel never reads past them).
@@ -313,13 +362,6 @@ void KernelBuilder::readSequence() {
     Value pages = memref::DimOp::create(b, loc, pageTable, 1);
     Value capacity = arith::MulIOp::create(b, loc, pages, pageSize);
     seqKv = arith::MinSIOp::create(b, loc, loadIndex(kvLens, bIdx), capacity);
-    // This sequence's row of the page table.
-    auto rowType = MemRefType::get({ShapedType::kDynamic}, b.getI32Type(),
-                                   StridedLayoutAttr::get(b.getContext(), ShapedType::kDynamic, {1}));
-    pageRow = memref::SubViewOp::create(
-        b, loc, rowType, pageTable, ArrayRef<OpFoldResult>{bIdx, b.getIndexAttr(0)},
-        ArrayRef<OpFoldResult>{b.getIndexAttr(1), pages},
-        ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
   } else {
     kvRow0 = idx(0);
     kvBatch = bIdx;
@@ -344,6 +386,7 @@ void KernelBuilder::buildGridBody(Block *body) {
   std::optional<OpBuilder::InsertionGuard> inSequence;
   if (perSequence) {
     readSequence();
+    viewInputs();
     // The batch's longest sequence sets the grid; a shorter one's extra items stop.
     Value inside = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, qLo, seqQ);
     auto ifInside = scf::IfOp::create(b, loc, inside, /*withElseRegion=*/false);
@@ -406,10 +449,11 @@ void KernelBuilder::processTile(Value kb, Value cls) {
   if (op.getKRope())
     kPositions = perSequence ? arith::SubIOp::create(b, loc, kvOffset, toI64(kvRow0)).getResult()
                              : kvOffset;
-  LoadTileOp::create(b, loc, kView, kvBatch, hkIdx, kvRow, kvRows, kt, kPositions, pageRow,
-                     pageSize, op.getKRopeAttr());
-  LoadTileOp::create(b, loc, vView, kvBatch, hkIdx, kvRow, kvRows, vt, Value(), pageRow,
-                     pageSize, RopeAttr());
+  Value pageRow = pageTable ? bIdx : Value();
+  LoadTileOp::create(b, loc, kView, kvBatch, hkIdx, kvRow, kvRows, kt, kPositions, pageTable,
+                     pageRow, pageSize, op.getKRopeAttr());
+  LoadTileOp::create(b, loc, vView, kvBatch, hkIdx, kvRow, kvRows, vt, Value(), pageTable,
+                     pageRow, pageSize, RopeAttr());
   QkTileOp::create(b, loc, qt, kt, s, op.getScaleAttr());
 
   Value kvLo64 = toI64(kvLo);

@@ -266,9 +266,9 @@ void lowerLoad(LoadTileOp op) {
       Value slot = arith::RemUIOp::create(b, loc, row, ps);
       Value pageIndex = arith::DivUIOp::create(b, loc, row, ps);
       Value readable = e.andi(inside, e.cmpi(P::ult, pageIndex,
-                                             memref::DimOp::create(b, loc, table, 0)));
+                                             memref::DimOp::create(b, loc, table, 1)));
       Value page = e.ifElse(readable, b.getIndexType(), [&] {
-        return e.toIndex(e.load(table, {pageIndex}));
+        return e.toIndex(e.load(table, {op.getPageRow(), pageIndex}));
       }, e.idx(-1));
       Value pages = arith::DivUIOp::create(b, loc, memref::DimOp::create(b, loc, src, 2), ps);
       // ult against the page count also refuses negative ids (huge as unsigned).

@@ -237,6 +237,10 @@ FailureOr<Prepared> prepare(ModuleOp module, const AttentionArgs &args) {
   // Errors about the caller's arrays, not the IR: reported without a location.
   if (!bindArguments(op, args, p.call, error))
     return emitError(UnknownLoc::get(module.getContext()), error);
+  // A per-sequence call runs sequence by sequence (runReference); nothing here reads
+  // its buffers.
+  if (p.call.perSequence)
+    return p;
 
   // q and k, possibly through attn.rope ops in the function body.
   p.q = args.q;
@@ -344,6 +348,9 @@ FailureOr<AttentionGradients> runReferenceBackward(ModuleOp module, const Attent
   const BoundCall &call = p.call;
   attn::AttentionOp op = p.op;
   Location unknown = UnknownLoc::get(module.getContext());
+  if (call.perSequence)
+    return emitError(unknown, "the backward over ragged or paged storage or per-sequence "
+                              "lengths is not built yet (padded batches only)");
   std::vector<int64_t> oShape{call.batch, call.headsQ, call.seqQ, call.headDimV};
   std::vector<int64_t> lseShape{call.batch, call.headsQ, call.seqQ};
   auto shapeOf = [](const std::vector<int64_t> &s) {

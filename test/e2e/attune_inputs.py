@@ -130,11 +130,14 @@ def load_spec(path):
 
 def run_attnc(attnc, spec_path, backend, tmp, arrays, inputs, extra):
     """`attnc run SPEC --backend BACKEND` on `arrays` (q, k, v and the extra inputs,
-    saved as .npy in `tmp`); returns (o, lse or None: lse when the spec outputs it)."""
+    saved as .npy in `tmp`); returns (o, lse or None: lse when the spec outputs it).
+    With `--layout bshd` in `extra`, q, k and v are saved as [B, S, H, D] files and o
+    read back from one (the arrays and the result stay [B, H, S, D])."""
+    bshd = any(a == "--layout" and b == "bshd" for a, b in zip(extra, extra[1:]))
     files = {}
     for name, arr in arrays.items():
         files[name] = os.path.join(tmp, f"{name}.npy")
-        np.save(files[name], arr)
+        np.save(files[name], arr.transpose(0, 2, 1, 3) if bshd and name in "qkv" else arr)
     out = os.path.join(tmp, f"o-{backend}.npy")
     lse = os.path.join(tmp, f"lse-{backend}.npy")
     cmd = [attnc, "run", spec_path, "--backend", backend, "--q", files["q"], "--k", files["k"],
@@ -148,4 +151,5 @@ def run_attnc(attnc, spec_path, backend, tmp, arrays, inputs, extra):
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}\n{r.stderr}")
-    return np.load(out), (np.load(lse) if want_lse else None)
+    o = np.load(out)
+    return (o.transpose(0, 2, 1, 3) if bshd else o), (np.load(lse) if want_lse else None)

@@ -89,5 +89,5 @@ def test_misaligned_rows_are_refused(tmp_path):
     assert "q: stride" in r.stderr and "is not a multiple of 16 bytes" in r.stderr, r.stderr
     r = subprocess.run([ATTNC, "run", example("causal"), "--backend", "cpu", "--q", files["q"],
                         "--k", files["k"], "--v", files["v"], "--out", str(tmp_path / "o.npy"),
-                        "--layout", "bshd"], capture_output=True, text=True)
-    assert r.returncode == 2 and "--layout and --pad are for the gpu-sim backend" in r.stderr, r.stderr
+                        "--pad", "8"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--pad is for the gpu-sim backend" in r.stderr, r.stderr
