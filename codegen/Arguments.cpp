@@ -3,6 +3,8 @@
 
 #include "dialect/AttnOps.h"
 
+#include "Sequences.h"
+
 #include <algorithm>
 #include <cctype>
 #include <climits>
@@ -451,71 +453,35 @@ private:
 
 } // namespace
 
-/// q, k, v and the sequence arguments of a per-sequence call: the buffers' shapes
-/// by storage, every sequence's lengths and rows (checked against the buffers before
-/// any kernel runs), and B, Sq, Skv bound to the batch and the longest lengths.
-static bool bindSequences(mlir::attn::AttentionOp op, const AttentionArgs &args,
-                          ShapeChecker &shapes, BoundCall &call, std::string &error) {
-  const SequenceArgs &seq = args.seq;
-  (void)op;
-  // Which sequence arguments this storage takes.
-  auto refuse = [&](const std::optional<HostTensor> &t, const char *name, bool takes,
-                    const std::string &why) {
-    if (t && !takes) {
-      error = std::string(name) + ": " + why;
-      return true;
-    }
-    return false;
+/// q, k, v and the sequence arguments of a per-sequence call: the sequences planned
+/// and checked by rt::planSequences (the runtime's own checks), then the buffers'
+/// heads and head dims by storage, and B, Sq, Skv bound to the batch and the longest
+/// lengths for the inputs.
+static bool bindSequences(const AttentionArgs &args, ShapeChecker &shapes, BoundCall &call,
+                          std::string &error) {
+  auto array = [](const std::optional<HostTensor> &t) {
+    rt::IntArray a;
+    if (!t)
+      return a;
+    a.present = true;
+    a.isInt = t->isInt;
+    a.dtype = t->npyDtype;
+    a.shape = t->shape;
+    const HostTensor *p = &*t;
+    a.at = [p](int64_t i) { return int64_t(p->data[size_t(i)]); };
+    return a;
   };
+  rt::SequenceArrays arrays{array(args.seq.cuSeqlensQ), array(args.seq.cuSeqlensKv),
+                            array(args.seq.pageTable), array(args.seq.kvLens),
+                            array(args.seq.qLens)};
+  rt::SequencePlan plan;
+  error = rt::planSequences(call.qStorage, call.kvStorage, args.q.shape, args.k.shape, arrays, plan);
+  if (!error.empty())
+    return false;
   bool qRagged = call.qStorage == "ragged";
   const std::string &kv = call.kvStorage;
-  std::string qWhy = "the spec's q storage is " + call.qStorage;
-  std::string kvWhy = "the spec's kv storage is " + kv;
-  if (refuse(seq.cuSeqlensQ, "cu_seqlens_q", qRagged,
-             qWhy + " (declare \"storage\": {\"q\": \"ragged\"} for [total_q, Hq, D] q)") ||
-      refuse(seq.qLens, "q_lens", !qRagged, qWhy + ": its lengths are cu_seqlens_q's") ||
-      refuse(seq.cuSeqlensKv, "cu_seqlens_kv", kv == "ragged",
-             kvWhy + " (declare \"storage\": {\"kv\": \"ragged\"} for [total_kv, Hkv, D] k/v)") ||
-      refuse(seq.pageTable, "page_table", kv == "paged",
-             kvWhy + " (declare \"storage\": {\"kv\": \"paged\"} for a paged cache)") ||
-      refuse(seq.kvLens, "kv_lens", kv != "ragged", kvWhy + ": its lengths are cu_seqlens_kv's"))
-    return false;
-  auto int32s = [&](const std::optional<HostTensor> &t, const char *name, size_t rank) {
-    if (!t)
-      return true;
-    if (!t->isInt) {
-      error = std::string(name) + ": must be int32, got " +
-              (t->npyDtype.empty() ? std::string("floats") : t->npyDtype);
-      return false;
-    }
-    if (t->shape.size() != rank) {
-      error = std::string(name) + ": must have rank " + std::to_string(rank) + ", got " +
-              t->shapeString();
-      return false;
-    }
-    return true;
-  };
-  if (!int32s(seq.cuSeqlensQ, "cu_seqlens_q", 1) || !int32s(seq.cuSeqlensKv, "cu_seqlens_kv", 1) ||
-      !int32s(seq.pageTable, "page_table", 2) || !int32s(seq.kvLens, "kv_lens", 1) ||
-      !int32s(seq.qLens, "q_lens", 1))
-    return false;
-  if (qRagged && !seq.cuSeqlensQ) {
-    error = "cu_seqlens_q is missing: the spec's q storage is ragged (q [total_q, Hq, D])";
-    return false;
-  }
-  if (kv == "ragged" && !seq.cuSeqlensKv) {
-    error = "cu_seqlens_kv is missing: the spec's kv storage is ragged (k/v [total_kv, Hkv, D])";
-    return false;
-  }
-  if (kv == "paged" && (!seq.pageTable || !seq.kvLens)) {
-    error = std::string(seq.pageTable ? "kv_lens" : "page_table") +
-            " is missing: the spec's kv storage is paged (page_table [B, max_pages] and "
-            "kv_lens [B])";
-    return false;
-  }
-  // Buffer shapes. B comes from cu_seqlens (B + 1 entries), a page table, or a padded
-  // buffer, and must agree.
   std::map<std::string, int64_t> &sym = shapes.symbols;
+  sym["B"] = plan.batch;
   auto check = [&](const char *name, const HostTensor &t, std::vector<std::string> dims) {
     if (!shapes.check(name, t, dims)) {
       error = shapes.error;
@@ -523,152 +489,26 @@ static bool bindSequences(mlir::attn::AttentionOp op, const AttentionArgs &args,
     }
     return true;
   };
-  std::vector<std::string> qDims = qRagged ? std::vector<std::string>{"Tq", "Hq", "D"}
-                                           : std::vector<std::string>{"B", "Hq", "Sq", "D"};
-  if (!check("q", args.q, qDims))
+  if (!check("q", args.q, qRagged ? std::vector<std::string>{"total_q", "Hq", "D"}
+                                   : std::vector<std::string>{"B", "Hq", "Sq", "D"}))
     return false;
-  auto batchOf = [&](const HostTensor &cu, const char *name) -> int64_t {
-    if (cu.shape[0] < 1) {
-      error = std::string(name) + ": needs B + 1 >= 1 entries, got " + cu.shapeString();
-      return -1;
-    }
-    return cu.shape[0] - 1;
-  };
-  int64_t batch = -1;
-  std::string batchFrom;
-  if (qRagged) {
-    batch = batchOf(*seq.cuSeqlensQ, "cu_seqlens_q");
-    if (batch < 0)
-      return false;
-    batchFrom = "cu_seqlens_q " + seq.cuSeqlensQ->shapeString();
-  } else {
-    batch = args.q.shape[0];
-    batchFrom = "q " + args.q.shapeString();
-  }
-  auto agree = [&](int64_t b, const std::string &from) {
-    if (b != batch) {
-      error = from + " gives a batch of " + std::to_string(b) + " sequences, but " + batchFrom +
-              " gives " + std::to_string(batch);
-      return false;
-    }
-    return true;
-  };
-  if (kv == "padded") {
-    if (!check("k", args.k, {"B", "Hkv", "Skv", "D"}) ||
-        !check("v", args.v, {"B", "Hkv", "Skv", "Dv"}) ||
-        !agree(args.k.shape[0], "k " + args.k.shapeString()))
-      return false;
-  } else if (kv == "ragged") {
-    if (!check("k", args.k, {"Tkv", "Hkv", "D"}) || !check("v", args.v, {"Tkv", "Hkv", "Dv"}))
-      return false;
-    int64_t b = batchOf(*seq.cuSeqlensKv, "cu_seqlens_kv");
-    if (b < 0 || !agree(b, "cu_seqlens_kv " + seq.cuSeqlensKv->shapeString()))
-      return false;
-  } else {
-    if (!check("k", args.k, {"pages", "page_size", "Hkv", "D"}) ||
-        !check("v", args.v, {"pages", "page_size", "Hkv", "Dv"}))
-      return false;
-    call.numPages = args.k.shape[0];
-    call.pageSize = args.k.shape[1];
-    if (call.pageSize < 1) {
-      error = "k: page_size (dimension 1) must be at least 1, got " + args.k.shapeString();
-      return false;
-    }
-    if (!agree(seq.pageTable->shape[0], "page_table " + seq.pageTable->shapeString()))
-      return false;
-  }
-  for (auto [t, name] : {std::pair{&seq.qLens, "q_lens"}, std::pair{&seq.kvLens, "kv_lens"}})
-    if (*t && !agree((*t)->shape[0], std::string(name) + " " + (*t)->shapeString()))
-      return false;
-
-  // Per sequence: rows and lengths, checked.
-  auto cuCheck = [&](const HostTensor &cu, const char *name, int64_t total, const char *buffer) {
-    if (cu.data[0] != 0) {
-      error = std::string(name) + "[0] must be 0, got " + std::to_string(int64_t(cu.data[0]));
-      return false;
-    }
-    for (size_t i = 1; i < cu.data.size(); ++i)
-      if (cu.data[i] < cu.data[i - 1]) {
-        error = std::string(name) + " must be non-decreasing: " + name + "[" +
-                std::to_string(i) + "] = " + std::to_string(int64_t(cu.data[i])) + " < " +
-                name + "[" + std::to_string(i - 1) + "] = " +
-                std::to_string(int64_t(cu.data[i - 1]));
-        return false;
-      }
-    if (int64_t(cu.data.back()) != total) {
-      error = std::string(name) + "[" + std::to_string(cu.data.size() - 1) + "] = " +
-              std::to_string(int64_t(cu.data.back())) + " must be the buffer's length " +
-              std::to_string(total) + " (" + buffer + " dimension 0)";
-      return false;
-    }
-    return true;
-  };
-  auto lensCheck = [&](const HostTensor &lens, const char *name, int64_t most,
-                       const std::string &what) {
-    for (size_t i = 0; i < lens.data.size(); ++i)
-      if (lens.data[i] < 0 || lens.data[i] > most) {
-        error = std::string(name) + "[" + std::to_string(i) + "] = " +
-                std::to_string(int64_t(lens.data[i])) + " is outside [0, " +
-                std::to_string(most) + "] (" + what + ")";
-        return false;
-      }
-    return true;
-  };
-  if (qRagged && !cuCheck(*seq.cuSeqlensQ, "cu_seqlens_q", args.q.shape[0], "q's"))
+  std::vector<std::string> kDims =
+      kv == "ragged"  ? std::vector<std::string>{"total_kv", "Hkv", "D"}
+      : kv == "paged" ? std::vector<std::string>{"pages", "page_size", "Hkv", "D"}
+                      : std::vector<std::string>{"B", "Hkv", "Skv", "D"};
+  std::vector<std::string> vDims = kDims;
+  vDims.back() = "Dv";
+  if (!check("k", args.k, kDims) || !check("v", args.v, vDims))
     return false;
-  if (kv == "ragged" && !cuCheck(*seq.cuSeqlensKv, "cu_seqlens_kv", args.k.shape[0], "k's"))
-    return false;
-  if (seq.qLens && !lensCheck(*seq.qLens, "q_lens", args.q.shape[2], "q's Sq"))
-    return false;
-  if (kv == "padded" && seq.kvLens && !lensCheck(*seq.kvLens, "kv_lens", args.k.shape[2], "k's Skv"))
-    return false;
-  if (kv == "paged") {
-    int64_t capacity = seq.pageTable->shape[1] * call.pageSize;
-    if (!lensCheck(*seq.kvLens, "kv_lens", capacity,
-                   "the " + std::to_string(seq.pageTable->shape[1]) + " pages of " +
-                       std::to_string(call.pageSize) + " a page_table row holds"))
-      return false;
-    // Every page a sequence uses must exist (the host sees the table: it checks).
-    for (int64_t b = 0; b < batch; ++b) {
-      int64_t used = (int64_t(seq.kvLens->data[size_t(b)]) + call.pageSize - 1) / call.pageSize;
-      for (int64_t p = 0; p < used; ++p) {
-        double id = seq.pageTable->data[size_t(b * seq.pageTable->shape[1] + p)];
-        if (id < 0 || id >= double(call.numPages)) {
-          error = "page_table[" + std::to_string(b) + ", " + std::to_string(p) + "] = " +
-                  std::to_string(int64_t(id)) + " is not a page of the cache (pages 0.." +
-                  std::to_string(call.numPages - 1) + "), and sequence " + std::to_string(b) +
-                  " uses it (kv_lens[" + std::to_string(b) +
-                  "] = " + std::to_string(int64_t(seq.kvLens->data[size_t(b)])) + ")";
-          return false;
-        }
-      }
-    }
-  }
-  call.batch = batch;
-  call.sequences.assign(size_t(batch), SequenceView{});
-  int64_t maxQ = 0, maxKv = 0;
-  for (int64_t b = 0; b < batch; ++b) {
-    SequenceView &s = call.sequences[size_t(b)];
-    if (qRagged) {
-      s.qRow0 = int64_t(seq.cuSeqlensQ->data[size_t(b)]);
-      s.qLen = int64_t(seq.cuSeqlensQ->data[size_t(b + 1)]) - s.qRow0;
-    } else {
-      s.qLen = seq.qLens ? int64_t(seq.qLens->data[size_t(b)]) : args.q.shape[2];
-    }
-    if (kv == "ragged") {
-      s.kvRow0 = int64_t(seq.cuSeqlensKv->data[size_t(b)]);
-      s.kvLen = int64_t(seq.cuSeqlensKv->data[size_t(b + 1)]) - s.kvRow0;
-    } else {
-      s.kvLen = seq.kvLens ? int64_t(seq.kvLens->data[size_t(b)]) : args.k.shape[2];
-    }
-    maxQ = std::max(maxQ, s.qLen);
-    maxKv = std::max(maxKv, s.kvLen);
-  }
-  // The inputs' Sq and Skv: a padded buffer's length, else the longest sequence's.
-  call.seqQ = qRagged ? maxQ : args.q.shape[2];
-  call.seqKv = kv == "padded" ? args.k.shape[2] : maxKv;
-  call.maxSeqQ = maxQ;
-  sym["B"] = batch;
+  call.batch = plan.batch;
+  call.pageSize = plan.pageSize;
+  call.numPages = plan.numPages;
+  call.sequences.clear();
+  for (const rt::SequenceRows &r : plan.sequences)
+    call.sequences.push_back({r.qLen, r.kvLen, r.qRow0, r.kvRow0, 0, 0});
+  call.seqQ = plan.seqQ;
+  call.seqKv = plan.seqKv;
+  call.maxSeqQ = plan.maxSeqQ;
   sym["Sq"] = call.seqQ;
   sym["Skv"] = call.seqKv;
   return true;
@@ -729,7 +569,7 @@ bool bindArguments(mlir::attn::AttentionOp op, const AttentionArgs &args,
     call.seqQ = shapes.symbols["Sq"];
     call.seqKv = shapes.symbols["Skv"];
     call.maxSeqQ = call.seqQ;
-  } else if (!bindSequences(op, args, shapes, call, error)) {
+  } else if (!bindSequences(args, shapes, call, error)) {
     return false;
   }
   call.headsQ = hq;

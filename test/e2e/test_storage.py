@@ -283,7 +283,8 @@ def test_bad_sequence_arguments(tmp_path):
 
     base = {"q": q, "k": k, "v": k, "cu_q": i32(0, 4, 10), "cu_kv": i32(0, 5, 12)}
     fails(rr, {**base, "cu_q": i32(1, 4, 10)}, "cu_seqlens_q[0] must be 0, got 1")
-    fails(rr, {**base, "cu_q": i32(0, 6, 4, 10)}, "cu_seqlens_q must be non-decreasing")
+    fails(rr, {**base, "cu_q": i32(0, 6, 4, 10), "cu_kv": i32(0, 2, 5, 12)},
+          "cu_seqlens_q must be non-decreasing: cu_seqlens_q[2] = 4 < cu_seqlens_q[1] = 6")
     fails(rr, {**base, "cu_kv": i32(0, 5, 11)}, "cu_seqlens_kv[2] = 11 must be the buffer's length 12")
     fails(rr, {**base, "cu_kv": i32(0, 5, 6, 12)}, "cu_seqlens_kv")
     fails(rr, {**base, "cu_q": np.array([0., 4., 10.], np.float32)}, "cu_seqlens_q: must be int32")
