@@ -130,6 +130,8 @@ rt::Manifest bundleManifest(const rt::Json &spec, const SpecInfo &info,
     throw rt::ManifestError("the spec's dtype '" + info.dtype + "' has no bundle dtype");
   m.dtype = *dtype;
   m.align = info.align;
+  m.qStorage = info.qStorage;
+  m.kvStorage = info.kvStorage;
   m.qOffset = info.qOffset;
   m.kvOffset = info.kvOffset;
   m.hasLse = info.lse;

@@ -63,6 +63,11 @@ class Call(ctypes.Structure):
         ("num_splits", ctypes.c_int32),
         ("device", ctypes.c_int32),
         ("num_threads", ctypes.c_int32),
+        ("cu_seqlens_q", Tensor),
+        ("cu_seqlens_kv", Tensor),
+        ("page_table", Tensor),
+        ("kv_lens", Tensor),
+        ("q_lens", Tensor),
     ]
 
 

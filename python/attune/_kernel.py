@@ -98,6 +98,9 @@ class Kernel:
         self.heads_q = self.info["heads_q"]
         self.heads_kv = self.info["heads_kv"]
         self.head_dim = self.info["head_dim"]
+        # How calls hold the batch (the spec's "storage"; padded when it has none).
+        self.storage = {"q": "padded", "kv": "padded",
+                        **self.info.get("spec", {}).get("storage", {})}
         self.head_dim_v = self.info["head_dim_v"]
         self.input_names = tuple(i["name"] for i in self.info["inputs"])
         self._inputs = {i["name"]: i for i in self.info["inputs"]}
@@ -141,6 +144,11 @@ class Kernel:
         tune=None,
         num_splits=None,
         num_threads=None,
+        cu_seqlens_q=None,
+        cu_seqlens_kv=None,
+        page_table=None,
+        kv_lens=None,
+        q_lens=None,
         **tensors,
     ):
         """Attention of q [B, Hq, Sq, D] over k [B, Hkv, Skv, D], v [B, Hkv, Skv, Dv].
@@ -174,7 +182,23 @@ class Kernel:
         ``num_splits``: split the keys over that many CTAs per query block (split-KV,
         merged by lse); the default lets the runtime split when the grid would leave
         SMs idle (decoding).
+
+        Batches of sequences of their own lengths (the spec's ``"storage"``; host
+        variants so far): ragged q [total_q, Hq, D] with ``cu_seqlens_q`` int32 [B + 1]
+        (o [total_q, Hq, Dv], lse [total_q, Hq]); ragged k/v [total_kv, Hkv, D] with
+        ``cu_seqlens_kv``; a paged cache k/v [pages, page_size, Hkv, D] with
+        ``page_table`` int32 [B, max_pages] and ``kv_lens`` int32 [B]; padded buffers
+        with ``q_lens`` / ``kv_lens`` int32 [B] (rows past q_lens[b]: o = 0, lse =
+        -inf). Each sequence is bottom-right aligned on its own unless an offset is
+        given. Forward only so far (no autograd).
         """
+        seq = {n: t for n, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_kv", cu_seqlens_kv),
+                                 ("page_table", page_table), ("kv_lens", kv_lens),
+                                 ("q_lens", q_lens)) if t is not None}
+        if seq or self.storage != {"q": "padded", "kv": "padded"}:
+            return self._call_sequences(q, k, v, return_lse, seq, tensors, q_offset=q_offset,
+                                        kv_offset=kv_offset, variant=variant,
+                                        num_threads=num_threads)
         if num_splits is not None and (
             isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
         ):
@@ -212,6 +236,46 @@ class Kernel:
                            host=q.device.type == "cpu")
         extras = [tensors[n] for n in self.input_names]
         o, lse = _Attention.apply(self, return_lse, options, q, k, v, *extras)
+        return (o, lse) if return_lse else o
+
+    def _call_sequences(self, q, k, v, return_lse, seq, tensors, *, q_offset, kv_offset,
+                        variant, num_threads):
+        """A per-sequence call (ragged / paged storage, lengths): checked like any call,
+        its sequence arguments by the runtime (the compiler's own checks), run on the
+        host variant."""
+        for name, t in seq.items():
+            _require_tensor(name, t)
+            if t.dtype != torch.int32:
+                raise AttuneError(f"attune: {name} has dtype {t.dtype}; sequence arguments "
+                                  "are torch.int32")
+        floats = [n for n in self.input_names if self._inputs[n]["dtype"] != "i32"]
+        if torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad
+            for t in [q, k, v] + [tensors.get(n) for n in floats]
+        ):
+            raise AttuneError(
+                "attune: autograd over ragged or paged storage or per-sequence lengths is not "
+                "built yet (the backward takes padded batches); call under torch.no_grad() "
+                "or detach the inputs"
+            )
+        host = isinstance(q, torch.Tensor) and q.device.type == "cpu"
+        call, o, lse, _keep = self._checked_call(q, k, v, return_lse, q_offset, kv_offset,
+                                                 variant, tensors, host=host, seq=seq)
+        for name, t in seq.items():
+            if t.device.type != "cpu":
+                raise AttuneError(
+                    f"attune: {name} is on {t.device}; per-sequence storage runs on the host "
+                    "variants so far (the GPU kernels do not take it yet): pass CPU tensors"
+                )
+        if not host:
+            raise AttuneError(
+                "attune: per-sequence storage (ragged or paged buffers, q_lens / kv_lens) runs "
+                "on the host variants so far: the GPU kernels do not take it yet; pass CPU "
+                "tensors"
+            )
+        call.device = _capi.ATTN_DEVICE_HOST
+        call.num_threads = num_threads or 0
+        _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(call)))
         return (o, lse) if return_lse else o
 
     def _forward(self, q, k, v, return_lse, tensors, *, q_offset, kv_offset, variant, tune,
@@ -313,7 +377,7 @@ class Kernel:
             return _capi.text_out(self._lib.attn_select_variant, self._handle, ctypes.byref(call))
 
     def _checked_call(self, q, k, v, return_lse, q_offset, kv_offset, variant, tensors,
-                      host=False, outputs=None):
+                      host=False, outputs=None, seq=None):
         """(attn_call, o, lse, what must stay alive while the call is used), after every
         check; nothing here touches the device. `host`: CPU tensors for the host variant.
         `outputs`: (o, lse) given (a backward's call reads them) instead of allocated.
@@ -382,8 +446,13 @@ class Kernel:
         # Outputs on q's device: cheap even on the CPU, and it lets the runtime check
         # them with everything else. A q of the wrong rank is refused before o matters.
         o = lse = None
+        seq = seq or {}
         if outputs is not None:
             o, lse = outputs
+        elif q.dim() == 3 and self.storage["q"] == "ragged":
+            o = q.new_empty((q.shape[0], self.heads_q, self.head_dim_v))
+            if return_lse:
+                lse = q.new_empty((q.shape[0], self.heads_q), dtype=torch.float32)
         elif q.dim() == 4:
             B, Sq = q.shape[0], q.shape[2]
             o = q.new_empty((B, self.heads_q, Sq, self.head_dim_v))
@@ -413,6 +482,9 @@ class Kernel:
             call.variant = variant.encode("utf-8")
         if host:
             call.device = _capi.ATTN_DEVICE_HOST
+        seq_kept = {n: t.contiguous() for n, t in seq.items()}
+        for n, t in seq_kept.items():
+            setattr(call, n, _describe(n, t))
         if self._lib.attn_check(self._handle, ctypes.byref(call)) != 0:
             message = _capi.last_error()
             strided = [
@@ -449,7 +521,7 @@ class Kernel:
                 raise AttuneError(
                     f"attune: {name} is on {t.device} but q is on {q.device}; {_DEVICE_RULE}"
                 )
-        return call, o, lse, (names, inputs, extras)
+        return call, o, lse, (names, inputs, extras, seq_kept)
 
     def _run(self, call, q, k, variant, tune):
         lib, handle, ref = self._lib, self._handle, ctypes.byref(call)

@@ -1,5 +1,6 @@
 //===- Args.cpp - checking a call's arguments and packing kernel parameters ===//
 #include "Args.h"
+#include "Sequences.h"
 
 #include <algorithm>
 #include <cinttypes>
@@ -94,6 +95,12 @@ public:
   CheckedCall run() {
     CheckedCall c;
     c.q = call_.q, c.k = call_.k, c.v = call_.v, c.o = call_.o, c.lse = call_.lse;
+    for (const attn_tensor *t : {&call_.cu_seqlens_q, &call_.cu_seqlens_kv, &call_.page_table,
+                                 &call_.kv_lens, &call_.q_lens})
+      c.perSequence |= t->data != nullptr || t->ndim != 0;
+    c.perSequence |= m_.qStorage != "padded" || m_.kvStorage != "padded";
+    if (c.perSequence)
+      return runPerSequence(c);
     basics("q", c.q, "[B, Hq, Sq, D]");
     basics("k", c.k, "[B, Hkv, Skv, D]");
     basics("v", c.v, "[B, Hkv, Skv, Dv]");
@@ -155,6 +162,131 @@ private:
     throw ArgError(std::string(fn_) + ": " + message);
   }
 
+  /// An int32 sequence argument in host memory, read through its strides.
+  IntArray intArray(const char *name, const attn_tensor &t) const {
+    IntArray a;
+    if (!t.data && t.ndim == 0)
+      return a;
+    a.present = true;
+    if (t.ndim < 1 || t.ndim > 2)
+      fail(std::string(name) + ": must have rank " + (std::string(name) == "page_table" ? "2" : "1") +
+           ", got " + std::to_string(t.ndim));
+    dtypeKnown(name, t);
+    a.isInt = t.dtype == ATTN_I32;
+    a.dtype = apiDtypeName(attn_dtype(t.dtype));
+    a.shape.assign(t.shape, t.shape + t.ndim);
+    for (int i = 0; i < t.ndim; ++i)
+      if (t.shape[i] < 0 || t.strides[i] < 0)
+        fail(std::string(name) + ": negative size or stride");
+    dataPresent(name, t);
+    span(name, t);
+    const attn_tensor *p = &t;
+    a.at = [p](int64_t i) {
+      int64_t off = p->ndim == 1 ? i * p->strides[0]
+                                 : (i / p->shape[1]) * p->strides[0] + (i % p->shape[1]) * p->strides[1];
+      return int64_t(static_cast<const int32_t *>(p->data)[off]);
+    };
+    return a;
+  }
+
+  /// Ragged and paged storage, per-sequence lengths: host calls only so far. The
+  /// sequences are planned (and their arguments checked) by rt::planSequences, the
+  /// compiler's own check.
+  CheckedCall runPerSequence(CheckedCall &c) {
+    if (!options_.host)
+      fail("per-sequence storage (ragged or paged buffers, q_lens / kv_lens) runs on the "
+           "host variants so far: the GPU kernels do not take it yet");
+    c.qStorage = m_.qStorage;
+    c.kvStorage = m_.kvStorage;
+    bool qRagged = c.qStorage == "ragged";
+    const std::string &kv = c.kvStorage;
+    int qRank = qRagged ? 3 : 4, kRank = kv == "ragged" ? 3 : 4;
+    const char *qLayout = qRagged ? "[total_q, Hq, D]" : "[B, Hq, Sq, D]";
+    const char *kLayout = kv == "ragged"  ? "[total_kv, Hkv, D]"
+                          : kv == "paged" ? "[pages, page_size, Hkv, D]"
+                                          : "[B, Hkv, Skv, D]";
+    basics("q", c.q, qLayout, qRank);
+    basics("k", c.k, kLayout, kRank);
+    basics("v", c.v, kLayout, kRank);
+    basics("o", c.o, qRagged ? "[total_q, Hq, Dv]" : "[B, Hq, Sq, Dv]", qRank);
+    for (auto [name, t] : {std::pair{"k", &c.k}, {"v", &c.v}, {"o", &c.o}})
+      if (t->dtype != c.q.dtype)
+        fail(std::string(name) + ": expected q's dtype " + apiDtypeName(attn_dtype(c.q.dtype)) +
+             ", got " + apiDtypeName(attn_dtype(t->dtype)));
+    SequenceArrays arrays{intArray("cu_seqlens_q", call_.cu_seqlens_q),
+                          intArray("cu_seqlens_kv", call_.cu_seqlens_kv),
+                          intArray("page_table", call_.page_table), intArray("kv_lens", call_.kv_lens),
+                          intArray("q_lens", call_.q_lens)};
+    SequencePlan plan;
+    std::string error = planSequences(c.qStorage, c.kvStorage,
+                                      std::vector<int64_t>(c.q.shape, c.q.shape + qRank),
+                                      std::vector<int64_t>(c.k.shape, c.k.shape + kRank), arrays, plan);
+    if (!error.empty())
+      fail(error);
+    c.cuSeqlensQ = call_.cu_seqlens_q, c.cuSeqlensKv = call_.cu_seqlens_kv;
+    c.pageTable = call_.page_table, c.kvLens = call_.kv_lens, c.qLens = call_.q_lens;
+    c.batch = plan.batch;
+    c.seqQ = plan.seqQ;
+    c.seqKv = plan.seqKv;
+    c.maxSeqQ = plan.maxSeqQ;
+    c.headsQ = m_.headsQ, c.headsKv = m_.headsKv, c.headDim = m_.headDim, c.headDimV = m_.headDimV;
+    auto want = [&](const char *name, const attn_tensor &t, std::vector<int64_t> dims,
+                    const char *symbols) {
+      for (size_t i = 0; i < dims.size(); ++i)
+        if (t.shape[i] != dims[i])
+          fail(std::string(name) + ": expected shape " + shapeText(dims.data(), int(dims.size())) +
+               " " + symbols + ", got " + shapeText(t.shape, t.ndim));
+    };
+    int64_t B = c.batch;
+    if (qRagged)
+      want("q", c.q, {c.q.shape[0], c.headsQ, c.headDim}, "(total_q, Hq, D)");
+    else
+      want("q", c.q, {B, c.headsQ, c.q.shape[2], c.headDim}, "(B, Hq, Sq, D)");
+    std::vector<int64_t> kd(c.k.shape, c.k.shape + kRank);
+    kd[kv == "paged" ? 2 : 1] = c.headsKv; // [pages, page_size, Hkv, D] or [., Hkv, ...]
+    kd.back() = c.headDim;
+    want("k", c.k, kd, kLayout);
+    kd.back() = c.headDimV;
+    want("v", c.v, kd, kLayout);
+    std::vector<int64_t> od(c.q.shape, c.q.shape + qRank);
+    od.back() = c.headDimV;
+    want("o", c.o, od, qRagged ? "(total_q, Hq, Dv)" : "(B, Hq, Sq, Dv)");
+    strides("q", c.q, false);
+    strides("k", c.k, false);
+    strides("v", c.v, false);
+    strides("o", c.o, true);
+    span("q", c.q);
+    span("k", c.k);
+    span("v", c.v);
+    span("o", c.o);
+    if (c.lse.data) {
+      if (!m_.hasLse && !options_.lseAvailable)
+        fail("lse: this bundle does not compute lse (its outputs are [o]); pass none");
+      std::vector<int64_t> ld(c.q.shape, c.q.shape + qRank - 1);
+      if (c.lse.ndim != qRank - 1)
+        fail(std::string("lse: expected a tensor of ") + std::to_string(qRank - 1) + " dimensions " +
+             (qRagged ? "[total_q, Hq]" : "[B, Hq, Sq]") + ", got " + std::to_string(c.lse.ndim));
+      if (c.lse.dtype != ATTN_F32)
+        fail(std::string("lse: expected dtype f32, got ") + apiDtypeName(attn_dtype(c.lse.dtype)));
+      want("lse", c.lse, ld, qRagged ? "(total_q, Hq)" : "(B, Hq, Sq)");
+      span("lse", c.lse);
+      contiguous("lse", c.lse);
+    }
+    symbols_ = {{"B", B}, {"Hq", c.headsQ}, {"Hkv", c.headsKv}, {"Sq", c.seqQ},
+                {"Skv", c.seqKv}, {"D", c.headDim}, {"Dv", c.headDimV}};
+    inputs(c);
+    c.kvOffset = call_.has_kv_offset ? call_.kv_offset : m_.kvOffset ? *m_.kvOffset : 0;
+    c.qOffsetFromLengths = !call_.has_q_offset && !m_.qOffset && m_.align == "bottom_right";
+    c.qOffset = call_.has_q_offset ? call_.q_offset : m_.qOffset ? *m_.qOffset : 0;
+    c.names = {{"batch", B},           {"seq_q", c.seqQ},       {"seq_kv", c.seqKv},
+               {"heads_q", c.headsQ},  {"heads_kv", c.headsKv}, {"head_dim", c.headDim},
+               {"head_dim_v", c.headDimV}, {"num_splits", 1}};
+    for (const std::string &s : m_.freeSymbols())
+      c.names[s] = symbols_.at(s);
+    c.empty = B == 0 || c.headsQ == 0 || c.maxSeqQ == 0;
+    return c;
+  }
+
   void dtypeKnown(const std::string &name, const attn_tensor &t) const {
     if (t.dtype < ATTN_BF16 || t.dtype > ATTN_I32)
       fail(name + ": unknown dtype code " + std::to_string(int(t.dtype)));
@@ -175,10 +307,11 @@ private:
   }
 
   /// Rank, dtype, non-negative sizes and a data pointer.
-  void basics(const std::string &name, const attn_tensor &t, const char *layout) const {
-    if (t.ndim != 4)
-      fail(name + ": expected a tensor of 4 dimensions " + layout + ", got " +
-           std::to_string(t.ndim) + (t.ndim == 0 && !t.data ? " (missing)" : ""));
+  void basics(const std::string &name, const attn_tensor &t, const char *layout,
+              int rank = 4) const {
+    if (t.ndim != rank)
+      fail(name + ": expected a tensor of " + std::to_string(rank) + " dimensions " + layout +
+           ", got " + std::to_string(t.ndim) + (t.ndim == 0 && !t.data ? " (missing)" : ""));
     dtypeKnown(name, t);
     attn_dtype want = toApi(m_.dtype);
     if (options_.host && t.dtype != want && t.dtype != ATTN_F32)
@@ -187,9 +320,9 @@ private:
     if (!options_.host && t.dtype != want)
       fail(name + ": expected dtype " + apiDtypeName(want) + " (the bundle's), got " +
            apiDtypeName(attn_dtype(t.dtype)));
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < rank; ++i)
       if (t.shape[i] < 0)
-        fail(name + ": negative size in shape " + shapeText(t.shape, 4));
+        fail(name + ": negative size in shape " + shapeText(t.shape, rank));
     dataPresent(name, t);
   }
 

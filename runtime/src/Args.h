@@ -36,6 +36,14 @@ struct CheckedCall {
   std::vector<attn_tensor> inputs;
   /// Nothing to compute (B, Hq or Sq is zero): no launch.
   bool empty = false;
+  /// A per-sequence call (the bundle's storage is not padded, or sequence arguments
+  /// were given; Sequences.h): seqQ / seqKv are then the inputs' Sq / Skv.
+  bool perSequence = false;
+  std::string qStorage = "padded", kvStorage = "padded";
+  int64_t maxSeqQ = 0;
+  /// q_offset_b = qOffset + kv_len_b - q_len_b (bottom-right per sequence).
+  bool qOffsetFromLengths = false;
+  attn_tensor cuSeqlensQ{}, cuSeqlensKv{}, pageTable{}, kvLens{}, qLens{};
 };
 
 /// How a call is checked besides the manifest.

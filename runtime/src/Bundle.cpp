@@ -393,6 +393,9 @@ void Bundle::backward(const attn_backward_call &call) {
   int v = selectHostVariant(m_, call.fwd.variant, fn);
   const HostVariant &host = m_.hostVariants[size_t(v)];
   CheckedBackward b = checkBackward(m_, call, fn);
+  if (b.fwd.perSequence)
+    throw ArgError(std::string(fn) + ": the backward over ragged or paged storage or "
+                   "per-sequence lengths is not built yet (padded batches only)");
   if (host.backward && host.backward->lse && !b.fwd.lse.data)
     throw ArgError(std::string(fn) + ": lse: the softmax backward needs the forward's lse "
                    "(fwd.lse, [B, Hq, Sq] f32)");

@@ -3,6 +3,8 @@
 
 #include "HalfFloat.h"
 
+#include <algorithm>
+#include <limits>
 #include <cstring>
 #include <dlfcn.h>
 
@@ -288,7 +290,18 @@ void run(HostEntryFn entry, HostItemsFn items, const std::vector<int64_t> &seria
   runHostItems(entry, a, total, hostThreads(threads), serial);
 }
 
-std::vector<int64_t> lseShape(const CheckedCall &c) { return {c.batch, c.headsQ, c.seqQ}; }
+std::vector<int64_t> lseShape(const CheckedCall &c) {
+  if (c.qStorage == "ragged")
+    return {c.q.shape[0], c.headsQ};
+  return {c.batch, c.headsQ, c.perSequence ? c.q.shape[2] : c.seqQ};
+}
+
+int64_t elementsOf(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
 
 } // namespace
 
@@ -312,8 +325,38 @@ void runHostForward(const HostVariant &v, const HostLibraries::Entries &e, const
   if (v.forward.lse)
     args.descriptors.emplace_back(lse.data(), lse.shape());
   args.qOffset = c.qOffset, args.kvOffset = c.kvOffset;
-  if (v.forward.sequences)
+  std::vector<std::vector<int32_t>> sequence;
+  if (c.perSequence) {
+    if (!v.forward.sequences)
+      throw ArgError("attn_launch: host variant " + v.name + " takes no per-sequence "
+                     "arguments (compiled by an older attnc): recompile the bundle");
+    // Rows no sequence covers (past q_lens[b]) keep o = 0 and lse = -inf.
+    if (v.forward.lse) {
+      float *l = static_cast<float *>(lse.data());
+      std::fill(l, l + elementsOf(lse.shape()), -std::numeric_limits<float>::infinity());
+    }
+    // The sequence buffers, contiguous int32: q's, the page table, k/v's.
+    auto stage = [&](const attn_tensor &t) {
+      std::vector<int32_t> copy;
+      std::vector<int64_t> shape{0};
+      if (t.data) {
+        shape = shapeOf(t);
+        forEach(t, [&](int64_t, int64_t off) { copy.push_back(static_cast<const int32_t *>(t.data)[off]); });
+      }
+      sequence.push_back(std::move(copy));
+      args.sequenceDescriptors.emplace_back(sequence.back().data(), shape);
+    };
+    sequence.reserve(3);
+    args.sequences = true;
+    stage(c.qStorage == "ragged" ? c.cuSeqlensQ : c.qLens);
+    if (c.kvStorage == "paged")
+      stage(c.pageTable);
+    stage(c.kvStorage == "ragged" ? c.cuSeqlensKv : c.kvLens);
+    args.offsetFromLengths = c.qOffsetFromLengths;
+    args.maxSeqQ = c.maxSeqQ;
+  } else if (v.forward.sequences) {
     args.paddedSequences(c.seqQ);
+  }
   run(e.forward, e.forwardItems, v.forward.serialGrids, args, threads);
   o.finish();
   lse.finish();

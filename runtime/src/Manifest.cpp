@@ -609,6 +609,16 @@ Manifest parseManifest(const Json &doc, const std::string &where) {
     r.fail("/align", "expected \"bottom_right\" or \"top_left\", got \"" + m.align + "\"");
   m.qOffset = r.optionalInteger(doc, "", "q_offset");
   m.kvOffset = r.optionalInteger(doc, "", "kv_offset");
+  if (doc.contains("storage")) {
+    const Json &st = r.object(doc, "", "storage");
+    m.qStorage = r.string(st, "/storage", "q");
+    m.kvStorage = r.string(st, "/storage", "kv");
+    if (m.qStorage != "padded" && m.qStorage != "ragged")
+      r.fail("/storage/q", "expected \"padded\" or \"ragged\", got \"" + m.qStorage + "\"");
+    if (m.kvStorage != "padded" && m.kvStorage != "ragged" && m.kvStorage != "paged")
+      r.fail("/storage/kv", "expected \"padded\", \"ragged\" or \"paged\", got \"" +
+                                m.kvStorage + "\"");
+  }
 
   const Json &outputs = r.array(doc, "", "outputs");
   bool hasO = false;
@@ -731,6 +741,12 @@ Json manifestJson(const Manifest &m) {
   j.set("align", m.align);
   j.set("q_offset", m.qOffset ? Json(*m.qOffset) : Json());
   j.set("kv_offset", m.kvOffset ? Json(*m.kvOffset) : Json());
+  if (m.qStorage != "padded" || m.kvStorage != "padded") {
+    Json st = Json::object();
+    st.set("q", m.qStorage);
+    st.set("kv", m.kvStorage);
+    j.set("storage", st);
+  }
   Json outputs = Json::array();
   outputs.push_back("o");
   if (m.hasLse)

@@ -140,6 +140,9 @@ struct Manifest {
   DType dtype = DType::BF16;
   std::string align; // "bottom_right" | "top_left"
   std::optional<int64_t> qOffset, kvOffset;
+  /// "storage" (optional, default padded): q "padded" | "ragged", kv "padded" |
+  /// "ragged" | "paged" (runtime/src/Sequences.h).
+  std::string qStorage = "padded", kvStorage = "padded";
   bool hasLse = false;
   std::vector<InputDecl> inputs;
   std::vector<Variant> variants;
