@@ -21,6 +21,14 @@ MemrefDescriptor::MemrefDescriptor(void *data, const std::vector<int64_t> &shape
   }
 }
 
+MemrefDescriptor::MemrefDescriptor(void *data, const std::vector<int64_t> &shape,
+                                   const std::vector<int64_t> &strides)
+    : MemrefDescriptor(data, shape) {
+  size_t n = shape.size();
+  for (size_t d = 0; d < n && d < strides.size(); ++d)
+    words_[3 + n + d] = strides[d];
+}
+
 int hostThreads(int requested) {
   if (requested > 0)
     return requested;

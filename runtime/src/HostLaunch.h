@@ -26,11 +26,14 @@ namespace attune::rt {
 using HostEntryFn = void (*)(void **);
 using HostItemsFn = int64_t (*)(void **);
 
-/// A memref descriptor of a contiguous row-major tensor, laid out as MLIR's
+/// A memref descriptor of a row-major tensor (contiguous unless strides are given), laid out as MLIR's
 /// StridedMemRefType<T, N>: {allocated, aligned, offset, sizes[N], strides[N]}.
 class MemrefDescriptor {
 public:
   MemrefDescriptor(void *data, const std::vector<int64_t> &shape);
+  /// A strided view (strides in elements), for kernel arguments that take strides.
+  MemrefDescriptor(void *data, const std::vector<int64_t> &shape,
+                   const std::vector<int64_t> &strides);
   void *get() { return words_.data(); }
 
 private:

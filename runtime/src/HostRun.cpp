@@ -231,13 +231,41 @@ public:
       return;
     forEach(t_, [&](int64_t k, int64_t off) { writeElement(t_, off, copy_[size_t(k)]); });
   }
+  /// q, k, v and o of a forward: the kernels take them strided (the last stride 1), so
+  /// a float32 tensor of any such strides is used in place, a bshd view included;
+  /// others are converted as input()/output() do.
+  static Staged stridedInput(const attn_tensor &t) {
+    if (t.dtype != ATTN_F32 || !lastContiguous(t))
+      return input(t);
+    Staged s(t, shapeOf(t));
+    s.data_ = t.data;
+    s.strides_.assign(t.strides, t.strides + t.ndim);
+    return s;
+  }
+  static Staged stridedOutput(const attn_tensor &t) {
+    if (!t.data || t.dtype != ATTN_F32 || !lastContiguous(t) || isContiguous(t))
+      return output(t, shapeOf(t));
+    Staged s(t, shapeOf(t));
+    s.data_ = t.data;
+    s.strides_.assign(t.strides, t.strides + t.ndim);
+    forEach(t, [&](int64_t, int64_t off) { static_cast<float *>(t.data)[off] = 0.0f; });
+    return s;
+  }
   void *data() const { return data_; }
   const std::vector<int64_t> &shape() const { return shape_; }
+  MemrefDescriptor descriptor() const {
+    return strides_.empty() ? MemrefDescriptor(data_, shape_)
+                            : MemrefDescriptor(data_, shape_, strides_);
+  }
 
 private:
   Staged(const attn_tensor &t, std::vector<int64_t> shape) : t_(t), shape_(std::move(shape)) {}
+  static bool lastContiguous(const attn_tensor &t) {
+    return t.ndim > 0 && (t.shape[t.ndim - 1] <= 1 || t.strides[t.ndim - 1] == 1);
+  }
   attn_tensor t_;
   std::vector<int64_t> shape_;
+  std::vector<int64_t> strides_; // empty: contiguous
   std::vector<float> copy_;
   void *data_ = nullptr;
   bool writeBack_ = false;
@@ -309,19 +337,19 @@ void runHostForward(const HostVariant &v, const HostLibraries::Entries &e, const
                     int threads) {
   std::vector<Staged> in;
   in.reserve(3 + c.inputs.size());
-  in.push_back(Staged::input(c.q));
-  in.push_back(Staged::input(c.k));
-  in.push_back(Staged::input(c.v));
+  in.push_back(Staged::stridedInput(c.q));
+  in.push_back(Staged::stridedInput(c.k));
+  in.push_back(Staged::stridedInput(c.v));
   for (const attn_tensor &t : c.inputs)
     in.push_back(Staged::input(t));
-  Staged o = Staged::output(c.o, shapeOf(c.o));
+  Staged o = Staged::stridedOutput(c.o);
   // The forward writes lse for softmax whether or not the caller wants it.
   attn_tensor noLse{};
   Staged lse = Staged::output(v.forward.lse ? c.lse : noLse, lseShape(c));
   KernelArgs args;
   for (const Staged &s : in)
-    args.descriptors.emplace_back(s.data(), s.shape());
-  args.descriptors.emplace_back(o.data(), o.shape());
+    args.descriptors.push_back(s.descriptor());
+  args.descriptors.push_back(o.descriptor());
   if (v.forward.lse)
     args.descriptors.emplace_back(lse.data(), lse.shape());
   args.qOffset = c.qOffset, args.kvOffset = c.kvOffset;

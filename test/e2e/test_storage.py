@@ -1,7 +1,7 @@
 """Ragged and paged storage, per-sequence lengths and bshd files (`"storage"` specs;
 `attnc run --cu-seqlens-q/--cu-seqlens-kv/--page-table/--kv-lens/--q-lens/--layout`).
 
-The meaning (PATTERNS.md, "Storage"): every sequence of a batch is an attention of its
+The meaning (docs/architecture.md, "Storage"; README): every sequence of a batch is an attention of its
 own lengths. The oracle here is exactly that, built independently of the code under
 test: each sequence gathered in numpy into dense [1, H, len, D] tensors (its inputs
 sliced: B -> b, Sq -> its q_len rows, Skv -> its kv_len columns) and run through the

@@ -645,7 +645,7 @@ const char *kCoverage[] = {
                    "kd": {"dtype": "i32", "shape": ["B", "Skv"]}},
         "mask": {"document": {"q_ids": "qd", "kv_ids": "kd"}}})",
     R"({"heads_q": 4, "head_dim": 32, "mask": {"prefix_lm": {"prefix": 5}},
-        "rope": {"scaling": {"linear": 2.0}}})",
+        "rope": {"scaling": {"linear": 2.0}}, "storage": {"q": "ragged", "kv": "paged"}})",
 };
 
 std::string replaceAt(json spec, const std::string &path, const json &value) {
