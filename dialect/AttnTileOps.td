@@ -121,12 +121,24 @@ def Attn_LoadTileOp : Attn_Op<"load_tile", [AttrSizedOperandSegments]> {
 
 def Attn_QkTileOp : Attn_Op<"qk_tile"> {
   let summary = "s = scale * q k^T over one (query block, key block) tile";
-  let arguments = (ins Attn_Tile2D:$q, Attn_Tile2D:$k, Attn_Tile2D:$s, F64Attr:$scale);
-  let assemblyFormat = "$q `,` $k `into` $s attr-dict `:` type($q) `,` type($k) `,` type($s)";
+  let description = [{
+    s[r, c] = scale * sum_d q[r, d] k[c, d].
+
+    With `rows(n)`, only the first n rows are computed (the tile's valid queries, which
+    may be far fewer than its height when decoding); the others are left as they are.
+  }];
+  let arguments = (ins Attn_Tile2D:$q, Attn_Tile2D:$k, Attn_Tile2D:$s, F64Attr:$scale,
+                       Optional<Index>:$rows);
+  let assemblyFormat = [{
+    $q `,` $k `into` $s (`rows` `(` $rows^ `)`)? attr-dict `:` type($q) `,` type($k) `,` type($s)
+  }];
+  let builders = [OpBuilder<(ins "Value":$q, "Value":$k, "Value":$s, "FloatAttr":$scale), [{
+    build($_builder, $_state, q, k, s, scale, Value());
+  }]>];
   let hasVerifier = 1;
 }
 
-def Attn_ScoreTileOp : Attn_Op<"score_tile", [
+def Attn_ScoreTileOp : Attn_Op<"score_tile", [AttrSizedOperandSegments,
     DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>]> {
   let summary = "the score epilogue: score transforms, and the mask on PARTIAL tiles";
   let description = [{
@@ -136,16 +148,26 @@ def Attn_ScoreTileOp : Attn_Op<"score_tile", [
     to -inf instead. Without it the tile is known FULL and the mask region is not
     evaluated (it is kept for printing and verification only). The regions are those
     of attn.attention; `inputs` are the buffers their lookups read.
+
+    With `rows(n)`, only the first n rows are computed (the tile's valid queries, which
+    may be far fewer than its height when decoding); the others are left as they are.
   }];
   let arguments = (ins Attn_Tile2D:$s, I64:$b, I64:$h, I64:$q_lo, I64:$kv_lo,
                        I64:$q_offset, I64:$kv_offset, I64:$seq_q, I64:$seq_kv,
-                       Variadic<AnyStridedMemRef>:$inputs, UnitAttr:$masked);
+                       Variadic<AnyStridedMemRef>:$inputs, Optional<Index>:$rows,
+                       UnitAttr:$masked);
   let regions = (region SizedRegion<1>:$mask, SizedRegion<1>:$score);
   let assemblyFormat = [{
     $s `at` `(` $b `,` $h `,` $q_lo `,` $kv_lo `)` `offsets` `(` $q_offset `,` $kv_offset `)`
     `sizes` `(` $seq_q `,` $seq_kv `)` (`inputs` `(` $inputs^ `:` type($inputs) `)`)?
-    attr-dict `:` type($s) custom<ScoreTileRegions>($mask, $score)
+    (`rows` `(` $rows^ `)`)? attr-dict `:` type($s) custom<ScoreTileRegions>($mask, $score)
   }];
+  let builders = [OpBuilder<(ins "Value":$s, "Value":$b, "Value":$h, "Value":$q_lo,
+      "Value":$kv_lo, "Value":$q_offset, "Value":$kv_offset, "Value":$seq_q, "Value":$seq_kv,
+      "ValueRange":$inputs, "bool":$masked), [{
+    build($_builder, $_state, s, b, h, q_lo, kv_lo, q_offset, kv_offset, seq_q, seq_kv, inputs,
+          Value(), masked);
+  }]>];
   let hasRegionVerifier = 1;
 }
 
@@ -156,10 +178,19 @@ def Attn_SoftmaxTileOp : Attn_Op<"softmax_tile", [AllTypesMatch<["m", "l", "alph
     e(s[r, c] - m'); l[r] = alpha[r] l[r] + sum_c s[r, c]; m[r] = m'. e is exp2 with
     `base2`, else exp. A row whose scores are all -inf keeps m = -inf, gets weights 0
     and alpha = 1: it never produces NaN.
+
+    With `rows(n)`, only the first n rows are computed (the tile's valid queries, which
+    may be far fewer than its height when decoding); the others are left as they are.
   }];
   let arguments = (ins Attn_Tile2D:$s, Attn_Tile1D:$m, Attn_Tile1D:$l,
-                       Attn_Tile1D:$alpha, UnitAttr:$base2);
-  let assemblyFormat = "$s `,` $m `,` $l `,` $alpha attr-dict `:` type($s) `,` type($m)";
+                       Attn_Tile1D:$alpha, Optional<Index>:$rows, UnitAttr:$base2);
+  let assemblyFormat = [{
+    $s `,` $m `,` $l `,` $alpha (`rows` `(` $rows^ `)`)? attr-dict `:` type($s) `,` type($m)
+  }];
+  let builders = [OpBuilder<(ins "Value":$s, "Value":$m, "Value":$l, "Value":$alpha,
+      "bool":$base2), [{
+    build($_builder, $_state, s, m, l, alpha, Value(), base2);
+  }]>];
 }
 
 def Attn_WeightsTileOp : Attn_Op<"weights_tile"> {
@@ -174,20 +205,26 @@ def Attn_WeightsTileOp : Attn_Op<"weights_tile"> {
   let hasVerifier = 1;
 }
 
-def Attn_PvTileOp : Attn_Op<"pv_tile"> {
+def Attn_PvTileOp : Attn_Op<"pv_tile", [AttrSizedOperandSegments]> {
   let summary = "acc = alpha * acc + p v (alpha per row; absent means 1)";
   let description = [{
     acc[r, d] = alpha[r] acc[r, d] + sum over c with p[r, c] != 0 of p[r, c] v[c, d]:
     a pair of weight 0 (masked, or a weight that underflowed float32) contributes
     nothing, even where v[c, d] is NaN or infinite (PATTERNS.md: a masked pair
     contributes nothing; 0 * NaN would make the row NaN).
+
+    With `rows(n)`, only the first n rows are computed (the tile's valid queries, which
+    may be far fewer than its height when decoding); the others are left as they are.
   }];
   let arguments = (ins Attn_Tile2D:$p, Attn_Tile2D:$v, Attn_Tile2D:$acc,
-                       Optional<Attn_Tile1D>:$alpha);
+                       Optional<Attn_Tile1D>:$alpha, Optional<Index>:$rows);
   let assemblyFormat = [{
-    $p `,` $v `into` $acc (`rescale` `(` $alpha^ `:` type($alpha) `)`)? attr-dict
-    `:` type($p) `,` type($v) `,` type($acc)
+    $p `,` $v `into` $acc (`rescale` `(` $alpha^ `:` type($alpha) `)`)?
+    (`rows` `(` $rows^ `)`)? attr-dict `:` type($p) `,` type($v) `,` type($acc)
   }];
+  let builders = [OpBuilder<(ins "Value":$p, "Value":$v, "Value":$acc, "Value":$alpha), [{
+    build($_builder, $_state, p, v, acc, alpha, Value());
+  }]>];
   let hasVerifier = 1;
 }
 

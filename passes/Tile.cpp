@@ -454,7 +454,10 @@ void KernelBuilder::processTile(Value kb, Value cls) {
                      pageRow, pageSize, op.getKRopeAttr());
   LoadTileOp::create(b, loc, vView, kvBatch, hkIdx, kvRow, kvRows, vt, Value(), pageTable,
                      pageRow, pageSize, RopeAttr());
-  QkTileOp::create(b, loc, qt, kt, s, op.getScaleAttr());
+  // The host kernels compute only the tile's valid query rows (decoding: 1 of 64); the
+  // NVIDIA kernels, which never see per-sequence kernels, compute whole tiles.
+  Value rows = perSequence ? qRows : Value();
+  QkTileOp::create(b, loc, qt, kt, s, op.getScaleAttr(), rows);
 
   Value kvLo64 = toI64(kvLo);
   Value whole = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, kvRows, idx(bn));
@@ -463,7 +466,7 @@ void KernelBuilder::processTile(Value kb, Value cls) {
   Value unmasked = arith::AndIOp::create(b, loc, whole, full);
   auto epilogue = [&](bool masked) {
     auto score = ScoreTileOp::create(b, loc, s, b64, h64, qLo64, kvLo64, seqQOffset,
-                                     kvOffset, seqQ64, seqKv64, inputBuffers, masked);
+                                     kvOffset, seqQ64, seqKv64, inputBuffers, rows, masked);
     IRMapping mapping = inputs;
     {
       OpBuilder::InsertionGuard guard(b);
@@ -495,11 +498,11 @@ void KernelBuilder::processTile(Value kb, Value cls) {
     epilogue(/*masked=*/true);
   }
   if (op.getNormalizer() == Normalizer::softmax) {
-    SoftmaxTileOp::create(b, loc, s, m, l, alpha, op.getSoftmaxBase2());
-    PvTileOp::create(b, loc, s, vt, acc, alpha);
+    SoftmaxTileOp::create(b, loc, s, m, l, alpha, rows, op.getSoftmaxBase2());
+    PvTileOp::create(b, loc, s, vt, acc, alpha, rows);
   } else {
     WeightsTileOp::create(b, loc, s, seqKv64, op.getNormalizerAttr(), op.getSigmoidBetaAttr());
-    PvTileOp::create(b, loc, s, vt, acc, Value());
+    PvTileOp::create(b, loc, s, vt, acc, Value(), rows);
   }
 }
 

@@ -308,7 +308,7 @@ void lowerQk(QkTileOp op) {
     e.loop(e.idx(0), e.idx(depth), [&](Value d) { e.store(e.load(op.getK(), {c, d}), kt, {d, c}); });
   });
   Value scale = e.f32(op.getScale().convertToDouble());
-  e.loop(e.idx(0), e.idx(rows), [&](Value r) {
+  e.loop(e.idx(0), op.getRows() ? op.getRows() : e.idx(rows), [&](Value r) {
     e.loop(e.idx(0), e.idx(cols), [&](Value c) { e.store(e.f32(0.0), op.getS(), {r, c}); });
     e.loop(e.idx(0), e.idx(depth), [&](Value d) {
       Value qrd = e.load(op.getQ(), {r, d});
@@ -335,7 +335,7 @@ void lowerScore(ScoreTileOp op) {
   OpBuilder b(op);
   Emit e{b, op.getLoc()};
   Value negInf = e.f32(-std::numeric_limits<double>::infinity());
-  e.loop(e.idx(0), e.idx(dimOf(op.getS(), 0)), [&](Value r) {
+  e.loop(e.idx(0), op.getRows() ? op.getRows() : e.idx(dimOf(op.getS(), 0)), [&](Value r) {
     Value i = arith::AddIOp::create(b, op.getLoc(), op.getQLo(), e.toI64(r));
     Value qPos = arith::AddIOp::create(b, op.getLoc(), i, op.getQOffset());
     e.loop(e.idx(0), e.idx(dimOf(op.getS(), 1)), [&](Value c) {
@@ -366,7 +366,7 @@ void lowerSoftmax(SoftmaxTileOp op) {
     return op.getBase2() ? Value(math::Exp2Op::create(b, loc, x)) : Value(math::ExpOp::create(b, loc, x));
   };
   int64_t cols = dimOf(op.getS(), 1);
-  e.loop(e.idx(0), e.idx(dimOf(op.getS(), 0)), [&](Value r) {
+  e.loop(e.idx(0), op.getRows() ? op.getRows() : e.idx(dimOf(op.getS(), 0)), [&](Value r) {
     Value rowMax = e.loop(e.idx(0), e.idx(cols), {negInf}, [&](Value c, ValueRange acc) -> SmallVector<Value> {
       return {arith::MaximumFOp::create(b, loc, acc[0], e.load(op.getS(), {r, c}))};
     })[0];
@@ -419,7 +419,7 @@ void lowerPv(PvTileOp op) {
   // acc[r, :] = alpha[r] * acc[r, :] + sum_c p[r, c] * v[c, :], with the value dimension
   // innermost: unit-stride rows of v and acc that vectorise without reordering a sum.
   Value cols = e.idx(dimOf(op.getAcc(), 1));
-  e.loop(e.idx(0), e.idx(dimOf(op.getAcc(), 0)), [&](Value r) {
+  e.loop(e.idx(0), op.getRows() ? op.getRows() : e.idx(dimOf(op.getAcc(), 0)), [&](Value r) {
     if (op.getAlpha()) {
       Value alpha = e.load(op.getAlpha(), {r});
       e.loop(e.idx(0), cols, [&](Value d) {
