@@ -100,18 +100,31 @@ Clipped clip(Emit &e, Value mem, ValueRange lo, ValueRange hi) {
 }
 
 /// Nested loops over the clipped box; `body` gets the indices and the carried values.
+/// Along `endPointsDim` (a dimension the tensor is sorted along, for min/max) only
+/// the box's two end points are visited.
 SmallVector<Value> boxLoops(Emit &e, const Clipped &box, size_t d, SmallVector<Value> &indices,
                             ValueRange init,
-                            function_ref<SmallVector<Value>(ValueRange, ValueRange)> body) {
+                            function_ref<SmallVector<Value>(ValueRange, ValueRange)> body,
+                            int64_t endPointsDim = -1) {
   if (d == box.lo.size())
     return body(indices, init);
-  Value hiExcl = arith::AddIOp::create(e.b, e.loc, box.hi[d], e.i64(1));
   Value lo = box.lo[d];
+  if (static_cast<int64_t>(d) == endPointsDim) {
+    // Iterations {0: lo, 1: hi}, none when the clipped dimension is empty.
+    Value count = e.select(e.cmpi(P::sle, lo, box.hi[d]), e.i64(2), e.i64(0));
+    return e.loop(e.i64(0), count, init, [&](Value iv, ValueRange acc) -> SmallVector<Value> {
+      indices.push_back(e.select(e.cmpi(P::eq, e.toI64(iv), e.i64(0)), lo, box.hi[d]));
+      SmallVector<Value> r = boxLoops(e, box, d + 1, indices, acc, body, endPointsDim);
+      indices.pop_back();
+      return r;
+    });
+  }
+  Value hiExcl = arith::AddIOp::create(e.b, e.loc, box.hi[d], e.i64(1));
   // An empty dimension runs no iterations.
   hiExcl = arith::MaxSIOp::create(e.b, e.loc, hiExcl, lo);
   return e.loop(lo, hiExcl, init, [&](Value iv, ValueRange acc) -> SmallVector<Value> {
     indices.push_back(e.toI64(iv));
-    SmallVector<Value> r = boxLoops(e, box, d + 1, indices, acc, body);
+    SmallVector<Value> r = boxLoops(e, box, d + 1, indices, acc, body, endPointsDim);
     indices.pop_back();
     return r;
   });
@@ -123,10 +136,11 @@ void lowerBoxSummary(BoxSummaryOp op) {
   Clipped box = clip(e, op.getTensor(), op.getLo(), op.getHi());
   SmallVector<Value> indices;
   SmallVector<Value> init{e.i64(std::numeric_limits<int64_t>::max()), e.i64(std::numeric_limits<int64_t>::min())};
+  int64_t sortedDim = op.getSortedDim() ? static_cast<int64_t>(*op.getSortedDim()) : -1;
   SmallVector<Value> r = boxLoops(e, box, 0, indices, init, [&](ValueRange idx, ValueRange acc) -> SmallVector<Value> {
     Value x = loadAsI64OrF32(e, op.getTensor(), idx);
     return {arith::MinSIOp::create(b, op.getLoc(), acc[0], x), arith::MaxSIOp::create(b, op.getLoc(), acc[1], x)};
-  });
+  }, sortedDim);
   op.getMin().replaceAllUsesWith(e.select(box.any, r[0], e.i64(0)));
   op.getMax().replaceAllUsesWith(e.select(box.any, r[1], e.i64(0)));
   op.getAnyInside().replaceAllUsesWith(box.any);
@@ -160,12 +174,66 @@ void lowerBoxContains(BoxContainsOp op) {
   op.erase();
 }
 
+/// The number of positions p in [0, size) along `dim` with t[.., p, ..] < x
+/// (`inclusive`: <= x), by binary search: t is non-decreasing along dim.
+Value countBelow(Emit &e, Value mem, ValueRange indices, int64_t dim, Value size, Value x,
+                 bool inclusive) {
+  OpBuilder &b = e.b;
+  Type i64 = b.getI64Type();
+  auto loop = scf::WhileOp::create(b, e.loc, TypeRange{i64, i64}, ValueRange{e.i64(0), size});
+  {
+    OpBuilder::InsertionGuard g(b);
+    Block *before = b.createBlock(&loop.getBefore(), {}, {i64, i64}, {e.loc, e.loc});
+    Value lo = before->getArgument(0), hi = before->getArgument(1);
+    scf::ConditionOp::create(b, e.loc, e.cmpi(P::slt, lo, hi), ValueRange{lo, hi});
+    Block *after = b.createBlock(&loop.getAfter(), {}, {i64, i64}, {e.loc, e.loc});
+    lo = after->getArgument(0);
+    hi = after->getArgument(1);
+    Value half = arith::ShRSIOp::create(b, e.loc, arith::SubIOp::create(b, e.loc, hi, lo), e.i64(1));
+    Value mid = arith::AddIOp::create(b, e.loc, lo, half);
+    SmallVector<Value> at(indices);
+    at[dim] = mid;
+    Value v = loadAsI64OrF32(e, mem, at);
+    Value below = e.cmpi(inclusive ? P::sle : P::slt, v, x);
+    Value next = arith::AddIOp::create(b, e.loc, mid, e.i64(1));
+    scf::YieldOp::create(b, e.loc, ValueRange{e.select(below, next, lo), e.select(below, hi, mid)});
+  }
+  return loop.getResult(0);
+}
+
+void lowerSearchSorted(SearchSortedOp op) {
+  OpBuilder b(op);
+  Emit e{b, op.getLoc()};
+  Value mem = op.getTensor();
+  int64_t dim = static_cast<int64_t>(op.getDim());
+  Value size = e.dimI64(mem, dim);
+  // The other indices inside the tensor; otherwise every position (sound).
+  Value ok = e.i1(true);
+  for (auto [d, i] : llvm::enumerate(op.getIndices()))
+    if (static_cast<int64_t>(d) != dim)
+      ok = e.andi(ok, e.andi(e.cmpi(P::sge, i, e.i64(0)), e.cmpi(P::slt, i, e.dimI64(mem, d))));
+  SmallVector<Value> indices(op.getIndices());
+  // Only the searches whose result is used (a one-sided atom needs one).
+  auto search = [&](Value result, Value x, bool inclusive, Value otherwise) {
+    if (result.use_empty())
+      return;
+    Value r = e.ifElse(ok, b.getI64Type(), [&] {
+      return countBelow(e, mem, indices, dim, size, x, inclusive);
+    }, otherwise);
+    result.replaceAllUsesWith(r);
+  };
+  search(op.getFirst(), op.getValueLo(), /*inclusive=*/false, e.i64(0));
+  search(op.getEnd(), op.getValueHi(), /*inclusive=*/true, size);
+  op.erase();
+}
+
 } // namespace
 
 void lowerTensorReads(Operation *root) {
   SmallVector<Operation *> ops;
   root->walk([&](Operation *op) {
-    if (isa<LookupOp, ContainsOp, SizeOp, ConstantTableOp, BoxSummaryOp, BoxContainsOp>(op))
+    if (isa<LookupOp, ContainsOp, SizeOp, ConstantTableOp, BoxSummaryOp, BoxContainsOp,
+            SearchSortedOp>(op))
       ops.push_back(op);
   });
   for (Operation *op : ops)
@@ -175,7 +243,8 @@ void lowerTensorReads(Operation *root) {
         .Case([](SizeOp o) { lowerSize(o); })
         .Case([](ConstantTableOp o) { lowerConstantTable(o); })
         .Case([](BoxSummaryOp o) { lowerBoxSummary(o); })
-        .Case([](BoxContainsOp o) { lowerBoxContains(o); });
+        .Case([](BoxContainsOp o) { lowerBoxContains(o); })
+        .Case([](SearchSortedOp o) { lowerSearchSorted(o); });
 }
 
 } // namespace attune

@@ -1,7 +1,8 @@
 //===- TensorReads.h - lowering of reads of extra tensors -------*- C++ -*-===//
 //
 // attn.lookup, attn.contains, attn.size, attn.constant_table, attn.box_summary and
-// attn.box_contains on memrefs become bounds-checked memref loads in scf loops.
+// attn.box_contains on memrefs become bounds-checked memref loads in scf loops;
+// attn.search_sorted becomes a binary search (scf.while).
 // Shared by the host and NVIDIA back ends: both see the extra tensors as memrefs.
 //
 //===----------------------------------------------------------------------===//

@@ -208,6 +208,23 @@ LogicalResult AttentionOp::verify() {
       }
     }
   }
+  if (auto sorted = getSortedDims()) {
+    // Per input, the dimension it is non-decreasing along, or -1.
+    if (sorted->size() != n)
+      return emitOpError("sorted_dims has ") << sorted->size() << " entries for " << n
+                                             << " inputs";
+    for (auto [i, d] : llvm::enumerate(*sorted)) {
+      auto type = tensorType(getInputs()[i]);
+      if (d == -1)
+        continue;
+      if (d < 0 || d >= type.getRank())
+        return emitOpError("sorted_dims[") << i << "] = " << d << " is outside the rank of "
+                                           << type;
+      if (!type.getElementType().isInteger(32) && !type.getElementType().isInteger(64))
+        return emitOpError("sorted_dims[") << i << "]: only integer inputs can be sorted, got "
+                                           << type;
+    }
+  }
   return success();
 }
 
@@ -561,7 +578,27 @@ static LogicalResult verifyBox(Operation *op, Type tensorType, size_t lo, size_t
 }
 
 LogicalResult BoxSummaryOp::verify() {
-  return verifyBox(*this, getTensor().getType(), getLo().size(), getHi().size(), false);
+  if (failed(verifyBox(*this, getTensor().getType(), getLo().size(), getHi().size(), false)))
+    return failure();
+  auto t = cast<ShapedType>(getTensor().getType());
+  if (auto d = getSortedDim()) {
+    int64_t dim = static_cast<int64_t>(*d);
+    if (dim < 0 || dim >= t.getRank())
+      return emitOpError("sorted_dim ") << dim << " is outside the rank of " << t;
+  }
+  return success();
+}
+
+LogicalResult SearchSortedOp::verify() {
+  auto t = cast<ShapedType>(getTensor().getType());
+  if (static_cast<int64_t>(getIndices().size()) != t.getRank())
+    return emitOpError("needs ") << t.getRank() << " indices for " << t;
+  if (static_cast<int64_t>(getDim()) < 0 || static_cast<int64_t>(getDim()) >= t.getRank())
+    return emitOpError("dim ") << static_cast<int64_t>(getDim()) << " is outside the rank of "
+                               << t;
+  if (!t.getElementType().isInteger(32) && !t.getElementType().isInteger(64))
+    return emitOpError("tensor elements must be integers, got ") << t.getElementType();
+  return success();
 }
 
 LogicalResult BoxContainsOp::verify() {

@@ -80,7 +80,8 @@ def Attn_AttentionOp : Attn_Op<"attention", [
     OptionalAttr<I64Attr>:$kv_list_input,
     OptionalAttr<DenseI64ArrayAttr>:$kv_list_block,
     OptionalAttr<Attn_StorageAttr>:$q_storage,
-    OptionalAttr<Attn_StorageAttr>:$kv_storage);
+    OptionalAttr<Attn_StorageAttr>:$kv_storage,
+    OptionalAttr<DenseI64ArrayAttr>:$sorted_dims);
   let results = (outs AnyRankedTensor:$o, Optional<AnyRankedTensor>:$lse);
   let regions = (region SizedRegion<1>:$mask, SizedRegion<1>:$score,
                         AnyRegion:$kv_ranges, AnyRegion:$tile_class,
@@ -340,11 +341,40 @@ def Attn_BoxSummaryOp : Attn_Op<"box_summary", [Pure, AttrSizedOperandSegments]>
     of the elements inside both the box and the tensor (0, 0 when none), whether any
     box index lies inside the tensor, and whether all do. Block analysis uses it to
     bound lookups over a whole tile (e.g. the document ids of a block of rows).
+
+    With `sorted_dim = d` the tensor is declared non-decreasing along d (a spec
+    input with "sorted": true): the min and max along d are those of the box's two
+    end points there (clipped to the tensor), so the summary reads 2 elements per
+    combination of the other indices instead of hi_d - lo_d + 1.
   }];
-  let arguments = (ins Attn_Shaped:$tensor, Variadic<I64>:$lo, Variadic<I64>:$hi);
+  let arguments = (ins Attn_Shaped:$tensor, Variadic<I64>:$lo, Variadic<I64>:$hi,
+                       OptionalAttr<I64Attr>:$sorted_dim);
   let results = (outs I64:$min, I64:$max, I1:$any_inside, I1:$all_inside);
   let assemblyFormat = [{
     $tensor `lo` `(` $lo `)` `hi` `(` $hi `)` attr-dict `:` type($tensor)
+  }];
+  let hasVerifier = 1;
+}
+
+def Attn_SearchSortedOp : Attn_Op<"search_sorted", [Pure]> {
+  let summary = "binary search of a value interval along a sorted dimension";
+  let description = [{
+    `tensor` is non-decreasing along dimension `dim` (a spec input declared
+    "sorted": true). With the other indices fixed by `indices` (the entry at `dim` is
+    ignored), yields `first`, the number of positions p along dim with
+    tensor[.., p, ..] < value_lo, and `end`, the number with tensor[.., p, ..] <=
+    value_hi, by binary search: the positions whose value lies in [value_lo,
+    value_hi] are exactly [first, end). When another index lies outside the tensor,
+    yields first = 0 and end = size(dim) (every position: a sound answer). Block
+    analysis uses it to solve `t[b, kv_idx] == x` for the key: the key range of a
+    query block over packed documents, in O(log N).
+  }];
+  let arguments = (ins Attn_Shaped:$tensor, Variadic<I64>:$indices, I64Attr:$dim,
+                       I64:$value_lo, I64:$value_hi);
+  let results = (outs I64:$first, I64:$end);
+  let assemblyFormat = [{
+    $tensor `[` $indices `]` `dim` $dim `value` `(` $value_lo `,` $value_hi `)`
+    attr-dict `:` type($tensor)
   }];
   let hasVerifier = 1;
 }

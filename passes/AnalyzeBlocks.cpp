@@ -13,6 +13,13 @@
 //   truth; anything else keeps everything. The result is at most kMaxRanges
 //   half-open [lo, hi) key intervals, clamped to [0, seq_kv).
 //
+// Sorted inputs (sorted_dims, from "sorted": true in the spec): an atom t[.., kv_idx]
+// op R on a tensor non-decreasing along the key's dimension is solved by binary
+// search (attn.search_sorted): for a document mask the keys of the query block's
+// documents, [first key with id >= min id, last key with id <= max id]. Summaries of
+// the query block's ids read its two end rows (box_summary sorted_dim), so a query
+// block's schedule costs O(log N) and visits only its documents' key blocks.
+//
 //===----------------------------------------------------------------------===//
 #include "passes/Passes.h"
 
@@ -72,6 +79,7 @@ void buildTileClass(AttentionOp op) {
         kvOff = block->getArgument(7), seqQ = block->getArgument(8),
         seqKv = block->getArgument(9);
   IntervalEmitter e(b, loc);
+  markSortedInputs(e, op);
   MaskArgs m(op.getMask().front());
   Value qLast = e.sub(qHi, e.i64(1)), kvLast = e.sub(kvHi, e.i64(1));
   e.bind(m.b, IntRange::of(tb, tb));
@@ -104,6 +112,7 @@ void buildKvRanges(AttentionOp op) {
         kvOff = block->getArgument(5), seqQ = block->getArgument(6),
         seqKv = block->getArgument(7);
   IntervalEmitter e(b, loc);
+  markSortedInputs(e, op);
   MaskArgs m(op.getMask().front());
   Value qLast = e.sub(qHi, e.i64(1));
   e.bind(m.b, IntRange::of(tb, tb));

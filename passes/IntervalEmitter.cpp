@@ -33,6 +33,15 @@ bool dependsOn(Value v, ArrayRef<Value> args) {
   return false;
 }
 
+void markSortedInputs(IntervalEmitter &e, AttentionOp op) {
+  auto dims = op.getSortedDims();
+  if (!dims)
+    return;
+  for (auto [input, dim] : llvm::zip(op.getInputs(), *dims))
+    if (dim >= 0)
+      e.markSorted(input, dim);
+}
+
 static std::optional<int64_t> constantOf(Value v) {
   if (auto c = v.getDefiningOp<arith::ConstantIntOp>())
     return c.value();
@@ -137,8 +146,10 @@ IntRange IntervalEmitter::lookupRange(Operation *op, BoolRange *inBounds) {
   }
   if (!lookup.getValue().getType().isInteger(64))
     return IntRange::unknown(); // float elements: no range kept
+  auto d = sortedDim(lookup.getTensor());
   auto summary = BoxSummaryOp::create(b, loc, b.getI64Type(), b.getI64Type(), b.getI1Type(),
-                                      b.getI1Type(), lookup.getTensor(), lo, hi);
+                                      b.getI1Type(), lookup.getTensor(), lo, hi,
+                                      d ? b.getI64IntegerAttr(*d) : IntegerAttr());
   // A read outside the tensor yields 0: include it unless the box is inside.
   Value inside = summary.getAllInside();
   return IntRange::of(select(inside, summary.getMin(), min(summary.getMin(), i64(0))),

@@ -39,6 +39,16 @@ public:
   /// Binds a region value (block argument) to an interval.
   void bind(Value v, IntRange r) { ints[v] = r; }
 
+  /// Declares `tensor` non-decreasing along `dim` (a spec input with "sorted": true):
+  /// summaries of its boxes read only the end points along dim, and MaskRanges
+  /// solves equalities on it by binary search (attn.search_sorted).
+  void markSorted(Value tensor, int64_t dim) { sorted[tensor] = dim; }
+  /// The dimension `tensor` is sorted along, if declared.
+  std::optional<int64_t> sortedDim(Value tensor) const {
+    auto it = sorted.find(tensor);
+    return it == sorted.end() ? std::nullopt : std::optional<int64_t>(it->second);
+  }
+
   IntRange intOf(Value v);
   BoolRange boolOf(Value v);
 
@@ -68,7 +78,13 @@ private:
   Location loc;
   llvm::DenseMap<Value, IntRange> ints;
   llvm::DenseMap<Value, BoolRange> bools;
+  llvm::DenseMap<Value, int64_t> sorted;
 };
+
+class AttentionOp;
+/// Marks the inputs `op`'s sorted_dims declares sorted (every analysis of its mask
+/// calls it, so that the forward and the backward schedules agree on what they know).
+void markSortedInputs(IntervalEmitter &e, AttentionOp op);
 
 /// Whether `v` depends on any of `args` (through its defining ops, including ops
 /// nested in regions such as scf.for bodies).

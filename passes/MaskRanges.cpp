@@ -1,6 +1,8 @@
 //===- MaskRanges.cpp - a mask solved for one index, in closed form -------===//
 #include "passes/MaskRanges.h"
 
+#include "dialect/AttnOps.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 
 using namespace mlir;
@@ -47,9 +49,15 @@ public:
       BoolRange r = e.boolOf(cond);
       return guarded(negated ? r.mayFalse : r.mayTrue);
     }
-    if (auto c = dyn_cast_or_null<arith::CmpIOp>(op))
+    if (auto lookup = dyn_cast_or_null<LookupOp>(op); lookup && !negated &&
+                                                       cond == lookup.getInBounds())
+      return inBounds(lookup);
+    if (auto c = dyn_cast_or_null<arith::CmpIOp>(op)) {
+      if (auto r = sortedAtom(c, negated))
+        return *r;
       if (auto r = atom(c, negated))
         return *r;
+    }
     return all();
   }
 
@@ -145,6 +153,123 @@ private:
   }
   Value ceilDiv(Value x, int64_t c) {
     return arith::CeilDivSIOp::create(e.builder(), e.location(), x, e.i64(c));
+  }
+
+  /// The solved index as a tensor position: index + shift == position, or nullopt
+  /// when `at` is neither the index nor its position.
+  std::optional<Value> shiftOf(Value at) {
+    if (at == v.index)
+      return e.i64(0);
+    if (at == v.position)
+      return v.offset;
+    return std::nullopt;
+  }
+
+  /// lookup(t, idx).in_bounds: every index whose position is the solved index lies
+  /// within its dimension, [0, size_d - 1] (whatever t holds; sound for any input).
+  Ranges inBounds(LookupOp lookup) {
+    Ranges out = all();
+    for (auto [d, at] : llvm::enumerate(lookup.getIndices())) {
+      auto shift = shiftOf(at);
+      if (!shift)
+        continue;
+      Value size = SizeOp::create(e.builder(), e.location(), lookup.getTensor(), d);
+      out = intersect(out, {{e.sub(e.i64(0), *shift), e.sub(e.sub(size, e.i64(1)), *shift)}});
+    }
+    return out;
+  }
+
+  /// t[.., i, ..] op R (either side) where t is declared sorted along the dimension
+  /// indexed by the solved index, and R and t's other indices are free of it (the
+  /// other indices single values): the keys whose value satisfies op against some R
+  /// in [R.lo, R.hi] form one interval, found by binary search (attn.search_sorted),
+  /// e.g. doc[b, kv_idx] == doc[b, q_idx] over a query block: the keys whose id lies
+  /// in [min, max] of the block's ids. Positions outside t read 0, so they join when
+  /// 0 may satisfy op against R.
+  std::optional<Ranges> sortedAtom(arith::CmpIOp c, bool negated) {
+    for (int side = 0; side < 2; ++side)
+      if (auto r = sortedSide(c, side, negated))
+        return r;
+    return std::nullopt;
+  }
+
+  std::optional<Ranges> sortedSide(arith::CmpIOp c, int side, bool negated) {
+    P pred = negated ? arith::invertPredicate(c.getPredicate()) : c.getPredicate();
+    auto lookup = c->getOperand(side).getDefiningOp<LookupOp>();
+    if (!lookup || c->getOperand(side) != lookup.getValue())
+      return std::nullopt;
+    auto dim = e.sortedDim(lookup.getTensor());
+    if (!dim)
+      return std::nullopt;
+    Value other = c->getOperand(1 - side);
+    if (dependsOn(other, {v.index, v.position}))
+      return std::nullopt;
+    auto indices = lookup.getIndices();
+    auto shift = shiftOf(indices[*dim]);
+    if (!shift)
+      return std::nullopt;
+    SmallVector<Value> point;
+    for (auto [d, at] : llvm::enumerate(indices)) {
+      if (static_cast<int64_t>(d) == *dim) {
+        point.push_back(e.i64(0)); // ignored by the search
+        continue;
+      }
+      if (dependsOn(at, {v.index, v.position}))
+        return std::nullopt;
+      IntRange r = e.intOf(at);
+      if (r.top || r.lo != r.hi) // one row of t: b, h bound to single values
+        return std::nullopt;
+      point.push_back(r.lo);
+    }
+    IntRange r = e.intOf(other);
+    if (r.top)
+      return std::nullopt;
+    P p = side == 0 ? pred : mirror(pred); // now t[i] p R
+    if (p != P::eq && p != P::sle && p != P::slt && p != P::sge && p != P::sgt)
+      return std::nullopt;
+    // One search; [first, end) are the positions whose value is in [value_lo, value_hi].
+    bool upper = p == P::sle || p == P::slt; // bounds the index from above only
+    Value vlo = p == P::eq ? r.lo : upper ? r.hi : r.lo;
+    Value vhi = p == P::eq ? r.hi : upper ? r.hi : r.lo;
+    Type i64 = e.builder().getI64Type();
+    auto search = SearchSortedOp::create(e.builder(), e.location(), i64, i64,
+                                         lookup.getTensor(), point,
+                                         static_cast<int64_t>(*dim), vlo, vhi);
+    Value first = search.getFirst(), end = search.getEnd(), one = e.i64(1), zero = e.i64(0);
+    Value s = *shift; // index = position - shift
+    Value lo = e.i64(-kInf), hi = e.i64(kInf), zeroMay;
+    switch (p) {
+    case P::eq: // R.lo <= t[i] <= R.hi
+      lo = e.sub(first, s);
+      hi = e.sub(e.sub(end, one), s);
+      zeroMay = e.andi(e.cmp(int(P::sle), r.lo, zero), e.cmp(int(P::sle), zero, r.hi));
+      break;
+    case P::sle: // t[i] <= R.hi: positions before end
+      hi = e.sub(e.sub(end, one), s);
+      zeroMay = e.cmp(int(P::sle), zero, r.hi);
+      break;
+    case P::slt: // t[i] < R.hi: positions before first
+      hi = e.sub(e.sub(first, one), s);
+      zeroMay = e.cmp(int(P::slt), zero, r.hi);
+      break;
+    case P::sge: // t[i] >= R.lo: positions from first
+      lo = e.sub(first, s);
+      zeroMay = e.cmp(int(P::sge), zero, r.lo);
+      break;
+    default: // sgt, t[i] > R.lo: positions from end
+      lo = e.sub(end, s);
+      zeroMay = e.cmp(int(P::sgt), zero, r.lo);
+      break;
+    }
+    Ranges out{{lo, hi}};
+    // Positions outside t (< 0 or >= size) read 0: they join when 0 may satisfy p.
+    // Usually the mask's in_bounds conjunct (or the clamp to [0, seq)) empties them.
+    Value size = SizeOp::create(e.builder(), e.location(), lookup.getTensor(), *dim);
+    out.push_back({e.select(zeroMay, e.i64(-kInf), e.i64(kInf)),
+                   e.select(zeroMay, e.sub(e.i64(-1), s), e.i64(-kInf))});
+    out.push_back({e.select(zeroMay, e.sub(size, s), e.i64(kInf)),
+                   e.select(zeroMay, e.i64(kInf), e.i64(-kInf))});
+    return out;
   }
 
   /// Indices for which g*i + R (R in [lo, hi]) satisfies `pred` against 0 for some R.

@@ -381,6 +381,7 @@ void buildQueryRanges(AttentionOp op, Region &region) {
   Block &mask = op.getMask().front();
   // Mask arguments: (b, h, q_idx, kv_idx, q, kv, seq_q, seq_kv).
   IntervalEmitter e(b, loc);
+  markSortedInputs(e, op);
   Value kvLast = e.sub(kvHi, e.i64(1));
   e.bind(mask.getArgument(0), IntRange::of(tb, tb));
   e.bind(mask.getArgument(1), IntRange::of(th, th));

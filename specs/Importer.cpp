@@ -382,7 +382,7 @@ private:
       if (isReservedName(it.key()))
         fail(path, "input name '" + it.key() + "' is reserved (a variable or function)");
       const json &decl = object(it.value(), path);
-      checkKeys(decl, path, {"dtype", "shape"});
+      checkKeys(decl, path, {"dtype", "shape", "sorted"});
       InputDecl d;
       d.name = it.key();
       d.dtype = oneOf(require(decl, path, "dtype"), child(path, "dtype"), {"i32", "f32"});
@@ -413,8 +413,36 @@ private:
           fail(spath, "declares more than 2^40 elements (" + shapeText(d.shape) + ")");
         elements *= n;
       }
+      if (const json *sorted = find(decl, "sorted"))
+        d.sortedDim = readSorted(*sorted, child(path, "sorted"), d);
       info.inputs.push_back(std::move(d));
     }
+  }
+
+  /// "sorted": a promise that the ids are non-decreasing along the input's sequence
+  /// dimension (packed documents), which block analysis turns into key ranges found
+  /// by binary search. Returns that dimension, or -1 for false.
+  int64_t readSorted(const json &v, const std::string &path, const InputDecl &d) {
+    if (!v.is_boolean())
+      fail(path, "must be a boolean");
+    if (!v.get<bool>())
+      return -1;
+    if (d.dtype != "i32")
+      fail(path, "only integer (i32) inputs can be sorted, '" + d.name + "' is " + d.dtype);
+    int64_t dim = -1;
+    for (size_t i = 0; i < d.shape.size(); ++i) {
+      auto *sym = std::get_if<std::string>(&d.shape[i]);
+      if (!sym || (*sym != "Sq" && *sym != "Skv"))
+        continue;
+      if (dim >= 0)
+        fail(path, "'" + d.name + "' " + shapeText(d.shape) +
+                       " has two sequence dimensions; sorted is along exactly one");
+      dim = static_cast<int64_t>(i);
+    }
+    if (dim < 0)
+      fail(path, "'" + d.name + "' " + shapeText(d.shape) +
+                     " has no sequence dimension (Sq or Skv) to be sorted along");
+    return dim;
   }
 
   static std::string dimText(const Dim &dim) {
@@ -603,6 +631,18 @@ private:
     return RankedTensorType::get(shape, elt);
   }
 
+  /// The attention's sorted_dims: per input its sorted dimension or -1; absent when
+  /// no input is sorted (the IR of unsorted specs is unchanged).
+  DenseI64ArrayAttr sortedDims() {
+    SmallVector<int64_t> dims;
+    bool any = false;
+    for (const InputDecl &d : info.inputs) {
+      dims.push_back(d.sortedDim);
+      any = any || d.sortedDim >= 0;
+    }
+    return any ? builder.getDenseI64ArrayAttr(dims) : DenseI64ArrayAttr();
+  }
+
   std::string functionName() {
     std::string out;
     for (char c : info.name)
@@ -683,7 +723,7 @@ private:
         /*q_rope=*/attn::RopeAttr(), /*k_rope=*/attn::RopeAttr(),
         /*softmax_base2=*/UnitAttr(), /*kv_list_input=*/IntegerAttr(),
         /*kv_list_block=*/DenseI64ArrayAttr(),
-        storageAttr(info.qStorage), storageAttr(info.kvStorage));
+        storageAttr(info.qStorage), storageAttr(info.kvStorage), sortedDims());
     attention = op;
     buildMask(op, loc);
     buildScore(op, loc);

@@ -40,6 +40,9 @@ struct InputDecl {
   std::string name;
   std::string dtype;          // "i32" | "f32"
   std::vector<Dim> shape;
+  /// "sorted": true: non-decreasing along this dimension (the one named Sq or Skv)
+  /// for every choice of the other indices; -1 when not declared sorted.
+  int64_t sortedDim = -1;
 };
 
 /// The compile-time facts of a spec, with defaults resolved.

@@ -23,7 +23,7 @@ bool isHeavyRegion(Region &region) {
   int ops = 0;
   region.walk([&](Operation *inner) {
     ++ops;
-    if (inner->getNumRegions() || isa<ContainsOp, BoxContainsOp, BoxSummaryOp>(inner))
+    if (inner->getNumRegions() || isa<ContainsOp, BoxContainsOp, BoxSummaryOp, SearchSortedOp>(inner))
       heavy = true;
   });
   return heavy || ops > 48;

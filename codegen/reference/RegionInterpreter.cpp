@@ -31,7 +31,7 @@ enum class Code : uint8_t {
   Causal, SlidingWindow, DilatedWindow, Sinks, GlobalCount, GlobalList, PrefixLm,
   Strided, Fixed, DilatedSegments, ShiftedGroups,
   Softcap, Alibi, T5Bias, Fire, KerpleLog, LogLengthScale, Lookup, Contains,
-  Size, ConstantTable, BoxSummary, BoxContains
+  Size, ConstantTable, BoxSummary, BoxContains, SearchSorted
 };
 
 struct Instr {
@@ -360,6 +360,12 @@ FailureOr<std::unique_ptr<RegionProgram>> RegionProgram::compile(Region &region,
         .Case([&](attn::BoxSummaryOp o) {
           in.code = Code::BoxSummary;
           in.tensors[0] = tensorIndex(o.getTensor());
+          in.p[0] = o.getSortedDim() ? int64_t(*o.getSortedDim()) : -1;
+        })
+        .Case([&](attn::SearchSortedOp o) {
+          in.code = Code::SearchSorted;
+          in.tensors[0] = tensorIndex(o.getTensor());
+          in.p[0] = int64_t(o.getDim());
         })
         .Case([&](attn::BoxContainsOp o) {
           in.code = Code::BoxContains;
@@ -595,7 +601,11 @@ void RegionProgram::run(const Slot *args, const std::vector<const HostTensor *> 
           }
           if (d == 0)
             break;
-          ++cur[d - 1];
+          // Along a sorted dimension the summary reads the two end points only.
+          if (!contains && int64_t(d - 1) == in.p[0])
+            cur[d - 1] = hi[d - 1];
+          else
+            ++cur[d - 1];
         }
       }
       if (contains) {
@@ -607,6 +617,33 @@ void RegionProgram::run(const Slot *args, const std::vector<const HostTensor *> 
         r[in.res3].i = any;
         r[in.res4].i = all;
       }
+      break;
+    }
+    case Code::SearchSorted: { // (indices..., value_lo, value_hi) -> first, end
+      const HostTensor &t = *tensors[in.tensors[0]];
+      size_t n = in.in.size() - 2;
+      int64_t dim = in.p[0], size = t.shape[dim];
+      bool inside = true;
+      for (size_t d = 0; d < n; ++d)
+        inside &= int64_t(d) == dim || (I(d) >= 0 && I(d) < t.shape[d]);
+      // The same binary search as the lowering (codegen/TensorReads.cpp): positions
+      // along dim with value < x (or <= x); every position when outside.
+      auto countBelow = [&](int64_t x, bool inclusive) {
+        int64_t lo = 0, hi = size;
+        while (lo < hi) {
+          int64_t mid = lo + ((hi - lo) >> 1), flat = 0;
+          for (size_t d = 0; d < n; ++d)
+            flat = flat * t.shape[d] + (int64_t(d) == dim ? mid : I(d));
+          int64_t v = int64_t(t.data[flat]);
+          if (inclusive ? v <= x : v < x)
+            lo = mid + 1;
+          else
+            hi = mid;
+        }
+        return lo;
+      };
+      r[in.res].i = inside ? countBelow(I(n), false) : 0;
+      r[in.res2].i = inside ? countBelow(I(n + 1), true) : size;
       break;
     }
     case Code::Contains: { // (value, indices...)
