@@ -101,6 +101,84 @@ func.func @document(%q: tensor<?x2x?x16xf32>, %doc: tensor<?x?xi32>, %qo: i64, %
 
 // -----
 
+// A sorted document id input (sorted_dims, "sorted": true in the spec): the key range
+// is solved by binary search for the query block's ids, whose min and max are the
+// block's end rows (box_summary sorted_dim: two reads, not BM). The two further
+// intervals are the positions outside the id tensor (which read 0), emptied here by
+// the key lookup's in_bounds, [0, size - 1].
+// CHECK-LABEL: func.func @document_sorted
+// CHECK: kv_ranges {
+// CHECK: %[[MIN:.*]], %[[MAX:.*]], %{{.*}}, %[[IN:.*]] = attn.box_summary %[[DOC:[a-z0-9_]+]] lo(%b, %q_lo) hi(%b, %{{.*}}) {sorted_dim = 1 : i64} : tensor<?x?xi32>
+// CHECK-DAG: %[[HI:.*]] = arith.select %[[IN]], %[[MAX]], %{{.*}} : i64
+// CHECK-DAG: %[[LO:.*]] = arith.select %[[IN]], %[[MIN]], %{{.*}} : i64
+// CHECK: %[[FIRST:.*]], %[[END:.*]] = attn.search_sorted %[[DOC]][%b, %{{.*}}] dim 1 value(%[[LO]], %[[HI]]) : tensor<?x?xi32>
+// CHECK: %[[LAST:.*]] = arith.subi %[[END]], %{{.*}} : i64
+// CHECK: %[[SIZE:.*]] = attn.size %[[DOC]][1] : tensor<?x?xi32>
+// CHECK: arith.maxsi %[[FIRST]], %{{.*}} : i64
+// CHECK: arith.minsi %[[LAST]], %{{.*}} : i64
+// CHECK: attn.yield %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : i64, i64, i64, i64, i64, i64
+// CHECK: tile_class {
+// CHECK-NOT: attn.search_sorted
+// CHECK-DAG: attn.box_summary %{{.*}} lo(%b, %q_lo) hi(%b, %{{.*}}) {sorted_dim = 1 : i64} : tensor<?x?xi32>
+// CHECK-DAG: attn.box_summary %{{.*}} lo(%b, %kv_lo) hi(%b, %{{.*}}) {sorted_dim = 1 : i64} : tensor<?x?xi32>
+// CHECK: attn.yield %{{.*}} : i32
+func.func @document_sorted(%q: tensor<?x2x?x16xf32>, %doc: tensor<?x?xi32>, %qo: i64, %ko: i64) -> tensor<?x2x?x16xf32> {
+  %o = attn.attention q(%q : tensor<?x2x?x16xf32>) k(%q : tensor<?x2x?x16xf32>) v(%q : tensor<?x2x?x16xf32>) inputs(%doc : tensor<?x?xi32>) offsets(%qo, %ko)
+      {scale = 0.25 : f64, normalizer = #attn.normalizer<softmax>, align = #attn.align<bottom_right>, input_names = ["doc"], sorted_dims = array<i64: 1>} -> tensor<?x2x?x16xf32>
+  mask {
+  ^bb0(%b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %a, %oka = attn.lookup %doc[%b, %qi] : tensor<?x?xi32> -> i64
+    %c, %okc = attn.lookup %doc[%b, %ki] : tensor<?x?xi32> -> i64
+    %eq = arith.cmpi eq, %a, %c : i64
+    %m1 = arith.andi %eq, %oka : i1
+    %m = arith.andi %m1, %okc : i1
+    attn.yield %m : i1
+  } score {
+  ^bb0(%s: f32, %b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    attn.yield %s : f32
+  }
+  return %o : tensor<?x2x?x16xf32>
+}
+
+// -----
+
+// Sorted ids with causal (all): the search's interval is cut by causality. A one-sided
+// comparison (kv ids at most the query's, t[kv] <= R) bounds the key from above only:
+// the search's `end` of R's maximum. Separate key ids (kv_ids) that are not declared
+// sorted keep today's form (no search).
+// CHECK-LABEL: func.func @document_causal_sorted
+// CHECK: kv_ranges {
+// CHECK: attn.search_sorted %[[DOC:[a-z0-9_]+]][%b, %{{.*}}] dim 1
+// CHECK: attn.search_sorted %[[DOC]][%b, %{{.*}}] dim 1
+// CHECK-NOT: attn.search_sorted %arg2
+// CHECK: tile_class {
+func.func @document_causal_sorted(%q: tensor<?x2x?x16xf32>, %doc: tensor<?x?xi32>, %other: tensor<?x?xi32>, %qo: i64, %ko: i64) -> tensor<?x2x?x16xf32> {
+  %o = attn.attention q(%q : tensor<?x2x?x16xf32>) k(%q : tensor<?x2x?x16xf32>) v(%q : tensor<?x2x?x16xf32>) inputs(%doc, %other : tensor<?x?xi32>, tensor<?x?xi32>) offsets(%qo, %ko)
+      {scale = 0.25 : f64, normalizer = #attn.normalizer<softmax>, align = #attn.align<bottom_right>, input_names = ["doc", "other"], sorted_dims = array<i64: 1, -1>} -> tensor<?x2x?x16xf32>
+  mask {
+  ^bb0(%b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    %c0 = arith.constant 0 : i64
+    %a, %oka = attn.lookup %doc[%b, %qi] : tensor<?x?xi32> -> i64
+    %c, %okc = attn.lookup %doc[%b, %ki] : tensor<?x?xi32> -> i64
+    %x, %okx = attn.lookup %other[%b, %ki] : tensor<?x?xi32> -> i64
+    %eq = arith.cmpi eq, %a, %c : i64
+    %le = arith.cmpi sle, %c, %a : i64
+    %ox = arith.cmpi eq, %x, %a : i64
+    %d = arith.subi %qp, %kp : i64
+    %causal = arith.cmpi sge, %d, %c0 : i64
+    %m1 = arith.andi %eq, %causal : i1
+    %m2 = arith.andi %m1, %le : i1
+    %m = arith.andi %m2, %ox : i1
+    attn.yield %m : i1
+  } score {
+  ^bb0(%s: f32, %b: i64, %h: i64, %qi: i64, %ki: i64, %qp: i64, %kp: i64, %sq: i64, %sk: i64):
+    attn.yield %s : f32
+  }
+  return %o : tensor<?x2x?x16xf32>
+}
+
+// -----
+
 // A block list conjunct is recorded so that attn-tile can iterate the listed blocks.
 // CHECK-LABEL: func.func @block_list
 // CHECK: kv_list_block = array<i64: 64, 32>, kv_list_input = 0 : i64
