@@ -189,7 +189,8 @@ Value countBelow(Emit &e, Value mem, ValueRange indices, int64_t dim, Value size
     Block *after = b.createBlock(&loop.getAfter(), {}, {i64, i64}, {e.loc, e.loc});
     lo = after->getArgument(0);
     hi = after->getArgument(1);
-    Value half = arith::ShRSIOp::create(b, e.loc, arith::SubIOp::create(b, e.loc, hi, lo), e.i64(1));
+    // hi - lo > 0 here: a logical shift halves it (the simulator models shrui).
+    Value half = arith::ShRUIOp::create(b, e.loc, arith::SubIOp::create(b, e.loc, hi, lo), e.i64(1));
     Value mid = arith::AddIOp::create(b, e.loc, lo, half);
     SmallVector<Value> at(indices);
     at[dim] = mid;
