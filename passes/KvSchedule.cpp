@@ -55,8 +55,34 @@ KvScheduleSource KvScheduleSource::of(ForKvBlocksOp op) {
   return s;
 }
 
+namespace {
+/// While alive, gives every op inserted through `b` (the inlined kv_ranges and
+/// tile_class regions included) the schedule's location, so that a profile (the
+/// simulator's op counts, ATTUNE_SIM_OP_COUNTS) tells the schedule's code from the
+/// tiles'. Locations carry no semantics.
+struct TagInserted : OpBuilder::Listener {
+  OpBuilder &b;
+  Location loc;
+  OpBuilder::Listener *prev;
+  TagInserted(OpBuilder &b, Location loc) : b(b), loc(loc), prev(b.getListener()) {
+    b.setListener(this);
+  }
+  ~TagInserted() override { b.setListener(prev); }
+  void notifyOperationInserted(Operation *op, OpBuilder::InsertPoint previous) override {
+    op->setLoc(loc);
+    if (prev)
+      prev->notifyOperationInserted(op, previous);
+  }
+};
+} // namespace
+
+Location mlir::attn::kvScheduleLoc(Location loc) {
+  return NameLoc::get(StringAttr::get(loc.getContext(), kKvScheduleLocName), loc);
+}
+
 KvSchedule::KvSchedule(OpBuilder &b, Location loc, KvScheduleSource source)
-    : b(b), loc(loc), src(std::move(source)) {
+    : b(b), loc(kvScheduleLoc(loc)), src(std::move(source)) {
+  TagInserted tag(b, this->loc);
   Emit e{b, loc};
   int64_t bn = src.blockN;
   Value total;
@@ -129,6 +155,7 @@ Value KvSchedule::rangeBound(ArrayRef<Value> values, Value r) {
 }
 
 Value KvSchedule::classify(Value kb) {
+  TagInserted tag(b, loc);
   Emit e{b, loc};
   Value kvLo = e.mul(kb, e.c64(src.blockN));
   Value kvHi = e.mins(e.add(kvLo, e.c64(src.blockN)), src.seqKv);
@@ -158,6 +185,7 @@ KvSchedule::Visit KvSchedule::next(const Visit &v) {
 
 /// From candidate cursor (a0, b0), the next block to visit.
 KvSchedule::Visit KvSchedule::advance(Value a0, Value b0) {
+  TagInserted tag(b, loc);
   Emit e{b, loc};
   Type i64 = b.getI64Type(), i32 = b.getI32Type(), i1 = b.getI1Type();
   auto loop = scf::WhileOp::create(b, loc, TypeRange{i64, i64, i64, i32, i1}, ValueRange{a0, b0});

@@ -42,6 +42,11 @@ struct KvScheduleSource {
   static KvScheduleSource of(ForKvBlocksOp op);
 };
 
+/// The location of every op a KvSchedule emits (its walk, the inlined kv_ranges and
+/// tile_class regions): a NameLoc of this name around the use site's location.
+constexpr const char *kKvScheduleLocName = "attn.kv_schedule";
+Location kvScheduleLoc(Location loc);
+
 class KvSchedule {
 public:
   /// Emits the per-query-block set-up (key-block intervals of every head, the split's

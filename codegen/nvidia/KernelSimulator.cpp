@@ -20,6 +20,8 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <deque>
@@ -206,6 +208,29 @@ struct WgmmaForm {
   int a[4] = {-1, -1, -1, -1};
   std::vector<int> tied; // per output: the operand index of its tied input
 };
+
+/// Executed-op counts for profiles (ATTUNE_SIM_OP_COUNTS): every op the CTA steps
+/// through (once for all its threads, as a GPU issues one instruction per warp), and
+/// those of the key schedule (located at passes/KvSchedule.h's kKvScheduleLocName).
+struct OpCounts {
+  bool enabled = false;
+  int64_t all = 0, schedule = 0, ctas = 0;
+  llvm::DenseMap<Operation *, bool> isSchedule;
+  bool scheduleOp(Operation *op) {
+    auto [it, added] = isSchedule.try_emplace(op, false);
+    if (added) {
+      bool tagged = false;
+      op->getLoc()->walk([&](Location l) {
+        if (auto n = dyn_cast<NameLoc>(l); n && n.getName() == "attn.kv_schedule")
+          tagged = true;
+        return WalkResult::advance();
+      });
+      it->second = tagged;
+    }
+    return it->second;
+  }
+};
+OpCounts opCounts;
 
 class Simulator {
 public:
@@ -1010,6 +1035,10 @@ static bool isOperandFence(LLVM::InlineAsmOp call) {
 
 void Simulator::exec(Operation &op, const Mask &mask) {
   current = &op;
+  if (opCounts.enabled) {
+    ++opCounts.all;
+    opCounts.schedule += opCounts.scheduleOp(&op);
+  }
   if (isa<scf::IfOp, scf::ForOp, scf::WhileOp>(op))
     return execScf(op, mask);
   if (isa<NVVM::LdMatrixOp, NVVM::MmaOp, NVVM::ShflOp, NVVM::VoteSyncOp>(op))
@@ -1648,16 +1677,34 @@ bool simulateKernel(ModuleOp module, const std::string &symbol, std::array<int64
     error = "simulator: wrong number of kernel arguments";
     return false;
   }
+  // Profiling (bench/schedule_share.py): ATTUNE_SIM_OP_COUNTS=FILE appends a line
+  // "symbol ctas all schedule" per launch; ATTUNE_SIM_SAMPLE_X=k then simulates only
+  // the CTAs with blockIdx.x % k == 0 (the other CTAs' outputs are left unwritten:
+  // for counting only).
+  const char *countsFile = std::getenv("ATTUNE_SIM_OP_COUNTS");
+  int64_t sample = 1;
+  if (const char *k = std::getenv("ATTUNE_SIM_SAMPLE_X"); k && countsFile)
+    sample = std::max<int64_t>(1, std::atoll(k));
+  opCounts = OpCounts();
+  opCounts.enabled = countsFile != nullptr;
   try {
     for (int64_t z = 0; z < grid[2]; ++z)
       for (int64_t y = 0; y < grid[1]; ++y)
-        for (int64_t x = 0; x < grid[0]; ++x) {
+        for (int64_t x = 0; x < grid[0]; x += sample) {
           Simulator sim(module, int(threads), smemBytes, {x, y, z});
           sim.run(func, args);
+          ++opCounts.ctas;
         }
   } catch (const Failure &f) {
     error = f.message;
     return false;
+  }
+  if (countsFile) {
+    if (FILE *f = std::fopen(countsFile, "a")) {
+      std::fprintf(f, "%s %lld %lld %lld\n", symbol.c_str(), (long long)opCounts.ctas,
+                   (long long)opCounts.all, (long long)opCounts.schedule);
+      std::fclose(f);
+    }
   }
   return true;
 }
