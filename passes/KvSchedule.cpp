@@ -121,6 +121,7 @@ KvSchedule::KvSchedule(OpBuilder &b, Location loc, KvScheduleSource source)
     blockLo.push_back(e.c64(0));
     total = rangeStart.back();
   }
+  hoistClassPrefix();
   // This split's share: positions [begin, splitEnd) of the schedule.
   Value begin = e.c64(0);
   splitEnd = total;
@@ -154,26 +155,59 @@ Value KvSchedule::rangeBound(ArrayRef<Value> values, Value r) {
   return out;
 }
 
+void KvSchedule::hoistClassPrefix() {
+  Block &block = src.tileClass->front();
+  // Ops that depend on kv_lo / kv_hi (arguments 4, 5), in block order; an op with
+  // regions stays per tile whatever it reads.
+  for (Operation &op : block.without_terminator()) {
+    bool perTile = op.getNumRegions() > 0;
+    for (Value v : op.getOperands()) {
+      if (auto arg = dyn_cast<BlockArgument>(v))
+        perTile |= arg.getOwner() == &block && (arg.getArgNumber() == 4 || arg.getArgNumber() == 5);
+      else if (Operation *def = v.getDefiningOp())
+        perTile |= classPerTile.contains(def);
+    }
+    if (perTile)
+      classPerTile.insert(&op);
+  }
+  SmallVector<Value> heads = src.heads;
+  if (block.getArgument(1).use_empty())
+    heads.resize(1);
+  for (Value h : heads) {
+    IRMapping m = src.captured;
+    cloneConstantsUsedIn(*src.tileClass, b, m);
+    Value args[] = {src.batch, h, src.qLo, src.qHi, Value(), Value(), src.qOffset,
+                    src.kvOffset, src.seqQ, src.seqKv};
+    for (auto [arg, v] : llvm::zip(block.getArguments(), args))
+      if (v)
+        m.map(arg, v);
+    for (Operation &op : block.without_terminator())
+      if (!classPerTile.contains(&op))
+        b.clone(op, m);
+    classPrefix.push_back(std::move(m));
+  }
+}
+
 Value KvSchedule::classify(Value kb) {
   TagInserted tag(b, loc);
   Emit e{b, loc};
   Value kvLo = e.mul(kb, e.c64(src.blockN));
   Value kvHi = e.mins(e.add(kvLo, e.c64(src.blockN)), src.seqKv);
-  SmallVector<Value> heads = src.heads;
-  if (src.tileClass->front().getArgument(1).use_empty())
-    heads.resize(1);
+  Block &block = src.tileClass->front();
   Value first, same = e.cbool(true);
-  for (Value h : heads) {
-    Value cls = inlineRegion(b, *src.tileClass,
-                             {src.batch, h, src.qLo, src.qHi, kvLo, kvHi, src.qOffset,
-                              src.kvOffset, src.seqQ, src.seqKv},
-                             src.captured)[0];
+  for (IRMapping m : classPrefix) {
+    m.map(block.getArgument(4), kvLo);
+    m.map(block.getArgument(5), kvHi);
+    for (Operation &op : block.without_terminator())
+      if (classPerTile.contains(&op))
+        b.clone(op, m);
+    Value cls = m.lookupOrDefault(cast<YieldOp>(block.getTerminator()).getValues()[0]);
     if (!first)
       first = cls;
     else
       same = e.andi(same, e.cmp(P::eq, cls, first));
   }
-  return heads.size() == 1 ? first : e.sel(same, first, e.c32(kPartial));
+  return classPrefix.size() == 1 ? first : e.sel(same, first, e.c32(kPartial));
 }
 
 KvSchedule::Visit KvSchedule::first() { return advance(startA, startB); }

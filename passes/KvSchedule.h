@@ -20,6 +20,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/DenseSet.h"
 
 namespace mlir::attn {
 
@@ -71,6 +72,14 @@ public:
 private:
   Visit advance(Value a, Value b);
   Value rangeBound(ArrayRef<Value> values, Value r);
+  void hoistClassPrefix();
+
+  /// tile_class split by what its ops depend on: those free of the key block's
+  /// bounds (kv_lo, kv_hi) are the query block's part (its ids' summary, say), emitted
+  /// once in the set-up (classPrefix: per head, the mapping they were cloned into);
+  /// classify(kb) clones only the rest (classPerTile) per visited block.
+  SmallVector<IRMapping> classPrefix;
+  llvm::DenseSet<Operation *> classPerTile;
 
   OpBuilder &b;
   Location loc;

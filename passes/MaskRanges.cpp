@@ -36,7 +36,11 @@ public:
       return ((c.value() != 0) != negated) ? all() : none();
     if (op && isa<arith::AndIOp, arith::OrIOp>(op)) {
       bool conj = isa<arith::AndIOp>(op) != negated; // De Morgan
+      size_t mark = inBoundsConjuncts.size();
+      if (!negated)
+        collectGuards(cond);
       Ranges x = ranges(op->getOperand(0), negated), y = ranges(op->getOperand(1), negated);
+      inBoundsConjuncts.resize(mark);
       return conj ? intersect(x, y) : unite(x, y);
     }
     if (auto x = dyn_cast_or_null<arith::XOrIOp>(op)) {
@@ -155,6 +159,20 @@ private:
     return arith::CeilDivSIOp::create(e.builder(), e.location(), x, e.i64(c));
   }
 
+  /// Lookups whose in_bounds is a conjunct of an enclosing conjunction (an andi chain,
+  /// not negated): wherever that conjunction may hold they read inside the tensor,
+  /// and the conjunct's own range (inBounds) is intersected with the rest.
+  SmallVector<LookupOp> inBoundsConjuncts;
+
+  void collectGuards(Value cond) {
+    if (auto a = cond.getDefiningOp<arith::AndIOp>()) {
+      collectGuards(a.getLhs());
+      collectGuards(a.getRhs());
+    } else if (auto l = cond.getDefiningOp<LookupOp>(); l && cond == l.getInBounds()) {
+      inBoundsConjuncts.push_back(l);
+    }
+  }
+
   /// The solved index as a tensor position: index + shift == position, or nullopt
   /// when `at` is neither the index nor its position.
   std::optional<Value> shiftOf(Value at) {
@@ -262,8 +280,11 @@ private:
       break;
     }
     Ranges out{{lo, hi}};
-    // Positions outside t (< 0 or >= size) read 0: they join when 0 may satisfy p.
-    // Usually the mask's in_bounds conjunct (or the clamp to [0, seq)) empties them.
+    // Positions outside t (< 0 or >= size) read 0: they join when 0 may satisfy p,
+    // unless the lookup's in_bounds is a conjunct around this atom (the importer's
+    // masks: `document` ands both lookups' in_bounds), which rules them out.
+    if (llvm::is_contained(inBoundsConjuncts, lookup))
+      return out;
     Value size = SizeOp::create(e.builder(), e.location(), lookup.getTensor(), *dim);
     out.push_back({e.select(zeroMay, e.i64(-kInf), e.i64(kInf)),
                    e.select(zeroMay, e.sub(e.i64(-1), s), e.i64(-kInf))});

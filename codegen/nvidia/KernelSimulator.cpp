@@ -210,7 +210,8 @@ struct WgmmaForm {
 };
 
 /// Executed-op counts for profiles (ATTUNE_SIM_OP_COUNTS): every op the CTA steps
-/// through (once for all its threads, as a GPU issues one instruction per warp), and
+/// through (once for all its threads, as a GPU issues one instruction per warp; not
+/// constants and index casts, which are no instructions), and
 /// those of the key schedule (located at passes/KvSchedule.h's kKvScheduleLocName).
 struct OpCounts {
   bool enabled = false;
@@ -1035,7 +1036,8 @@ static bool isOperandFence(LLVM::InlineAsmOp call) {
 
 void Simulator::exec(Operation &op, const Mask &mask) {
   current = &op;
-  if (opCounts.enabled) {
+  // Constants and index casts are no instructions (immediates; index is i64).
+  if (opCounts.enabled && !isa<arith::ConstantOp, arith::IndexCastOp>(op)) {
     ++opCounts.all;
     opCounts.schedule += opCounts.scheduleOp(&op);
   }

@@ -103,9 +103,9 @@ func.func @document(%q: tensor<?x2x?x16xf32>, %doc: tensor<?x?xi32>, %qo: i64, %
 
 // A sorted document id input (sorted_dims, "sorted": true in the spec): the key range
 // is solved by binary search for the query block's ids, whose min and max are the
-// block's end rows (box_summary sorted_dim: two reads, not BM). The two further
-// intervals are the positions outside the id tensor (which read 0), emptied here by
-// the key lookup's in_bounds, [0, size - 1].
+// block's end rows (box_summary sorted_dim: two reads, not BM). Positions outside
+// the id tensor (which read 0) would join as two more intervals, but the key
+// lookup's in_bounds is a conjunct: one interval, cut to [0, size - 1].
 // CHECK-LABEL: func.func @document_sorted
 // CHECK: kv_ranges {
 // CHECK: %[[MIN:.*]], %[[MAX:.*]], %{{.*}}, %[[IN:.*]] = attn.box_summary %[[DOC:[a-z0-9_]+]] lo(%b, %q_lo) hi(%b, %{{.*}}) {sorted_dim = 1 : i64} : tensor<?x?xi32>
@@ -116,7 +116,7 @@ func.func @document(%q: tensor<?x2x?x16xf32>, %doc: tensor<?x?xi32>, %qo: i64, %
 // CHECK: %[[SIZE:.*]] = attn.size %[[DOC]][1] : tensor<?x?xi32>
 // CHECK: arith.maxsi %[[FIRST]], %{{.*}} : i64
 // CHECK: arith.minsi %[[LAST]], %{{.*}} : i64
-// CHECK: attn.yield %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : i64, i64, i64, i64, i64, i64
+// CHECK: attn.yield %{{.*}}, %{{.*}} : i64, i64
 // CHECK: tile_class {
 // CHECK-NOT: attn.search_sorted
 // CHECK-DAG: attn.box_summary %{{.*}} lo(%b, %q_lo) hi(%b, %{{.*}}) {sorted_dim = 1 : i64} : tensor<?x?xi32>
@@ -145,12 +145,15 @@ func.func @document_sorted(%q: tensor<?x2x?x16xf32>, %doc: tensor<?x?xi32>, %qo:
 // Sorted ids with causal (all): the search's interval is cut by causality. A one-sided
 // comparison (kv ids at most the query's, t[kv] <= R) bounds the key from above only:
 // the search's `end` of R's maximum. Separate key ids (kv_ids) that are not declared
-// sorted keep today's form (no search).
+// sorted keep today's form (no search). No in_bounds conjunct guards the key lookup
+// here, so positions outside the tensor (reading 0) stay possible: 4 intervals.
 // CHECK-LABEL: func.func @document_causal_sorted
 // CHECK: kv_ranges {
-// CHECK: attn.search_sorted %[[DOC:[a-z0-9_]+]][%b, %{{.*}}] dim 1
-// CHECK: attn.search_sorted %[[DOC]][%b, %{{.*}}] dim 1
-// CHECK-NOT: attn.search_sorted %arg2
+// CHECK: attn.search_sorted %[[DOC:[a-z0-9_]+]][%b, %{{.*}}] dim 1 value(%[[LO:.*]], %[[HI:.*]]) :
+// CHECK: attn.size %[[DOC]][1]
+// CHECK: attn.search_sorted %[[DOC]][%b, %{{.*}}] dim 1 value(%[[HI]], %[[HI]]) :
+// CHECK-NOT: attn.search_sorted
+// CHECK: attn.yield %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : i64, i64, i64, i64, i64, i64, i64, i64
 // CHECK: tile_class {
 func.func @document_causal_sorted(%q: tensor<?x2x?x16xf32>, %doc: tensor<?x?xi32>, %other: tensor<?x?xi32>, %qo: i64, %ko: i64) -> tensor<?x2x?x16xf32> {
   %o = attn.attention q(%q : tensor<?x2x?x16xf32>) k(%q : tensor<?x2x?x16xf32>) v(%q : tensor<?x2x?x16xf32>) inputs(%doc, %other : tensor<?x?xi32>, tensor<?x?xi32>) offsets(%qo, %ko)
