@@ -20,7 +20,7 @@ every key block of every query block classified).
 No GPU timing here: that needs a GPU (bench/gpu_compare.py).
 
   /usr/bin/python3 bench/schedule_share.py [--tokens 8192,32768,131072]
-      [--docs 4,16,64,256] [--ctas 12] [--block 64x64] [--check] [--no-unsorted]
+      [--docs 4,16,64,256] [--ctas 12] [--block 64x64] [--head-dim 64] [--check] [--no-unsorted]
 """
 import argparse
 import json
@@ -36,11 +36,14 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 ATTNC = os.environ.get("ATTNC", os.path.join(ROOT, "build", "tools", "attnc", "attnc"))
 
 
+HEAD_DIM = 64
+
+
 def spec(path, sorted_ids):
     doc = {"dtype": "i32", "shape": ["B", "Sq"]}
     if sorted_ids:
         doc["sorted"] = True
-    s = {"name": "doc_share", "heads_q": 1, "head_dim": 64, "dtype": "bf16",
+    s = {"name": "doc_share", "heads_q": 1, "head_dim": HEAD_DIM, "dtype": "bf16",
          "align": "top_left", "inputs": {"doc": doc}, "mask": {"document": {"q_ids": "doc"}}}
     with open(path, "w") as f:
         json.dump(s, f)
@@ -76,7 +79,7 @@ def run(tmp, n, docs, sorted_ids, sample, bm, bn):
 def inputs(tmp, n, docs):
     rng = np.random.default_rng(0)
     for x in ("q", "k", "v"):
-        np.save(os.path.join(tmp, f"{x}.npy"), rng.standard_normal((1, 1, n, 64)).astype(np.float32))
+        np.save(os.path.join(tmp, f"{x}.npy"), rng.standard_normal((1, 1, n, HEAD_DIM)).astype(np.float32))
     ids = (np.arange(n, dtype=np.int64) * docs // n).astype(np.int32)[None]
     np.save(os.path.join(tmp, "doc.npy"), ids)
 
@@ -100,9 +103,12 @@ def main():
     ap.add_argument("--block", default="64x64")
     ap.add_argument("--check", action="store_true", help="also run 8k/16 docs unsampled")
     ap.add_argument("--no-unsorted", action="store_true")
+    ap.add_argument("--head-dim", type=int, default=64)
     args = ap.parse_args()
+    global HEAD_DIM
+    HEAD_DIM = args.head_dim
     bm, bn = map(int, args.block.split("x"))
-    print(f"document mask, 1 head, head_dim 64, bf16, tile {bm}x{bn}; ops = ops the simulated "
+    print(f"document mask, 1 head, head_dim {HEAD_DIM}, bf16, tile {bm}x{bn}; ops = ops the simulated "
           f"CTAs execute (not constants/index casts); schedule = ops at attn.kv_schedule")
     print()
     hdr = (f"{'tokens':>7} {'docs':>5} {'CTAs':>9} {'tiles/CTA':>9} {'sorted: sched/all':>22} "

@@ -137,6 +137,35 @@ void lowerBoxSummary(BoxSummaryOp op) {
   SmallVector<Value> indices;
   SmallVector<Value> init{e.i64(std::numeric_limits<int64_t>::max()), e.i64(std::numeric_limits<int64_t>::min())};
   int64_t sortedDim = op.getSortedDim() ? static_cast<int64_t>(*op.getSortedDim()) : -1;
+  // The usual box of a sorted input, one row of it (every other dimension a single
+  // index, b say): its min and max are the clipped box's two end elements, read
+  // without loops.
+  bool row = sortedDim >= 0;
+  for (size_t d = 0; d < box.lo.size(); ++d)
+    row = row && (static_cast<int64_t>(d) == sortedDim || op.getLo()[d] == op.getHi()[d]);
+  if (row) {
+    Type i64 = b.getI64Type();
+    auto read = scf::IfOp::create(b, op.getLoc(), TypeRange{i64, i64}, box.any, true);
+    {
+      OpBuilder::InsertionGuard g(b);
+      b.setInsertionPointToStart(read.thenBlock());
+      SmallVector<Value> first(box.lo), last(box.lo);
+      last[sortedDim] = box.hi[sortedDim];
+      Value x = loadAsI64OrF32(e, op.getTensor(), first);
+      Value y = loadAsI64OrF32(e, op.getTensor(), last);
+      // Non-decreasing: x <= y; min/max keep the summary a bound whatever the data.
+      scf::YieldOp::create(b, op.getLoc(), ValueRange{arith::MinSIOp::create(b, op.getLoc(), x, y),
+                                                      arith::MaxSIOp::create(b, op.getLoc(), x, y)});
+      b.setInsertionPointToStart(read.elseBlock());
+      scf::YieldOp::create(b, op.getLoc(), ValueRange{e.i64(0), e.i64(0)});
+    }
+    op.getMin().replaceAllUsesWith(read.getResult(0));
+    op.getMax().replaceAllUsesWith(read.getResult(1));
+    op.getAnyInside().replaceAllUsesWith(box.any);
+    op.getAllInside().replaceAllUsesWith(box.all);
+    op.erase();
+    return;
+  }
   SmallVector<Value> r = boxLoops(e, box, 0, indices, init, [&](ValueRange idx, ValueRange acc) -> SmallVector<Value> {
     Value x = loadAsI64OrF32(e, op.getTensor(), idx);
     return {arith::MinSIOp::create(b, op.getLoc(), acc[0], x), arith::MaxSIOp::create(b, op.getLoc(), acc[1], x)};
