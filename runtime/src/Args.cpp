@@ -121,14 +121,7 @@ public:
     shape("k", c.k, {B, c.headsKv, Skv, c.headDim}, "(B, Hkv, Skv, D)");
     shape("v", c.v, {B, c.headsKv, Skv, c.headDimV}, "(B, Hkv, Skv, Dv)");
     shape("o", c.o, {B, c.headsQ, Sq, c.headDimV}, "(B, Hq, Sq, Dv)");
-    strides("q", c.q, false);
-    strides("k", c.k, false);
-    strides("v", c.v, false);
-    strides("o", c.o, true);
-    span("q", c.q);
-    span("k", c.k);
-    span("v", c.v);
-    span("o", c.o);
+    stridesAndSpans(c);
     lse(c);
 
     symbols_ = {{"B", B}, {"Hq", c.headsQ}, {"Hkv", c.headsKv}, {"Sq", Sq},
@@ -160,6 +153,16 @@ public:
 private:
   [[noreturn]] void fail(const std::string &message) const {
     throw ArgError(std::string(fn_) + ": " + message);
+  }
+
+  /// q, k, v, o: strides the kernels can read (o not aliasing itself), spans in range.
+  void stridesAndSpans(const CheckedCall &c) const {
+    strides("q", c.q, false);
+    strides("k", c.k, false);
+    strides("v", c.v, false);
+    strides("o", c.o, true);
+    for (auto [name, t] : {std::pair{"q", &c.q}, {"k", &c.k}, {"v", &c.v}, {"o", &c.o}})
+      span(name, *t);
   }
 
   /// An int32 sequence argument in host memory, read through its strides.
@@ -251,14 +254,7 @@ private:
     std::vector<int64_t> od(c.q.shape, c.q.shape + qRank);
     od.back() = c.headDimV;
     want("o", c.o, od, qRagged ? "(total_q, Hq, Dv)" : "(B, Hq, Sq, Dv)");
-    strides("q", c.q, false);
-    strides("k", c.k, false);
-    strides("v", c.v, false);
-    strides("o", c.o, true);
-    span("q", c.q);
-    span("k", c.k);
-    span("v", c.v);
-    span("o", c.o);
+    stridesAndSpans(c);
     if (c.lse.data) {
       if (!m_.hasLse && !options_.lseAvailable)
         fail("lse: this bundle does not compute lse (its outputs are [o]); pass none");
