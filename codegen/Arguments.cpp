@@ -474,6 +474,8 @@ static bool bindSequences(const AttentionArgs &args, ShapeChecker &shapes, Bound
   rt::SequenceArrays arrays{array(args.seq.cuSeqlensQ), array(args.seq.cuSeqlensKv),
                             array(args.seq.pageTable), array(args.seq.kvLens),
                             array(args.seq.qLens)};
+  if (!args.seq.checkPageIds)
+    arrays.pageTable.at = nullptr;
   rt::SequencePlan plan;
   error = rt::planSequences(call.qStorage, call.kvStorage, args.q.shape, args.k.shape, arrays, plan);
   if (!error.empty())

@@ -61,6 +61,10 @@ bool writeNpy(const std::string &path, const HostTensor &t, std::string &error);
 /// sequence b of a ragged buffer is rows [cu[b], cu[b + 1]).
 struct SequenceArgs {
   std::optional<HostTensor> cuSeqlensQ, cuSeqlensKv, pageTable, kvLens, qLens;
+  /// Whether the page ids a sequence uses are checked before running (they are on
+  /// the host back ends; a GPU's page table is device memory: checked only when
+  /// validating, and otherwise a page outside the cache is masked by the kernels).
+  bool checkPageIds = true;
   bool any() const { return cuSeqlensQ || cuSeqlensKv || pageTable || kvLens || qLens; }
 };
 

@@ -166,8 +166,14 @@ LogicalResult KernelBuilder::build(func::FuncOp oldFunc) {
   func->setAttr("attn.block", b.getDenseI64ArrayAttr({bm, bn}));
   // Back ends name the inputs in their ABI (the NVIDIA kernel's "input:<name>").
   func->setAttr("attn.input_names", op.getInputNamesAttr());
-  if (perSequence)
+  if (perSequence) {
+    // Back ends that build their own addressing (the NVIDIA kernels) read how the
+    // buffers hold the batch, and which input dims are per-sequence, off the kernel.
     func->setAttr("attn.sequences", b.getUnitAttr());
+    func->setAttr("attn.q_storage", StorageAttr::get(b.getContext(), qStorage));
+    func->setAttr("attn.kv_storage", StorageAttr::get(b.getContext(), kvStorage));
+    func->setAttr("attn.input_dims", op.getInputDimsAttr());
+  }
   Block *entry = func.addEntryBlock();
   b.setInsertionPointToStart(entry);
   unsigned a = 0;

@@ -292,49 +292,60 @@ int32_t apiDtype(rt::DType t) {
 } // namespace
 
 namespace {
-/// A [B, H, S, D] tensor in device memory as SimLayout says: element strides and the
-/// size in elements, gaps included (no stride is 0, as in PyTorch).
+/// A tensor in device memory as SimLayout says: element strides (the last 1) and the
+/// size in elements, gaps included (no stride is 0, as in PyTorch). `bshd` puts a
+/// [B, H, S, D] tensor's S outside its H; `pad` elements follow every row and every
+/// outer index of any rank (ragged [total, H, D] and paged [pages, page_size, H, D]
+/// buffers too), so that no stride follows from the shape.
 struct Strided {
-  int64_t b = 0, h = 0, s = 0, elements = 0;
-  Strided(const SimLayout &l, const std::vector<int64_t> &shape) {
-    int64_t B = shape[0], H = std::max<int64_t>(shape[1], 1), S = std::max<int64_t>(shape[2], 1),
-            D = shape[3];
-    if (l.bshd) {
-      h = D + l.pad;
-      s = H * h + l.pad;
-      b = S * s + l.pad;
-    } else {
-      s = D + l.pad;
-      h = S * s + l.pad;
-      b = H * h + l.pad;
+  std::vector<int64_t> strides;
+  int64_t elements = 0;
+  Strided(const SimLayout &l, const std::vector<int64_t> &shape, bool bshd) {
+    size_t rank = shape.size();
+    std::vector<size_t> order(rank); // memory order, outermost first
+    for (size_t i = 0; i < rank; ++i)
+      order[i] = i;
+    if (bshd && rank == 4)
+      std::swap(order[1], order[2]);
+    strides.assign(rank, 1);
+    for (size_t k = rank - 1; k-- > 0;) {
+      size_t inner = order[k + 1];
+      strides[order[k]] = std::max<int64_t>(shape[inner], 1) * strides[inner] + l.pad;
     }
-    elements = B * b;
-  }
-  int64_t at(int64_t bi, int64_t hi, int64_t si, int64_t di) const {
-    return bi * b + hi * h + si * s + di;
+    elements = rank ? shape[order[0]] * strides[order[0]] : 1;
   }
 };
 constexpr uint16_t kGap = 0x7fbf; // a NaN bf16 and fp16 no kernel computes
 
-/// `t` ([B, H, S, D], contiguous) into a buffer laid out as `l`, gaps kGap.
+/// Calls f(flat index, element offset) for every element of `shape` laid out as `l`.
+template <typename F>
+void forEachElement(const std::vector<int64_t> &shape, const std::vector<int64_t> &strides, F f) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t rest = i, at = 0;
+    for (size_t d = shape.size(); d-- > 0;) {
+      at += rest % shape[d] * strides[d];
+      rest /= shape[d];
+    }
+    f(size_t(i), size_t(at));
+  }
+}
+
+/// `t` (contiguous) into a buffer laid out as `l`, gaps kGap.
 std::vector<uint16_t> layOut(const std::vector<uint16_t> &t, const std::vector<int64_t> &shape,
                              const Strided &l) {
   std::vector<uint16_t> out(size_t(l.elements), kGap);
-  int64_t H = shape[1], S = shape[2], D = shape[3];
-  for (size_t i = 0; i < t.size(); ++i) {
-    int64_t n = int64_t(i), d = n % D, s = n / D % S, h = n / D / S % H, b = n / D / S / H;
-    out[size_t(l.at(b, h, s, d))] = t[i];
-  }
+  forEachElement(shape, l.strides, [&](size_t i, size_t at) { out[at] = t[i]; });
   return out;
 }
 
 attn_tensor describeStrided(const void *data, int32_t dtype, const std::vector<int64_t> &shape,
                             const Strided &l) {
   attn_tensor t = describe(data, dtype, shape);
-  t.strides[0] = l.b;
-  t.strides[1] = l.h;
-  t.strides[2] = l.s;
-  t.strides[3] = 1;
+  for (size_t i = 0; i < shape.size(); ++i)
+    t.strides[i] = l.strides[i];
   return t;
 }
 } // namespace
@@ -355,30 +366,56 @@ SimCall::SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse,
     return out;
   };
   int32_t dt = apiDtype(m.dtype);
-  // Tensors that are not [B, H, S, D] stay contiguous: the runtime refuses their rank.
-  auto place = [&](const HostTensor &t, std::vector<uint16_t> &buf) {
+  bool qRagged = m.qStorage == "ragged";
+  // The rank each buffer has in its storage; other ranks stay contiguous (the
+  // runtime refuses them, naming the argument).
+  auto rankOf = [](const std::string &storage) { return storage == "ragged" ? 3u : 4u; };
+  auto place = [&](const HostTensor &t, std::vector<uint16_t> &buf, const std::string &storage) {
     buf = toHalf(t);
-    if (t.shape.size() != 4)
+    if (t.shape.size() != rankOf(storage))
       return describe(buf.data(), dt, t.shape);
-    Strided l(layout, t.shape);
+    Strided l(layout, t.shape, layout.bshd && storage == "padded");
     buf = layOut(buf, t.shape, l);
     return describeStrided(buf.data(), dt, t.shape, l);
   };
-  call_.q = place(args.q, q_);
-  call_.k = place(args.k, k_);
-  call_.v = place(args.v, v_);
-  oShape_ = {args.q.shape.size() == 4 ? args.q.shape[0] : 0, m.headsQ,
-             args.q.shape.size() == 4 ? args.q.shape[2] : 0, m.headDimV};
-  size_t rows = size_t(oShape_[0] * oShape_[1] * oShape_[2]);
+  call_.q = place(args.q, q_, m.qStorage);
+  call_.k = place(args.k, k_, m.kvStorage);
+  call_.v = place(args.v, v_, m.kvStorage);
+  // o in q's storage: [B, Hq, Sq, Dv] or ragged [total_q, Hq, Dv]; lse without Dv.
+  bool qFits = args.q.shape.size() == rankOf(m.qStorage);
+  if (qRagged)
+    oShape_ = {qFits ? args.q.shape[0] : 0, m.headsQ, m.headDimV};
+  else
+    oShape_ = {qFits ? args.q.shape[0] : 0, m.headsQ, qFits ? args.q.shape[2] : 0, m.headDimV};
+  size_t rows = 1;
+  for (size_t d = 0; d + 1 < oShape_.size(); ++d)
+    rows *= size_t(oShape_[d]);
   // NaN-filled, so that an element no kernel wrote shows; gaps kGap.
   std::vector<uint16_t> nan(rows * size_t(m.headDimV), f16 ? 0x7e00 : 0x7fc0);
-  Strided ol(layout, oShape_);
+  Strided ol(layout, oShape_, layout.bshd && !qRagged);
   o_ = layOut(nan, oShape_, ol);
-  oStrides_ = {ol.b, ol.h, ol.s};
+  oStrides_ = ol.strides;
   call_.o = describeStrided(o_.data(), dt, oShape_, ol);
   if (wantLse) {
     lse_.assign(rows, NAN);
-    call_.lse = describe(lse_.data(), ATTN_F32, {oShape_[0], oShape_[1], oShape_[2]});
+    call_.lse = describe(lse_.data(), ATTN_F32,
+                         std::vector<int64_t>(oShape_.begin(), oShape_.end() - 1));
+  }
+  // The sequence arguments, int32 as an application's are (the runtime reads them
+  // on the host: the simulated device's memory is the host's).
+  const std::optional<HostTensor> *seq[5] = {&args.seq.cuSeqlensQ, &args.seq.cuSeqlensKv,
+                                             &args.seq.pageTable, &args.seq.kvLens,
+                                             &args.seq.qLens};
+  attn_tensor *slots[5] = {&call_.cu_seqlens_q, &call_.cu_seqlens_kv, &call_.page_table,
+                           &call_.kv_lens, &call_.q_lens};
+  for (int i = 0; i < 5; ++i) {
+    if (!*seq[i])
+      continue;
+    const HostTensor &t = **seq[i];
+    seqArrays_[i].resize(t.data.size());
+    for (size_t n = 0; n < t.data.size(); ++n)
+      seqArrays_[i][n] = int32_t(t.data[n]);
+    *slots[i] = describe(seqArrays_[i].data(), t.isInt ? ATTN_I32 : ATTN_F32, t.shape);
   }
   for (const rt::InputDecl &decl : m.inputs) {
     auto it = args.inputs.find(decl.name);
@@ -411,32 +448,30 @@ SimCall::SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse,
   call_.q_offset = args.qOffset.value_or(0);
   call_.has_kv_offset = args.kvOffset.has_value();
   call_.kv_offset = args.kvOffset.value_or(0);
+  call_.validate = layout.validate ? 1 : 0;
 }
 
 HostTensor SimCall::o() const {
   HostTensor t = HostTensor::zeros(oShape_);
   bool f16 = m_.dtype == rt::DType::FP16;
   std::vector<char> isElement(o_.size(), 0);
-  size_t i = 0;
-  for (int64_t b = 0; b < oShape_[0]; ++b)
-    for (int64_t h = 0; h < oShape_[1]; ++h)
-      for (int64_t s = 0; s < oShape_[2]; ++s)
-        for (int64_t d = 0; d < oShape_[3]; ++d, ++i) {
-          size_t at = size_t(b * oStrides_[0] + h * oStrides_[1] + s * oStrides_[2] + d);
-          isElement[at] = 1;
-          t.data[i] = f16 ? half::fromF16(o_[at]) : half::fromBf16(o_[at]);
-        }
+  forEachElement(oShape_, oStrides_, [&](size_t i, size_t at) {
+    isElement[at] = 1;
+    t.data[i] = f16 ? half::fromF16(o_[at]) : half::fromBf16(o_[at]);
+  });
   for (size_t at = 0; at < o_.size(); ++at)
-    if (!isElement[at] && o_[at] != kGap)
+    if (!isElement[at] && o_[at] != kGap) {
+      std::string strides;
+      for (size_t d = 0; d + 1 < oStrides_.size(); ++d)
+        strides += (d ? ", " : "") + std::to_string(oStrides_[d]);
       throw cu::CudaError("gpu-sim: the kernel wrote element " + std::to_string(at) +
-                          " of o's buffer, a gap between its rows (strides b " +
-                          std::to_string(oStrides_[0]) + ", h " + std::to_string(oStrides_[1]) +
-                          ", s " + std::to_string(oStrides_[2]) + ")");
+                          " of o's buffer, a gap between its rows (strides " + strides + ")");
+    }
   return t;
 }
 
 HostTensor SimCall::lse() const {
-  HostTensor t = HostTensor::zeros({oShape_[0], oShape_[1], oShape_[2]});
+  HostTensor t = HostTensor::zeros(std::vector<int64_t>(oShape_.begin(), oShape_.end() - 1));
   t.data.assign(lse_.begin(), lse_.end());
   return t;
 }

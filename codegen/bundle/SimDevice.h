@@ -60,6 +60,7 @@ public:
   /// As CUDA: a fault is sticky (every later synchronisation reports it) and the
   /// device is unusable afterwards, so callers must isolate candidates as on a GPU.
   bool survivesFaults() const override { return false; }
+  bool hostAddressable() const override { return true; }
   int warmupRuns() const override { return 1; }
   std::vector<double> time(void *stream, int repeats,
                            const std::function<void(int)> &run) override;
@@ -89,6 +90,8 @@ std::unique_ptr<rt::Bundle> buildSimBundle(mlir::ModuleOp l1, const nlohmann::js
 struct SimLayout {
   bool bshd = false;
   int64_t pad = 0;
+  /// The call's `validate` (attnc run --validate): the runtime checks the page ids.
+  bool validate = false;
 };
 
 /// The NVIDIA back end end to end on the simulator: the kernel for `config`, launched
@@ -122,8 +125,8 @@ private:
   std::vector<std::string> names_;
   std::vector<const char *> namePtrs_;
   std::vector<attn_tensor> inputTensors_;
-  std::vector<int64_t> oShape_;
-  std::array<int64_t, 3> oStrides_{};
+  std::vector<int64_t> oShape_, oStrides_;
+  std::array<std::vector<int32_t>, 5> seqArrays_; // cu_seqlens_q, cu_seqlens_kv, page_table, kv_lens, q_lens
   attn_call call_{};
 };
 

@@ -142,6 +142,7 @@ public:
     // argument, where scale joins the subtraction in one fma.
     rawScores = plan.normalizer == Normalizer::softmax && plan.identityScore &&
                 plan.scale > 0;
+    perSequence = plan.sequences;
   }
 
   void emit(gpu::GPUModuleOp module, GpuKernelInfo &info);
@@ -243,9 +244,53 @@ private:
   /// Whether the tile at kvLo of class `cls` runs the masked epilogue (the test
   /// scoreTile branches on): the tiles where some P is 0 by the mask.
   Value tileIsMasked(Value kvLo, Value cls) {
+    // A paged tile may hold a page id outside the cache (device-resident, unchecked):
+    // its keys are masked, so every paged tile evaluates the bounds.
+    if (paged())
+      return cbool(true);
     Value whole = cmp(P::sle, add(kvLo, c64(bn)), seqKv);
     return noti(andi(whole, cmp(P::eq, cls, c32(kFull))));
   }
+  bool paged() const { return perSequence && plan.kvStorage == Storage::paged; }
+  bool raggedQ() const { return perSequence && plan.qStorage == Storage::ragged; }
+  /// Page id of key j (i64, < seqKv) of this CTA's sequence, and whether it is a page
+  /// of the cache.
+  std::pair<Value, Value> pageOf(Value j) {
+    Value index = add(mul(bIdx, pageTableStride), divu(j, pageSize));
+    Value page = ext64(LLVM::LoadOp::create(b, loc, b.getI32Type(),
+                                            elementPtr(pageTablePtr, b.getI32Type(), index))
+                           .getResult());
+    Value ok = andi(cmp(P::sge, page, c64(0)), cmp(P::slt, page, numPages));
+    return {page, ok};
+  }
+  /// Whether key j (i64) exists: below the sequence's length and, paged, on a page of
+  /// the cache (the table is read only for keys below the length).
+  Value keyExists(Value j) {
+    Value inside = cmp(P::slt, j, seqKv);
+    if (!paged())
+      return inside;
+    auto ifInside = scf::IfOp::create(b, loc, b.getI1Type(), inside, true);
+    OpBuilder::InsertionGuard g(b);
+    b.setInsertionPointToStart(ifInside.thenBlock());
+    scf::YieldOp::create(b, loc, pageOf(j).second);
+    b.setInsertionPointToStart(ifInside.elseBlock());
+    scf::YieldOp::create(b, loc, cbool(false));
+    return ifInside.getResult(0);
+  }
+  /// lse's element of tile row `row` (i32): [B, Hq, Sq] padded, [total_q, Hq] ragged.
+  Value lseIndex(Value row) {
+    if (raggedQ())
+      return add(mul(add(qRow0, rowQuery(row)), c64(plan.headsQ)), rowHead(row));
+    return add(mul(add(mul(bIdx, c64(plan.headsQ)), rowHead(row)), seqQParam), rowQuery(row));
+  }
+  /// This CTA's sequence (per-sequence kernels): lengths, row bases, q_offset_b.
+  void readSequence();
+  /// Right-padded batches (padded q with q_lens): the buffer's rows past the
+  /// sequence's length get o = 0 and lse = -inf, as on the host.
+  void zeroPaddingRows();
+  /// A length read from an int32 buffer, at least 0; `full` when `ptr` is null, and
+  /// at most `full`.
+  Value lengthAt(Value ptr, Value index, Value full, bool optional);
   /// A masked pair contributes nothing, NaN and Inf in v included; tensor cores compute
   /// 0 * NaN = NaN. Before P V of a masked tile, the CTA looks for non-finite values in
   /// the V tile; when there are some, each row's non-finite contributions from pairs
@@ -265,7 +310,8 @@ private:
 
   // Pieces of the kernel.
   void readParams(Block *entry);
-  Value memrefFromPointer(Value ptr, ShapedType type, ArrayRef<Value> dims);
+  /// A row-major memref over `ptr` with strides from `dims` and extents `sizes`.
+  Value memrefFromPointer(Value ptr, ShapedType type, ArrayRef<Value> dims, ArrayRef<Value> sizes);
   /// Where tile row `row` (i64) is read from: its byte offset from the tile's base
   /// pointer, and whether it exists (rows that do not are zero-filled).
   using RowSource = function_ref<std::pair<Value, Value>(Value row)>;
@@ -367,6 +413,19 @@ private:
   Value qPtr, kPtr, vPtr, oPtr, lsePtr;
   Value batch, seqQ, seqKv, qOffset, kvOffset;
   Value qStrides[3], kStrides[3], vStrides[3], oStrides[3];
+  // The seq_q parameter: the padded q buffer's length, or the batch's longest ragged
+  // sequence (lse and the split-KV partials are laid out over it). seqQ is this CTA's
+  // sequence's length in a per-sequence kernel.
+  Value seqQParam;
+  // Per-sequence kernels (plan.sequences): the sequence buffers (a null q_lens or
+  // kv_lens means the buffer's length), the buffers' rows, the page geometry.
+  bool perSequence = false;
+  Value qSeqPtr, pageTablePtr, kvSeqPtr;
+  Value qRowsTotal, kvRowsTotal, pageSize, numPages, pagesPerSeq, pageTableStride,
+      offsetFromLengths;
+  // Where this CTA's sequence lies: element offsets of its first row in q/o and k/v
+  // (b * stride_b padded, row0 * stride_s ragged; 0 for paged k/v), its row base.
+  Value qBatchBase, oBatchBase, kBatchBase, vBatchBase, qRow0;
   SmallVector<Value> inputPtrs;
   SmallVector<SmallVector<Value>> inputDims;
   IRMapping tensors; // L1 tensors -> memrefs over kernel pointers
@@ -564,7 +623,8 @@ void KernelEmitter::wgmmaPv(SmallVector<Acc> &o, SmallVector<std::array<Value, 4
 // Parameters
 //===----------------------------------------------------------------------===//
 
-Value KernelEmitter::memrefFromPointer(Value ptr, ShapedType type, ArrayRef<Value> dims) {
+Value KernelEmitter::memrefFromPointer(Value ptr, ShapedType type, ArrayRef<Value> dims,
+                                       ArrayRef<Value> sizes) {
   // A row-major descriptor {ptr, ptr, 0, sizes, strides} seen as a memref, so that
   // the shared lowering of tensor reads applies unchanged.
   MLIRContext *ctx = b.getContext();
@@ -578,7 +638,7 @@ Value KernelEmitter::memrefFromPointer(Value ptr, ShapedType type, ArrayRef<Valu
   desc = LLVM::InsertValueOp::create(b, loc, desc, c64(0), ArrayRef<int64_t>{2});
   Value stride = c64(1);
   for (int64_t i = rank - 1; i >= 0; --i) {
-    desc = LLVM::InsertValueOp::create(b, loc, desc, dims[i], ArrayRef<int64_t>{3, i});
+    desc = LLVM::InsertValueOp::create(b, loc, desc, sizes[i], ArrayRef<int64_t>{3, i});
     desc = LLVM::InsertValueOp::create(b, loc, desc, stride, ArrayRef<int64_t>{4, i});
     stride = mul(stride, dims[i]);
   }
@@ -614,6 +674,130 @@ void KernelEmitter::readParams(Block *entry) {
   numSplits = entry->getArgument(a++);
   oPartial = entry->getArgument(a++);
   lsePartial = entry->getArgument(a++);
+  seqQParam = seqQ;
+  if (!perSequence)
+    return;
+  qSeqPtr = entry->getArgument(a++);
+  if (paged())
+    pageTablePtr = entry->getArgument(a++);
+  kvSeqPtr = entry->getArgument(a++);
+  qRowsTotal = entry->getArgument(a++);
+  kvRowsTotal = entry->getArgument(a++);
+  if (paged()) {
+    pageSize = entry->getArgument(a++);
+    numPages = entry->getArgument(a++);
+    pagesPerSeq = entry->getArgument(a++);
+    pageTableStride = entry->getArgument(a++);
+  }
+  offsetFromLengths = entry->getArgument(a++);
+}
+
+Value KernelEmitter::lengthAt(Value ptr, Value index, Value full, bool optional) {
+  auto read = [&]() -> Value {
+    Value x = ext64(LLVM::LoadOp::create(b, loc, b.getI32Type(),
+                                         elementPtr(ptr, b.getI32Type(), index))
+                        .getResult());
+    return mins(maxs(x, c64(0)), full);
+  };
+  if (!optional)
+    return read();
+  Value nullPtr = LLVM::ZeroOp::create(b, loc, ptrType());
+  Value given = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne, ptr, nullPtr);
+  auto ifGiven = scf::IfOp::create(b, loc, b.getI64Type(), given, true);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(ifGiven.thenBlock());
+  scf::YieldOp::create(b, loc, read());
+  b.setInsertionPointToStart(ifGiven.elseBlock());
+  scf::YieldOp::create(b, loc, full);
+  return ifGiven.getResult(0);
+}
+
+/// Lengths are clamped to what the buffers hold: the host checks the sequence
+/// arguments it can see, and a kernel never reads outside its buffers whatever they
+/// hold (cu_seqlens past the buffer end give shorter or empty sequences).
+void KernelEmitter::readSequence() {
+  Value next = add(bIdx, c64(1));
+  if (raggedQ()) {
+    qRow0 = lengthAt(qSeqPtr, bIdx, qRowsTotal, false);
+    Value end = lengthAt(qSeqPtr, next, qRowsTotal, false);
+    seqQ = maxs(sub(end, qRow0), c64(0));
+    qBatchBase = mul(qRow0, qStrides[2]);
+    oBatchBase = mul(qRow0, oStrides[2]);
+  } else {
+    qRow0 = c64(0);
+    seqQ = lengthAt(qSeqPtr, bIdx, qRowsTotal, true);
+    qBatchBase = mul(bIdx, qStrides[0]);
+    oBatchBase = mul(bIdx, oStrides[0]);
+  }
+  switch (plan.kvStorage) {
+  case Storage::ragged: {
+    Value row0 = lengthAt(kvSeqPtr, bIdx, kvRowsTotal, false);
+    Value end = lengthAt(kvSeqPtr, next, kvRowsTotal, false);
+    seqKv = maxs(sub(end, row0), c64(0));
+    kBatchBase = mul(row0, kStrides[2]);
+    vBatchBase = mul(row0, vStrides[2]);
+    break;
+  }
+  case Storage::paged:
+    seqKv = lengthAt(kvSeqPtr, bIdx, mul(pagesPerSeq, pageSize), false);
+    kBatchBase = vBatchBase = c64(0);
+    break;
+  case Storage::padded:
+    seqKv = lengthAt(kvSeqPtr, bIdx, kvRowsTotal, true);
+    kBatchBase = mul(bIdx, kStrides[0]);
+    vBatchBase = mul(bIdx, vStrides[0]);
+    break;
+  }
+  Value fromLengths = cmp(P::ne, offsetFromLengths, c64(0));
+  qOffset = sel(fromLengths, add(qOffset, sub(seqKv, seqQ)), qOffset);
+}
+
+/// Split 0's CTA of query block qb writes the padding rows [max(qLo, len), min(qLo +
+/// queries per CTA, Sq)) of each of its heads: 16-byte zero stores to o, -inf to lse.
+/// Nothing else writes those rows (the combine kernel skips them), so no order matters.
+void KernelEmitter::zeroPaddingRows() {
+  auto mine = scf::IfOp::create(b, loc, cmp(P::eq, split, c64(0)), false);
+  OpBuilder::InsertionGuard g(b);
+  b.setInsertionPointToStart(mine.thenBlock());
+  int64_t heads = packed ? group : 1, rows = qPerCta * heads, chunksPerRow = dv / 8;
+  Value first = maxs(qLo, seqQ), end = mins(add(qLo, c64(qPerCta)), qRowsTotal);
+  // Row r of the CTA: query qLo + r % qPerCta of its (r / qPerCta)-th head.
+  auto rowAt = [&](Value r) -> std::pair<Value, Value> {
+    Value query = add(qLo, ext64(remu(r, c32(qPerCta))));
+    Value head = packed ? add(mul(hkIdx, c64(group)), ext64(divu(r, c32(qPerCta)))) : hIdx;
+    return {query, head};
+  };
+  auto padding = [&](Value query) {
+    return andi(cmp(P::sge, query, first), cmp(P::slt, query, end));
+  };
+  Value oBase = elementPtr(oPtr, eltType, oBatchBase);
+  auto v4 = VectorType::get({4}, b.getI32Type());
+  for (int64_t i = 0; i * threads < rows * chunksPerRow; ++i) {
+    Value c = add(tid, c32(i * threads));
+    auto [query, head] = rowAt(divu(c, c32(chunksPerRow)));
+    Value col = ext64(mul(remu(c, c32(chunksPerRow)), c32(8)));
+    Value inside = andi(cmp(P::ult, c, c32(rows * chunksPerRow)), padding(query));
+    auto guard = scf::IfOp::create(b, loc, inside, false);
+    OpBuilder::InsertionGuard g2(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    Value at = add(add(mul(head, oStrides[1]), mul(query, oStrides[2])), col);
+    LLVM::StoreOp::create(b, loc, LLVM::ZeroOp::create(b, loc, v4), elementPtr(oBase, eltType, at), 16);
+  }
+  if (plan.normalizer != Normalizer::softmax || !plan.lse)
+    return;
+  Value nullPtr = LLVM::ZeroOp::create(b, loc, ptrType());
+  Value hasLse = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne, lsePtr, nullPtr);
+  for (int64_t i = 0; i * threads < rows; ++i) {
+    Value r = add(tid, c32(i * threads));
+    auto [query, head] = rowAt(r);
+    Value inside = andi(hasLse, andi(cmp(P::ult, r, c32(rows)), padding(query)));
+    auto guard = scf::IfOp::create(b, loc, inside, false);
+    OpBuilder::InsertionGuard g2(b);
+    b.setInsertionPointToStart(guard.thenBlock());
+    Value index = add(mul(add(mul(bIdx, c64(plan.headsQ)), head), seqQParam), query);
+    LLVM::StoreOp::create(b, loc, cf(-std::numeric_limits<double>::infinity()),
+                          elementPtr(lsePtr, b.getF32Type(), index));
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -687,11 +871,11 @@ void KernelEmitter::loadRowsAsync(Value base, Value rowStride, Value row0, Value
 /// with pack_gqa the queries of every head of the group, interleaved.
 void KernelEmitter::loadQTile() {
   if (!packed) {
-    Value qBase = elementPtr(qPtr, eltType, add(mul(bIdx, qStrides[0]), mul(hIdx, qStrides[1])));
+    Value qBase = elementPtr(qPtr, eltType, add(qBatchBase, mul(hIdx, qStrides[1])));
     loadRowsAsync(qBase, qStrides[2], qLo, qRows, bm, d, c32(0), qTile);
     return;
   }
-  Value base = elementPtr(qPtr, eltType, mul(bIdx, qStrides[0]));
+  Value base = elementPtr(qPtr, eltType, qBatchBase);
   loadTileAsync(
       base,
       [&](Value row) -> std::pair<Value, Value> {
@@ -810,14 +994,30 @@ void KernelEmitter::prefetchTile(Value valid, Value kb, Value stage, bool values
   Value rows = sel(valid, mins(c64(bn), sub(seqKv, kvLo)), c64(0));
   Value *strides = values ? vStrides : kStrides;
   Value base = elementPtr(values ? vPtr : kPtr, eltType,
-                          add(mul(bIdx, strides[0]), mul(hkIdx, strides[1])));
+                          add(values ? vBatchBase : kBatchBase, mul(hkIdx, strides[1])));
   Value off = values ? add(c32(offV), mul(stage, c32(vStageBytes)))
                      : add(c32(offK), mul(stage, c32(kStageBytes)));
   auto guard = scf::IfOp::create(b, loc, valid, false);
   {
     OpBuilder::InsertionGuard g(b);
     b.setInsertionPointToStart(guard.thenBlock());
-    loadRowsAsync(base, strides[2], kvLo, rows, bn, values ? dv : d, off, values ? vTile : kTile);
+    if (!paged()) {
+      loadRowsAsync(base, strides[2], kvLo, rows, bn, values ? dv : d, off,
+                    values ? vTile : kTile);
+    } else {
+      // Key j is slot j mod page_size of page page_table[b, j / page_size]; a page id
+      // outside the cache reads nothing (zeros; the epilogue masks its keys).
+      loadTileAsync(
+          base,
+          [&](Value row) -> std::pair<Value, Value> {
+            Value exists = cmp(P::slt, row, rows);
+            Value j = add(kvLo, sel(exists, row, c64(0)));
+            auto [page, ok] = pageOf(j);
+            Value elems = add(mul(page, strides[0]), mul(remu(j, pageSize), strides[2]));
+            return {mul(elems, c64(2)), andi(exists, ok)};
+          },
+          bn, values ? dv : d, off, values ? vTile : kTile);
+    }
   }
   NVVM::CpAsyncCommitGroupOp::create(b, loc);
 }
@@ -907,7 +1107,7 @@ SmallVector<Acc> KernelEmitter::unrolledEpilogue(SmallVector<Acc> s, Value kvLo,
     for (int r = 0; r < 2; ++r)
       rowInside[r] = cmp(P::slt, rowI[r], seqQ);
     for (int64_t c = 0; c < cols; ++c)
-      colInside[c] = cmp(P::slt, colJ[c], seqKv);
+      colInside[c] = keyExists(colJ[c]);
   }
 
   // Evaluates `region` for every element; `lead` are its leading per-element args.
@@ -1033,7 +1233,7 @@ SmallVector<Acc> KernelEmitter::stagedEpilogue(SmallVector<Acc> s, Value kvLo, b
     if (!plan.identityScore)
       v = inlineRegion(b, plan.score(), {v, bIdx, h, i, jj, qPos, kvPos, seqQ, seqKv}, tensors)[0];
     if (masked) {
-      Value inside = andi(cmp(P::slt, i, seqQ), cmp(P::slt, jj, seqKv));
+      Value inside = andi(cmp(P::slt, i, seqQ), keyExists(jj));
       Value allowed = inlineRegion(b, plan.mask(), {bIdx, h, i, jj, qPos, kvPos, seqQ, seqKv},
                                    tensors)[0];
       v = sel(andi(inside, allowed), v, negInf);
@@ -1534,7 +1734,7 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
   NVVM::Barrier0Op::create(b, loc);
   // Coalesced 16-byte stores of whole rows.
   int64_t chunksPerRow = dv / 8, chunks = bm * chunksPerRow;
-  Value oBase = elementPtr(oPtr, eltType, mul(bIdx, oStrides[0]));
+  Value oBase = elementPtr(oPtr, eltType, oBatchBase);
   auto v4 = VectorType::get({4}, b.getI32Type());
   for (int64_t i = 0; i * threads < chunks; ++i) {
     Value c = add(tid, c32(i * threads));
@@ -1567,8 +1767,7 @@ void KernelEmitter::storeOutputs(SmallVector<Acc> &o, Value m0, Value m1, Value 
     Value lse = mulf(addf(mulf(m[half], cf(exp2Factor())), logL), cf(0.69314718055994531));
     Value zero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, l[half], cf(0));
     lse = sel(zero, cf(-std::numeric_limits<double>::infinity()), lse);
-    Value index = add(mul(add(mul(bIdx, c64(plan.headsQ)), rowHead(row)), seqQ), rowQuery(row));
-    LLVM::StoreOp::create(b, loc, lse, elementPtr(lsePtr, b.getF32Type(), index));
+    LLVM::StoreOp::create(b, loc, lse, elementPtr(lsePtr, b.getF32Type(), lseIndex(row)));
   }
 }
 
@@ -1589,7 +1788,7 @@ void KernelEmitter::storePartials(SmallVector<Acc> &o, Value m0, Value m1, Value
     b.setInsertionPointToStart(guard.thenBlock());
     // Partials are [split, B, Hq, Sq] rows of dv floats.
     Value index = add(mul(add(mul(add(mul(split, batch), bIdx), c64(plan.headsQ)), rowHead(row)),
-                          seqQ),
+                          seqQParam),
                       rowQuery(row));
     for (int64_t j = 0; j < int64_t(o.size()); ++j) {
       Value col = ext64(add(c32(8 * j), mul(tq, c32(2))));
@@ -1665,6 +1864,21 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   param("num_splits", false);
   param("scratch:o_partial", true);
   param("scratch:lse_partial", true);
+  if (perSequence) {
+    // docs/bundle-and-abi.md, "Storage": the sequence buffers, then the buffers' rows
+    // (q: total_q ragged, Sq padded; k: total_kv ragged, Skv padded, pages x
+    // page_size paged) and the page geometry.
+    param(raggedQ() ? "cu_seqlens_q" : "q_lens", true);
+    if (paged())
+      param("page_table", true);
+    param(plan.kvStorage == Storage::ragged ? "cu_seqlens_kv" : "kv_lens", true);
+    param("q_rows", false);
+    param("kv_rows", false);
+    if (paged())
+      for (const char *n : {"page_size", "num_pages", "pages_per_seq", "page_table_stride"})
+        param(n, false);
+    param("q_offset_from_lengths", false);
+  }
 
   b.setInsertionPointToEnd(module.getBody());
   auto smem = LLVM::GlobalOp::create(b, loc, LLVM::LLVMArrayType::get(b.getI8Type(), 0),
@@ -1701,7 +1915,23 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     hIdx = head;
     hkIdx = arith::DivSIOp::create(b, loc, hIdx, c64(group));
   }
+  if (perSequence) {
+    readSequence();
+  } else {
+    qRow0 = c64(0);
+    qBatchBase = mul(bIdx, qStrides[0]);
+    oBatchBase = mul(bIdx, oStrides[0]);
+    kBatchBase = mul(bIdx, kStrides[0]);
+    vBatchBase = mul(bIdx, vStrides[0]);
+  }
   qLo = mul(qb, c64(qPerCta));
+  // The grid covers the longest sequence: a shorter one's extra CTAs stop (the whole
+  // CTA: the barriers below stay uniform).
+  scf::IfOp active;
+  if (perSequence) {
+    active = scf::IfOp::create(b, loc, cmp(P::slt, qLo, seqQ), false);
+    b.setInsertionPointToStart(active.thenBlock());
+  }
   Value queries = mins(c64(qPerCta), sub(seqQ, qLo));
   qHi = add(qLo, queries);
   // Rows that exist: packed rows interleave the group's heads, query by query.
@@ -1715,8 +1945,18 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     smemBase = smemAt(pad);
     smemAddress = add(addr, pad);
   }
-  for (auto [i, in] : llvm::enumerate(plan.inputs))
-    tensors.map(in, memrefFromPointer(inputPtrs[i], cast<ShapedType>(in.getType()), inputDims[i]));
+  for (auto [i, in] : llvm::enumerate(plan.inputs)) {
+    // A dim declared Sq or Skv holds the batch's longest length; its extent is the
+    // sequence's own, so that a read past it is out of bounds (masked), as for the
+    // sequence alone.
+    SmallVector<Value> sizes(inputDims[i]);
+    for (auto [r, kind] : llvm::enumerate(plan.inputSeqDims[i]))
+      if (kind != KernelPlan::SeqDim::none)
+        sizes[r] = mins(sizes[r], kind == KernelPlan::SeqDim::q ? seqQ : seqKv);
+    Value mem = memrefFromPointer(inputPtrs[i], cast<ShapedType>(in.getType()), inputDims[i], sizes);
+    tensors.map(in, mem);
+    tensors.map(plan.inputViews[i], mem);
+  }
 
   // Q: staged through shared memory (rotated there), then kept as A fragments.
   loadQTile();
@@ -1743,6 +1983,10 @@ void KernelEmitter::emit(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     emitPipelinedLoop();
   else
     emitMainLoop(qFrag);
+  if (active)
+    b.setInsertionPointAfter(active);
+  if (perSequence && !raggedQ())
+    zeroPaddingRows();
   gpu::ReturnOp::create(b, loc);
 
   info.threads = threads;
@@ -1772,6 +2016,12 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     param(n, true);
   for (const char *n : {"batch", "seq_q", "num_splits", "o_stride_b", "o_stride_h", "o_stride_s"})
     param(n, false);
+  // Per-sequence: rows past a sequence's length are skipped, ragged rows lie at the
+  // sequence's row base.
+  if (perSequence) {
+    param(raggedQ() ? "cu_seqlens_q" : "q_lens", true);
+    param("q_rows", false);
+  }
   b.setInsertionPointToEnd(module.getBody());
   auto func = gpu::GPUFuncOp::create(b, loc, "attn_combine", b.getFunctionType(argTypes, {}));
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
@@ -1782,6 +2032,8 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
         lseOut = entry->getArgument(3), nBatch = entry->getArgument(4), nQ = entry->getArgument(5),
         splits = entry->getArgument(6), sB = entry->getArgument(7), sH = entry->getArgument(8),
         sS = entry->getArgument(9);
+  Value seqPtr = perSequence ? entry->getArgument(10) : Value();
+  Value rowsTotal = perSequence ? entry->getArgument(11) : Value();
   Value t = NVVM::ThreadIdXOp::create(b, loc, b.getI32Type());
   Value l = remu(t, c32(32)), w = divu(t, c32(32));
   Value cta = ext64(NVVM::BlockIdXOp::create(b, loc, b.getI32Type()));
@@ -1793,6 +2045,23 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
   Value bh = arith::DivUIOp::create(b, loc, row, nQ);
   Value h = arith::RemUIOp::create(b, loc, bh, c64(plan.headsQ));
   Value bi = arith::DivUIOp::create(b, loc, bh, c64(plan.headsQ));
+  // Where row q of the sequence is written: o at (b, h, q) padded or (row0 + q, h)
+  // ragged; lse at the partial row padded, (row0 + q) Hq + h ragged.
+  Value oElem = add(add(mul(bi, sB), mul(h, sH)), mul(q, sS));
+  Value lseElem = row;
+  if (perSequence) {
+    Value len, row0 = c64(0);
+    if (raggedQ()) {
+      row0 = lengthAt(seqPtr, bi, rowsTotal, false);
+      len = maxs(sub(lengthAt(seqPtr, add(bi, c64(1)), rowsTotal, false), row0), c64(0));
+      oElem = add(mul(add(row0, q), sS), mul(h, sH));
+      lseElem = add(mul(add(row0, q), c64(plan.headsQ)), h);
+    } else {
+      len = lengthAt(seqPtr, bi, rowsTotal, true);
+    }
+    auto inside = scf::IfOp::create(b, loc, cmp(P::slt, q, len), false);
+    b.setInsertionPointToStart(inside.thenBlock());
+  }
   Value zero = arith::ConstantIndexOp::create(b, loc, 0), one = arith::ConstantIndexOp::create(b, loc, 1);
   Value splitsIdx = arith::IndexCastOp::create(b, loc, b.getIndexType(), splits);
   auto partRow = [&](Value s) { return add(mul(ext64(arith::IndexCastOp::create(b, loc, b.getI32Type(), s)), rows), row); };
@@ -1820,7 +2089,7 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     total = addf(base, mulf(math::Log2Op::create(b, loc, sumLoop.getResult(0)), cf(ln2)));
     total = sel(dead, negInf, total);
   }
-  Value oBase = elementPtr(out, eltType, add(add(mul(bi, sB), mul(h, sH)), mul(q, sS)));
+  Value oBase = elementPtr(out, eltType, oElem);
   for (int64_t c0 = 0; c0 < dv; c0 += 32) {
     Value col = add(ext64(l), c64(c0));
     OpBuilder::InsertionGuard g(b);
@@ -1849,7 +2118,7 @@ void KernelEmitter::emitCombine(gpu::GPUModuleOp module, GpuKernelInfo &info) {
     Value has = LLVM::ICmpOp::create(b, loc, LLVM::ICmpPredicate::ne, lseOut, nullPtr);
     auto store = scf::IfOp::create(b, loc, andi(has, cmp(P::eq, l, c32(0))), false);
     b.setInsertionPointToStart(store.thenBlock());
-    LLVM::StoreOp::create(b, loc, total, elementPtr(lseOut, f32, row));
+    LLVM::StoreOp::create(b, loc, total, elementPtr(lseOut, f32, lseElem));
   }
   b.setInsertionPointToEnd(entry);
   gpu::ReturnOp::create(b, loc);

@@ -48,6 +48,17 @@ struct KernelPlan {
   /// The kernel's tensor inputs (function arguments, in order) and their names.
   llvm::SmallVector<mlir::Value> inputs;
   llvm::SmallVector<std::string> inputNames;
+  /// A per-sequence kernel (attn-tile's `attn.sequences`): how q/o and k/v hold the
+  /// batch, and per input and dim whether it is declared Sq or Skv (its extent is then
+  /// the sequence's length). The regions read each input through `inputViews[i]`
+  /// (the input itself, or attn-tile's per-sequence view of it).
+  bool sequences = false;
+  mlir::attn::Storage qStorage = mlir::attn::Storage::padded;
+  mlir::attn::Storage kvStorage = mlir::attn::Storage::padded;
+  enum class SeqDim { none, q, kv };
+  llvm::SmallVector<llvm::SmallVector<SeqDim>> inputSeqDims;
+  llvm::SmallVector<mlir::Value> inputViews;
+
   /// With a block list: the position of the list among the inputs, and the query
   /// rows per list row.
   std::optional<unsigned> listInput;

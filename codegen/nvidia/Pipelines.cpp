@@ -13,6 +13,9 @@ void buildNvvmPipeline(OpPassManager &pm, const NvvmPipelineOptions &options) {
   AttnTileOptions tile;
   tile.blockM = options.blockM;
   tile.blockN = options.blockN;
+  // Every NVIDIA kernel is a per-sequence kernel: a padded bundle takes q_lens and
+  // kv_lens too (null: the whole buffers), ragged and paged ones their buffers.
+  tile.sequenceLengths = true;
   pm.addPass(createAttnTile(tile));
   AttnGpuAssignLayoutsOptions layouts;
   layouts.arch = options.arch;

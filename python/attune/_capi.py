@@ -68,6 +68,7 @@ class Call(ctypes.Structure):
         ("page_table", Tensor),
         ("kv_lens", Tensor),
         ("q_lens", Tensor),
+        ("validate", ctypes.c_int32),
     ]
 
 

@@ -183,8 +183,8 @@ class Kernel:
         merged by lse); the default lets the runtime split when the grid would leave
         SMs idle (decoding).
 
-        Batches of sequences of their own lengths (the spec's ``"storage"``; host
-        variants so far): ragged q [total_q, Hq, D] with ``cu_seqlens_q`` int32 [B + 1]
+        Batches of sequences of their own lengths (the spec's ``"storage"``; CPU tensors
+        on the host variant, CUDA tensors on a GPU variant, not tuned): ragged q [total_q, Hq, D] with ``cu_seqlens_q`` int32 [B + 1]
         (o [total_q, Hq, Dv], lse [total_q, Hq]); ragged k/v [total_kv, Hkv, D] with
         ``cu_seqlens_kv``; a paged cache k/v [pages, page_size, Hkv, D] with
         ``page_table`` int32 [B, max_pages] and ``kv_lens`` int32 [B]; padded buffers
@@ -198,7 +198,7 @@ class Kernel:
         if seq or self.storage != {"q": "padded", "kv": "padded"}:
             return self._call_sequences(q, k, v, return_lse, seq, tensors, q_offset=q_offset,
                                         kv_offset=kv_offset, variant=variant,
-                                        num_threads=num_threads)
+                                        num_threads=num_threads, num_splits=num_splits)
         if num_splits is not None and (
             isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
         ):
@@ -239,10 +239,10 @@ class Kernel:
         return (o, lse) if return_lse else o
 
     def _call_sequences(self, q, k, v, return_lse, seq, tensors, *, q_offset, kv_offset,
-                        variant, num_threads):
+                        variant, num_threads, num_splits):
         """A per-sequence call (ragged / paged storage, lengths): checked like any call,
         its sequence arguments by the runtime (the compiler's own checks), run on the
-        host variant."""
+        host variant for CPU tensors, on a GPU variant for CUDA tensors."""
         for name, t in seq.items():
             _require_tensor(name, t)
             if t.dtype != torch.int32:
@@ -259,23 +259,33 @@ class Kernel:
                 "or detach the inputs"
             )
         host = isinstance(q, torch.Tensor) and q.device.type == "cpu"
+        for name, t in seq.items():
+            if isinstance(q, torch.Tensor) and t.device != q.device:
+                raise AttuneError(
+                    f"attune: {name} is on {t.device} but q is on {q.device}: the sequence "
+                    "arguments live with the tensors they index"
+                )
+        if num_splits is not None and (
+            isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
+        ):
+            raise AttuneError(
+                f"attune: num_splits={num_splits!r}; expected a positive int, or None for "
+                "the runtime's choice"
+            )
         call, o, lse, _keep = self._checked_call(q, k, v, return_lse, q_offset, kv_offset,
                                                  variant, tensors, host=host, seq=seq)
-        for name, t in seq.items():
-            if t.device.type != "cpu":
-                raise AttuneError(
-                    f"attune: {name} is on {t.device}; per-sequence storage runs on the host "
-                    "variants so far (the GPU kernels do not take it yet): pass CPU tensors"
-                )
-        if not host:
-            raise AttuneError(
-                "attune: per-sequence storage (ragged or paged buffers, q_lens / kv_lens) runs "
-                "on the host variants so far: the GPU kernels do not take it yet; pass CPU "
-                "tensors"
-            )
-        call.device = _capi.ATTN_DEVICE_HOST
-        call.num_threads = num_threads or 0
-        _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(call)))
+        if host:
+            call.device = _capi.ATTN_DEVICE_HOST
+            call.num_threads = num_threads or 0
+            _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(call)))
+        else:
+            # No tuning: the tuner's shape buckets are padded batches'. The default (or
+            # the named) variant runs; the runtime checks the sequence arguments on a
+            # copy (one small synchronous download) before the launch.
+            call.num_splits = num_splits or 0
+            with torch.cuda.device(q.device):
+                call.stream = torch.cuda.current_stream(q.device).cuda_stream
+                _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(call)))
         return (o, lse) if return_lse else o
 
     def _forward(self, q, k, v, return_lse, tensors, *, q_offset, kv_offset, variant, tune,

@@ -123,6 +123,9 @@ public:
     shape("o", c.o, {B, c.headsQ, Sq, c.headDimV}, "(B, Hq, Sq, Dv)");
     stridesAndSpans(c);
     lse(c);
+    for (auto [t, tensor] : {std::pair{0, &c.q}, {1, &c.k}, {2, &c.v}, {3, &c.o}})
+      for (int d = 0; d < 3; ++d)
+        c.strides[t][d] = tensor->strides[d];
 
     symbols_ = {{"B", B}, {"Hq", c.headsQ}, {"Hkv", c.headsKv}, {"Sq", Sq},
                 {"Skv", Skv}, {"D", c.headDim}, {"Dv", c.headDimV}};
@@ -143,7 +146,9 @@ public:
 
     c.names = {{"batch", B},           {"seq_q", Sq},           {"seq_kv", Skv},
                {"heads_q", c.headsQ},  {"heads_kv", c.headsKv}, {"head_dim", c.headDim},
-               {"head_dim_v", c.headDimV}, {"num_splits", 1}}; // a launch may split
+               {"head_dim_v", c.headDimV}, {"num_splits", 1}, // a launch may split
+               // The per-sequence parameters of the GPU kernels: whole buffers.
+               {"q_rows", Sq}, {"kv_rows", Skv}, {"q_offset_from_lengths", 0}};
     for (const std::string &s : m_.freeSymbols())
       c.names[s] = symbols_.at(s);
     c.empty = B == 0 || c.headsQ == 0 || Sq == 0;
@@ -196,9 +201,6 @@ private:
   /// sequences are planned (and their arguments checked) by rt::planSequences, the
   /// compiler's own check.
   CheckedCall runPerSequence(CheckedCall &c) {
-    if (!options_.host)
-      fail("per-sequence storage (ragged or paged buffers, q_lens / kv_lens) runs on the "
-           "host variants so far: the GPU kernels do not take it yet");
     c.qStorage = m_.qStorage;
     c.kvStorage = m_.kvStorage;
     bool qRagged = c.qStorage == "ragged";
@@ -216,10 +218,33 @@ private:
       if (t->dtype != c.q.dtype)
         fail(std::string(name) + ": expected q's dtype " + apiDtypeName(attn_dtype(c.q.dtype)) +
              ", got " + apiDtypeName(attn_dtype(t->dtype)));
-    SequenceArrays arrays{intArray("cu_seqlens_q", call_.cu_seqlens_q),
-                          intArray("cu_seqlens_kv", call_.cu_seqlens_kv),
-                          intArray("page_table", call_.page_table), intArray("kv_lens", call_.kv_lens),
-                          intArray("q_lens", call_.q_lens)};
+    // A GPU call's sequence arguments are device memory: the checks read host copies.
+    const attn_tensor *given[] = {&call_.cu_seqlens_q, &call_.cu_seqlens_kv, &call_.page_table,
+                                  &call_.kv_lens, &call_.q_lens};
+    const attn_tensor *readable[5];
+    for (int i = 0; i < 5; ++i)
+      readable[i] = options_.sequenceCopies ? &options_.sequenceCopies[i] : given[i];
+    SequenceArrays arrays{intArray("cu_seqlens_q", *readable[0]),
+                          intArray("cu_seqlens_kv", *readable[1]),
+                          intArray("page_table", *readable[2]), intArray("kv_lens", *readable[3]),
+                          intArray("q_lens", *readable[4])};
+    // A GPU call's page table is device memory the host does not read unless asked
+    // to validate: the kernels mask a page outside the cache (docs/bundle-and-abi.md).
+    if (!options_.host && !call_.validate)
+      arrays.pageTable.at = nullptr;
+    if (!options_.host) {
+      // The kernels read the arrays as int32 rows with unit element stride.
+      const char *names[] = {"cu_seqlens_q", "cu_seqlens_kv", "page_table", "kv_lens", "q_lens"};
+      for (int i = 0; i < 5; ++i) {
+        const attn_tensor &t = *given[i];
+        if (!t.data || t.ndim < 1)
+          continue;
+        if (t.shape[t.ndim - 1] > 1 && t.strides[t.ndim - 1] != 1)
+          fail(std::string(names[i]) + ": the GPU kernels read it with unit stride along its "
+               "last dimension, got stride " + std::to_string(t.strides[t.ndim - 1]) +
+               " (pass a contiguous tensor)");
+      }
+    }
     SequencePlan plan;
     std::string error = planSequences(c.qStorage, c.kvStorage,
                                       std::vector<int64_t>(c.q.shape, c.q.shape + qRank),
@@ -255,6 +280,17 @@ private:
     od.back() = c.headDimV;
     want("o", c.o, od, qRagged ? "(total_q, Hq, Dv)" : "(B, Hq, Sq, Dv)");
     stridesAndSpans(c);
+    // The kernels' (b, h, s) strides of each buffer's rows (Args.h).
+    for (auto [t, tensor] : {std::pair{0, &c.q}, {1, &c.k}, {2, &c.v}, {3, &c.o}}) {
+      const std::string &storage = t == 0 || t == 3 ? c.qStorage : c.kvStorage;
+      const int64_t *st = tensor->strides;
+      if (storage == "ragged")
+        c.strides[t][0] = 0, c.strides[t][1] = st[1], c.strides[t][2] = st[0];
+      else if (storage == "paged")
+        c.strides[t][0] = st[0], c.strides[t][1] = st[2], c.strides[t][2] = st[1];
+      else
+        c.strides[t][0] = st[0], c.strides[t][1] = st[1], c.strides[t][2] = st[2];
+    }
     if (c.lse.data) {
       if (!m_.hasLse && !options_.lseAvailable)
         fail("lse: this bundle does not compute lse (its outputs are [o]); pass none");
@@ -277,9 +313,23 @@ private:
     c.names = {{"batch", B},           {"seq_q", c.seqQ},       {"seq_kv", c.seqKv},
                {"heads_q", c.headsQ},  {"heads_kv", c.headsKv}, {"head_dim", c.headDim},
                {"head_dim_v", c.headDimV}, {"num_splits", 1}};
+    // The GPU kernels' per-sequence parameters (docs/bundle-and-abi.md, "Storage").
+    c.names["q_rows"] = qRagged ? c.q.shape[0] : c.q.shape[2];
+    c.names["kv_rows"] = kv == "ragged" ? c.k.shape[0]
+                         : kv == "paged" ? c.k.shape[0] * c.k.shape[1]
+                                         : c.k.shape[2];
+    c.names["q_offset_from_lengths"] = c.qOffsetFromLengths ? 1 : 0;
+    if (kv == "paged") {
+      c.names["page_size"] = c.k.shape[1];
+      c.names["num_pages"] = c.k.shape[0];
+      c.names["pages_per_seq"] = call_.page_table.ndim == 2 ? call_.page_table.shape[1] : 0;
+      c.names["page_table_stride"] = call_.page_table.ndim == 2 ? call_.page_table.strides[0] : 0;
+    }
     for (const std::string &s : m_.freeSymbols())
       c.names[s] = symbols_.at(s);
-    c.empty = B == 0 || c.headsQ == 0 || c.maxSeqQ == 0;
+    // A padded q buffer's rows past every length still get o = 0 (and lse = -inf):
+    // the call is empty only when the buffer has no rows.
+    c.empty = B == 0 || c.headsQ == 0 || (qRagged ? c.maxSeqQ : c.seqQ) == 0;
     return c;
   }
 
@@ -573,8 +623,11 @@ std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::st
           extents->push_back(slot && k < scratchBytes.size() ? scratchBytes[k] : 0);
         continue;
       }
-      const attn_tensor &t = p.source.kind == ParamSource::TensorPtr
-                                 ? *tensors[p.source.tensor]
+      const attn_tensor *sequences[] = {&c.cuSeqlensQ, &c.cuSeqlensKv, &c.pageTable, &c.kvLens,
+                                        &c.qLens};
+      const attn_tensor &t = p.source.kind == ParamSource::TensorPtr ? *tensors[p.source.tensor]
+                             : p.source.kind == ParamSource::SequencePtr
+                                 ? *sequences[p.source.tensor]
                                  : c.inputs[size_t(p.source.input)];
       slot = reinterpret_cast<uintptr_t>(t.data);
       if (extents)
@@ -591,11 +644,16 @@ std::vector<uint64_t> packParams(const std::vector<Param> &params, const std::st
         } else if (p.name == "kv_offset") {
           value = c.kvOffset;
         } else {
-          value = c.names.at(p.name);
+          auto it = c.names.find(p.name);
+          if (it == c.names.end())
+            throw ArgError(std::string(fn) + ": " + what + ": parameter " + p.name +
+                           " has no value for this call (a paged-cache parameter of a "
+                           "bundle whose storage is not paged?)");
+          value = it->second;
         }
         break;
       case ParamSource::Stride:
-        value = tensors[p.source.tensor]->strides[p.source.dim];
+        value = c.strides[p.source.tensor][p.source.dim];
         break;
       case ParamSource::InputDim:
         value = c.inputs[size_t(p.source.input)].shape[p.source.dim];

@@ -44,6 +44,9 @@ struct CheckedCall {
   /// q_offset_b = qOffset + kv_len_b - q_len_b (bottom-right per sequence).
   bool qOffsetFromLengths = false;
   attn_tensor cuSeqlensQ{}, cuSeqlensKv{}, pageTable{}, kvLens{}, qLens{};
+  /// The kernels' <t>_stride_{b,h,s} of q, k, v, o: a padded tensor's strides; ragged
+  /// [total, H, D]: (0, head, row); paged [pages, page_size, H, D]: (page, head, slot).
+  int64_t strides[4][3] = {};
 };
 
 /// How a call is checked besides the manifest.
@@ -55,6 +58,11 @@ struct CheckOptions {
   /// lse may be asked for although the spec's outputs lack it (a host forward always
   /// computes it for softmax: the backward reads it).
   bool lseAvailable = false;
+  /// Where the call's int32 sequence arguments are when they are not host memory (a
+  /// GPU call): the checks read the host copies `sequenceCopies` holds instead (in
+  /// attn_call's order: cu_seqlens_q, cu_seqlens_kv, page_table, kv_lens, q_lens),
+  /// and the kernels get the device pointers.
+  const attn_tensor *sequenceCopies = nullptr;
 };
 
 /// Checks `call` against the manifest (dtypes, ranks, shapes, strides, extra inputs,

@@ -370,7 +370,35 @@ CheckedCall Bundle::check(const attn_call &call, const char *fn) const {
     options.host = true;
     int v = selectHostVariant(m_, call.variant, fn);
     options.lseAvailable = m_.hostVariants[size_t(v)].forward.lse;
+    return checkCall(m_, call, fn, options);
   }
+  // A GPU call's sequence arguments (cu_seqlens, page_table, lengths) are device
+  // memory: the host checks copies of the lengths (one synchronous download of B or
+  // B + 1 integers per array) before anything is launched, and of the page table
+  // only when validating (the kernels mask pages outside the cache).
+  const attn_tensor *given[] = {&call.cu_seqlens_q, &call.cu_seqlens_kv, &call.page_table,
+                                &call.kv_lens, &call.q_lens};
+  bool any = false;
+  for (const attn_tensor *t : given)
+    any |= t->data != nullptr;
+  if (!any || !device_ || device_->hostAddressable())
+    return checkCall(m_, call, fn, options);
+  std::vector<std::vector<char>> copies(5);
+  attn_tensor views[5];
+  for (int i = 0; i < 5; ++i) {
+    views[i] = *given[i];
+    if (!given[i]->data || given[i]->dtype != ATTN_I32 || (i == 2 && !call.validate))
+      continue; // the checker names what is wrong with it
+    uint64_t bytes = 0;
+    if (!checkedSpanBytes(*given[i], bytes) || bytes > (uint64_t(1) << 30))
+      continue;
+    copies[size_t(i)].resize(std::max<uint64_t>(bytes, 4));
+    if (bytes)
+      device_->download(copies[size_t(i)].data(), reinterpret_cast<uintptr_t>(given[i]->data),
+                        bytes);
+    views[i].data = copies[size_t(i)].data();
+  }
+  options.sequenceCopies = views;
   return checkCall(m_, call, fn, options);
 }
 

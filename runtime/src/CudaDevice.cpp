@@ -111,6 +111,11 @@ public:
     one("lse", c.lse);
     for (size_t i = 0; i < c.inputs.size(); ++i)
       one("input '" + m.inputs[i].name + "'", c.inputs[i]);
+    one("cu_seqlens_q", c.cuSeqlensQ);
+    one("cu_seqlens_kv", c.cuSeqlensKv);
+    one("page_table", c.pageTable);
+    one("kv_lens", c.kvLens);
+    one("q_lens", c.qLens);
   }
 
   void prepare(const Manifest &m, const std::string &dir, int index,
@@ -186,6 +191,7 @@ public:
   }
   void synchronizeAll() override { cu::check(driver().cuCtxSynchronize(), "cuCtxSynchronize"); }
   bool survivesFaults() const override { return false; }
+  bool hostAddressable() const override { return false; }
   int warmupRuns() const override { return 3; }
 
   std::vector<double> time(void *stream, int repeats,

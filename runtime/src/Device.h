@@ -75,6 +75,9 @@ public:
   /// Whether the device is still usable after a kernel faulted (CUDA: no, the error is
   /// sticky for the context; the simulator: yes).
   virtual bool survivesFaults() const = 0;
+  /// Whether device addresses are host addresses (the simulator): the runtime then
+  /// reads a call's int32 sequence arguments in place, else it downloads them first.
+  virtual bool hostAddressable() const = 0;
   /// Runs before timing a variant (caches and clocks warm up on a GPU).
   virtual int warmupRuns() const = 0;
   /// Milliseconds of each of `repeats` calls of `run(rep)`, as the device measures

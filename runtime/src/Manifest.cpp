@@ -287,6 +287,21 @@ std::string resolveParam(const Manifest &m, Param &p, const std::vector<std::str
       p.source.kind = ParamSource::Size;
       return scalarType();
     }
+  // Per-sequence kernels (docs/bundle-and-abi.md, "Storage").
+  static const char *sequenceTensors[] = {"cu_seqlens_q", "cu_seqlens_kv", "page_table",
+                                          "kv_lens", "q_lens"};
+  for (int t = 0; t < 5; ++t)
+    if (p.name == sequenceTensors[t]) {
+      p.source.kind = ParamSource::SequencePtr;
+      p.source.tensor = t;
+      return p.type == ParamType::Ptr ? "" : "a tensor parameter must have type ptr";
+    }
+  for (const char *s : {"q_rows", "kv_rows", "page_size", "num_pages", "pages_per_seq",
+                        "page_table_stride", "q_offset_from_lengths"})
+    if (p.name == s) {
+      p.source.kind = ParamSource::Size;
+      return scalarType();
+    }
   if (p.name == "q_offset" || p.name == "kv_offset") {
     p.source.kind = ParamSource::Offset;
     return scalarType();

@@ -58,6 +58,7 @@ struct ParamSource {
     Stride,      // <t>_stride_{b,h,s}: `tensor` (0..3 = q, k, v, o), `dim` (0..2)
     InputDim,    // input:<name>:dim<k>: `input`, `dim`
     Scratch,     // scratch:<name>: `input` indexes SplitKv::scratchNames
+    SequencePtr, // cu_seqlens_q, cu_seqlens_kv, page_table, kv_lens, q_lens: `tensor` 0..4
   } kind = Size;
   int tensor = 0, input = 0, dim = 0;
 };

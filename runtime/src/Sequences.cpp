@@ -159,8 +159,10 @@ struct Planner {
                          " a page_table row holds"))
         return false;
       // Every page a sequence uses must be in the cache; entries past its length are
-      // not read (serving engines pad rows with anything, -1 included).
-      for (int64_t b = 0; b < batch; ++b) {
+      // not read (serving engines pad rows with anything, -1 included). A table whose
+      // values the caller cannot see (device memory, no validation asked) is not
+      // checked: the kernels mask the rows of a page outside the cache.
+      for (int64_t b = 0; seq.pageTable.at && b < batch; ++b) {
         int64_t used = (seq.kvLens.at(b) + plan.pageSize - 1) / plan.pageSize;
         for (int64_t p = 0; p < used; ++p) {
           int64_t id = seq.pageTable.at(b * width + p);

@@ -30,6 +30,8 @@ struct IntArray {
   bool isInt = true;      // false: the caller passed floats (refused)
   std::string dtype;      // for messages ("float32", ...)
   std::vector<int64_t> shape;
+  /// Empty when the values cannot be read (a GPU call's page_table without
+  /// validation): only its shape is checked.
   std::function<int64_t(int64_t)> at;
 };
 

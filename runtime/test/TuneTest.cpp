@@ -122,6 +122,7 @@ public:
   }
   void synchronizeAll() override {}
   bool survivesFaults() const override { return survives; }
+  bool hostAddressable() const override { return true; }
   int warmupRuns() const override { return 2; }
   std::vector<double> time(void *, int repeats, const std::function<void(int)> &run) override {
     std::vector<double> ms;

@@ -121,7 +121,6 @@ CompileRequest CompileRequest::fromOptions(const Options &opts, const std::strin
   CompileRequest req;
   req.specPath = specPath;
   req.archs = splitList(opts.get("arch").value_or(defaultArchs));
-  req.archsExplicit = opts.get("arch").has_value();
   if (req.archs.empty())
     throw Failure{"--arch lists no architecture", 2};
   req.configs = opts.get("configs");
@@ -171,12 +170,6 @@ static void unpipelineIfSpilling(mlir::ModuleOp module, BundleVariant &v) {
 
 std::vector<GpuConfig> bundleConfigs(const CompileRequest &req, const SpecInfo &info) {
   std::vector<GpuConfig> out;
-  bool perSequence = info.qStorage != "padded" || info.kvStorage != "padded";
-  if (perSequence && !req.archsExplicit) {
-    llvm::errs() << "attnc compile: note: the NVIDIA kernels do not take ragged or paged "
-                    "storage yet; the bundle gets its host variant only\n";
-    return out;
-  }
   for (const std::string &arch : req.archs)
     if (arch != "host")
     for (const TileConfig &c : configsFor(req, info, arch)) {

@@ -151,6 +151,23 @@ public:
   void setQkv(const HostTensor &q, const HostTensor &k, const HostTensor &v) {
     setQkvBytes(encode(q, dtype_), encode(k, dtype_), encode(v, dtype_), q.shape, k.shape, v.shape);
   }
+  /// The sequence arguments as int32 device arrays; o (and lse) in q's storage
+  /// (ragged: [total_q, Hq, Dv]). setQkv first.
+  void setSequences(const SequenceArgs &seq, bool validate) {
+    const std::optional<HostTensor> *given[5] = {&seq.cuSeqlensQ, &seq.cuSeqlensKv,
+                                                 &seq.pageTable, &seq.kvLens, &seq.qLens};
+    attn_tensor *slots[5] = {&call_.cu_seqlens_q, &call_.cu_seqlens_kv, &call_.page_table,
+                             &call_.kv_lens, &call_.q_lens};
+    for (int i = 0; i < 5; ++i)
+      if (*given[i])
+        *slots[i] = upload(**given[i], (*given[i])->isInt ? ATTN_I32 : ATTN_F32);
+    call_.validate = validate ? 1 : 0;
+    const nlohmann::json &storage = manifest_.value("storage", nlohmann::json::object());
+    if (storage.value("q", "padded") == "ragged" && call_.q.ndim == 3) {
+      oShape_ = {call_.q.shape[0], int64_t(manifest_["heads_q"]), int64_t(manifest_["head_dim_v"])};
+      call_.o = describe(buffers_.alloc(numel(oShape_) * elementBytes(dtype_)), dtype_, oShape_);
+    }
+  }
   void setQkvBytes(const std::vector<uint8_t> &q, const std::vector<uint8_t> &k,
                    const std::vector<uint8_t> &v, const std::vector<int64_t> &qShape,
                    const std::vector<int64_t> &kShape, const std::vector<int64_t> &vShape) {
@@ -252,6 +269,7 @@ void runOnGpu(const Options &opts, const std::string &specPath, const AttentionA
               bool wantLse, AttentionResult &result) {
   GpuCall gpu(opts, specPath);
   gpu.setQkv(args.q, args.k, args.v);
+  gpu.setSequences(args.seq, opts.flag("validate"));
   if (wantLse)
     gpu.requestLse();
   gpu.setInputs(args.inputs);

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <tuple>
 
 namespace attune::attnc {
 
@@ -248,18 +249,13 @@ int cmdRun(int argc, char **argv) {
                             std::pair{"q-lens", &args.seq.qLens}})
     if (auto path = opts.get(flag))
       *slot = readTensor(std::string("--") + flag, *path);
-  if (bshd) {
-    // The files are [B, S, H, D]; the back ends take the logical [B, H, S, D] tensors.
-    // gpu-sim lays them out bshd again in simulated memory, and its kernels read
-    // them through their strides; the cpu JIT is handed a contiguous copy here.
-    for (auto [name, t] : {std::pair{"--q", &args.q}, std::pair{"--k", &args.k},
-                           std::pair{"--v", &args.v}}) {
-      if (t->shape.size() != 4)
-        throw Failure{std::string(name) + ": --layout bshd needs a rank-4 [B, S, H, D] "
-                      "tensor, got " + t->shapeString(), 2};
-      *t = swapAxes12(*t);
-    }
-  }
+  // The host back ends check every page id a sequence uses; on gpu-sim and gpu the
+  // page table is device memory, checked only with --validate (a page outside the
+  // cache otherwise masks its keys in the kernel, as on a GPU).
+  bool validate = opts.flag("validate");
+  if (validate && !args.seq.pageTable)
+    throw Failure{"--validate checks a paged cache's page table: give --page-table", 2};
+  args.seq.checkPageIds = validate || (backend != "gpu-sim" && backend != "gpu");
   bool backward = opts.get("do").has_value();
   if (backward && args.seq.any())
     throw Failure{"--do with per-sequence arguments: the backward over ragged or paged "
@@ -270,6 +266,7 @@ int cmdRun(int argc, char **argv) {
   if (!backward && !opts.all("dinput").empty())
     throw Failure{"--dinput needs --do (the gradient of the output)", 2};
   std::optional<std::string> out = opts.get("out");
+  bool oBshd = false; // o is written [B, S, H, Dv]
   if (!out && !backward)
     throw Failure{"missing --out", 2};
   args.inputs = readInputs(opts);
@@ -278,6 +275,35 @@ int cmdRun(int argc, char **argv) {
   // The host back end runs the program in fp32 whatever the GPU storage type.
   LoadedSpec spec = loadSpec(context, opts.positional[0],
                              backend == "cpu" ? std::optional<std::string>("f32") : std::nullopt);
+  if (bshd) {
+    // The files are [B, S, H, D]; the back ends take the logical [B, H, S, D] tensors.
+    // gpu-sim lays them out bshd again in simulated memory, and its kernels read
+    // them through their strides; the cpu JIT is handed a contiguous copy here.
+    // Ragged [total, H, D] and paged [pages, page_size, H, D] buffers are token-major
+    // already: the layout is about padded tensors only.
+    mlir::attn::AttentionOp op;
+    spec.module->walk([&](mlir::attn::AttentionOp a) { op = a; });
+    auto padded = [](std::optional<mlir::attn::Storage> s) {
+      return !s || *s == mlir::attn::Storage::padded;
+    };
+    bool qPadded = !op || padded(op.getQStorage());
+    bool kvPadded = !op || padded(op.getKvStorage());
+    if (!qPadded && !kvPadded)
+      throw Failure{"--layout bshd is for padded q/k/v (this spec's q is ragged and its kv " +
+                    std::string(mlir::attn::stringifyStorage(*op.getKvStorage())) +
+                    ": those buffers are [tokens, H, D] already)", 2};
+    for (auto [name, t, isPadded] :
+         {std::tuple{"--q", &args.q, qPadded}, std::tuple{"--k", &args.k, kvPadded},
+          std::tuple{"--v", &args.v, kvPadded}}) {
+      if (!isPadded)
+        continue;
+      if (t->shape.size() != 4)
+        throw Failure{std::string(name) + ": --layout bshd needs a rank-4 [B, S, H, D] "
+                      "tensor, got " + t->shapeString(), 2};
+      *t = swapAxes12(*t);
+    }
+    oBshd = qPadded;
+  }
   if (opts.get("lse") && !spec.info.lse)
     throw Failure{"--lse given but the spec's outputs do not include \"lse\"", 2};
   if (backward) {
@@ -302,7 +328,7 @@ int cmdRun(int argc, char **argv) {
                   args.v.shapeString() + " (a buffer would exceed the address space)"};
   }
   checkFiniteResult(backend, args, result);
-  if (bshd && result.o.shape.size() == 4)
+  if (oBshd && result.o.shape.size() == 4)
     result.o = swapAxes12(result.o);
   if (out)
     writeTensor(*out, result.o);
@@ -321,10 +347,6 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
     if (mlir::failed(ref))
       throw Failure{diags.message("the reference failed")};
     result = std::move(*ref);
-  } else if (args.seq.any() && (backend == "gpu-sim" || backend == "gpu")) {
-    throw Failure{"--cu-seqlens-q/--cu-seqlens-kv/--page-table/--kv-lens/--q-lens run on "
-                  "--backend reference and cpu so far: the NVIDIA kernels do not take "
-                  "per-sequence storage yet", 2};
   } else if (backend == "gpu") {
     // The same argument checks as the other back ends before the GPU is looked for.
     mlir::attn::AttentionOp op;
@@ -353,6 +375,7 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
     SimLayout layout;
     layout.bshd = opts.get("layout").value_or("bhsd") == "bshd";
     layout.pad = opts.getInt("pad", 0, 1 << 20).value_or(0);
+    layout.validate = opts.flag("validate");
     if (!runGpuSimulation(*spec.module, spec.fromJson ? &json : nullptr, spec.info, config, args,
                           result, error, splits.value_or(1), layout))
       throw Failure{error};

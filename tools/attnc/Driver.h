@@ -76,9 +76,6 @@ struct CompileRequest {
   std::optional<std::string> configs;
   bool ptxas = true;
   bool verbose = false;
-  /// --arch was given (else the default archs: a spec the NVIDIA kernels cannot run
-  /// yet, ragged or paged storage, then gets its host variant only).
-  bool archsExplicit = false;
   /// From --arch (default `defaultArchs`) and --configs, both checked.
   static CompileRequest fromOptions(const Options &opts, const std::string &specPath,
                                     const std::string &defaultArchs = "sm_80,sm_90a,host");

@@ -40,10 +40,6 @@ struct AssignLayoutsPass
   }
 
   LogicalResult assign(func::FuncOp kernel) {
-    if (kernel->hasAttr("attn.sequences"))
-      return kernel.emitError(
-          "the NVIDIA kernels do not take per-sequence storage yet (ragged or paged "
-          "buffers, per-sequence lengths): compile this spec for --arch host");
     FailureOr<attune::KernelPlan> plan = attune::KernelPlan::of(kernel);
     if (failed(plan))
       return failure();

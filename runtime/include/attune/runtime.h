@@ -81,15 +81,22 @@ typedef struct {
                           `variant` names a host variant, stream and num_splits are
                           ignored, and no tuning happens. */
   int32_t num_threads; /* host: threads (0 = $ATTUNE_NUM_THREADS, else the cores) */
-  /* Per-sequence arguments (docs/bundle-and-abi.md "Storage"; host calls so far): int32
-     tensors, data == NULL when absent. cu_seqlens_q [B + 1] with ragged q
-     [total_q, Hq, D] (o [total_q, Hq, Dv], lse [total_q, Hq]); cu_seqlens_kv [B + 1]
-     with ragged k/v [total_kv, Hkv, D]; page_table [B, max_pages] and kv_lens [B] with
-     a paged cache k/v [pages, page_size, Hkv, D]; q_lens / kv_lens [B] with padded
-     buffers (right-padded batches: rows past q_lens[b] get o = 0, lse = -inf). The
-     storage itself is the spec's ("storage"). Every sequence is an attention of its
-     own lengths, bottom-right aligned per sequence unless an offset is given. */
+  /* Per-sequence arguments (docs/bundle-and-abi.md "Storage"): int32 tensors in the
+     call's memory (device memory for a GPU call), data == NULL when absent.
+     cu_seqlens_q [B + 1] with ragged q [total_q, Hq, D] (o [total_q, Hq, Dv], lse
+     [total_q, Hq]); cu_seqlens_kv [B + 1] with ragged k/v [total_kv, Hkv, D];
+     page_table [B, max_pages] and kv_lens [B] with a paged cache k/v [pages,
+     page_size, Hkv, D]; q_lens / kv_lens [B] with padded buffers (right-padded
+     batches: rows past q_lens[b] get o = 0, lse = -inf). The storage itself is the
+     spec's ("storage"). Every sequence is an attention of its own lengths,
+     bottom-right aligned per sequence unless an offset is given. A GPU call's
+     cu_seqlens and lengths are copied to the host and checked before the launch (a
+     synchronisation); its page table is not read by the host: a page id outside the
+     cache masks that page's keys in the kernels, never read. */
   attn_tensor cu_seqlens_q, cu_seqlens_kv, page_table, kv_lens, q_lens;
+  int32_t validate; /* 1: also check the page ids every sequence uses (a GPU call
+                       downloads the page table first); the error names the batch
+                       index, the entry and its value. Host calls always check. */
 } attn_call;
 
 /* The backward of a call (the host variant's backward kernel; GPU backward kernels
