@@ -149,6 +149,7 @@ class Kernel:
         page_table=None,
         kv_lens=None,
         q_lens=None,
+        validate=False,
         **tensors,
     ):
         """Attention of q [B, Hq, Sq, D] over k [B, Hkv, Skv, D], v [B, Hkv, Skv, Dv].
@@ -190,15 +191,27 @@ class Kernel:
         ``page_table`` int32 [B, max_pages] and ``kv_lens`` int32 [B]; padded buffers
         with ``q_lens`` / ``kv_lens`` int32 [B] (rows past q_lens[b]: o = 0, lse =
         -inf). Each sequence is bottom-right aligned on its own unless an offset is
-        given. Forward only so far (no autograd).
+        given. Forward only so far (no autograd). On CUDA the runtime copies the
+        lengths (cu_seqlens, kv_lens, q_lens) to the host to check them, not the page
+        table: a page id outside the cache masks that page's keys; ``validate=True``
+        checks the page ids too (a debug mode) and raises naming the batch index and
+        value.
         """
         seq = {n: t for n, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_kv", cu_seqlens_kv),
                                  ("page_table", page_table), ("kv_lens", kv_lens),
                                  ("q_lens", q_lens)) if t is not None}
+        if not isinstance(validate, bool):
+            raise AttuneError(f"attune: validate={validate!r}; expected True or False")
+        if validate and page_table is None:
+            raise AttuneError(
+                "attune: validate=True checks the page ids of a paged cache's page_table "
+                "(the other sequence arguments are always checked); this call passes none"
+            )
         if seq or self.storage != {"q": "padded", "kv": "padded"}:
             return self._call_sequences(q, k, v, return_lse, seq, tensors, q_offset=q_offset,
                                         kv_offset=kv_offset, variant=variant,
-                                        num_threads=num_threads, num_splits=num_splits)
+                                        num_threads=num_threads, num_splits=num_splits,
+                                        validate=validate)
         if num_splits is not None and (
             isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
         ):
@@ -239,7 +252,7 @@ class Kernel:
         return (o, lse) if return_lse else o
 
     def _call_sequences(self, q, k, v, return_lse, seq, tensors, *, q_offset, kv_offset,
-                        variant, num_threads, num_splits):
+                        variant, num_threads, num_splits, validate):
         """A per-sequence call (ragged / paged storage, lengths): checked like any call,
         its sequence arguments by the runtime (the compiler's own checks), run on the
         host variant for CPU tensors, on a GPU variant for CUDA tensors."""
@@ -273,7 +286,8 @@ class Kernel:
                 "the runtime's choice"
             )
         call, o, lse, _keep = self._checked_call(q, k, v, return_lse, q_offset, kv_offset,
-                                                 variant, tensors, host=host, seq=seq)
+                                                 variant, tensors, host=host, seq=seq,
+                                                 validate=validate)
         if host:
             call.device = _capi.ATTN_DEVICE_HOST
             call.num_threads = num_threads or 0
@@ -387,7 +401,7 @@ class Kernel:
             return _capi.text_out(self._lib.attn_select_variant, self._handle, ctypes.byref(call))
 
     def _checked_call(self, q, k, v, return_lse, q_offset, kv_offset, variant, tensors,
-                      host=False, outputs=None, seq=None):
+                      host=False, outputs=None, seq=None, validate=False):
         """(attn_call, o, lse, what must stay alive while the call is used), after every
         check; nothing here touches the device. `host`: CPU tensors for the host variant.
         `outputs`: (o, lse) given (a backward's call reads them) instead of allocated.
@@ -495,6 +509,7 @@ class Kernel:
         seq_kept = {n: t.contiguous() for n, t in seq.items()}
         for n, t in seq_kept.items():
             setattr(call, n, _describe(n, t))
+        call.validate = int(validate)
         if self._lib.attn_check(self._handle, ctypes.byref(call)) != 0:
             message = _capi.last_error()
             strided = [

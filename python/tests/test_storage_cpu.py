@@ -203,6 +203,18 @@ def test_errors_name_the_argument(compiled):
         with pytest.raises(AttuneError, match=None) as e:
             kern(q, kc, kc, **kwargs)
         assert message in str(e.value), (message, str(e.value))
+    # validate=True is the page-id check of GPU calls; host calls always check, so it
+    # changes nothing here, but it must be a bool and needs a page table.
+    kern(q, kc, kc, validate=True, **ok)
+    with pytest.raises(AttuneError) as e:
+        kern(q, kc, kc, validate=True, **dict(ok, page_table=i32([0, 9], [2, -1])))
+    assert "page_table[0, 1] = 9 is not a page of the cache" in str(e.value)
+    with pytest.raises(AttuneError) as e:
+        kern(q, kc, kc, validate=1, **ok)
+    assert "validate=1; expected True or False" in str(e.value)
+    with pytest.raises(AttuneError) as e:
+        kern(q, kc, kc, validate=True, cu_seqlens_q=ok["cu_seqlens_q"], kv_lens=ok["kv_lens"])
+    assert "validate=True checks the page ids" in str(e.value)
     with pytest.raises(AttuneError) as e:
         kern(q.requires_grad_(), kc, kc, **ok)
     assert "autograd over ragged or paged storage" in str(e.value)
