@@ -474,8 +474,18 @@ static bool bindSequences(const AttentionArgs &args, ShapeChecker &shapes, Bound
   rt::SequenceArrays arrays{array(args.seq.cuSeqlensQ), array(args.seq.cuSeqlensKv),
                             array(args.seq.pageTable), array(args.seq.kvLens),
                             array(args.seq.qLens)};
-  if (!args.seq.checkPageIds)
+  arrays.maxSeqlenQ = args.seq.maxSeqlenQ;
+  arrays.maxSeqlenKv = args.seq.maxSeqlenKv;
+  rt::SequenceReads reads =
+      rt::sequenceReads(call.qStorage, call.kvStorage, args.seq.onDevice, args.seq.validate,
+                        args.seq.maxSeqlenQ, args.seq.maxSeqlenKv);
+  if (!reads.pageIds)
     arrays.pageTable.at = nullptr;
+  if (!reads.lengths) {
+    arrays.lengthsVisible = false;
+    for (rt::IntArray *a : {&arrays.cuSeqlensQ, &arrays.cuSeqlensKv, &arrays.kvLens, &arrays.qLens})
+      a->at = nullptr;
+  }
   rt::SequencePlan plan;
   error = rt::planSequences(call.qStorage, call.kvStorage, args.q.shape, args.k.shape, arrays, plan);
   if (!error.empty())

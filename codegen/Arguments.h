@@ -61,10 +61,12 @@ bool writeNpy(const std::string &path, const HostTensor &t, std::string &error);
 /// sequence b of a ragged buffer is rows [cu[b], cu[b + 1]).
 struct SequenceArgs {
   std::optional<HostTensor> cuSeqlensQ, cuSeqlensKv, pageTable, kvLens, qLens;
-  /// Whether the page ids a sequence uses are checked before running (they are on
-  /// the host back ends; a GPU's page table is device memory: checked only when
-  /// validating, and otherwise a page outside the cache is masked by the kernels).
-  bool checkPageIds = true;
+  /// The arrays stand for a GPU call's device memory (gpu-sim, gpu): what is read and
+  /// checked before running follows rt::sequenceReads (runtime/src/Sequences.h), so
+  /// that the simulator's kernels meet what a GPU's would; `validate` reads all.
+  bool onDevice = false, validate = false;
+  /// --max-seqlen-q / --max-seqlen-kv (0: not given).
+  int64_t maxSeqlenQ = 0, maxSeqlenKv = 0;
   bool any() const { return cuSeqlensQ || cuSeqlensKv || pageTable || kvLens || qLens; }
 };
 

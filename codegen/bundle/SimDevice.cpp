@@ -449,6 +449,8 @@ SimCall::SimCall(const rt::Manifest &m, const AttentionArgs &args, bool wantLse,
   call_.has_kv_offset = args.kvOffset.has_value();
   call_.kv_offset = args.kvOffset.value_or(0);
   call_.validate = layout.validate ? 1 : 0;
+  call_.max_seqlen_q = layout.maxSeqlenQ;
+  call_.max_seqlen_kv = layout.maxSeqlenKv;
 }
 
 HostTensor SimCall::o() const {

@@ -90,8 +90,10 @@ std::unique_ptr<rt::Bundle> buildSimBundle(mlir::ModuleOp l1, const nlohmann::js
 struct SimLayout {
   bool bshd = false;
   int64_t pad = 0;
-  /// The call's `validate` (attnc run --validate): the runtime checks the page ids.
+  /// The call's `validate`, `max_seqlen_q` and `max_seqlen_kv` (attnc run --validate,
+  /// --max-seqlen-q, --max-seqlen-kv): what the runtime reads of the sequence arrays.
   bool validate = false;
+  int64_t maxSeqlenQ = 0, maxSeqlenKv = 0;
 };
 
 /// The NVIDIA back end end to end on the simulator: the kernel for `config`, launched

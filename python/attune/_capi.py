@@ -69,6 +69,8 @@ class Call(ctypes.Structure):
         ("kv_lens", Tensor),
         ("q_lens", Tensor),
         ("validate", ctypes.c_int32),
+        ("max_seqlen_q", ctypes.c_int64),
+        ("max_seqlen_kv", ctypes.c_int64),
     ]
 
 

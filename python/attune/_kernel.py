@@ -150,6 +150,8 @@ class Kernel:
         kv_lens=None,
         q_lens=None,
         validate=False,
+        max_seqlen_q=None,
+        max_seqlen_kv=None,
         **tensors,
     ):
         """Attention of q [B, Hq, Sq, D] over k [B, Hkv, Skv, D], v [B, Hkv, Skv, Dv].
@@ -191,27 +193,35 @@ class Kernel:
         ``page_table`` int32 [B, max_pages] and ``kv_lens`` int32 [B]; padded buffers
         with ``q_lens`` / ``kv_lens`` int32 [B] (rows past q_lens[b]: o = 0, lse =
         -inf). Each sequence is bottom-right aligned on its own unless an offset is
-        given. Forward only so far (no autograd). On CUDA the runtime copies the
-        lengths (cu_seqlens, kv_lens, q_lens) to the host to check them, not the page
-        table: a page id outside the cache masks that page's keys; ``validate=True``
-        checks the page ids too (a debug mode) and raises naming the batch index and
-        value.
+        given. Forward only so far (no autograd). CPU calls check every sequence
+        argument. On CUDA the arrays are device memory: the runtime copies the lengths
+        to the host (a synchronisation) only when the grid needs them, i.e. unless
+        ``max_seqlen_q`` (ragged q) and ``max_seqlen_kv`` (ragged or paged kv) bound
+        them, as in flash_attn_varlen (then nothing is read: CUDA-graph friendly);
+        the page table is never read: a page id outside the cache masks that page's
+        keys, and lengths are clamped to the buffers. ``validate=True`` (a debug mode)
+        checks everything first and raises naming the array, batch index and value.
         """
         seq = {n: t for n, t in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_kv", cu_seqlens_kv),
                                  ("page_table", page_table), ("kv_lens", kv_lens),
                                  ("q_lens", q_lens)) if t is not None}
         if not isinstance(validate, bool):
             raise AttuneError(f"attune: validate={validate!r}; expected True or False")
-        if validate and page_table is None:
+        for name, bound in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_kv", max_seqlen_kv)):
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, int)
+                                      or bound < 1):
+                raise AttuneError(f"attune: {name}={bound!r}; expected a positive int or None")
+        if (validate or max_seqlen_q is not None or max_seqlen_kv is not None) and not seq:
             raise AttuneError(
-                "attune: validate=True checks the page ids of a paged cache's page_table "
-                "(the other sequence arguments are always checked); this call passes none"
+                "attune: validate / max_seqlen_q / max_seqlen_kv are about per-sequence "
+                "arguments (cu_seqlens_q, page_table, ...); this call passes none"
             )
         if seq or self.storage != {"q": "padded", "kv": "padded"}:
             return self._call_sequences(q, k, v, return_lse, seq, tensors, q_offset=q_offset,
                                         kv_offset=kv_offset, variant=variant,
                                         num_threads=num_threads, num_splits=num_splits,
-                                        validate=validate)
+                                        validate=validate,
+                                        max_seqlen=(max_seqlen_q or 0, max_seqlen_kv or 0))
         if num_splits is not None and (
             isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
         ):
@@ -252,7 +262,7 @@ class Kernel:
         return (o, lse) if return_lse else o
 
     def _call_sequences(self, q, k, v, return_lse, seq, tensors, *, q_offset, kv_offset,
-                        variant, num_threads, num_splits, validate):
+                        variant, num_threads, num_splits, validate, max_seqlen):
         """A per-sequence call (ragged / paged storage, lengths): checked like any call,
         its sequence arguments by the runtime (the compiler's own checks), run on the
         host variant for CPU tensors, on a GPU variant for CUDA tensors."""
@@ -287,7 +297,7 @@ class Kernel:
             )
         call, o, lse, _keep = self._checked_call(q, k, v, return_lse, q_offset, kv_offset,
                                                  variant, tensors, host=host, seq=seq,
-                                                 validate=validate)
+                                                 validate=validate, max_seqlen=max_seqlen)
         if host:
             call.device = _capi.ATTN_DEVICE_HOST
             call.num_threads = num_threads or 0
@@ -401,7 +411,8 @@ class Kernel:
             return _capi.text_out(self._lib.attn_select_variant, self._handle, ctypes.byref(call))
 
     def _checked_call(self, q, k, v, return_lse, q_offset, kv_offset, variant, tensors,
-                      host=False, outputs=None, seq=None, validate=False):
+                      host=False, outputs=None, seq=None, validate=False,
+                      max_seqlen=(0, 0)):
         """(attn_call, o, lse, what must stay alive while the call is used), after every
         check; nothing here touches the device. `host`: CPU tensors for the host variant.
         `outputs`: (o, lse) given (a backward's call reads them) instead of allocated.
@@ -510,6 +521,7 @@ class Kernel:
         for n, t in seq_kept.items():
             setattr(call, n, _describe(n, t))
         call.validate = int(validate)
+        call.max_seqlen_q, call.max_seqlen_kv = max_seqlen
         if self._lib.attn_check(self._handle, ctypes.byref(call)) != 0:
             message = _capi.last_error()
             strided = [

@@ -212,9 +212,19 @@ def test_errors_name_the_argument(compiled):
     with pytest.raises(AttuneError) as e:
         kern(q, kc, kc, validate=1, **ok)
     assert "validate=1; expected True or False" in str(e.value)
+    # max_seqlen bounds are checked where the lengths are read (always on the CPU).
+    kern(q, kc, kc, max_seqlen_q=6, max_seqlen_kv=16, **ok)
     with pytest.raises(AttuneError) as e:
-        kern(q, kc, kc, validate=True, cu_seqlens_q=ok["cu_seqlens_q"], kv_lens=ok["kv_lens"])
-    assert "validate=True checks the page ids" in str(e.value)
+        kern(q, kc, kc, max_seqlen_q=5, **ok)
+    assert "max_seqlen_q = 5 is less than sequence 1's q length 6" in str(e.value), str(e.value)
+    with pytest.raises(AttuneError) as e:
+        kern(q, kc, kc, max_seqlen_kv=0, **ok)
+    assert "max_seqlen_kv=0; expected a positive int" in str(e.value)
+    with pytest.raises(AttuneError) as e:
+        dense_q = torch.randn(1, hq, 4, d)
+        compiled("causal", "padded", "padded")[1](dense_q, dense_q[:, :hkv], dense_q[:, :hkv],
+                                                   validate=True)
+    assert "this call passes none" in str(e.value)
     with pytest.raises(AttuneError) as e:
         kern(q.requires_grad_(), kc, kc, **ok)
     assert "autograd over ragged or paged storage" in str(e.value)

@@ -228,10 +228,20 @@ private:
                           intArray("cu_seqlens_kv", *readable[1]),
                           intArray("page_table", *readable[2]), intArray("kv_lens", *readable[3]),
                           intArray("q_lens", *readable[4])};
-    // A GPU call's page table is device memory the host does not read unless asked
-    // to validate: the kernels mask a page outside the cache (docs/bundle-and-abi.md).
-    if (!options_.host && !call_.validate)
+    // A GPU call's arrays are device memory: the host reads (copies of) what
+    // rt::sequenceReads says; the kernels clamp lengths to the buffers and mask a
+    // page outside the cache (docs/bundle-and-abi.md, "Storage").
+    arrays.maxSeqlenQ = call_.max_seqlen_q;
+    arrays.maxSeqlenKv = call_.max_seqlen_kv;
+    SequenceReads reads = sequenceReads(c.qStorage, c.kvStorage, !options_.host, call_.validate != 0,
+                                        call_.max_seqlen_q, call_.max_seqlen_kv);
+    if (!reads.pageIds)
       arrays.pageTable.at = nullptr;
+    if (!reads.lengths) {
+      arrays.lengthsVisible = false;
+      for (IntArray *a : {&arrays.cuSeqlensQ, &arrays.cuSeqlensKv, &arrays.kvLens, &arrays.qLens})
+        a->at = nullptr;
+    }
     if (!options_.host) {
       // The kernels read the arrays as int32 rows with unit element stride.
       const char *names[] = {"cu_seqlens_q", "cu_seqlens_kv", "page_table", "kv_lens", "q_lens"};

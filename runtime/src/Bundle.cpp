@@ -2,6 +2,7 @@
 #include "Bundle.h"
 
 #include "HalfFloat.h"
+#include "Sequences.h"
 
 #include <algorithm>
 #include <cmath>
@@ -373,22 +374,24 @@ CheckedCall Bundle::check(const attn_call &call, const char *fn) const {
     return checkCall(m_, call, fn, options);
   }
   // A GPU call's sequence arguments (cu_seqlens, page_table, lengths) are device
-  // memory: the host checks copies of the lengths (one synchronous download of B or
-  // B + 1 integers per array) before anything is launched, and of the page table
-  // only when validating (the kernels mask pages outside the cache).
+  // memory: the host checks copies of what rt::sequenceReads says it reads (the
+  // lengths, B or B + 1 integers per array, when the grid needs them; the page table
+  // when validating), downloaded synchronously before anything is launched.
   const attn_tensor *given[] = {&call.cu_seqlens_q, &call.cu_seqlens_kv, &call.page_table,
                                 &call.kv_lens, &call.q_lens};
   bool any = false;
   for (const attn_tensor *t : given)
     any |= t->data != nullptr;
-  if (!any || !device_ || device_->hostAddressable())
+  SequenceReads reads = sequenceReads(m_.qStorage, m_.kvStorage, true, call.validate != 0,
+                                      call.max_seqlen_q, call.max_seqlen_kv);
+  if (!any || !device_ || device_->hostAddressable() || (!reads.lengths && !reads.pageIds))
     return checkCall(m_, call, fn, options);
   std::vector<std::vector<char>> copies(5);
   attn_tensor views[5];
   for (int i = 0; i < 5; ++i) {
     views[i] = *given[i];
-    if (!given[i]->data || given[i]->dtype != ATTN_I32 || (i == 2 && !call.validate))
-      continue; // the checker names what is wrong with it
+    if (!given[i]->data || given[i]->dtype != ATTN_I32 || !(i == 2 ? reads.pageIds : reads.lengths))
+      continue; // the checker names what is wrong with it, or does not read it
     uint64_t bytes = 0;
     if (!checkedSpanBytes(*given[i], bytes) || bytes > (uint64_t(1) << 30))
       continue;

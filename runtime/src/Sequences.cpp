@@ -2,6 +2,7 @@
 #include "Sequences.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace attune::rt {
 
@@ -144,6 +145,13 @@ struct Planner {
       if (a->present && !agree(a->shape[0], std::string(name) + " " + shapeString(a->shape)))
         return false;
 
+    if (seq.maxSeqlenQ < 0 || seq.maxSeqlenKv < 0)
+      return fail(std::string(seq.maxSeqlenQ < 0 ? "max_seqlen_q" : "max_seqlen_kv") +
+                  " must not be negative (0: not given), got " +
+                  std::to_string(std::min(seq.maxSeqlenQ, seq.maxSeqlenKv)));
+    if (!seq.lengthsVisible)
+      return blind(batch);
+
     if (qRagged && !cuCheck(seq.cuSeqlensQ, "cu_seqlens_q", qShape[0], "q's"))
       return false;
     if (kv == "ragged" && !cuCheck(seq.cuSeqlensKv, "cu_seqlens_kv", kShape[0], "k's"))
@@ -195,13 +203,53 @@ struct Planner {
       plan.maxSeqQ = std::max(plan.maxSeqQ, s.qLen);
       plan.maxSeqKv = std::max(plan.maxSeqKv, s.kvLen);
     }
+    for (auto [given, actual, name, what] :
+         {std::tuple{seq.maxSeqlenQ, plan.maxSeqQ, "max_seqlen_q", "q"},
+          std::tuple{seq.maxSeqlenKv, plan.maxSeqKv, "max_seqlen_kv", "kv"}})
+      if (given > 0 && actual > given) {
+        int64_t b = 0;
+        for (; b < batch; ++b)
+          if ((what[0] == 'q' ? plan.sequences[size_t(b)].qLen : plan.sequences[size_t(b)].kvLen) > given)
+            break;
+        return fail(std::string(name) + " = " + std::to_string(given) + " is less than sequence " +
+                    std::to_string(b) + "'s " + what + " length " + std::to_string(actual));
+      }
     plan.seqQ = qRagged ? plan.maxSeqQ : qShape[2];
     plan.seqKv = kv == "padded" ? kShape[2] : plan.maxSeqKv;
+    return true;
+  }
+
+  /// The plan of a call whose lengths are not read: Sq / Skv of ragged and paged
+  /// buffers from the caller's max_seqlen bounds, clamped to what the buffers hold.
+  bool blind(int64_t batch) {
+    bool qRagged = qStorage == "ragged";
+    const std::string &kv = kvStorage;
+    if ((qRagged && seq.maxSeqlenQ <= 0) || (kv != "padded" && seq.maxSeqlenKv <= 0))
+      return fail(std::string(qRagged && seq.maxSeqlenQ <= 0 ? "max_seqlen_q" : "max_seqlen_kv") +
+                  " is needed when the lengths are not read (" + qStorage + " q, " + kv + " kv)");
+    int64_t kvRows = kv == "ragged" ? kShape[0]
+                     : kv == "paged" ? seq.pageTable.shape[1] * plan.pageSize
+                                     : kShape[2];
+    plan.batch = batch;
+    plan.seqQ = plan.maxSeqQ = qRagged ? std::min(seq.maxSeqlenQ, qShape[0]) : qShape[2];
+    plan.seqKv = plan.maxSeqKv = kv == "padded" ? kShape[2] : std::min(seq.maxSeqlenKv, kvRows);
     return true;
   }
 };
 
 } // namespace
+
+SequenceReads sequenceReads(const std::string &qStorage, const std::string &kvStorage,
+                            bool onDevice, bool validate, int64_t maxSeqlenQ,
+                            int64_t maxSeqlenKv) {
+  SequenceReads r;
+  if (!onDevice || validate)
+    return r;
+  r.pageIds = false;
+  r.lengths = (qStorage == "ragged" && maxSeqlenQ <= 0) ||
+              (kvStorage != "padded" && maxSeqlenKv <= 0);
+  return r;
+}
 
 std::string planSequences(const std::string &qStorage, const std::string &kvStorage,
                           const std::vector<int64_t> &qShape, const std::vector<int64_t> &kShape,

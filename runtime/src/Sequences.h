@@ -37,6 +37,13 @@ struct IntArray {
 
 struct SequenceArrays {
   IntArray cuSeqlensQ, cuSeqlensKv, pageTable, kvLens, qLens;
+  /// The caller's bounds on every sequence's lengths (0: none given): checked when
+  /// the lengths are read; when they are not (`lengthsVisible` false), the plan's
+  /// Sq / Skv of ragged and paged buffers (clamped to the buffers).
+  int64_t maxSeqlenQ = 0, maxSeqlenKv = 0;
+  /// false: no value of any array is read (a GPU call whose max_seqlen bounds size
+  /// the grid): only shapes are checked, and the kernels clamp what they read.
+  bool lengthsVisible = true;
   bool any() const {
     return cuSeqlensQ.present || cuSeqlensKv.present || pageTable.present || kvLens.present ||
            qLens.present;
@@ -56,6 +63,18 @@ struct SequencePlan {
   int64_t pageSize = 0, numPages = 0;
   std::vector<SequenceRows> sequences;
 };
+
+/// What the host reads of a call's sequence arrays. A host call reads everything. A
+/// GPU call's arrays are device memory (a read is a synchronous copy): it reads the
+/// lengths (cu_seqlens, kv_lens, q_lens) only when the grid needs them, i.e. for
+/// ragged q without max_seqlen_q or ragged/paged kv without max_seqlen_kv, and the
+/// page table only when validating; validating reads everything.
+struct SequenceReads {
+  bool lengths = true, pageIds = true;
+};
+SequenceReads sequenceReads(const std::string &qStorage, const std::string &kvStorage,
+                            bool onDevice, bool validate, int64_t maxSeqlenQ,
+                            int64_t maxSeqlenKv);
 
 /// Checks the sequence arguments of a call against its storage and its q / k buffer
 /// shapes (whose ranks must fit the storage; heads and head dims are the caller's to

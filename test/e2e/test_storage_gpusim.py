@@ -228,3 +228,50 @@ def test_pages_outside_the_cache_are_masked(tmp_path, extra):
         ref_lse = (m[..., 0] + np.log(p.sum(-1))).T
         assert np.abs(o[list(rr)] - ref).max() <= TOL * np.abs(ref).max(), (b, extra)
         assert np.abs(lse[list(rr)] - ref_lse).max() <= 1e-2 * max(1.0, np.abs(ref_lse).max())
+
+
+def test_max_seqlen_bounds(tmp_path):
+    """--max-seqlen-q / --max-seqlen-kv (flash_attn_varlen's max_seqlen): with both, a
+    GPU call reads nothing of the sequence arrays (no synchronisation). The same
+    answers bitwise as when the runtime reads the lengths, a bound above the real
+    maximum included; kv_lens beyond the table's pages are clamped by the kernel (not
+    read by the host, so not refused); --validate reads and checks everything, the
+    bounds included."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = np.random.default_rng(seed)
+    spec = load_spec(os.path.join(ROOT, "specs", "examples", "mistral-swa.json"))
+    tmp = str(tmp_path)
+    lq, lkv = [1, 17, 4], [300, 40, 129]
+    path, dtype = sim_spec(spec, tmp, "rp", {"q": "ragged", "kv": "paged"})
+    batch = rounded_batch(spec, lq, lkv, rng, dtype)
+    q, cu_q = batch.ragged_q()
+    kc, vc, table, kv_lens = batch.paged_kv(16, rng)
+    tensors = {"q": q, "k": round_to(kc, dtype), "v": round_to(vc, dtype), "cu_q": cu_q,
+               "page_table": table, "kv_lens": kv_lens}
+    o1, l1, r = attnc_run(path, "gpu-sim", tmp, "read", tensors, FLAGS, {})
+    assert o1 is not None, r.stderr
+    for bounds in (["--max-seqlen-q", "17", "--max-seqlen-kv", "300"],
+                   ["--max-seqlen-q", "60", "--max-seqlen-kv", "1000"]):
+        o2, l2, r = attnc_run(path, "gpu-sim", tmp, "bound", tensors, FLAGS, {}, bounds)
+        assert o2 is not None, r.stderr
+        assert np.array_equal(o1, o2) and np.array_equal(l1, l2), f"seed={seed} {bounds}"
+    # Sequence 2's table row holds its pages and -1 after them: kv_lens far beyond are
+    # clamped to the row's pages by the kernel, whose -1 entries mask the rest.
+    width = table.shape[1]
+    full = {**tensors, "page_table": np.where(table < 0, 10**6, table).astype(np.int32)}
+    clamped = np.array([300, 40, width * 16], np.int32)
+    o3, _, r = attnc_run(path, "gpu-sim", tmp, "clamped", {**full, "kv_lens": clamped}, FLAGS, {})
+    assert o3 is not None, r.stderr
+    huge = np.array([300, 40, 1 << 30], np.int32)
+    o4, _, r = attnc_run(path, "gpu-sim", tmp, "huge", {**full, "kv_lens": huge}, FLAGS, {},
+                         ["--max-seqlen-q", "17", "--max-seqlen-kv", str(width * 16)])
+    assert o4 is not None, r.stderr
+    assert np.array_equal(o3, o4), f"seed={seed}"
+    for bounds, message in [(["--max-seqlen-q", "16"], "max_seqlen_q = 16 is less than sequence 1's q length 17"),
+                            (["--max-seqlen-kv", "299"], "max_seqlen_kv = 299 is less than sequence 0's kv length 300")]:
+        o, _, r = attnc_run(path, "gpu-sim", tmp, "bad", tensors, FLAGS, {}, bounds + ["--validate"])
+        assert o is None and message in r.stderr, r.stderr
+        # The host back ends read the lengths, so they check the bounds too.
+        o, _, r = attnc_run(with_storage(spec, tmp, "cpu-rp", {"q": "ragged", "kv": "paged"}), "cpu",
+                            tmp, "bad", tensors, FLAGS, {}, bounds)
+        assert o is None and message in r.stderr, r.stderr

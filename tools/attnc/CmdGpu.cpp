@@ -162,6 +162,8 @@ public:
       if (*given[i])
         *slots[i] = upload(**given[i], (*given[i])->isInt ? ATTN_I32 : ATTN_F32);
     call_.validate = validate ? 1 : 0;
+    call_.max_seqlen_q = seq.maxSeqlenQ;
+    call_.max_seqlen_kv = seq.maxSeqlenKv;
     const nlohmann::json &storage = manifest_.value("storage", nlohmann::json::object());
     if (storage.value("q", "padded") == "ragged" && call_.q.ndim == 3) {
       oShape_ = {call_.q.shape[0], int64_t(manifest_["heads_q"]), int64_t(manifest_["head_dim_v"])};
@@ -269,7 +271,7 @@ void runOnGpu(const Options &opts, const std::string &specPath, const AttentionA
               bool wantLse, AttentionResult &result) {
   GpuCall gpu(opts, specPath);
   gpu.setQkv(args.q, args.k, args.v);
-  gpu.setSequences(args.seq, opts.flag("validate"));
+  gpu.setSequences(args.seq, args.seq.validate);
   if (wantLse)
     gpu.requestLse();
   gpu.setInputs(args.inputs);

@@ -213,7 +213,7 @@ int cmdRun(int argc, char **argv) {
                {"backend", "q", "k", "v", "out", "lse", "q-offset", "kv-offset", "threads",
                 "block-m", "block-n", "bundle", "arch", "configs", "variant", "num-splits",
                 "layout", "pad", "do", "dq", "dk", "dv", "dlse", "cu-seqlens-q",
-                "cu-seqlens-kv", "page-table", "kv-lens", "q-lens"},
+                "cu-seqlens-kv", "page-table", "kv-lens", "q-lens", "max-seqlen-q", "max-seqlen-kv"},
                {"timing", "pack-gqa", "wgmma", "validate"}, {"input", "dinput"});
   if (opts.positional.size() != 1)
     throw Failure{"run takes one SPEC", 2};
@@ -249,13 +249,19 @@ int cmdRun(int argc, char **argv) {
                             std::pair{"q-lens", &args.seq.qLens}})
     if (auto path = opts.get(flag))
       *slot = readTensor(std::string("--") + flag, *path);
-  // The host back ends check every page id a sequence uses; on gpu-sim and gpu the
-  // page table is device memory, checked only with --validate (a page outside the
-  // cache otherwise masks its keys in the kernel, as on a GPU).
-  bool validate = opts.flag("validate");
-  if (validate && !args.seq.pageTable)
-    throw Failure{"--validate checks a paged cache's page table: give --page-table", 2};
-  args.seq.checkPageIds = validate || (backend != "gpu-sim" && backend != "gpu");
+  // The host back ends check every sequence argument. On gpu-sim and gpu they stand
+  // for device memory: the lengths are read only when the grid needs them (no
+  // --max-seqlen-q/--max-seqlen-kv bound), the page table only with --validate (a
+  // page outside the cache otherwise masks its keys in the kernel, as on a GPU).
+  args.seq.validate = opts.flag("validate");
+  if (args.seq.validate && !args.seq.any())
+    throw Failure{"--validate checks the per-sequence arguments; this call has none", 2};
+  args.seq.onDevice = backend == "gpu-sim" || backend == "gpu";
+  args.seq.maxSeqlenQ = opts.getInt("max-seqlen-q", 1, kLimit).value_or(0);
+  args.seq.maxSeqlenKv = opts.getInt("max-seqlen-kv", 1, kLimit).value_or(0);
+  if ((args.seq.maxSeqlenQ || args.seq.maxSeqlenKv) && !args.seq.any())
+    throw Failure{"--max-seqlen-q/--max-seqlen-kv bound per-sequence lengths; this call has "
+                  "no sequence arguments", 2};
   bool backward = opts.get("do").has_value();
   if (backward && args.seq.any())
     throw Failure{"--do with per-sequence arguments: the backward over ragged or paged "
@@ -375,7 +381,9 @@ static void runBackend(const Options &opts, const std::string &backend, LoadedSp
     SimLayout layout;
     layout.bshd = opts.get("layout").value_or("bhsd") == "bshd";
     layout.pad = opts.getInt("pad", 0, 1 << 20).value_or(0);
-    layout.validate = opts.flag("validate");
+    layout.validate = args.seq.validate;
+    layout.maxSeqlenQ = args.seq.maxSeqlenQ;
+    layout.maxSeqlenKv = args.seq.maxSeqlenKv;
     if (!runGpuSimulation(*spec.module, spec.fromJson ? &json : nullptr, spec.info, config, args,
                           result, error, splits.value_or(1), layout))
       throw Failure{error};

@@ -89,14 +89,22 @@ typedef struct {
      page_size, Hkv, D]; q_lens / kv_lens [B] with padded buffers (right-padded
      batches: rows past q_lens[b] get o = 0, lse = -inf). The storage itself is the
      spec's ("storage"). Every sequence is an attention of its own lengths,
-     bottom-right aligned per sequence unless an offset is given. A GPU call's
-     cu_seqlens and lengths are copied to the host and checked before the launch (a
-     synchronisation); its page table is not read by the host: a page id outside the
-     cache masks that page's keys in the kernels, never read. */
+     bottom-right aligned per sequence unless an offset is given. A host call's
+     arrays are all checked. A GPU call's are device memory: the host copies and
+     checks the lengths only when the grid needs them (ragged q without max_seqlen_q,
+     ragged or paged kv without max_seqlen_kv: a synchronisation, which a CUDA graph
+     cannot capture), never the page table unless validating; the kernels clamp
+     every length to its buffer and mask a page outside the cache (never read). */
   attn_tensor cu_seqlens_q, cu_seqlens_kv, page_table, kv_lens, q_lens;
-  int32_t validate; /* 1: also check the page ids every sequence uses (a GPU call
-                       downloads the page table first); the error names the batch
-                       index, the entry and its value. Host calls always check. */
+  int32_t validate; /* 1: the host checks every sequence argument of a GPU call too
+                       (downloading them first), page ids included; the error names
+                       the array, the batch index and the value. */
+  int64_t max_seqlen_q, max_seqlen_kv; /* bounds on every sequence's q / kv length
+                       (0: not given), as flash_attn_varlen's max_seqlen: with them a
+                       GPU call reads nothing from the sequence arrays (the grid
+                       covers max_seqlen_q rows per sequence; rows of a longer one
+                       past it are not computed). Checked wherever the lengths are
+                       read. */
 } attn_call;
 
 /* The backward of a call (the host variant's backward kernel; GPU backward kernels
