@@ -31,15 +31,26 @@ computed in float64 on the GPU from the paged cache directly).
 
   ATTUNE_RUNTIME_LIB=build-rt/runtime/libattune_runtime.so PYTHONPATH=python \\
       python3 bench/gpu_decode.py --bundle /tmp/bb/bundles/decode-paged-d128 \\
-      [--batches 1,16,64] [--contexts 1024,4096,16384,32768,131072] [--q-len 1|4] [--mixed]
+      [--batches 1,16,64] [--contexts 1024,4096,16384,32768,131072] [--rows 1:4096,64:32768]
+      [--q-len 1|4] [--mixed] [--page-size 16] [--sweep none|arch|all] [--rivals sdpa,flex]
+      [--max-kv-gb 40] [--time-budget SECONDS]
+
+Rows whose K/V would exceed --max-kv-gb are skipped (reported); the dense rivals also
+need the gathered copy (the same size again) and are skipped, saying so, when the GPU
+lacks the memory. A failing rival prints its error in its cell; a failing forced
+variant is listed under the table; a lost CUDA context (a faulting kernel) stops the
+run with the rows measured so far written.
 
 --dry-run (CPU, no CUDA; torch 1.13 is enough) builds the inputs at a tiny size, checks
 the gathered dense KV against the paged cache, every rival's mask (SDPA's boolean mask,
 flex's mask_mod, PagedAttention's page maps) against the float64 reference, runs
 Attune's host variant when a runtime library is found (ATTUNE_RUNTIME_LIB; the spec is
 compiled with --arch host through ATTUNE_ATTNC), and prints the planned rows.
-Results: bench/results/decode-<gpu>-<date>.{md,json} (or --out DIR), rewritten after
-every row so that a run cut short keeps what it measured.
+--cpu-smoke runs a GPU row's own code (the sweep, the rivals, the table and the files)
+on CPU tensors with torch.cuda's timing stubbed, to test this script; its numbers mean
+nothing.
+Results: bench/results/decode-<gpu>-<date>[-q<N>][-mixed].{md,json} (or --out DIR),
+rewritten after every row so that a run cut short keeps what it measured.
 """
 import argparse
 import datetime
@@ -82,18 +93,17 @@ def kv_bytes(kv_lens, hkv=HKV, d=D):
     return int(sum(int(n) for n in kv_lens)) * hkv * d * ELEM * 2
 
 
-def plan(batches, contexts, q_len, max_kv_gb):
-    """(batch, context, skip reason or None) for every combination."""
+def plan(batches, contexts, q_len, max_kv_gb, pairs=None):
+    """(batch, context, skip reason or None) for every combination (or for `pairs`)."""
     rows = []
-    for b in batches:
-        for c in contexts:
-            gb = b * c * HKV * D * ELEM * 2 / 1e9
-            why = None
-            if c < q_len:
-                why = f"context {c} < q_len {q_len}"
-            elif gb > max_kv_gb:
-                why = f"K/V {gb:.1f} GB > --max-kv-gb {max_kv_gb:g}"
-            rows.append((b, c, why))
+    for b, c in pairs or [(b, c) for b in batches for c in contexts]:
+        gb = b * c * HKV * D * ELEM * 2 / 1e9
+        why = None
+        if c < q_len:
+            why = f"context {c} < q_len {q_len}"
+        elif gb > max_kv_gb:
+            why = f"K/V {gb:.1f} GB > --max-kv-gb {max_kv_gb:g}"
+        rows.append((b, c, why))
     return rows
 
 
@@ -739,7 +749,7 @@ def dry_run(args):
               f"pages={n_pages}: " + ", ".join(
                   f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
     print("\nplanned rows (GPU run):")
-    for b, c, why in plan(args.batch_list, args.context_list, args.q_len, args.max_kv_gb):
+    for b, c, why in plan(args.batch_list, args.context_list, args.q_len, args.max_kv_gb, args.pairs):
         gb = b * c * HKV * D * ELEM * 2 / 1e9
         print(f"  B={b:<3} ctx={c:<7} q_len={args.q_len} K/V {gb:6.2f} GB"
               + (f"  SKIP: {why}" if why else ""))
@@ -784,6 +794,10 @@ def main():
     p.add_argument("--spec", default=SPEC)
     p.add_argument("--batches", default="1,16,64")
     p.add_argument("--contexts", default="1024,4096,16384,32768,131072")
+    p.add_argument("--rows", help="B:CTX pairs (e.g. 1:4096,64:32768,1:131072) instead of "
+                   "--batches x --contexts")
+    p.add_argument("--time-budget", type=float, help="seconds: rows not started by then are "
+                   "skipped (reported), so that a short device lease still writes its table")
     p.add_argument("--q-len", type=int, default=1, help="queries per sequence (4: speculative/chunked)")
     p.add_argument("--page-size", type=int, default=16)
     p.add_argument("--mixed", action="store_true", help="kv_lens drawn in [ctx/4, ctx]")
@@ -801,6 +815,13 @@ def main():
     args = p.parse_args()
     args.batch_list = [int(x) for x in args.batches.split(",") if x]
     args.context_list = [int(x) for x in args.contexts.split(",") if x]
+    args.pairs = None
+    if args.rows:
+        try:
+            args.pairs = [tuple(int(y) for y in x.split(":")) for x in args.rows.split(",") if x]
+            assert all(len(x) == 2 and min(x) > 0 for x in args.pairs)
+        except (ValueError, AssertionError):
+            sys.exit(f"--rows {args.rows!r}: expected B:CTX pairs, e.g. 1:4096,64:32768")
     if args.dry_run:
         return dry_run(args)
     if args.cpu_smoke:
@@ -817,7 +838,7 @@ def main():
     meta = {"gpu": gpu, "torch": torch.__version__, "date": str(datetime.date.today()),
             "bundle": kernel.info.get("dir"), "variants": list(kernel.variants),
             "peak_bytes_per_s": peak, "args": {k: v for k, v in vars(args).items()
-                                               if k not in ("batch_list", "context_list")}}
+                                               if k not in ("batch_list", "context_list", "pairs")}}
     if fx is not None:
         meta["flex"] = fx.error or ("PagedAttention" if fx.paged_cls else
                                     "dense (" + getattr(fx, "paged_missing", "") + ")")
@@ -826,7 +847,11 @@ def main():
     gen = torch.Generator().manual_seed(args.seed)
     rows = []
     dead = None
-    for batch, ctx, why in plan(args.batch_list, args.context_list, args.q_len, args.max_kv_gb):
+    began = time.time()
+    for batch, ctx, why in plan(args.batch_list, args.context_list, args.q_len, args.max_kv_gb,
+                                args.pairs):
+        if not why and args.time_budget and time.time() - began > args.time_budget:
+            why = f"not run: --time-budget {args.time_budget:g} s spent"
         if why or dead:
             row = {"batch": batch, "context": ctx, "skipped": why or f"not run: {dead}"}
         else:
