@@ -54,6 +54,7 @@ rewritten after every row so that a run cut short keeps what it measured.
 """
 import argparse
 import datetime
+import faulthandler
 import json
 import math
 import os
@@ -798,6 +799,9 @@ def main():
                    "--batches x --contexts")
     p.add_argument("--time-budget", type=float, help="seconds: rows not started by then are "
                    "skipped (reported), so that a short device lease still writes its table")
+    p.add_argument("--row-timeout", type=float, default=240.0,
+                   help="seconds one row may take (FlexAttention's first compile included) "
+                   "before the run exits with a stack dump (a hung kernel); 0: none")
     p.add_argument("--q-len", type=int, default=1, help="queries per sequence (4: speculative/chunked)")
     p.add_argument("--page-size", type=int, default=16)
     p.add_argument("--mixed", action="store_true", help="kv_lens drawn in [ctx/4, ctx]")
@@ -856,6 +860,13 @@ def main():
             row = {"batch": batch, "context": ctx, "skipped": why or f"not run: {dead}"}
         else:
             t0 = time.time()
+            # Written first, replaced when the row ends: what the files say if it never does.
+            write(rows + [{"batch": batch, "context": ctx, "error": "did not finish: hung, or "
+                           "past --row-timeout (see the stack dump on stderr)"}], gpu, args, peak, meta)
+            if args.row_timeout:
+                # A hung kernel blocks inside the driver, where no Python exception reaches:
+                # print every thread's stack and exit; the rows before this one are written.
+                faulthandler.dump_traceback_later(args.row_timeout, exit=True)
             try:
                 row = run_row(kernel, fx, batch, ctx, args, gen, peak)
             except Exception as e:  # noqa: BLE001
@@ -864,6 +875,7 @@ def main():
                 if not context_alive():
                     dead = "CUDA context lost: " + short(e)
                 torch.cuda.empty_cache()
+            faulthandler.cancel_dump_traceback_later()
             row["row_s"] = round(time.time() - t0, 1)
         rows.append(row)
         print(json.dumps(row), flush=True)
