@@ -43,7 +43,7 @@ if [[ $what == all || $what == decode ]]; then
   [[ -d /tmp/bb/bundles/decode-paged-d128 ]] || { mkdir -p /tmp/bb && tar -C /tmp/bb -xJf .carry/bundles.tar.xz; }
   if [[ -d /tmp/bb/bundles/decode-paged-d128 ]]; then
     python3 bench/gpu_decode.py --bundle /tmp/bb/bundles/decode-paged-d128 --out "$results" \
-      ${BENCH_DECODE_ARGS:---rows 1:4096,16:4096,64:4096,1:32768,16:32768,64:32768,1:131072 --time-budget 240} ||
+      ${BENCH_DECODE_ARGS:---rows 1:4096,16:4096,64:4096,1:32768,16:32768,64:32768,1:131072 --time-budget 240 --row-timeout 180} ||
       status=1
   else
     echo "decode: no decode-paged-d128 bundle in .carry/bundles.tar.xz (run scripts/gpu_prepare.sh after pulling bench/specs/decode-paged-d128.json)"
