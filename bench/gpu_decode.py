@@ -45,7 +45,9 @@ run with the rows measured so far written.
 the gathered dense KV against the paged cache, every rival's mask (SDPA's boolean mask,
 flex's mask_mod, PagedAttention's page maps) against the float64 reference, runs
 Attune's host variant when a runtime library is found (ATTUNE_RUNTIME_LIB; the spec is
-compiled with --arch host through ATTUNE_ATTNC), and prints the planned rows.
+compiled with --arch host through ATTUNE_ATTNC) and, on the mixed-length cases, the
+NVIDIA kernel on the simulator (attnc run --backend gpu-sim, default and --wgmma
+--num-splits 2) on the same data, and prints the planned rows.
 --cpu-smoke runs a GPU row's own code (the sweep, the rivals, the table and the files)
 on CPU tensors with torch.cuda's timing stubbed, to test this script; its numbers mean
 nothing.
@@ -676,6 +678,28 @@ def write(rows, gpu, args, peak, meta):
 
 # ----------------------------------------------------------------------------- dry run
 
+def gpu_sim(attnc, spec, inp, refs, flags):
+    """attnc run --backend gpu-sim on the inputs (float32 .npy files): the rel error of its
+    o against the float64 reference, or 'error: ...'."""
+    import subprocess
+    import tempfile
+    import numpy as np
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [attnc, "run", spec, "--backend", "gpu-sim", "--out", os.path.join(tmp, "o.npy")]
+        for name, flag in (("q", "--q"), ("k_cache", "--k"), ("v_cache", "--v"),
+                           ("cu_seqlens_q", "--cu-seqlens-q"), ("page_table", "--page-table"),
+                           ("kv_lens", "--kv-lens")):
+            t = inp[name]
+            arr = t.float().numpy() if t.is_floating_point() else t.numpy()
+            np.save(os.path.join(tmp, name + ".npy"), arr)
+            cmd += [flag, os.path.join(tmp, name + ".npy")]
+        r = subprocess.run(cmd + flags, capture_output=True, text=True)
+        if r.returncode != 0:
+            return "error: " + (r.stderr.strip().splitlines() or ["?"])[-1][:200]
+        o = torch.from_numpy(np.load(os.path.join(tmp, "o.npy")))
+    return rel_err(o, refs, inp["q_len"])
+
+
 def dry_run(args):
     """CPU only: the data construction, the gathers, the rivals' masks and the float64
     reference at a tiny size; Attune's host variant when a runtime library is found."""
@@ -690,6 +714,10 @@ def dry_run(args):
     except Exception as e:  # noqa: BLE001
         why_not = short(e)
         print(f"dry-run: Attune's host part skipped: {why_not}")
+    attnc = os.environ.get("ATTUNE_ATTNC") or os.path.join(ROOT, "build", "tools", "attnc", "attnc")
+    if not os.access(attnc, os.X_OK):
+        print(f"dry-run: the gpu-sim part skipped: no attnc at {attnc} (set ATTUNE_ATTNC)")
+        attnc = None
     cases = [(1, 40, 1, False), (3, 100, 1, False), (3, 100, 1, True), (2, 77, 4, True),
              (4, 33, 4, False)]
     for batch, ctx, q_len, mixed in cases:
@@ -746,6 +774,12 @@ def dry_run(args):
                 res["attune host err"] = "error: " + short(e)
                 ok = False
         ok &= res["sdpa-mask err"] < 1e-10
+        if attnc and mixed:
+            # The NVIDIA kernel itself, on the simulator, on this very data.
+            for flags in ([], ["--wgmma", "--num-splits", "2"]):
+                err = gpu_sim(attnc, args.spec, inp, refs, flags)
+                res["gpu-sim " + (" ".join(flags) or "default") + " err"] = err
+                ok &= isinstance(err, float) and err < TOL
         print(f"dry-run B={batch} ctx={ctx} q_len={q_len} mixed={mixed} kv_lens={kl.tolist()} "
               f"pages={n_pages}: " + ", ".join(
                   f"{k}={v:.1e}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()))
