@@ -3,9 +3,12 @@
 # scripts/gpu_prepare.sh: builds the runtime, runs the GPU tests (ctest -L gpu), the
 # GPU checks of every example, and the benchmark against PyTorch. Results go to
 # $OUT (the device tool's return folder) or bench/results/.
-#   bash scripts/gpu_session.sh [checks|tests|bench|sanitize|all]   (default all)
+#   bash scripts/gpu_session.sh [checks|tests|bench|decode|sanitize|all]   (default all)
 # BENCH_ARGS overrides the benchmark's rows (default: head_dim 128 at 2k and 8k, about
 # five minutes with FlexAttention's compiles; the full sweep takes about 20).
+# BENCH_DECODE_ARGS overrides the paged-decode benchmark's (bench/gpu_decode.py) rows
+# (default: batch 1/16/64 at 4k and 32k plus batch 1 at 128k, q_len 1, capped at 240 s
+# of rows; e.g. "--q-len 4 --mixed --rows 16:4096,64:32768" for speculative steps).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -34,6 +37,18 @@ if [[ $what == all || $what == bench ]]; then
   mkdir -p /tmp/bb && tar -C /tmp/bb -xJf .carry/bundles.tar.xz
   python3 bench/gpu_compare.py --bundles /tmp/bb/bundles --out "$results" \
     ${BENCH_ARGS:---seqs 2048,8192 --dims 128} || status=1
+fi
+if [[ $what == all || $what == decode ]]; then
+  # Paged-KV decoding (ragged q, paged k/v, per-sequence lengths) against SDPA and flex.
+  [[ -d /tmp/bb/bundles/decode-paged-d128 ]] || { mkdir -p /tmp/bb && tar -C /tmp/bb -xJf .carry/bundles.tar.xz; }
+  if [[ -d /tmp/bb/bundles/decode-paged-d128 ]]; then
+    python3 bench/gpu_decode.py --bundle /tmp/bb/bundles/decode-paged-d128 --out "$results" \
+      ${BENCH_DECODE_ARGS:---rows 1:4096,16:4096,64:4096,1:32768,16:32768,64:32768,1:131072 --time-budget 240 --row-timeout 180} ||
+      status=1
+  else
+    echo "decode: no decode-paged-d128 bundle in .carry/bundles.tar.xz (run scripts/gpu_prepare.sh after pulling bench/specs/decode-paged-d128.json)"
+    status=1
+  fi
 fi
 if [[ $what == sanitize ]]; then
   # Out-of-bounds accesses and races on two patterns (slow: minutes).
