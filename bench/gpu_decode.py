@@ -20,9 +20,9 @@ For each (batch, context) row, on the same data:
   tensor it indexes) when torch has it, else (or when it fails) compiled flex_attention
   over the gathered dense KV with a block mask for the lengths; the table says which.
 Columns: time per call from CUDA events around back-to-back calls (median of 20
-samples of ~2 ms each after warm-up, as bench/gpu_compare.py; Attune's runtime copies
-cu_seqlens_q / kv_lens to the host on each call, a small sync that is part of this
-time), the wall-clock time of one isolated call (call + synchronize: host overhead and
+samples of ~2 ms each after warm-up, as bench/gpu_compare.py; Attune is called with
+max_seqlen_q / max_seqlen_kv, so its runtime reads none of the sequence arrays and
+does not synchronise), the wall-clock time of one isolated call (call + synchronize: host overhead and
 launch latency show here), tokens/s (batch * q_len / time), the bandwidth of reading
 the cache (sum(kv_lens) * Hkv * D * 2 bytes * 2 (k and v) / time) and its share of the
 HBM peak (H200 4.8 TB/s, H100 SXM 3.35, else n/a), and each result's max error
@@ -142,7 +142,7 @@ def make_inputs(batch, ctx, q_len, page_size, mixed, gen, device, hq=HQ, hkv=HKV
     cu = torch.arange(0, batch * q_len + 1, q_len, dtype=torch.int32)
     return dict(q=q, k_cache=k_cache, v_cache=v_cache, page_table=table.to(device),
                 kv_lens=kv_lens.to(torch.int32).to(device), cu_seqlens_q=cu.to(device),
-                used=used, q_len=q_len, page_size=page_size)
+                used=used, q_len=q_len, page_size=page_size, max_kv=int(kv_lens.max()))
 
 
 def gather_dense(cache, table, used, length):
@@ -325,8 +325,10 @@ def default_variant(kernel):
 
 def attune_part(kernel, inp, refs, row, sweep):
     args = (inp["q"], inp["k_cache"], inp["v_cache"])
+    # With the lengths' bounds (what a serving engine knows, as for flash_attn_varlen)
+    # the runtime reads none of the sequence arrays: no host synchronisation per call.
     kw = dict(cu_seqlens_q=inp["cu_seqlens_q"], page_table=inp["page_table"],
-              kv_lens=inp["kv_lens"])
+              kv_lens=inp["kv_lens"], max_seqlen_q=inp["q_len"], max_seqlen_kv=inp["max_kv"])
     q_len = inp["q_len"]
     try:
         o = kernel(*args, **kw)
