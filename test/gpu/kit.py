@@ -14,7 +14,7 @@ Layout of a prepared directory:
   <name>/bundle/              the bundle (attnc compile)
   <name>/case<i>.npz          extra inputs ("input:<name>"), reference "o" (float16:
                               its rounding is far inside the 2e-2 tolerance) and "lse"
-  <name>[<storage>]/...       a storage case (STORAGE): the same, o and lse in q's
+  <name>.<q>-<kv>/...         a storage case (STORAGE): the same, o and lse in q's
                               storage shape, and for a paged cache its "page_table"
 
 A storage case's entry also has "storage", "q_lens", "kv_lens", "page_size" and
@@ -74,6 +74,11 @@ def storage_label(name, storage):
     if storage["q"] == "padded" and storage["kv"] == "padded":
         return f"{name}[padded+lens]"
     return f"{name}[{storage['q']}/{storage['kv']}]"
+
+
+def storage_dir(name, storage):
+    """Its folder in a prepared directory (plain characters): causal.ragged-paged."""
+    return f"{name}.{storage['q']}-{storage['kv']}"
 
 
 def page_table(rng, kv_lens, page_size, spare=3):
