@@ -8,7 +8,7 @@ the sequence flags (the reference gathers each sequence and runs the dense float
 reference on it).
 
   /usr/bin/python3 test/gpu/prepare.py --out .carry/gpu-checks [--arch sm_90a]
-      [--specs causal,document] [--seed N] [--no-long] [--no-storage]
+      [--specs causal,document] [--seed N] [--no-long] [--no-storage | --only-storage]
 """
 import argparse
 import glob
@@ -136,7 +136,11 @@ def main():
     p.add_argument("--no-long", action="store_true", help="skip the 1000-token cases")
     p.add_argument("--no-storage", action="store_true",
                    help="skip the ragged / paged / padded+lens cases (kit.STORAGE)")
+    p.add_argument("--only-storage", action="store_true",
+                   help="prepare the storage cases only (of the --specs that have one)")
     args = p.parse_args()
+    if args.no_storage and args.only_storage:
+        sys.exit("--no-storage and --only-storage exclude each other")
 
     paths = sorted(glob.glob(os.path.join(ROOT, "specs", "examples", "*.json")))
     if args.specs:
@@ -149,7 +153,7 @@ def main():
     rng = np.random.default_rng(args.seed)
     cases = []
     with tempfile.TemporaryDirectory() as tmp:
-        for path in paths:
+        for path in [] if args.only_storage else paths:
             for label, spec in variants_of(json.load(open(path)), os.path.basename(path)[:-5]):
                 dtype = spec["dtype"]
                 spec_path = os.path.join(tmp, f"{label}.json")
