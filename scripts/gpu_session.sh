@@ -55,7 +55,7 @@ if [[ $what == sanitize ]]; then
   mkdir -p /tmp/gc && tar -C /tmp/gc -xJf .carry/gpu-checks.tar.xz
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 \
-      python3 test/gpu/check.py /tmp/gc/gpu-checks --only causal,document 2>&1 |
+      python3 test/gpu/check.py /tmp/gc/gpu-checks --only 'causal,document,causal[ragged/ragged],document[ragged/paged]' 2>&1 |
       tail -40 | tee "$results/sanitize-$tool.log" || status=1
   done
 fi

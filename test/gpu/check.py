@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Runs prepared GPU checks (prepare.py) on the GPU through the Python package: every
 variant of every bundle on every case (and the first variant, and the first wgmma one,
-again with the keys split over 3 CTAs: split-KV), against the float64 reference; bf16/fp16
+again with the keys split over 3 CTAs: split-KV), and the storage cases (kit.STORAGE: ragged
+and paged buffers with their sequence arrays, padded batches with q_lens / kv_lens; every
+variant and the first one split-KV), against the float64 reference; bf16/fp16
 tolerance 2e-2 of max |o_ref|, lse within 1e-2, -inf rows exactly where the reference
 has them, NaN never passes. Prints a table and, with --results, writes it there as
 gpu-checks-<gpu>-<date>.{md,json}. Exit code 0 when all pass, 1 when any fails, 77 when
@@ -30,6 +32,11 @@ import kit  # noqa: E402
 from attune_inputs import run_attnc  # noqa: E402 (kit put test/e2e on the path)
 
 
+# attnc run's flag for each sequence argument (as in prepare.py).
+SEQ_FLAGS = {"cu_seqlens_q": "--cu-seqlens-q", "cu_seqlens_kv": "--cu-seqlens-kv",
+             "page_table": "--page-table", "kv_lens": "--kv-lens", "q_lens": "--q-lens"}
+
+
 def inputs_of(data):
     return {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("input:")}
 
@@ -49,11 +56,19 @@ class Gpu:
             self.kernels[bundle] = self.attune.load(bundle)
         return self.kernels[bundle].variants
 
-    def run(self, bundle, variant, case, q, k, v, inputs, splits=None):
+    def run(self, bundle, variant, case, q, k, v, inputs, splits=None, seq=None):
         torch = self.torch
         kernel = self.kernels[bundle]
         dev = lambda a, dt=kernel.dtype: torch.from_numpy(a).to("cuda", dt)  # noqa: E731
         extra = {n: torch.from_numpy(a).cuda() for n, a in inputs.items()}
+        if seq:  # per-sequence storage: int32 sequence tensors on q's device, no tuning
+            seq = {n: torch.from_numpy(a).cuda() for n, a in seq.items()}
+            with torch.no_grad():
+                out = kernel(dev(q), dev(k), dev(v), variant=variant, return_lse=case["lse"],
+                             num_splits=splits, **seq, **extra)
+            o, lse = out if case["lse"] else (out, None)
+            torch.cuda.synchronize()
+            return o.float().cpu().numpy(), None if lse is None else lse.cpu().numpy()
         offsets = case["offsets"] or (None, None)
         out = kernel(dev(q), dev(k), dev(v), variant=variant, return_lse=case["lse"],
                      q_offset=offsets[0], kv_offset=offsets[1], num_splits=splits, tune=False,
@@ -77,7 +92,7 @@ class Simulator:
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         return [v["name"] for v in manifest["variants"]]
 
-    def run(self, bundle, variant, case, q, k, v, inputs, splits=None):
+    def run(self, bundle, variant, case, q, k, v, inputs, splits=None, seq=None):
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         config = next(x["config"] for x in manifest["variants"] if x["name"] == variant)
         spec = os.path.join(self.tmp, "spec.json")
@@ -91,6 +106,10 @@ class Simulator:
             extra += ["--num-splits", str(splits)]
         if case["offsets"]:
             extra += ["--q-offset", str(case["offsets"][0]), "--kv-offset", str(case["offsets"][1])]
+        for name, arr in (seq or {}).items():
+            path = os.path.join(self.tmp, f"seq-{name}.npy")
+            np.save(path, arr)
+            extra += [SEQ_FLAGS[name], path]
         return run_attnc(self.attnc, spec, "gpu-sim", self.tmp, {"q": q, "k": k, "v": v, **inputs},
                          inputs, extra)
 
@@ -102,6 +121,10 @@ def errors(case, ref, o, lse):
         return None, None, f"o has shape {o.shape}, expected {o_ref.shape}"
     if np.isnan(o).any():
         return None, None, "NaN in o"
+    if case.get("storage", {}).get("q") == "padded" and "q_lens" in case:
+        for b, n in enumerate(case["q_lens"]):  # rows past q_lens[b] are exactly 0
+            if (o[b, :, n:] != 0).any():
+                return None, None, f"o rows of sequence {b} past q_lens[{b}] = {n} are not 0"
     scale = max(float(np.abs(o_ref).max()), 1e-3)
     err = float(np.abs(o - o_ref).max()) / scale
     lse_err = None
@@ -167,6 +190,9 @@ def main():
         q, k, v = kit.qkv(case["seed"], spec, case["batch"], case["seq_q"], case["seq_kv"],
                           case["dtype"])
         what = f"{case['name']} B={case['batch']} Sq={case['seq_q']} Skv={case['seq_kv']} offsets={case['offsets']}"
+        if case.get("storage"):
+            what = (f"{case['name']} q_lens={case['q_lens']} kv_lens={case['kv_lens']}"
+                    + (f" page_size={case['page_size']}" if case["page_size"] else ""))
         if kit.checksum(q, k, v) != case["qkv_sha256"]:
             failures.append(f"{what}: q/k/v regenerated differently from prepare.py's (numpy changed?)")
             row["failures"] += 1
@@ -175,11 +201,19 @@ def main():
         inputs = inputs_of(ref)
         variants = runner.variants(bundle)
         runs = [(name, None) for name in variants]
-        runs += [(name, 3) for name in [variants[0]] + [n for n in variants if n.endswith("_wgmma")][:1]]
+        seq = None
+        if case.get("storage"):
+            q, k, v, seq = kit.storage_forms(
+                case["seed"], case["storage"], case["dtype"], q, k, v, case["q_lens"],
+                case["kv_lens"], ref["page_table"] if "page_table" in ref.files else None,
+                case["page_size"], case["pages"])
+            runs += [(variants[0], 3)]
+        else:
+            runs += [(name, 3) for name in [variants[0]] + [n for n in variants if n.endswith("_wgmma")][:1]]
         for variant, splits in runs:
             row["runs"] += 1
             try:
-                o, lse = runner.run(bundle, variant, case, q, k, v, inputs, splits)
+                o, lse = runner.run(bundle, variant, case, q, k, v, inputs, splits, seq)
                 err, lse_err, problem = errors(case, ref, o, lse)
             except Exception as e:  # noqa: BLE001 - a launch failure is a failed check
                 err, lse_err, problem = None, None, f"{type(e).__name__}: {e}"
