@@ -3,7 +3,8 @@
 variant of every bundle on every case (and the first variant, and the first wgmma one,
 again with the keys split over 3 CTAs: split-KV), and the storage cases (kit.STORAGE: ragged
 and paged buffers with their sequence arrays, padded batches with q_lens / kv_lens; every
-variant and the first one split-KV), against the float64 reference; bf16/fp16
+variant, the first one split-KV and once more with max_seqlen bounds), against the
+float64 reference; bf16/fp16
 tolerance 2e-2 of max |o_ref|, lse within 1e-2, -inf rows exactly where the reference
 has them, NaN never passes. Prints a table and, with --results, writes it there as
 gpu-checks-<gpu>-<date>.{md,json}. Exit code 0 when all pass, 1 when any fails, 77 when
@@ -56,13 +57,15 @@ class Gpu:
             self.kernels[bundle] = self.attune.load(bundle)
         return self.kernels[bundle].variants
 
-    def run(self, bundle, variant, case, q, k, v, inputs, splits=None, seq=None):
+    def run(self, bundle, variant, case, q, k, v, inputs, splits=None, seq=None, bounds=None):
         torch = self.torch
         kernel = self.kernels[bundle]
         dev = lambda a, dt=kernel.dtype: torch.from_numpy(a).to("cuda", dt)  # noqa: E731
         extra = {n: torch.from_numpy(a).cuda() for n, a in inputs.items()}
         if seq:  # per-sequence storage: int32 sequence tensors on q's device, no tuning
             seq = {n: torch.from_numpy(a).cuda() for n, a in seq.items()}
+            if bounds:  # the runtime then reads none of the sequence arrays
+                seq.update(max_seqlen_q=bounds[0], max_seqlen_kv=bounds[1])
             with torch.no_grad():
                 out = kernel(dev(q), dev(k), dev(v), variant=variant, return_lse=case["lse"],
                              num_splits=splits, **seq, **extra)
@@ -92,7 +95,7 @@ class Simulator:
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         return [v["name"] for v in manifest["variants"]]
 
-    def run(self, bundle, variant, case, q, k, v, inputs, splits=None, seq=None):
+    def run(self, bundle, variant, case, q, k, v, inputs, splits=None, seq=None, bounds=None):
         manifest = json.load(open(os.path.join(bundle, "manifest.json")))
         config = next(x["config"] for x in manifest["variants"] if x["name"] == variant)
         spec = os.path.join(self.tmp, "spec.json")
@@ -110,6 +113,8 @@ class Simulator:
             path = os.path.join(self.tmp, f"seq-{name}.npy")
             np.save(path, arr)
             extra += [SEQ_FLAGS[name], path]
+        if bounds:
+            extra += ["--max-seqlen-q", str(bounds[0]), "--max-seqlen-kv", str(bounds[1])]
         return run_attnc(self.attnc, spec, "gpu-sim", self.tmp, {"q": q, "k": k, "v": v, **inputs},
                          inputs, extra)
 
@@ -200,20 +205,24 @@ def main():
         ref = np.load(os.path.join(args.dir, case["data"]))
         inputs = inputs_of(ref)
         variants = runner.variants(bundle)
-        runs = [(name, None) for name in variants]
+        runs = [(name, None, None) for name in variants]
         seq = None
         if case.get("storage"):
             q, k, v, seq = kit.storage_forms(
                 case["seed"], case["storage"], case["dtype"], q, k, v, case["q_lens"],
                 case["kv_lens"], ref["page_table"] if "page_table" in ref.files else None,
                 case["page_size"], case["pages"])
-            runs += [(variants[0], 3)]
+            # Split-KV, and the call with max_seqlen bounds (on a GPU the runtime then
+            # reads no sequence array: the path a CUDA graph captures).
+            bounds = (max(case["q_lens"]), max(max(case["kv_lens"]), 1))
+            runs += [(variants[0], 3, None), (variants[0], None, bounds)]
         else:
-            runs += [(name, 3) for name in [variants[0]] + [n for n in variants if n.endswith("_wgmma")][:1]]
-        for variant, splits in runs:
+            runs += [(name, 3, None)
+                     for name in [variants[0]] + [n for n in variants if n.endswith("_wgmma")][:1]]
+        for variant, splits, bounds in runs:
             row["runs"] += 1
             try:
-                o, lse = runner.run(bundle, variant, case, q, k, v, inputs, splits, seq)
+                o, lse = runner.run(bundle, variant, case, q, k, v, inputs, splits, seq, bounds)
                 err, lse_err, problem = errors(case, ref, o, lse)
             except Exception as e:  # noqa: BLE001 - a launch failure is a failed check
                 err, lse_err, problem = None, None, f"{type(e).__name__}: {e}"
@@ -223,7 +232,8 @@ def main():
                 row["lse_err"] = max(row["lse_err"] or 0.0, lse_err)
             if problem:
                 row["failures"] += 1
-                failures.append(f"{what} {variant}{f' num_splits={splits}' if splits else ''}: {problem}")
+                failures.append(f"{what} {variant}{f' num_splits={splits}' if splits else ''}"
+                                f"{f' max_seqlen={bounds}' if bounds else ''}: {problem}")
         print(f"{what}: {'ok' if not row['failures'] else 'FAILED'}", flush=True)
 
     lines = [f"# Attune GPU checks on {runner.name} ({datetime.date.today()})", "",
