@@ -345,12 +345,47 @@ void Bundle::launchVariant(int i, const DeviceInfo &dev, const CheckedCall &c, v
   release();
 }
 
+namespace {
+int64_t configInt(const Variant &v, const char *key) {
+  const Json *x = v.config.find(key);
+  return x && x->isInteger() ? x->asInt() : 0;
+}
+bool packsGqa(const Variant &v) {
+  const Json *x = v.config.find("pack_gqa");
+  return x && x->isBool() && x->asBool();
+}
+} // namespace
+
+int decodeVariant(const Manifest &m, int chosen, const CheckedCall &c) {
+  const Variant &d = m.variants[size_t(chosen)];
+  int64_t group = c.headsKv > 0 ? c.headsQ / c.headsKv : 1;
+  int64_t queries = c.perSequence ? c.maxSeqQ : c.seqQ;
+  if (group < 2 || packsGqa(d) || queries < 1 || queries * group > configInt(d, "block_m"))
+    return chosen;
+  int other = -1;
+  for (size_t i = 0; i < m.variants.size(); ++i) {
+    const Variant &v = m.variants[i];
+    if (v.arch != d.arch || !packsGqa(v) || configInt(v, "block_m") < queries * group)
+      continue;
+    if (configInt(v, "block_m") == configInt(d, "block_m") &&
+        configInt(v, "block_n") == configInt(d, "block_n"))
+      return int(i);
+    if (other < 0)
+      other = int(i);
+  }
+  return other >= 0 ? other : chosen;
+}
+
 int Bundle::choose(const attn_call &call, const CheckedCall &c, const DeviceInfo &dev,
                    const char *fn) {
   std::string forced = call.variant ? call.variant : "";
   // ATTUNE_TUNE=0: no tuned choice is trusted, the default runs.
   std::string tuned = forced.empty() && !tuningDisabled() ? tunedName(dev, c) : "";
-  return selectVariant(m_, dev.major, dev.minor, forced, tuned, fn);
+  int i = selectVariant(m_, dev.major, dev.minor, forced, tuned, fn);
+  // Untuned decoding: every query head of a CTA's kv head in one CTA reads K/V once
+  // instead of once per query head (docs/bundle-and-abi.md, "Choosing a variant").
+  bool isTuned = !tuned.empty() && m_.findVariant(tuned) == i;
+  return forced.empty() && !isTuned ? decodeVariant(m_, i, c) : i;
 }
 
 namespace {

@@ -27,6 +27,13 @@ namespace attune::rt {
 int selectVariant(const Manifest &m, int major, int minor, const std::string &forced,
                   const std::string &tuned, const char *fn);
 
+/// Untuned decoding: when `chosen` (an untuned choice) does not pack GQA and every
+/// query of the call's longest sequence times the group (Hq / Hkv > 1) fits one of its
+/// CTAs, a variant of the same arch that packs the group's query heads into one CTA
+/// (same tile, else the first that holds them): it reads each kv head's K/V once
+/// instead of once per query head. Else `chosen`.
+int decodeVariant(const Manifest &m, int chosen, const CheckedCall &c);
+
 /// Indices of the variants that run on major.minor, in manifest order.
 std::vector<int> compatibleVariants(const Manifest &m, int major, int minor);
 

@@ -111,3 +111,37 @@ TEST(Launch, EmptyCallsLaunchNothingAndSucceed) {
     EXPECT_NO_THROW(bundle.tune(e.call, 3, false)) << "dim " << dim;
   }
 }
+
+TEST(Select, UntunedDecodingPrefersTheGqaPackedVariant) {
+  Manifest m = testManifest();
+  // Two more sm_80 variants: 64x64 packed, and a 16-row packed one.
+  Variant packed = m.variants[0];
+  packed.name = "sm80_bm64_g";
+  packed.isDefault = false;
+  packed.config = Json::parse(R"({"block_m": 64, "block_n": 64, "pack_gqa": true})");
+  m.variants.push_back(packed);
+  m.variants[0].config = Json::parse(R"({"block_m": 64, "block_n": 64, "pack_gqa": false})");
+  int chosen = selectVariant(m, 8, 0, "", "", "attn_launch");
+  ASSERT_EQ(m.variants[size_t(chosen)].name, "sm80_bm64");
+  CheckedCall c;
+  c.headsQ = 32;
+  c.headsKv = 8;
+  auto pickFor = [&](int64_t seqQ, bool perSequence) {
+    c.perSequence = perSequence;
+    c.seqQ = perSequence ? 4096 : seqQ; // a padded buffer's Sq vs the longest sequence
+    c.maxSeqQ = seqQ;
+    return m.variants[size_t(decodeVariant(m, chosen, c))].name;
+  };
+  EXPECT_EQ(pickFor(1, false), "sm80_bm64_g");   // decoding: 1 query x 4 heads
+  EXPECT_EQ(pickFor(16, false), "sm80_bm64_g");  // 16 x 4 = 64 rows: still one CTA
+  EXPECT_EQ(pickFor(17, false), "sm80_bm64");    // prefill: the default
+  EXPECT_EQ(pickFor(3, true), "sm80_bm64_g");    // ragged: the longest sequence counts
+  EXPECT_EQ(pickFor(100, true), "sm80_bm64");
+  c.headsKv = 32; // no groups: nothing to pack
+  EXPECT_EQ(pickFor(1, false), "sm80_bm64");
+  // A packed choice stays; no packed variant of the arch: the choice stays.
+  c.headsKv = 8;
+  EXPECT_EQ(m.variants[size_t(decodeVariant(m, 3, c))].name, "sm80_bm64_g");
+  int sm90 = selectVariant(m, 9, 0, "", "", "attn_launch");
+  EXPECT_EQ(m.variants[size_t(decodeVariant(m, sm90, c))].name, m.variants[size_t(sm90)].name);
+}
