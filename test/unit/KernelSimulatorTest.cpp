@@ -105,6 +105,12 @@ struct Launch {
     named["num_splits"] = val(1);
     named["scratch:o_partial"] = ptr(nullptr, 0, "scratch:o_partial");
     named["scratch:lse_partial"] = ptr(nullptr, 0, "scratch:lse_partial");
+    // Every NVIDIA kernel is per-sequence: null lengths mean whole buffers.
+    named["q_lens"] = ptr(nullptr, 0, "q_lens");
+    named["kv_lens"] = ptr(nullptr, 0, "kv_lens");
+    named["q_rows"] = val(kS);
+    named["kv_rows"] = val(kS);
+    named["q_offset_from_lengths"] = val(0);
     for (const char *t : {"q", "k", "v", "o"}) {
       named[std::string(t) + "_stride_b"] = val(kH * kS * kD);
       named[std::string(t) + "_stride_h"] = val(kS * kD);
