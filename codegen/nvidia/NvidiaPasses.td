@@ -58,7 +58,11 @@ def ConvertAttnToNVVM : Pass<"convert-attn-to-nvvm", "::mlir::ModuleOp"> {
     their layouts and places: cp.async staging, ldmatrix + mma.sync or wgmma with
     matrix descriptors and proxy fences, the key loop over attn.for_kv_blocks
     (passes/KvSchedule.h, one tile ahead), mask and score regions cloned per
-    accumulator element, online softmax by quad shuffles, split-KV partials; f32
+    accumulator element, online softmax by quad shuffles, split-KV partials,
+    per-sequence storage (every kernel reads its sequence's lengths, clamped to the
+    buffers; ragged rows from the sequence's row base; paged K/V rows through the page
+    table, a page outside the cache masked and never read; right-padded rows past
+    q_len written 0 / -inf); f32
     exp/exp2/log/log2/tanh/sin/cos as PTX's ex2/lg2/sin/cos.approx.ftz (PtxMath.h). The
     module's `attn.abi` attribute is the bundle ABI of the kernel (parameter names and
     kinds, grid, threads, shared memory, scratch buffers, the combine kernel):
