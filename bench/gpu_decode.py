@@ -266,31 +266,17 @@ def as_bhtd(q_tokens, batch, q_len):
 
 def time_call(fn, warmup=5, iters=20):
     """(events ms, wall ms): the median GPU time of one call from CUDA events around
-    back-to-back calls lasting ~2 ms per sample (bench/gpu_compare.py's method), and the
-    median wall-clock time of one isolated call (call, then synchronize)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    inner = max(1, min(100, int(2.0 / max(start.elapsed_time(end), 1e-3))))
-    times, walls = [], []
-    for _ in range(iters):
-        start.record()
-        for _ in range(inner):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / inner)
+    back-to-back calls lasting ~2 ms per sample (bench/gpu_compare.py's time_ms), and
+    the median wall-clock time of one isolated call (call, then synchronize)."""
+    from gpu_compare import time_ms
+    events = time_ms(fn, warmup, iters)
+    walls = []
     for _ in range(iters):
         t0 = time.perf_counter()
         fn()
         torch.cuda.synchronize()
         walls.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), statistics.median(walls)
+    return events, statistics.median(walls)
 
 
 def short(e):

@@ -216,12 +216,6 @@ class Kernel:
                 "attune: validate / max_seqlen_q / max_seqlen_kv are about per-sequence "
                 "arguments (cu_seqlens_q, page_table, ...); this call passes none"
             )
-        if seq or self.storage != {"q": "padded", "kv": "padded"}:
-            return self._call_sequences(q, k, v, return_lse, seq, tensors, q_offset=q_offset,
-                                        kv_offset=kv_offset, variant=variant,
-                                        num_threads=num_threads, num_splits=num_splits,
-                                        validate=validate,
-                                        max_seqlen=(max_seqlen_q or 0, max_seqlen_kv or 0))
         if num_splits is not None and (
             isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
         ):
@@ -229,6 +223,12 @@ class Kernel:
                 f"attune: num_splits={num_splits!r}; expected a positive int, or None for "
                 "the runtime's choice"
             )
+        if seq or self.storage != {"q": "padded", "kv": "padded"}:
+            return self._call_sequences(q, k, v, return_lse, seq, tensors, q_offset=q_offset,
+                                        kv_offset=kv_offset, variant=variant,
+                                        num_threads=num_threads, num_splits=num_splits,
+                                        validate=validate,
+                                        max_seqlen=(max_seqlen_q or 0, max_seqlen_kv or 0))
         if num_threads is not None and (
             isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
         ):
@@ -288,29 +288,30 @@ class Kernel:
                     f"attune: {name} is on {t.device} but q is on {q.device}: the sequence "
                     "arguments live with the tensors they index"
                 )
-        if num_splits is not None and (
-            isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1
-        ):
-            raise AttuneError(
-                f"attune: num_splits={num_splits!r}; expected a positive int, or None for "
-                "the runtime's choice"
-            )
         call, o, lse, _keep = self._checked_call(q, k, v, return_lse, q_offset, kv_offset,
                                                  variant, tensors, host=host, seq=seq,
                                                  validate=validate, max_seqlen=max_seqlen)
+        # No tuning: the tuner's shape buckets are padded batches'. The default (or the
+        # named) variant runs; what the runtime reads of the sequence arrays first is
+        # docs/bundle-and-abi.md's "Storage" rule.
+        self._launch(call, q, host, num_threads, num_splits,
+                     lambda c: _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(c))))
+        return (o, lse) if return_lse else o
+
+    def _launch(self, call, q, host, num_threads, num_splits, run_cuda):
+        """A checked call on the host variant, or on q's GPU through `run_cuda(call)`."""
         if host:
             call.device = _capi.ATTN_DEVICE_HOST
             call.num_threads = num_threads or 0
             _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(call)))
-        else:
-            # No tuning: the tuner's shape buckets are padded batches'. The default (or
-            # the named) variant runs; the runtime checks the sequence arguments on a
-            # copy (one small synchronous download) before the launch.
-            call.num_splits = num_splits or 0
-            with torch.cuda.device(q.device):
-                call.stream = torch.cuda.current_stream(q.device).cuda_stream
-                _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(call)))
-        return (o, lse) if return_lse else o
+            return
+        call.num_splits = num_splits or 0
+        # The runtime uses the driver context current on this thread; entering q's
+        # device makes that PyTorch's primary context of q's device (the runtime would
+        # otherwise retain the same primary context itself).
+        with torch.cuda.device(q.device):
+            call.stream = torch.cuda.current_stream(q.device).cuda_stream
+            run_cuda(call)
 
     def _forward(self, q, k, v, return_lse, tensors, *, q_offset, kv_offset, variant, tune,
                  num_splits, num_threads, keep_lse=False):
@@ -322,18 +323,8 @@ class Kernel:
         call, o, lse, _keep = self._checked_call(
             q, k, v, want_lse, q_offset, kv_offset, variant, tensors, host=host
         )
-        if host:
-            call.device = _capi.ATTN_DEVICE_HOST
-            call.num_threads = num_threads or 0
-            _capi.check(self._lib.attn_launch(self._handle, ctypes.byref(call)))
-        else:
-            call.num_splits = num_splits or 0
-            # The runtime uses the driver context current on this thread; entering q's
-            # device makes that PyTorch's primary context of q's device (the runtime
-            # would otherwise retain the same primary context itself).
-            with torch.cuda.device(q.device):
-                call.stream = torch.cuda.current_stream(q.device).cuda_stream
-                self._run(call, q, k, variant, tune)
+        self._launch(call, q, host, num_threads, num_splits,
+                     lambda c: self._run(c, q, k, variant, tune))
         return o, (lse if return_lse else None), lse
 
     def backward(self, q, k, v, o, lse, do, *, dlse=None, q_offset=None, kv_offset=None,
